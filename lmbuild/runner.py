@@ -1,0 +1,147 @@
+"""Run one stage from a Snakemake ``script:``: logging, atomic output, manifest, errors.
+
+Every script in ``scripts/`` is two lines: import the stage's ``build`` and hand it to
+:func:`run_stage`. What a stage function gets is a :class:`StageContext`; what it returns
+(counts, figures) goes into the artifact's ``manifest.json`` together with the lineage
+that the plan passed in ``params``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from lmbuild.artifact import MANIFEST, atomic_dir, read_manifest, write_json
+from lmbuild.errors import UserError
+
+# Hub look-ups fail at once instead of retrying for ~46 s when offline; progress bars
+# would flood the logs. Users with the hub unset HF_HUB_OFFLINE themselves.
+for _var, _val in {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_var, _val)
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a stage's ``build`` sees.
+
+    settings: the stage's own settings, defaults filled in (the part of the config its key covers).
+    inputs:   stage name -> path of the complete input artifact.
+    out:      an empty directory; everything written here becomes the artifact.
+    work:     a scratch directory outside the artifact that survives a crash (resumable state);
+              removed after success.
+    threads:  CPU threads the job was given.
+    key:      this artifact's address.
+    """
+
+    stage: str
+    key: str
+    settings: dict
+    inputs: dict[str, Path]
+    out: Path
+    work: Path
+    threads: int = 1
+
+    def input_manifest(self, stage: str) -> dict:
+        return read_manifest(self.inputs[stage])
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "tokenizers", "duckdb", "pyarrow", "lm_eval", "datasets"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "?")
+    return out
+
+
+def run(
+    build: Callable[[StageContext], dict | None],
+    *,
+    stage: str,
+    key: str,
+    settings: dict,
+    lineage: dict,
+    inputs: dict[str, Path],
+    output: Path,
+    threads: int = 1,
+    log_path: Path | None = None,
+) -> dict:
+    """Build one artifact atomically and write its manifest; return the manifest."""
+    output = Path(output)
+    work = output.parent.parent / "_work" / stage / key
+    started = time.time()
+    with atomic_dir(output) as tmp:
+        work.mkdir(parents=True, exist_ok=True)
+        ctx = StageContext(stage, key, settings, {k: Path(v) for k, v in inputs.items()}, tmp, work, threads)
+        counts = build(ctx) or {}
+        manifest = {
+            "stage": stage,
+            "key": key,
+            "settings": settings,
+            **lineage,
+            "counts": counts,
+            "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+            "seconds": round(time.time() - started, 3),
+            "threads": threads,
+            "versions": _versions(),
+            "log": str(log_path) if log_path else None,
+        }
+        write_json(tmp / MANIFEST, manifest)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> None:
+    """Entry point for ``scripts/<stage>.py``: read the ``snakemake`` object and run."""
+    log_path = Path(snakemake.log[0])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    stage = snakemake.params.stage
+    # Everything the libraries print goes to the job's log; the terminal gets one line on error.
+    err = os.fdopen(os.dup(2), "w")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    inputs = {name: Path(p) for name, p in snakemake.input.items()}
+    try:
+        manifest = run(
+            build,
+            stage=stage,
+            key=snakemake.params.key,
+            settings=snakemake.params.settings,
+            lineage=snakemake.params.lineage,
+            inputs=inputs,
+            output=Path(snakemake.output[0]),
+            threads=snakemake.threads,
+            log_path=log_path,
+        )
+        logging.getLogger("lmbuild").info("%s %s done in %.1fs: %s", stage, snakemake.params.key, manifest["seconds"], manifest["counts"])
+    except UserError as exc:
+        logging.getLogger("lmbuild").error("%s", exc)
+        print(f"error: {stage}: {exc}", file=err, flush=True)
+        sys.exit(1)
+    except BaseException:
+        traceback.print_exc()
+        print(f"error: {stage} failed with an internal error; traceback in {log_path}", file=err, flush=True)
+        sys.exit(1)
