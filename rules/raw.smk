@@ -1,0 +1,24 @@
+# Ingest the configured sources into Parquet shards (id, text, source, metadata).
+# Code: scripts/raw.py -> lmbuild.data.ingest.build
+
+
+rule build_raw:
+    input:
+        unpack(stage_inputs("raw")),
+    output:
+        directory(f"{ART}/raw/{{key}}"),
+    log:
+        "logs/raw/{key}.log",
+    params:
+        stage="raw",
+        key=lambda wc: wc.key,
+        settings=stage_settings("raw"),
+        lineage=stage_lineage("raw"),
+    threads: res("raw", "threads", 1)
+    resources:
+        mem_mb=res("raw", "mem_mb", 2000),
+        runtime=res("raw", "runtime", 30),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/raw.py"

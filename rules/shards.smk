@@ -1,0 +1,24 @@
+# Tokenize, append EOS, pack into seq_len blocks; hold out validation documents by id hash.
+# Code: scripts/shards.py -> lmbuild.pack.build
+
+
+rule build_shards:
+    input:
+        unpack(stage_inputs("shards")),
+    output:
+        directory(f"{ART}/shards/{{key}}"),
+    log:
+        "logs/shards/{key}.log",
+    params:
+        stage="shards",
+        key=lambda wc: wc.key,
+        settings=stage_settings("shards"),
+        lineage=stage_lineage("shards"),
+    threads: res("shards", "threads", 2)
+    resources:
+        mem_mb=res("shards", "mem_mb", 4000),
+        runtime=res("shards", "runtime", 30),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/shards.py"

@@ -1,0 +1,24 @@
+# Train a byte-level BPE on the deduplicated text, or take an existing tokenizer.
+# Code: scripts/tokenizer.py -> lmbuild.tokenizer.build
+
+
+rule build_tokenizer:
+    input:
+        unpack(stage_inputs("tokenizer")),
+    output:
+        directory(f"{ART}/tokenizer/{{key}}"),
+    log:
+        "logs/tokenizer/{key}.log",
+    params:
+        stage="tokenizer",
+        key=lambda wc: wc.key,
+        settings=stage_settings("tokenizer"),
+        lineage=stage_lineage("tokenizer"),
+    threads: res("tokenizer", "threads", 2)
+    resources:
+        mem_mb=res("tokenizer", "mem_mb", 4000),
+        runtime=res("tokenizer", "runtime", 30),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/tokenizer.py"

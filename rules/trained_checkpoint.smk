@@ -1,0 +1,26 @@
+# Train with the HF Trainer: AdamW, warmup + cosine, clipping, bf16 where supported, validation loss.
+# Code: scripts/trained_checkpoint.py -> lmbuild.train.build
+
+
+rule build_trained_checkpoint:
+    input:
+        unpack(stage_inputs("trained_checkpoint")),
+    output:
+        directory(f"{ART}/trained_checkpoint/{{key}}"),
+    log:
+        "logs/trained_checkpoint/{key}.log",
+    params:
+        stage="trained_checkpoint",
+        key=lambda wc: wc.key,
+        settings=stage_settings("trained_checkpoint"),
+        lineage=stage_lineage("trained_checkpoint"),
+    threads: res("trained_checkpoint", "threads", 2)
+    resources:
+        mem_mb=res("trained_checkpoint", "mem_mb", 8000),
+        runtime=res("trained_checkpoint", "runtime", 120),
+        gpu=res("trained_checkpoint", "gpu", 0),
+        gpu_model=res("trained_checkpoint", "gpu_model", ""),
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/trained_checkpoint.py"

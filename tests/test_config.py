@@ -1,0 +1,41 @@
+import pytest
+import yaml
+
+from lmbuild.config import validate
+from lmbuild.errors import UserError
+
+from conftest import ROOT
+
+
+def test_defaults_fill_every_section():
+    c = validate({})
+    assert c["train"]["learning_rate"] > 0
+    assert c["data"]["sources"] == [c["data"]["sources"][0]] and c["data"]["sources"][0]["type"] == "embedded"
+    assert c["data"]["clean"]["lang"]["keep"] == ["en"]
+    assert c["data"]["dedup"]["method"] == "exact"
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "tests/smoke.yaml"])
+def test_shipped_configs_are_valid(name):
+    validate(yaml.safe_load((ROOT / name).read_text()))
+
+
+@pytest.mark.parametrize(
+    "cfg, expected",
+    [
+        ({"trian": {}}, "config: trian: unknown key"),
+        ({"train": {"learning_rat": 1}}, "config: train.learning_rat: unknown key"),
+        ({"train": {"learning_rate": "fast"}}, "config: train.learning_rate: 'fast' is not of type 'number'"),
+        ({"data": {"sources": [{"type": "jsonl", "path": "x", "txt": 1}]}}, "config: data.sources[0].txt: unknown key"),
+        ({"data": {"shards": 0}}, "config: data.shards: 0 is less than the minimum of 1"),
+        ({"data": {"sources": [{"type": "jsonl"}]}}, "config: data.sources[0].path is required for type jsonl"),
+        ({"model": {"hidden_size": 100, "num_attention_heads": 3}}, "config: model.hidden_size (100) must be a multiple"),
+        ({"pack": {"seq_len": 512}}, "config: pack.seq_len (512) exceeds model.max_position_embeddings"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(cfg, expected):
+    with pytest.raises(UserError) as err:
+        validate(cfg)
+    msg = str(err.value)
+    assert msg.startswith(expected), msg
+    assert "\n" not in msg
