@@ -7,6 +7,8 @@ Errors are one line that names the config key, e.g.
 from __future__ import annotations
 
 import copy
+import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -47,8 +49,6 @@ def _one_line(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         pats = error.schema.get("patternProperties", {})
-        import re
-
         extra = [e for e in extra if not any(re.search(p, e) for p in pats)]
         key = f"{where}.{extra[0]}" if where else str(extra[0])
         return f"{key}: unknown key"
@@ -95,3 +95,37 @@ def _check_consistency(config: dict, source: str) -> None:
             raise UserError(f"{source}: data.sources[{i}].parts applies to type embedded only")
     if config["train"]["warmup_steps"] >= config["train"]["max_steps"]:
         raise UserError(f"{source}: train.warmup_steps must be smaller than train.max_steps")
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from the schema."""
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+
+    def type_of(s: dict) -> str:
+        if "enum" in s:
+            return " \\| ".join(f"`{v}`" for v in s["enum"])
+        t = s.get("type", "object")
+        return " \\| ".join(t) if isinstance(t, list) else t
+
+    def walk(schema: dict, prefix: str) -> None:
+        for name, sub in schema.get("properties", {}).items():
+            key = f"{prefix}{name}"
+            default = sub.get("default", "")
+            if sub.get("type") == "object" and "properties" in sub:
+                walk(sub, key + ".")
+                continue
+            if sub.get("type") == "array" and "properties" in sub.get("items", {}):
+                desc = " ".join(sub.get("description", "").split())
+                rows.append(f"| `{key}` | list | `{json.dumps(default)}` | {desc} |")
+                walk(sub["items"], key + "[]" + ".")
+                continue
+            desc = " ".join(sub.get("description", "").split())
+            shown = f"`{json.dumps(default)}`" if "default" in sub else ""
+            rows.append(f"| `{key}` | {type_of(sub)} | {shown} | {desc} |")
+
+    walk(load_schema(), "")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

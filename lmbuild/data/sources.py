@@ -1,0 +1,210 @@
+"""Readers that stream documents ``(id, text, metadata)`` out of one ``data.sources`` entry.
+
+Every reader is a generator: nothing holds more than one file line, one Parquet record batch
+or one Hugging Face row at a time, so ingest's memory does not grow with the corpus.
+
+Ids are stable and unique per source: the ``id_field`` value when one is configured, else the
+position (``file:line``, ``file:row``, ``file``, ``split:row``); either way prefixed with the
+source's name, so two sources cannot collide unless they share a name and a position.
+
+Bad input raises :class:`UserError` with one line that names the file and line, or the
+config key: users fix data, they should not have to read a traceback to find where.
+
+What this module does not do: decompress anything but gzip, recurse into JSON for nested
+text fields, or check that ids are unique across files (ingest checks that once, on disk).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from lmbuild.errors import UserError
+
+log = logging.getLogger(__name__)
+
+Doc = tuple[str, str, dict]  # (id, text, metadata)
+
+
+def source_name(src: dict) -> str:
+    """The label stored in the ``source`` column: ``name`` or ``<type>:<path>``."""
+    if src.get("name"):
+        return src["name"]
+    return src["type"] if src["type"] == "embedded" else f"{src['type']}:{src.get('path')}"
+
+
+def iter_source(src: dict, index: int) -> Iterator[Doc]:
+    """All documents of ``data.sources[index]``, in a stable order, capped at ``max_docs``.
+
+    Raises UserError when the source yields no document at all: an empty source is almost
+    always a wrong path or field, and silently training on less is worse than stopping.
+    """
+    reader = _READERS[src["type"]]
+    cap = src.get("max_docs")
+    n = 0
+    for doc in reader(src, index, source_name(src)):
+        if cap is not None and n >= cap:
+            break
+        n += 1
+        yield doc
+    if n == 0:
+        raise UserError(f"data.sources[{index}] ({src.get('path') or source_name(src)}): no documents")
+
+
+def _files(src: dict, index: int) -> list[str]:
+    """Files matching the entry's path (a file or a glob relative to the working directory)."""
+    pattern = src["path"]
+    files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    if not files:
+        raise UserError(f"data.sources[{index}].path: no file matches {pattern!r}")
+    return files
+
+
+def _open_binary(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _text_of(record: dict, field: str, where: str, index: int) -> str:
+    if field not in record:
+        raise UserError(f"{where}: no field {field!r} (data.sources[{index}].text_field)")
+    text = record[field]
+    if not isinstance(text, str):
+        raise UserError(f"{where}: field {field!r} is {type(text).__name__}, not a string")
+    return text
+
+
+def _id_of(record: dict, field: str | None, name: str, fallback: str, where: str, index: int) -> str:
+    if field is None:
+        return f"{name}:{fallback}"
+    value = record.get(field)
+    if value is None:
+        raise UserError(f"{where}: no id in field {field!r} (data.sources[{index}].id_field)")
+    return f"{name}:{value}"
+
+
+def _rest(record: dict, *fields: str | None) -> dict:
+    """The record's other fields become the document's metadata (as datatrove's readers do)."""
+    return {k: v for k, v in record.items() if k not in fields}
+
+
+def read_jsonl(src: dict, index: int, name: str) -> Iterator[Doc]:
+    """One JSON object per line; blank lines are skipped. ``.gz`` files are decompressed."""
+    text_field, id_field = src.get("text_field", "text"), src.get("id_field")
+    for path in _files(src, index):
+        with _open_binary(path) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                where = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UserError(f"{where}: invalid UTF-8") from None
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+                if not isinstance(record, dict):
+                    raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                text = _text_of(record, text_field, where, index)
+                doc_id = _id_of(record, id_field, name, f"{path}:{lineno}", where, index)
+                yield doc_id, text, _rest(record, text_field, id_field)
+
+
+def read_parquet(src: dict, index: int, name: str) -> Iterator[Doc]:
+    """Parquet files read one record batch at a time; other columns become metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text_field, id_field = src.get("text_field", "text"), src.get("id_field")
+    for path in _files(src, index):
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+        names = pf.schema_arrow.names
+        for field, key in ((text_field, "text_field"), (id_field, "id_field")):
+            if field is not None and field not in names:
+                raise UserError(f"{path}: no column {field!r} (data.sources[{index}].{key}); columns: {', '.join(names)}")
+        ttype = pf.schema_arrow.field(text_field).type
+        if not (pa.types.is_string(ttype) or pa.types.is_large_string(ttype) or pa.types.is_string_view(ttype)):
+            raise UserError(f"{path}: column {text_field!r} has type {ttype}, not a string")
+        row = 0
+        for batch in pf.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                where = f"{path}:row {row}"
+                if record[text_field] is None:
+                    raise UserError(f"{where}: field {text_field!r} is null")
+                yield _id_of(record, id_field, name, f"{path}:{row}", where, index), record[text_field], _rest(record, text_field, id_field)
+                row += 1
+
+
+def read_text(src: dict, index: int, name: str) -> Iterator[Doc]:
+    """Each file is one document, read whole (text files are documents, not corpora)."""
+    for path in _files(src, index):
+        raw = Path(path).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
+        yield f"{name}:{path}", text, {}
+
+
+def read_hf(src: dict, index: int, name: str) -> Iterator[Doc]:
+    """A Hugging Face dataset, streamed (no full download), ``path`` being its name or folder.
+
+    Any failure to load or to read rows is the user's to fix (name, split, network): it
+    becomes one UserError line rather than a traceback from deep inside ``datasets``.
+    """
+    text_field, id_field, split = src.get("text_field", "text"), src.get("id_field"), src.get("split", "train")
+    hf_name = src["path"]
+
+    def cannot(exc: Exception) -> UserError:
+        detail = (str(exc).strip().splitlines() or [""])[0][:300]
+        return UserError(
+            f"data.sources[{index}]: cannot load Hugging Face dataset {hf_name!r} "
+            f"(hub unreachable? config={src.get('hf_config')!r}, split={split!r}): {type(exc).__name__}: {detail}"
+        )
+
+    try:
+        import datasets
+
+        rows = iter(datasets.load_dataset(hf_name, src.get("hf_config"), split=split, streaming=True))
+    except Exception as exc:  # noqa: BLE001 (datasets raises many types; all mean "cannot load")
+        raise cannot(exc) from None
+    row = 0
+    while True:
+        try:
+            record = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise cannot(exc) from None
+        where = f"data.sources[{index}] ({hf_name}, split {split}): row {row}"
+        yield (
+            _id_of(record, id_field, name, f"{split}:{row}", where, index),
+            _text_of(record, text_field, where, index),
+            _rest(record, text_field, id_field),
+        )
+        row += 1
+
+
+def read_embedded(src: dict, index: int, name: str) -> Iterator[Doc]:
+    from lmbuild.data.embedded import iter_embedded
+
+    for rel, text, meta in iter_embedded(src.get("parts")):
+        yield f"{name}:{rel}", text, meta
+
+
+_READERS = {
+    "jsonl": read_jsonl,
+    "parquet": read_parquet,
+    "text": read_text,
+    "hf": read_hf,
+    "embedded": read_embedded,
+}

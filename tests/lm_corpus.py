@@ -1,0 +1,83 @@
+"""Test helpers for the model-side stages: real text as ``deduplicated`` shards, and stage runs.
+
+The core corpus is this Python's standard library (present on every machine); Shakespeare
+from ../shared/data is optional and skips its test when absent.
+"""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lmbuild import config as lmconfig
+from lmbuild import plan, runner
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SCHEMA = pa.schema(
+    [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("metadata", pa.string()), ("lang", pa.string()), ("lang_score", pa.float64())]
+)
+
+
+def stdlib_docs(limit: int | None = None, max_bytes: int | None = None) -> list[dict]:
+    """The stdlib's top-level .py files (sorted by name), one document each."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for path in sorted(root.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if max_bytes and len(text.encode()) > max_bytes:
+            continue
+        docs.append({"id": f"stdlib/{path.name}", "text": text, "source": "python_stdlib"})
+        if limit and len(docs) >= limit:
+            break
+    return docs
+
+
+def shakespeare_docs(chunk_lines: int = 200) -> list[dict]:
+    """tinyshakespeare in chunks of ``chunk_lines`` lines; skips the test when shared data is absent."""
+    path = SHARED_DATA / "corpus" / "tinyshakespeare.txt"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (shared test data)")
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    return [
+        {"id": f"shakespeare/{i:05d}", "text": "".join(lines[i : i + chunk_lines]), "source": "tinyshakespeare"}
+        for i in range(0, len(lines), chunk_lines)
+    ]
+
+
+def write_deduplicated(folder: Path, docs: list[dict], shards: int = 2) -> Path:
+    """Write docs as the ``deduplicated`` stage does: shard-*.parquet, ordered by id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = sorted(docs, key=lambda d: d["id"])
+    per = -(-len(docs) // shards)
+    for i in range(shards):
+        part = docs[i * per : (i + 1) * per]
+        table = pa.table(
+            {
+                "id": [d["id"] for d in part],
+                "text": [d["text"] for d in part],
+                "source": [d["source"] for d in part],
+                "metadata": [json.dumps({}) for _ in part],
+                "lang": ["en" for _ in part],
+                "lang_score": [1.0 for _ in part],
+            },
+            schema=SCHEMA,
+        )
+        pq.write_table(table, folder / f"shard-{i:05d}.parquet")
+    return folder
+
+
+def settings(stage: str, **sections) -> dict:
+    """A stage's settings from a validated config with the given sections overridden."""
+    return plan.STAGES[stage].settings(lmconfig.validate(sections))
+
+
+def run(module, stage: str, settings: dict, inputs: dict[str, Path], root: Path, key: str = "test", threads: int = 2) -> Path:
+    """Build one artifact through the real runner (atomic dir, manifest); return its path."""
+    out = root / stage / key
+    runner.run(module.build, stage=stage, key=key, settings=settings, lineage={}, inputs=inputs, output=out, threads=threads)
+    return out

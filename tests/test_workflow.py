@@ -1,0 +1,241 @@
+"""The Snakemake workflow end to end on tests/smoke.yaml: every artifact, reruns, bad input.
+
+These run `snakemake` as a user would (a subprocess, a fresh working directory).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report"]
+
+
+def smoke_config(**overrides) -> dict:
+    cfg = yaml.safe_load((ROOT / "tests" / "smoke.yaml").read_text())
+    for dotted, value in overrides.items():
+        *path, last = dotted.split(".")
+        node = cfg
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return cfg
+
+
+def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cfg_path = workdir / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--configfile", str(cfg_path), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def jobs_of_dry_run(proc: subprocess.CompletedProcess) -> dict:
+    """{rule: count} from the 'Job stats' table of `snakemake -n`; {} for 'Nothing to be done'."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def artifact_dirs(workdir: Path, stage: str) -> list[Path]:
+    return sorted(p for p in (workdir / "artifacts" / stage).glob("*") if not p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("smoke")
+    proc = snakemake(work, smoke_config())
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return work
+
+
+def only(workdir: Path, stage: str) -> Path:
+    dirs = artifact_dirs(workdir, stage)
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_every_artifact_is_complete_with_lineage(built):
+    for stage in STAGES:
+        art = only(built, stage)
+        m = json.loads((art / "manifest.json").read_text())
+        assert m["stage"] == stage and m["key"] == art.name
+        assert m["code_hash"] and m["code_files"]
+        for name, inp in m["inputs"].items():
+            assert (built / inp["path"] / "manifest.json").is_file(), (stage, name)
+            assert Path(inp["path"]).name == inp["key"]
+    assert not list((built / "artifacts").glob("*/.tmp-*"))
+
+
+def test_raw_and_cleaned_shards(built):
+    raw = only(built, "raw")
+    shards = sorted(raw.glob("shard-*.parquet"))
+    assert len(shards) == 2
+    assert set(pq.read_schema(shards[0]).names) >= {"id", "text", "source", "metadata"}
+    m = json.loads((only(built, "cleaned") / "manifest.json").read_text())
+    c = m["counts"]
+    assert c["documents_out"] > 0
+    assert c["documents_in"] == c["documents_out"] + sum(c["dropped"].values())
+
+
+def test_tokenizer_round_trips(built):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(only(built, "tokenizer"))
+    text = "def main():\n    print('Héllo, wörld!')  # ok\n\nROMEO: But soft!"
+    assert tok.decode(tok(text)["input_ids"]) == text
+    assert tok.eos_token_id is not None
+
+
+def test_shards_have_the_right_shape(built):
+    art = only(built, "shards")
+    meta = json.loads((art / "meta.json").read_text())
+    assert meta["seq_len"] == 64
+    for split in ("train", "val"):
+        blocks = np.memmap(art / f"{split}.bin", dtype=meta["dtype"], mode="r").reshape(-1, 64)
+        assert blocks.shape[0] == meta[f"{split}_blocks"] > 0
+        assert blocks.max() < meta["vocab_size"]
+    assert (np.memmap(art / "train.bin", dtype=meta["dtype"], mode="r") == meta["eos_token_id"]).any()
+    docs = (art / "val_docs.jsonl").read_text().splitlines()
+    assert len(docs) == meta["val_documents"] > 0
+
+
+def test_trained_model_loads_generates_and_learned(built):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    art = only(built, "trained_checkpoint")
+    model = AutoModelForCausalLM.from_pretrained(art)
+    tok = AutoTokenizer.from_pretrained(art)
+    ids = tok("def ", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 8
+    counts = json.loads((art / "manifest.json").read_text())["counts"]
+    assert counts["final_val_loss"] < counts["initial_val_loss"]
+    with open(art / "loss_curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"step", "tokens", "train_loss", "val_loss", "learning_rate"} <= set(rows[0])
+    init = json.loads((only(built, "init_checkpoint") / "manifest.json").read_text())["counts"]
+    assert init["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_report_holds_the_metrics(built):
+    art = only(built, "eval_report")
+    report = json.loads((art / "report.json").read_text())
+    text = json.dumps(report)
+    assert "perplexity" in text
+    assert len(report["generations"]) == 3
+    html = (art / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    # Every number in the report is a real, finite measurement.
+    def numbers(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                yield from numbers(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from numbers(v)
+        elif isinstance(x, float):
+            yield x
+
+    assert all(math.isfinite(v) for v in numbers(report["metrics"]))
+
+
+def test_rerun_is_a_no_op(built):
+    assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
+
+
+def test_changing_one_value_reruns_exactly_downstream_and_reverting_reruns_nothing(built):
+    lr = smoke_config(**{"train.learning_rate": 0.001})
+    assert jobs_of_dry_run(snakemake(built, lr, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
+    proc = snakemake(built, lr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert len(artifact_dirs(built, "trained_checkpoint")) == 2
+    assert len(artifact_dirs(built, "raw")) == 1
+    # Back to the original value: its artifacts are still at their addresses.
+    assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
+    assert jobs_of_dry_run(snakemake(built, lr, "-n")) == {}
+
+
+def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
+    cfg = smoke_config(**{"data.clean.min_chars": 150})
+    jobs = jobs_of_dry_run(snakemake(built, cfg, "-n"))
+    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"all"}
+
+
+# --- bad input: a clear one-line error, a non-zero exit, and no artifact -----------------
+
+
+def bad_source_run(tmp_path: Path, content: bytes, target: str = "raw", **overrides):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "docs.jsonl").write_bytes(content)
+    cfg = smoke_config(**{"data.sources": [{"type": "jsonl", "path": "data/*.jsonl"}], **overrides})
+    return snakemake(tmp_path, cfg, target)
+
+
+def assert_failed_cleanly(proc, tmp_path: Path, stage: str, pattern: str):
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    lines = [l for l in out.splitlines() if l.startswith("error: ")]
+    assert lines and re.search(pattern, lines[0]), out[-3000:]
+    assert not artifact_dirs(tmp_path, stage)
+    assert not list((tmp_path / "artifacts").glob(f"{stage}/.tmp-*")) if (tmp_path / "artifacts").exists() else True
+
+
+GOOD_LINE = json.dumps({"text": "A reasonably long English sentence about nothing in particular. " * 8})
+
+
+def test_malformed_jsonl_line(tmp_path):
+    content = f"{GOOD_LINE}\n{GOOD_LINE}\n{{not json\n".encode()
+    proc = bad_source_run(tmp_path, content)
+    assert_failed_cleanly(proc, tmp_path, "raw", r"docs\.jsonl:3: invalid JSON")
+
+
+def test_invalid_utf8(tmp_path):
+    content = f"{GOOD_LINE}\n".encode() + b'{"text": "caf\xe9 au lait"}\n'
+    proc = bad_source_run(tmp_path, content)
+    assert_failed_cleanly(proc, tmp_path, "raw", r"docs\.jsonl:2: invalid UTF-8")
+
+
+def test_empty_source(tmp_path):
+    proc = bad_source_run(tmp_path, b"")
+    assert_failed_cleanly(proc, tmp_path, "raw", r"data\.sources\[0\].*no documents")
+
+
+def test_every_document_filtered_out(tmp_path):
+    proc = bad_source_run(tmp_path, f"{GOOD_LINE}\n{GOOD_LINE}x\n".encode(), "cleaned", **{"data.clean.min_chars": 100000})
+    assert_failed_cleanly(proc, tmp_path, "cleaned", r"every document was dropped")
+    assert len(artifact_dirs(tmp_path, "raw")) == 1  # what was complete is kept
+
+
+def test_unknown_config_key(tmp_path):
+    proc = snakemake(tmp_path, smoke_config(**{"train.learning_rat": 0.1}), "raw")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "error: config: train.learning_rat: unknown key" in out
+    assert not (tmp_path / "artifacts").exists()
