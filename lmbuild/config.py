@@ -127,5 +127,25 @@ def reference_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrite the generated block of the README; True if it changed."""
+    text = path.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{reference_markdown()}{END}{tail}"
+    path.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":
-    print(reference_markdown(), end="")
+    # python -m lmbuild.config            prints the reference table
+    # python -m lmbuild.config README.md  rewrites the README's generated block
+    import sys
+
+    if len(sys.argv) > 1:
+        update_readme(Path(sys.argv[1]))
+    else:
+        print(reference_markdown(), end="")
