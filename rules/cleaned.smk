@@ -9,16 +9,16 @@ rule build_cleaned:
         directory(f"{ART}/cleaned/{{key}}"),
     log:
         "logs/cleaned/{key}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: res("cleaned", "threads", 2)
+    resources:
+        mem_mb=res("cleaned", "mem_mb", 2000),
+        runtime=res("cleaned", "runtime", 30),
     params:
         stage="cleaned",
         key=lambda wc: wc.key,
         settings=stage_settings("cleaned"),
         lineage=stage_lineage("cleaned"),
-    threads: res("cleaned", "threads", 2)
-    resources:
-        mem_mb=res("cleaned", "mem_mb", 2000),
-        runtime=res("cleaned", "runtime", 30),
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/cleaned.py"

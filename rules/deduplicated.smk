@@ -9,16 +9,16 @@ rule build_deduplicated:
         directory(f"{ART}/deduplicated/{{key}}"),
     log:
         "logs/deduplicated/{key}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: res("deduplicated", "threads", 2)
+    resources:
+        mem_mb=res("deduplicated", "mem_mb", 4000),
+        runtime=res("deduplicated", "runtime", 30),
     params:
         stage="deduplicated",
         key=lambda wc: wc.key,
         settings=stage_settings("deduplicated"),
         lineage=stage_lineage("deduplicated"),
-    threads: res("deduplicated", "threads", 2)
-    resources:
-        mem_mb=res("deduplicated", "mem_mb", 4000),
-        runtime=res("deduplicated", "runtime", 30),
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/deduplicated.py"

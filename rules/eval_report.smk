@@ -9,18 +9,18 @@ rule build_eval_report:
         directory(f"{ART}/eval_report/{{key}}"),
     log:
         "logs/eval_report/{key}.log",
-    params:
-        stage="eval_report",
-        key=lambda wc: wc.key,
-        settings=stage_settings("eval_report"),
-        lineage=stage_lineage("eval_report"),
+    conda:
+        "../envs/train.yaml"
     threads: res("eval_report", "threads", 2)
     resources:
         mem_mb=res("eval_report", "mem_mb", 8000),
         runtime=res("eval_report", "runtime", 60),
         gpu=res("eval_report", "gpu", 0),
         gpu_model=res("eval_report", "gpu_model", ""),
-    conda:
-        "../envs/train.yaml"
+    params:
+        stage="eval_report",
+        key=lambda wc: wc.key,
+        settings=stage_settings("eval_report"),
+        lineage=stage_lineage("eval_report"),
     script:
         "../scripts/eval_report.py"

@@ -9,16 +9,16 @@ rule build_init_checkpoint:
         directory(f"{ART}/init_checkpoint/{{key}}"),
     log:
         "logs/init_checkpoint/{key}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: res("init_checkpoint", "threads", 1)
+    resources:
+        mem_mb=res("init_checkpoint", "mem_mb", 2000),
+        runtime=res("init_checkpoint", "runtime", 30),
     params:
         stage="init_checkpoint",
         key=lambda wc: wc.key,
         settings=stage_settings("init_checkpoint"),
         lineage=stage_lineage("init_checkpoint"),
-    threads: res("init_checkpoint", "threads", 1)
-    resources:
-        mem_mb=res("init_checkpoint", "mem_mb", 2000),
-        runtime=res("init_checkpoint", "runtime", 30),
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/init_checkpoint.py"

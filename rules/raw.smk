@@ -9,16 +9,16 @@ rule build_raw:
         directory(f"{ART}/raw/{{key}}"),
     log:
         "logs/raw/{key}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: res("raw", "threads", 1)
+    resources:
+        mem_mb=res("raw", "mem_mb", 2000),
+        runtime=res("raw", "runtime", 30),
     params:
         stage="raw",
         key=lambda wc: wc.key,
         settings=stage_settings("raw"),
         lineage=stage_lineage("raw"),
-    threads: res("raw", "threads", 1)
-    resources:
-        mem_mb=res("raw", "mem_mb", 2000),
-        runtime=res("raw", "runtime", 30),
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/raw.py"

@@ -9,16 +9,16 @@ rule build_shards:
         directory(f"{ART}/shards/{{key}}"),
     log:
         "logs/shards/{key}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: res("shards", "threads", 2)
+    resources:
+        mem_mb=res("shards", "mem_mb", 4000),
+        runtime=res("shards", "runtime", 30),
     params:
         stage="shards",
         key=lambda wc: wc.key,
         settings=stage_settings("shards"),
         lineage=stage_lineage("shards"),
-    threads: res("shards", "threads", 2)
-    resources:
-        mem_mb=res("shards", "mem_mb", 4000),
-        runtime=res("shards", "runtime", 30),
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/shards.py"

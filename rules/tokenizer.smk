@@ -9,16 +9,16 @@ rule build_tokenizer:
         directory(f"{ART}/tokenizer/{{key}}"),
     log:
         "logs/tokenizer/{key}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: res("tokenizer", "threads", 2)
+    resources:
+        mem_mb=res("tokenizer", "mem_mb", 4000),
+        runtime=res("tokenizer", "runtime", 30),
     params:
         stage="tokenizer",
         key=lambda wc: wc.key,
         settings=stage_settings("tokenizer"),
         lineage=stage_lineage("tokenizer"),
-    threads: res("tokenizer", "threads", 2)
-    resources:
-        mem_mb=res("tokenizer", "mem_mb", 4000),
-        runtime=res("tokenizer", "runtime", 30),
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/tokenizer.py"

@@ -9,18 +9,18 @@ rule build_trained_checkpoint:
         directory(f"{ART}/trained_checkpoint/{{key}}"),
     log:
         "logs/trained_checkpoint/{key}.log",
-    params:
-        stage="trained_checkpoint",
-        key=lambda wc: wc.key,
-        settings=stage_settings("trained_checkpoint"),
-        lineage=stage_lineage("trained_checkpoint"),
+    conda:
+        "../envs/train.yaml"
     threads: res("trained_checkpoint", "threads", 2)
     resources:
         mem_mb=res("trained_checkpoint", "mem_mb", 8000),
         runtime=res("trained_checkpoint", "runtime", 120),
         gpu=res("trained_checkpoint", "gpu", 0),
         gpu_model=res("trained_checkpoint", "gpu_model", ""),
-    conda:
-        "../envs/train.yaml"
+    params:
+        stage="trained_checkpoint",
+        key=lambda wc: wc.key,
+        settings=stage_settings("trained_checkpoint"),
+        lineage=stage_lineage("trained_checkpoint"),
     script:
         "../scripts/trained_checkpoint.py"
