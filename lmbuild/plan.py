@@ -82,7 +82,10 @@ def digest(obj) -> str:
 
 
 def _module_path(name: str) -> Path | None:
-    rel = Path(*name.split(".")[1:])
+    parts = name.split(".")[1:]
+    if not parts:
+        return PACKAGE / "__init__.py"
+    rel = Path(*parts)
     for cand in (PACKAGE / rel / "__init__.py", PACKAGE / rel.with_suffix(".py")):
         if cand.is_file():
             return cand
