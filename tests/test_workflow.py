@@ -41,7 +41,8 @@ def smoke_config(**overrides) -> dict:
 def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--configfile", str(cfg_path), *args]
+    # Targets go before --configfile: after it Snakemake would read them as more config files.
+    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -228,7 +229,7 @@ def test_empty_source(tmp_path):
 
 
 def test_every_document_filtered_out(tmp_path):
-    proc = bad_source_run(tmp_path, f"{GOOD_LINE}\n{GOOD_LINE}x\n".encode(), "cleaned", **{"data.clean.min_chars": 100000})
+    proc = bad_source_run(tmp_path, f"{GOOD_LINE}\n{GOOD_LINE}\n".encode(), "cleaned", **{"data.clean.min_chars": 100000})
     assert_failed_cleanly(proc, tmp_path, "cleaned", r"every document was dropped")
     assert len(artifact_dirs(tmp_path, "raw")) == 1  # what was complete is kept
 

@@ -1,0 +1,150 @@
+"""Stage ``raw``: read every configured source into N Parquet shards of one schema.
+
+Schema: ``id: string, text: string, source: string, metadata: string`` (metadata is a JSON
+object with at least ``kind``). Document k of the concatenated source streams goes to shard
+k mod N: deterministic, and shards come out within one document of each other in count.
+Shards are written with a ParquetWriter per shard from small buffers flushed by size, so
+memory stays bounded whatever the corpus size.
+
+Ids must be unique across all sources: downstream stages key on them (dedup keeps the
+smallest id; the validation split hashes them). Uniqueness is checked after writing with
+one DuckDB aggregate over the shards, which spills to disk, instead of a Python set of every
+id, which would not.
+
+What this stage does not do: clean, normalise or deduplicate text (``cleaned`` and
+``deduplicated`` do), or shuffle (shard order follows the sources).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lmbuild.data.sources import iter_source, source_name
+from lmbuild.errors import UserError
+from lmbuild.runner import StageContext
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("metadata", pa.string())])
+BATCH_ROWS = 2048  # rows per row group at most
+BUFFER_BYTES = 64 << 20  # text held in all shard buffers together before a flush
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.parquet"
+
+
+class ShardWriter:
+    """N Parquet files filled round robin from bounded in-memory buffers."""
+
+    def __init__(self, out: Path, n: int):
+        self.paths = [out / shard_name(i) for i in range(n)]
+        self.writers = [pq.ParquetWriter(p, SCHEMA, compression="zstd") for p in self.paths]
+        self.buffers: list[list[tuple]] = [[] for _ in range(n)]
+        self.buffered = 0
+        self.docs = [0] * n
+        self.bytes = [0] * n
+
+    def add(self, shard: int, row: tuple) -> None:
+        buf = self.buffers[shard]
+        buf.append(row)
+        self.buffered += len(row[1])
+        if len(buf) >= BATCH_ROWS:
+            self._flush(shard)
+        elif self.buffered >= BUFFER_BYTES:
+            for i in range(len(self.buffers)):
+                self._flush(i)
+
+    def _flush(self, shard: int) -> None:
+        rows = self.buffers[shard]
+        if not rows:
+            return
+        cols = list(zip(*rows))
+        table = pa.Table.from_arrays([pa.array(c, pa.string()) for c in cols], schema=SCHEMA)
+        self.writers[shard].write_table(table)
+        self.docs[shard] += len(rows)
+        self.bytes[shard] += pc.sum(pc.binary_length(table["text"])).as_py() or 0
+        self.buffered -= sum(len(r[1]) for r in rows)
+        self.buffers[shard] = []
+
+    def close(self) -> None:
+        for i, w in enumerate(self.writers):
+            self._flush(i)
+            w.close()
+
+    def abort(self) -> None:
+        """Close the files without writing what is buffered (the artifact is discarded anyway)."""
+        for w in self.writers:
+            w.close()
+
+
+def _utf8_len(text: str, doc_id: str) -> int:
+    if text.isascii():  # O(1) in CPython
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a JSON "\\ud800" escape
+        raise UserError(f"document {doc_id!r}: text is not valid Unicode ({exc.reason} at character {exc.start})") from None
+
+
+def _check_unique_ids(ctx: StageContext, names: list[str]) -> None:
+    import duckdb
+
+    con = duckdb.connect(config={"threads": max(1, ctx.threads), "temp_directory": str(ctx.work / "duckdb")})
+    row = con.execute(
+        "SELECT id, count(*) AS n, list(DISTINCT source ORDER BY source) FROM read_parquet(?) "
+        "GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 1",
+        [str(ctx.out / "shard-*.parquet")],
+    ).fetchone()
+    con.close()
+    if row:
+        doc_id, n, sources = row
+        where = ", ".join(f"data.sources[{names.index(s)}] ({s})" for s in sources)
+        raise UserError(
+            f"duplicate document id {doc_id!r} ({n} documents, from {where}); ids must be unique: "
+            "check id_field, or give sources distinct names"
+        )
+
+
+def build(ctx: StageContext) -> dict:
+    sources, n_shards = ctx.settings["sources"], int(ctx.settings["shards"])
+    names = [source_name(s) for s in sources]
+    writer = ShardWriter(ctx.out, n_shards)
+    per_source = []
+    k = 0
+    try:
+        for i, src in enumerate(sources):
+            name, entry_kind = names[i], src.get("kind")
+            docs = nbytes = 0
+            for doc_id, text, meta in iter_source(src, i):
+                meta = dict(meta)
+                # The entry's kind wins; else the reader's (embedded, or a record's own "kind").
+                if entry_kind is not None:
+                    meta["kind"] = entry_kind
+                meta.setdefault("kind", "prose")
+                nbytes += _utf8_len(text, doc_id)
+                writer.add(k % n_shards, (doc_id, text, name, json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)))
+                k += 1
+                docs += 1
+                if k % 100_000 == 0:
+                    log.info("%d documents read", k)
+            per_source.append({"name": name, "type": src["type"], "documents": docs, "bytes": nbytes})
+            log.info("data.sources[%d] %s: %d documents, %d bytes", i, name, docs, nbytes)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    _check_unique_ids(ctx, names)
+    shards = [{"file": p.name, "documents": d, "bytes": b} for p, d, b in zip(writer.paths, writer.docs, writer.bytes)]
+    return {
+        "documents": k,
+        "bytes": sum(s["bytes"] for s in shards),
+        "sources": per_source,
+        "shards": shards,
+    }

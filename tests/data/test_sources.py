@@ -1,0 +1,148 @@
+"""Source readers: real files in tmp_path, real fortunes, bad input named by file and line."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lmbuild.data.sources import iter_source, source_name
+from lmbuild.errors import UserError
+
+
+def docs(src, index=0):
+    return list(iter_source(src, index))
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def chdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_jsonl_ids_text_metadata(chdir):
+    write_jsonl(chdir / "a.jsonl", [{"text": "one", "lang": "en"}, {"text": "two", "n": 2}])
+    (chdir / "b.jsonl").write_text('{"text": "three"}\n\n')  # a blank line is skipped
+    out = docs({"type": "jsonl", "path": "*.jsonl"})
+    assert [d[0] for d in out] == ["jsonl:*.jsonl:a.jsonl:1", "jsonl:*.jsonl:a.jsonl:2", "jsonl:*.jsonl:b.jsonl:1"]
+    assert [d[1] for d in out] == ["one", "two", "three"]
+    assert out[0][2] == {"lang": "en"} and out[1][2] == {"n": 2}
+
+
+def test_jsonl_id_field_text_field_name_and_gzip(chdir):
+    with gzip.open(chdir / "c.jsonl.gz", "wt") as fh:
+        fh.write(json.dumps({"body": "hello", "uid": 7}) + "\n")
+    out = docs({"type": "jsonl", "path": "c.jsonl.gz", "name": "web", "text_field": "body", "id_field": "uid"})
+    assert out == [("web:7", "hello", {})]
+    assert source_name({"type": "jsonl", "path": "x.jsonl"}) == "jsonl:x.jsonl"
+
+
+def test_jsonl_malformed_line_names_file_and_line(chdir):
+    (chdir / "bad.jsonl").write_text('{"text": "fine"}\n{"text": "broken\n')
+    with pytest.raises(UserError, match=r"^bad\.jsonl:2: invalid JSON: "):
+        docs({"type": "jsonl", "path": "bad.jsonl"})
+
+
+def test_jsonl_invalid_utf8(chdir):
+    (chdir / "latin1.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=r"^latin1\.jsonl:2: invalid UTF-8$"):
+        docs({"type": "jsonl", "path": "latin1.jsonl"})
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"body": "x"}, r"^r\.jsonl:1: no field 'text' \(data\.sources\[3\]\.text_field\)"),
+        ({"text": 5}, r"^r\.jsonl:1: field 'text' is int, not a string"),
+        ({"text": None}, r"^r\.jsonl:1: field 'text' is NoneType"),
+    ],
+)
+def test_jsonl_bad_text_field(chdir, record, message):
+    write_jsonl(chdir / "r.jsonl", [record])
+    with pytest.raises(UserError, match=message):
+        docs({"type": "jsonl", "path": "r.jsonl"}, index=3)
+
+
+def test_jsonl_not_an_object(chdir):
+    (chdir / "l.jsonl").write_text('["a list"]\n')
+    with pytest.raises(UserError, match=r"^l\.jsonl:1: expected a JSON object, got list"):
+        docs({"type": "jsonl", "path": "l.jsonl"})
+
+
+def test_empty_files_fine_but_empty_source_is_an_error(chdir):
+    (chdir / "empty.jsonl").write_text("")
+    write_jsonl(chdir / "full.jsonl", [{"text": "x"}])
+    assert len(docs({"type": "jsonl", "path": "*.jsonl"})) == 1
+    with pytest.raises(UserError, match=r"^data\.sources\[2\] \(empty\.jsonl\): no documents$"):
+        docs({"type": "jsonl", "path": "empty.jsonl"}, index=2)
+
+
+def test_glob_without_match(chdir):
+    with pytest.raises(UserError, match=r"^data\.sources\[0\]\.path: no file matches 'nothing/\*\.jsonl'"):
+        docs({"type": "jsonl", "path": "nothing/*.jsonl"})
+
+
+def test_max_docs_caps_a_source(chdir):
+    write_jsonl(chdir / "m.jsonl", [{"text": str(i)} for i in range(10)])
+    assert [d[1] for d in docs({"type": "jsonl", "path": "m.jsonl", "max_docs": 3})] == ["0", "1", "2"]
+
+
+def test_parquet(chdir):
+    pq.write_table(pa.table({"content": ["a", "b", "c"], "score": [1.0, 2.0, 3.0]}), chdir / "p.parquet", row_group_size=2)
+    out = docs({"type": "parquet", "path": "p.parquet", "text_field": "content"})
+    assert [d[0] for d in out] == ["parquet:p.parquet:p.parquet:0", "parquet:p.parquet:p.parquet:1", "parquet:p.parquet:p.parquet:2"]
+    assert [d[1] for d in out] == ["a", "b", "c"] and out[2][2] == {"score": 3.0}
+
+
+def test_parquet_missing_or_wrong_column(chdir):
+    pq.write_table(pa.table({"body": ["a"], "n": [1]}), chdir / "p.parquet")
+    with pytest.raises(UserError, match=r"^p\.parquet: no column 'text' \(data\.sources\[0\]\.text_field\); columns: body, n"):
+        docs({"type": "parquet", "path": "p.parquet"})
+    with pytest.raises(UserError, match=r"^p\.parquet: column 'n' has type int64, not a string"):
+        docs({"type": "parquet", "path": "p.parquet", "text_field": "n"})
+    (chdir / "junk.parquet").write_text("not parquet")
+    with pytest.raises(UserError, match=r"^junk\.parquet: not a readable Parquet file"):
+        docs({"type": "parquet", "path": "junk.parquet"})
+
+
+def test_text_files_are_documents(chdir):
+    (chdir / "t").mkdir()
+    (chdir / "t" / "b.txt").write_text("second")
+    (chdir / "t" / "a.txt").write_text("first")
+    assert docs({"type": "text", "path": "t/*.txt", "name": "notes"}) == [
+        ("notes:t/a.txt", "first", {}),
+        ("notes:t/b.txt", "second", {}),
+    ]
+    (chdir / "t" / "c.txt").write_bytes(b"ok \xff\xfe")
+    with pytest.raises(UserError, match=r"^t/c\.txt: invalid UTF-8 at byte 3$"):
+        docs({"type": "text", "path": "t/*.txt"})
+
+
+def test_hf_local_folder_streams(chdir):
+    (chdir / "ds").mkdir()
+    write_jsonl(chdir / "ds" / "train.jsonl", [{"text": "alpha"}, {"text": "beta"}])
+    out = docs({"type": "hf", "path": str(chdir / "ds"), "split": "train", "hf_config": None})
+    assert [(d[1]) for d in out] == ["alpha", "beta"]
+    assert out[0][0] == f"hf:{chdir / 'ds'}:train:0"
+
+
+def test_hf_unreachable_is_one_line(chdir):
+    with pytest.raises(UserError) as err:
+        docs({"type": "hf", "path": "no-such-org/no-such-dataset-lmbuild", "split": "train"}, index=1)
+    msg = str(err.value)
+    assert msg.startswith("data.sources[1]: cannot load Hugging Face dataset 'no-such-org/no-such-dataset-lmbuild' (hub unreachable?")
+    assert "\n" not in msg
+
+
+def test_real_fortunes(shared_data):
+    out = docs({"type": "jsonl", "path": str(shared_data / "langid" / "fortunes_de.jsonl"), "name": "de"})
+    assert len(out) == 400
+    assert all(len(t) >= 100 and m == {"lang": "de"} for _, t, m in out)
+    assert len({d[0] for d in out}) == 400

@@ -1,0 +1,278 @@
+"""lmbuild.evaluate on a tiny real checkpoint: lm-eval held-out perplexity, extra tasks, cache, report files.
+
+The fixture trains a byte-level BPE on Python standard-library source, saves a seeded tiny
+Llama with it, a well-formed manifest and loss curve, and a shards folder of real held-out text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from lmbuild.errors import UserError
+from lmbuild.runner import StageContext
+
+evaluate = pytest.importorskip("lmbuild.evaluate")
+
+EOS = "<|endoftext|>"
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+# Real text, stable across Python 3.11+ releases: the tokenizer's training set and the held-out docs.
+TRAIN_FILES = ["string.py", "textwrap.py", "shlex.py", "fnmatch.py", "bisect.py", "heapq.py", "colorsys.py", "keyword.py"]
+VAL_FILES = ["glob.py", "getopt.py", "this.py", "stat.py", "copy.py", "sched.py"]
+HTML_PROMPT = "<script>alert('x')</script> & def"
+
+
+def stdlib_docs(names: list[str], max_chars: int = 3000) -> list[str]:
+    return [(STDLIB / n).read_text(encoding="utf-8")[:max_chars] for n in names]
+
+
+def make_checkpoint(path: Path, *, hidden: int = 32, layers: int = 2, heads: int = 2, vocab: int = 512, max_pos: int = 128) -> Path:
+    """Byte-level BPE trained on stdlib text + a seeded random LlamaForCausalLM, saved together."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(stdlib_docs(TRAIN_FILES, 20000), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_pos,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    params = sum(p.numel() for p in model.parameters())
+    manifest = {
+        "stage": "trained_checkpoint", "key": "trainedkey000001", "code_hash": "c0de",
+        "settings": {"learning_rate": 0.002, "max_steps": 30, "seed": 42},
+        "inputs": {"init_checkpoint": {"stage": "init_checkpoint", "key": "initkey000000001", "path": "x"},
+                   "shards": {"stage": "shards", "key": "shardskey0000001", "path": "y"}},
+        "counts": {"initial_val_loss": 6.3, "final_val_loss": 4.1, "tokens_seen": 61440,
+                   "tokens_per_second": 3100.5, "parameters": params},
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "loss_curve.csv").write_text(
+        "step,tokens,train_loss,val_loss,learning_rate,grad_norm\n"
+        "0,0,,6.3,,\n10,20480,5.9,,0.002,1.4\n20,40960,5.0,4.6,0.0015,1.1\n30,61440,4.2,4.1,0.0002,0.9\n"
+    )
+    return path
+
+
+def make_shards(path: Path) -> Path:
+    path.mkdir(parents=True)
+    with (path / "val_docs.jsonl").open("w") as f:
+        for i, text in enumerate(stdlib_docs(VAL_FILES)):
+            f.write(json.dumps({"id": f"stdlib/{VAL_FILES[i]}", "text": text}) + "\n")
+    (path / "meta.json").write_text(json.dumps({"seq_len": 64}))
+    (path / "manifest.json").write_text(json.dumps({"stage": "shards", "key": "shardskey0000001", "counts": {}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    return {"trained_checkpoint": make_checkpoint(root / "ckpt"), "shards": make_shards(root / "shards")}
+
+
+def settings(**overrides) -> dict:
+    s = {"tasks": [], "include_path": None, "val_docs": 4, "batch_size": 4, "limit": None,
+         "prompts": ["def main():", HTML_PROMPT], "max_new_tokens": 12, "seed": 0}
+    return {**s, **overrides}
+
+
+def make_ctx(tmp: Path, inputs: dict, work: Path | None = None, **overrides) -> StageContext:
+    out = tmp / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    work = work or tmp / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    return StageContext("eval_report", "evalkey000000001", settings(**overrides), dict(inputs), out, work, threads=2)
+
+
+@pytest.fixture(scope="module")
+def built(inputs, tmp_path_factory):
+    ctx = make_ctx(tmp_path_factory.mktemp("built"), inputs)
+    return ctx, evaluate.build(ctx)
+
+
+def test_report_json_has_heldout_perplexity(built):
+    ctx, counts = built
+    data = json.loads((ctx.out / "report.json").read_text())
+    held = data["metrics"]["lmbuild_heldout"]
+    for m in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
+        assert math.isfinite(held["metrics"][m]["value"]), m
+    assert held["metrics"]["word_perplexity"]["value"] > 1
+    assert held["metrics"]["byte_perplexity"]["value"] > 1
+    assert held["n_samples"]["effective"] == 4
+    # A random model over a 512-token vocabulary: about ln(512) = 6.2 nats per token.
+    assert 4.5 < data["headline"]["heldout_token_loss"] < 8.0
+    assert data["headline"]["heldout_docs"] == 4
+    assert data["training"]["summary"]["final_val_loss"] == 4.1
+    assert data["artifacts"] == {"eval_report": "evalkey000000001", "trained_checkpoint": "trainedkey000001",
+                                 "shards": "shardskey0000001",
+                                 "trained_checkpoint_inputs": {"init_checkpoint": "initkey000000001", "shards": "shardskey0000001"}}
+    assert data["lm_eval"]["batch_size"] == 4 and data["lm_eval"]["versions"]["lm_eval"]
+    assert len(data["loss_curve"]) == 4
+    assert counts["heldout_word_perplexity"] == held["metrics"]["word_perplexity"]["value"]
+    assert counts["generations"] == 2
+    json.dumps(counts, allow_nan=False)
+    json.loads((ctx.out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
+    assert not (ctx.out / "manifest.json").exists()
+
+
+def test_generations_for_each_prompt(built):
+    ctx, _ = built
+    gens = json.loads((ctx.out / "report.json").read_text())["generations"]
+    assert [g["prompt"] for g in gens] == ["def main():", HTML_PROMPT]
+    for g in gens:
+        assert 1 <= g["new_tokens"] <= 12 and g["completion"]
+
+
+def test_generations_are_greedy(built, inputs):
+    """The report's completion equals a hand-written argmax loop from end-of-text + prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ctx, _ = built
+    gens = json.loads((ctx.out / "report.json").read_text())["generations"]
+    model = AutoModelForCausalLM.from_pretrained(inputs["trained_checkpoint"]).eval()
+    tok = AutoTokenizer.from_pretrained(inputs["trained_checkpoint"])
+    ids = [tok.eos_token_id] + tok("def main():", add_special_tokens=False)["input_ids"]
+    new = []
+    with torch.no_grad():
+        for _ in range(12):
+            nxt = int(model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            new.append(nxt)
+            if nxt == tok.eos_token_id:
+                break
+    assert gens[0]["completion"] == tok.decode(new) and gens[0]["new_tokens"] == len(new)
+
+
+def test_html_report(built):
+    ctx, _ = built
+    page = (ctx.out / "report.html").read_text()
+    data = json.loads((ctx.out / "report.json").read_text())
+    assert "data:image/png;base64," in page
+    assert "lmbuild_heldout" in page and "word_perplexity" in page and "bits_per_byte" in page
+    from lmbuild.report import fmt
+
+    assert fmt(data["metrics"]["lmbuild_heldout"]["metrics"]["word_perplexity"]["value"]) in page
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; def" in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    md = (ctx.out / "report.md").read_text()
+    assert "](loss_curve.png)" in md and "lmbuild_heldout" in md
+
+
+def test_loss_curve_png_is_real(built):
+    import numpy as np
+    from matplotlib import image
+
+    ctx, _ = built
+    png = ctx.out / "loss_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = image.imread(png)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 300
+    assert float(np.std(pixels[..., :3])) > 0.02  # not blank
+
+
+def test_unknown_task_is_a_user_error(inputs, tmp_path):
+    with pytest.raises(UserError, match=r"eval\.tasks.*no_such_task_xyz"):
+        evaluate.build(make_ctx(tmp_path, inputs, tasks=["no_such_task_xyz"]))
+
+
+def test_missing_include_path_is_a_user_error(inputs, tmp_path):
+    with pytest.raises(UserError, match=r"eval\.include_path"):
+        evaluate.build(make_ctx(tmp_path, inputs, include_path=str(tmp_path / "nope")))
+
+
+_ORIGINAL_ROLLING = evaluate.HFLM.loglikelihood_rolling
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+class _Counter:
+    """Counts rolling documents that reach the model (past lm-eval's request cache)."""
+
+    def __init__(self, monkeypatch, fail_after: int | None = None):
+        from lm_eval.models.huggingface import HFLM
+
+        self.docs = 0
+        original = _ORIGINAL_ROLLING
+
+        def counted(lm, requests, disable_tqdm=False):
+            if fail_after is not None and self.docs >= fail_after:
+                raise SimulatedCrash("after %d documents" % self.docs)
+            self.docs += len(requests)
+            return original(lm, requests, disable_tqdm=disable_tqdm)
+
+        monkeypatch.setattr(HFLM, "loglikelihood_rolling", counted)
+
+
+def test_second_run_reuses_the_request_cache(inputs, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    first = _Counter(monkeypatch)
+    a = evaluate.build(make_ctx(tmp_path / "a", inputs, work=work))
+    assert first.docs == 4
+    assert (work / "lm_eval_cache_rank0.db").stat().st_size > 0
+    second = _Counter(monkeypatch)
+    b = evaluate.build(make_ctx(tmp_path / "b", inputs, work=work))
+    assert second.docs == 0  # every held-out document came from the cache
+    assert b["heldout_word_perplexity"] == a["heldout_word_perplexity"]
+
+
+def test_interrupted_run_resumes_from_the_cache(inputs, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "ROLLING_CHUNK", 2)
+    work = tmp_path / "work"
+    crashing = _Counter(monkeypatch, fail_after=2)  # the second chunk of 2 documents crashes
+    with pytest.raises(SimulatedCrash):
+        evaluate.build(make_ctx(tmp_path / "a", inputs, work=work))
+    assert crashing.docs == 2
+    resumed = _Counter(monkeypatch)
+    evaluate.build(make_ctx(tmp_path / "b", inputs, work=work))
+    assert resumed.docs == 2  # only the documents the crash lost
+
+
+def test_local_multiple_choice_task(inputs, tmp_path, shared_data):
+    items = [json.loads(line) for line in (shared_data / "eval" / "hellaswag_val.jsonl").open().readlines()[:12]]
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    data = tasks / "items.jsonl"
+    data.write_text("".join(json.dumps(i) + "\n" for i in items))
+    (tasks / "mini_hellaswag.yaml").write_text(
+        "task: mini_hellaswag\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n  cache_dir: {tmp_path / 'hf_datasets'}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{query}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        "doc_to_target: label\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+        "metadata:\n  version: 1.0\n"
+    )
+    ctx = make_ctx(tmp_path, inputs, tasks=["mini_hellaswag"], include_path=str(tasks), limit=8, prompts=[])
+    counts = evaluate.build(ctx)
+    report = json.loads((ctx.out / "report.json").read_text())
+    acc = report["metrics"]["mini_hellaswag"]["metrics"]["acc"]
+    assert 0 <= acc["value"] <= 1 and acc["stderr"] is not None and acc["stderr"] > 0
+    assert report["metrics"]["mini_hellaswag"]["n_samples"]["effective"] == 8  # eval.limit
+    assert report["metrics"]["lmbuild_heldout"]["n_samples"]["effective"] == 4  # not limited
+    assert counts["mini_hellaswag/acc"] == acc["value"]
+    assert report["lm_eval"]["include_path_digest"]
+    assert "mini_hellaswag" in (ctx.out / "report.html").read_text()
+
+
+def test_builtin_task_names_are_found(tmp_path):
+    """The quick text check lets real built-in names through to the full index and rejects typos."""
+    assert evaluate._absent_from_builtin_yaml(["hellaswag", "wikitext", "no_such_task_xyz"]) == ["no_such_task_xyz"]
