@@ -4,7 +4,8 @@ What it does: AdamW (torch's fused kernel) with linear warmup and cosine decay t
 ``learning_rate * min_lr_ratio``, gradient clipping, weight decay (not on norms or biases),
 blocks sampled at random by a sampler seeded with ``seed``, bf16 autocast over fp32 weights
 where the hardware has bf16 arithmetic (``bf16: auto``). Validation loss on a fixed subset
-(the first ``eval_batches * batch_size`` validation blocks) at step 0, every ``eval_steps``
+(``eval_batches * batch_size`` validation blocks spread evenly over the validation set, so
+that it samples every held-out document rather than the first one or two) at step 0, every ``eval_steps``
 and at the end. TensorBoard events (loss, validation loss, learning rate, gradient norm) go to
 ``tensorboard/`` in the artifact.
 
@@ -57,6 +58,12 @@ def bf16_available() -> bool:
 
 def use_bf16(setting) -> bool:
     return bf16_available() if setting == "auto" else bool(setting)
+
+
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """``min(n, k)`` distinct indices spread evenly over ``range(n)``."""
+    k = min(n, k)
+    return [i * n // k for i in range(k)]
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -131,7 +138,7 @@ def build(ctx: StageContext) -> dict:
             f"{shards}: {len(train_data)} training blocks, fewer than one step's train.batch_size * "
             f"train.gradient_accumulation_steps = {per_step}"
         )
-    val_subset = Subset(val_data, range(min(len(val_data), s["eval_batches"] * s["batch_size"])))
+    val_subset = Subset(val_data, evenly_spaced(len(val_data), s["eval_batches"] * s["batch_size"]))
     bf16 = use_bf16(s["bf16"])
     checkpoints = ctx.work / "trainer"
     resume = last_checkpoint(checkpoints) if checkpoints.exists() else None

@@ -149,3 +149,11 @@ def test_resumes_from_the_newest_complete_checkpoint(inputs, trained, tmp_path, 
 def test_bf16_setting():
     assert train.use_bf16(False) is False and train.use_bf16(True) is True
     assert train.use_bf16("auto") == train.bf16_available()
+
+
+@pytest.mark.parametrize("n,k", [(10, 4), (3, 8), (350, 128), (128, 128)])
+def test_validation_subset_is_spread_over_the_whole_set(n, k):
+    idx = train.evenly_spaced(n, k)
+    assert len(idx) == min(n, k) == len(set(idx))
+    assert idx[0] == 0 and max(idx) < n
+    assert max(idx) >= n - n // min(n, k)  # reaches the last documents, not only the first
