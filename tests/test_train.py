@@ -156,4 +156,4 @@ def test_validation_subset_is_spread_over_the_whole_set(n, k):
     idx = train.evenly_spaced(n, k)
     assert len(idx) == min(n, k) == len(set(idx))
     assert idx[0] == 0 and max(idx) < n
-    assert max(idx) >= n - n // min(n, k)  # reaches the last documents, not only the first
+    assert max(idx) >= n - -(-n // min(n, k))  # reaches the last blocks, not only the first
