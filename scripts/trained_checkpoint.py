@@ -1,6 +1,12 @@
 """Rule build_trained_checkpoint: Train with the HF Trainer: AdamW, warmup + cosine, clipping, bf16 where supported, validation loss."""
 
-from lmbuild.train import build
-from lmbuild.runner import run_stage
+import sys
+from pathlib import Path
+
+# lmbuild from this checkout, also inside a --use-conda env that has only its dependencies.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lmbuild.train import build  # noqa: E402
+from lmbuild.runner import run_stage  # noqa: E402
 
 run_stage(snakemake, build)  # noqa: F821 (snakemake is injected by the script directive)
