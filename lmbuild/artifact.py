@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from lmbuild.errors import UserError
+
 MANIFEST = "manifest.json"
 
 
@@ -57,3 +59,11 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def parquet_shards(folder: Path, stage: str) -> list[Path]:
+    """The ``shard-*.parquet`` files of a data artifact, in order; UserError if there are none."""
+    paths = sorted(Path(folder).glob("shard-*.parquet"))
+    if not paths:
+        raise UserError(f"{folder}: no shard-*.parquet files (not a {stage} artifact?)")
+    return paths

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from lmbuild.artifact import write_json
+from lmbuild.artifact import parquet_shards, write_json
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
-from lmbuild.tokenizer import iter_batches, shard_paths, use_threads
+from lmbuild.tokenizer import iter_batches, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def build(ctx: StageContext) -> dict:
     tok.backend_tokenizer.encode_special_tokens = True
     vocab_size = len(tok)
     dtype = token_dtype(vocab_size)
-    paths = shard_paths(ctx.inputs["deduplicated"])
+    paths = parquet_shards(ctx.inputs["deduplicated"], "deduplicated")
     val_ids = validation_ids(paths, s["val_fraction"])
 
     writers = {split: BlockWriter(ctx.out / f"{split}.bin", seq_len, dtype) for split in ("train", "val")}

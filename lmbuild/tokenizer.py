@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from lmbuild.artifact import parquet_shards
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 
@@ -45,14 +46,6 @@ def use_threads(threads: int) -> None:
     """
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # only read when the pool starts
-
-
-def shard_paths(artifact: Path) -> list[Path]:
-    """The ``deduplicated`` artifact's Parquet shards in order; UserError if there are none."""
-    paths = sorted(Path(artifact).glob("shard-*.parquet"))
-    if not paths:
-        raise UserError(f"{artifact}: no shard-*.parquet files in the deduplicated artifact")
-    return paths
 
 
 def iter_batches(paths: list[Path], columns: list[str], batch_size: int = 1024) -> Iterator[dict[str, list]]:
@@ -131,7 +124,7 @@ def build(ctx: StageContext) -> dict:
     use_threads(ctx.threads)
     counts: dict = {"type": s["type"]}
     if s["type"] == "bpe":
-        paths = shard_paths(ctx.inputs["deduplicated"])
+        paths = parquet_shards(ctx.inputs["deduplicated"], "deduplicated")
         docs = size = 0
 
         def counted():  # count what the trainer actually consumed

@@ -1,8 +1,6 @@
 """Content addressing: which keys change when the config or the code changes."""
 
-import copy
 import json
-import os
 import subprocess
 import sys
 

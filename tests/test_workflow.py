@@ -9,7 +9,6 @@ import csv
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lmbuild.data.filters import GopherRepetitionFilter, LanguageFilter, LengthFilter, load_lid_model, normalize
+from lmbuild.artifact import parquet_shards
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 
@@ -147,9 +148,7 @@ def _pool(workers: int):
 
 def build(ctx: StageContext) -> dict:
     raw = ctx.inputs["raw"]
-    shards = sorted(raw.glob("shard-*.parquet"))
-    if not shards:
-        raise UserError(f"{raw}: no shard-*.parquet files (not a raw artifact?)")
+    shards = parquet_shards(raw, "raw")
     jobs = [(str(p), str(ctx.out / p.name), ctx.settings) for p in shards]
     workers = max(1, min(ctx.threads, len(jobs)))
     if workers > 1:

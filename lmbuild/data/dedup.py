@@ -29,6 +29,7 @@ import os
 
 import duckdb
 
+from lmbuild.artifact import parquet_shards
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 
@@ -62,9 +63,7 @@ def build(ctx: StageContext) -> dict:
     if ctx.settings["method"] != "exact":
         raise UserError(f"data.dedup.method: unknown method {ctx.settings['method']!r}")
     cleaned = ctx.inputs["cleaned"]
-    files = sorted(str(p) for p in cleaned.glob("shard-*.parquet"))
-    if not files:
-        raise UserError(f"{cleaned}: no shard-*.parquet files (not a cleaned artifact?)")
+    files = [str(p) for p in parquet_shards(cleaned, "cleaned")]
     con = _connect(ctx)
     con.execute(f"CREATE TEMP TABLE keys AS SELECT id, md5_number({NORMALISED}) AS h FROM read_parquet(?)", [files])
     con.execute("CREATE TEMP TABLE groups AS SELECT h, min(id) AS keep, count(*) AS n FROM keys GROUP BY h")
