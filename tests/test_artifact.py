@@ -25,6 +25,7 @@ def test_exception_leaves_no_artifact_and_no_temp(tmp_path):
 def test_sigkill_mid_write_leaves_no_artifact(tmp_path):
     final = tmp_path / "stage" / "abc"
     code = f"""
+import time
 from pathlib import Path
 from lmbuild.artifact import atomic_dir
 with atomic_dir(Path({str(final)!r})) as tmp:
