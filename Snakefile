@@ -17,6 +17,7 @@ include: "rules/shards.smk"
 include: "rules/init_checkpoint.smk"
 include: "rules/trained_checkpoint.smk"
 include: "rules/eval_report.smk"
+include: "rules/plan.smk"
 
 
 localrules:
@@ -29,6 +30,8 @@ localrules:
     init_checkpoint,
     trained_checkpoint,
     eval_report,
+    build_plan,
+    plan,
 
 
 rule all:

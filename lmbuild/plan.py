@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from lmbuild.errors import UserError
+from lmbuild.evaltasks import fingerprint as eval_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent
@@ -66,7 +67,8 @@ STAGES: dict[str, Stage] = {
         # init reads train.seed: the seed is one public setting for the whole model half.
         Stage("init_checkpoint", "lmbuild.model", ("tokenizer",), lambda c: {**c["model"], "seed": c["train"]["seed"]}),
         Stage("trained_checkpoint", "lmbuild.train", ("init_checkpoint", "shards"), lambda c: c["train"]),
-        Stage("eval_report", "lmbuild.evaluate", ("trained_checkpoint", "shards"), lambda c: c["eval"]),
+        # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests).
+        Stage("eval_report", "lmbuild.evaluate", ("init_checkpoint", "trained_checkpoint", "shards"), lambda c: c["eval"]),
     ]
 }
 TARGETS = list(STAGES)
@@ -197,7 +199,12 @@ class Plan:
         self.config = config
         self.root = config["artifacts"]
         self.artifacts: dict[str, Artifact] = {}
-        extra = {"raw": source_fingerprint(config), "tokenizer": tokenizer_fingerprint(config)}
+        extra = {
+            "raw": source_fingerprint(config),
+            "tokenizer": tokenizer_fingerprint(config),
+            # Local task YAMLs and task data by content: the settings name only their paths.
+            "eval_report": eval_fingerprint(config["eval"]),
+        }
         for name, stage in STAGES.items():
             inputs = _tokenizer_inputs(config) if name == "tokenizer" else stage.inputs
             settings = stage.settings(config)

@@ -1,0 +1,254 @@
+"""Target ``plan``: what a run will cost, before anything trains.
+
+From the config alone (no data, no model weights), for the Llama that ``model.*`` describes:
+
+* parameters, counted from the architecture (embedding, attention with grouped KV heads,
+  SwiGLU MLP, RMSNorms, an untied output projection if any);
+* training tokens = ``train.max_steps x batch_size x gradient_accumulation_steps x seq_len``;
+* training FLOPs = tokens x (6 N + 12 L H s): the 6N rule (Kaplan et al. 2020: forward 2N,
+  backward 4N per token) with N the parameters that multiply activations (every linear layer,
+  the output projection included even when tied; not the embedding lookup, not the norms),
+  plus attention scores and their weighted sum (PaLM, Chowdhery et al. 2022, appendix B:
+  12 x layers x hidden x seq_len per token) counted over the full s x s square, as PyTorch's
+  FLOP counter counts ``scaled_dot_product_attention`` (no halving for the causal mask);
+* memory: fp32 weights, fp32 gradients and AdamW's two fp32 moments (16 bytes per parameter,
+  as the trainer keeps them; ZeRO, Rajbhandari et al. 2020, counts the same 16 for mixed
+  precision) plus activations of one micro-batch (Korthikanti et al. 2022, eq. 2:
+  ``s b h (34 + 5 a s / h)`` bytes per layer in 16-bit, without recomputation, plus the fp32
+  logits and their gradient);
+* time and money on a named GPU at a stated model FLOPs utilisation (``plan.mfu``), for each
+  GPU count in ``plan.gpus`` and the GPU count the config's resources give training.
+
+What it does not do: measure anything, model communication, pipeline bubbles or data loading
+(ideal data parallelism: G GPUs take 1/G of the time at the same MFU), or check that the model
+fits a GPU beyond printing the estimate beside the GPU's memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from lmbuild.errors import UserError
+
+# Peak dense (no sparsity) bf16 tensor FLOP/s from the vendors' datasheets, memory, and an
+# on-demand $/GPU-hour. Prices move; they are list prices of one public cloud each, as of
+# 2025, not verified from this offline machine: set plan.price_per_gpu_hour for your own.
+GPUS: dict[str, dict] = {
+    "h100": {
+        "name": "NVIDIA H100 SXM5 80GB", "bf16_flops": 989.4e12, "memory_gib": 80, "usd_per_hour": 2.99,
+        "source": "NVIDIA H100 Tensor Core GPU datasheet (BF16 1,979 TFLOPS with sparsity = 989.4 dense); price: Lambda on-demand 8x H100 SXM, 2025",
+    },
+    "h200": {
+        "name": "NVIDIA H200 SXM 141GB", "bf16_flops": 989.4e12, "memory_gib": 141, "usd_per_hour": 3.79,
+        "source": "NVIDIA H200 datasheet (BF16 1,979 TFLOPS with sparsity); price: 2025 on-demand cloud list prices (approx.)",
+    },
+    "a100": {
+        "name": "NVIDIA A100 SXM4 80GB", "bf16_flops": 312e12, "memory_gib": 80, "usd_per_hour": 1.79,
+        "source": "NVIDIA A100 datasheet (BF16 312 TFLOPS dense); price: Lambda on-demand 8x A100 80GB SXM, 2025",
+    },
+    "l4": {
+        "name": "NVIDIA L4 24GB", "bf16_flops": 121e12, "memory_gib": 24, "usd_per_hour": 0.71,
+        "source": "NVIDIA L4 datasheet (BF16 242 TFLOPS with sparsity = 121 dense); price: Google Cloud g2-standard-4, us-central1, 2025 (approx.)",
+    },
+    "mi300x": {
+        "name": "AMD Instinct MI300X 192GB", "bf16_flops": 1307.4e12, "memory_gib": 192, "usd_per_hour": 2.50,
+        "source": "AMD Instinct MI300X datasheet (BF16 1,307.4 TFLOPS dense); price: 2025 on-demand cloud list prices (approx.)",
+    },
+}
+FLOPS_FORMULA = "6*N*tokens + 12*layers*hidden*seq_len*tokens (N = matmul parameters; attention over the full s x s square)"
+
+
+def vocab_size(config: dict) -> int:
+    """The vocabulary the model will have: tokenizer.vocab_size for a BPE to be trained
+    (special tokens included), ``len(tokenizer)`` of a pretrained tokenizer folder."""
+    tok = config["tokenizer"]
+    if tok["type"] == "bpe":
+        return int(tok["vocab_size"])
+    from transformers import AutoTokenizer  # only here: ~2 s to import
+
+    try:
+        return len(AutoTokenizer.from_pretrained(tok["path"]))
+    except Exception as exc:  # noqa: BLE001 - any load failure is the user's path
+        raise UserError(f"tokenizer.path: cannot load {tok['path']}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+
+
+def parameters(model: dict, vocab: int) -> dict:
+    """Parameter counts of a Llama with these ``model.*`` settings (transformers' layout)."""
+    h, i, L = model["hidden_size"], model["intermediate_size"], model["num_hidden_layers"]
+    heads, kv = model["num_attention_heads"], model["num_key_value_heads"]
+    kv_dim = kv * (h // heads)
+    attn = h * h + 2 * h * kv_dim + h * h  # q, k, v, o (no biases)
+    mlp = 3 * h * i  # gate, up, down
+    per_layer = attn + mlp + 2 * h  # two RMSNorm weights
+    embedding = vocab * h
+    head = 0 if model["tie_word_embeddings"] else vocab * h
+    total = embedding + L * per_layer + h + head
+    return {
+        "total": total,
+        "embedding": embedding,
+        "non_embedding": total - embedding - head,
+        "per_layer": per_layer,
+        # What multiplies activations: every linear layer and the output projection (tied or not).
+        "matmul": L * (attn + mlp) + vocab * h,
+    }
+
+
+def flops_per_token(model: dict, vocab: int, seq_len: int) -> dict:
+    """Training FLOPs per token (forward + backward), split into its two terms."""
+    n = parameters(model, vocab)["matmul"]
+    attention = 12 * model["num_hidden_layers"] * model["hidden_size"] * seq_len
+    return {"dense": 6 * n, "attention": attention, "total": 6 * n + attention, "forward": (6 * n + attention) // 3}
+
+
+def memory_bytes(model: dict, vocab: int, seq_len: int, micro_batch: int, params_total: int) -> dict:
+    """Training memory per GPU (no sharding), bytes."""
+    h, L, a = model["hidden_size"], model["num_hidden_layers"], model["num_attention_heads"]
+    s, b = seq_len, micro_batch
+    activations = L * s * b * h * (34 + 5 * a * s / h) + 2 * 4 * s * b * vocab  # + fp32 logits and their grad
+    out = {
+        "weights": 4 * params_total,
+        "gradients": 4 * params_total,
+        "adamw_states": 8 * params_total,
+        "activations": int(activations),
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def gpu_counts(config: dict) -> list[int]:
+    counts = list(config["plan"]["gpus"])
+    res = config.get("resources", {}) or {}
+    for section in (res.get("trained_checkpoint") or {}, res.get("default") or {}):
+        if section.get("gpu"):
+            counts.append(int(section["gpu"]))  # what the cluster profile / resources give training
+            break
+    return sorted(set(counts))
+
+
+def plan(config: dict) -> dict:
+    """The whole estimate as a JSON-able dict."""
+    p = config["plan"]
+    if p["gpu"] not in GPUS:
+        raise UserError(f"plan.gpu: unknown GPU {p['gpu']!r}; one of {', '.join(GPUS)}")
+    gpu = GPUS[p["gpu"]]
+    m, t = config["model"], config["train"]
+    seq = config["pack"]["seq_len"]
+    vocab = vocab_size(config)
+    params = parameters(m, vocab)
+    fpt = flops_per_token(m, vocab, seq)
+    tokens_per_step = t["batch_size"] * t["gradient_accumulation_steps"] * seq
+    tokens = t["max_steps"] * tokens_per_step
+    total_flops = tokens * fpt["total"]
+    mem = memory_bytes(m, vocab, seq, t["batch_size"], params["total"])
+    price = p["price_per_gpu_hour"] if p["price_per_gpu_hour"] is not None else gpu["usd_per_hour"]
+    per_gpu_rate = gpu["bf16_flops"] * p["mfu"]
+    runs = []
+    for g in gpu_counts(config):
+        seconds = total_flops / (g * per_gpu_rate)
+        runs.append({"gpus": g, "seconds": seconds, "hours": seconds / 3600, "gpu_hours": g * seconds / 3600, "usd": g * seconds / 3600 * price})
+    return {
+        "parameters": params,
+        "vocab_size": vocab,
+        "seq_len": seq,
+        "tokens_per_step": tokens_per_step,
+        "steps": t["max_steps"],
+        "tokens": tokens,
+        "tokens_per_parameter": tokens / params["total"],
+        "flops_per_token": fpt,
+        "training_flops": total_flops,
+        "flops_formula": FLOPS_FORMULA,
+        "memory_bytes": mem,
+        "gpu": {"id": p["gpu"], **gpu, "usd_per_hour": price, "mfu": p["mfu"], "fits": mem["total"] <= gpu["memory_gib"] * 2**30},
+        "runs": runs,
+    }
+
+
+def _si(x: float, unit: str = "") -> str:
+    for div, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}".rstrip()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.3g} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.3g} h"
+    return f"{seconds / 86400:.3g} days"
+
+
+def table(est: dict) -> str:
+    """The estimate as a plain-text table (what ``snakemake plan`` prints)."""
+    p, f, m, g = est["parameters"], est["flops_per_token"], est["memory_bytes"], est["gpu"]
+    gib = 2**30
+    rows = [
+        ("parameters", f"{p['total']:,} ({p['non_embedding']:,} non-embedding, {p['matmul']:,} in matmuls)"),
+        ("tokens", f"{est['tokens']:,} = {est['steps']:,} steps x {est['tokens_per_step']:,} tokens/step ({est['tokens_per_parameter']:.3g} per parameter)"),
+        ("FLOPs per token", f"{f['total']:,} (6N {f['dense']:,} + attention {f['attention']:,})"),
+        ("training FLOPs", f"{est['training_flops']:.4g} ({_si(est['training_flops'], 'FLOP')})"),
+        ("memory per GPU", f"{m['total'] / gib:.3g} GiB: weights {m['weights'] / gib:.3g}, grads {m['gradients'] / gib:.3g}, "
+                           f"AdamW {m['adamw_states'] / gib:.3g}, activations {m['activations'] / gib:.3g}"
+                           + ("" if g["fits"] else f" (more than the {g['memory_gib']} GiB of one {g['id']})")),
+        ("GPU", f"{g['name']}: {_si(g['bf16_flops'], 'FLOP/s')} bf16 peak x MFU {g['mfu']:g}, ${g['usd_per_hour']:.2f}/GPU-hour"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    lines += ["", f"{'GPUs':>5}  {'time':>12}  {'GPU-hours':>10}  {'cost (USD)':>11}"]
+    for r in est["runs"]:
+        lines.append(f"{r['gpus']:>5}  {_duration(r['seconds']):>12}  {r['gpu_hours']:>10.4g}  {r['usd']:>11.4g}")
+    lines += ["", f"FLOPs: {est['flops_formula']}.", f"Source: {g['source']}."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the artifact
+
+SETTING_KEYS = ("model", "pack", "train", "tokenizer", "plan")
+
+
+def settings(config: dict) -> dict:
+    """What the plan depends on: its key covers these and the GPU counts of the resources."""
+    return {**{k: config[k] for k in SETTING_KEYS}, "gpu_counts": gpu_counts(config)}
+
+
+def artifact(config: dict) -> dict:
+    """Key, path, settings and lineage of ``artifacts/plan/<key>`` (it is not a STAGES stage:
+    nothing depends on it, and it must not rebuild anything)."""
+    from lmbuild.plan import KEY_LEN, ROOT, digest
+
+    files = [Path(__file__).resolve(), ROOT / "scripts" / "plan.py"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    s = settings(config)
+    key = digest({"stage": "plan", "settings": s, "code": h.hexdigest()})[:KEY_LEN]
+    return {
+        "key": key,
+        "path": f"{config['artifacts']}/plan/{key}",
+        "settings": s,
+        "lineage": {"code_hash": h.hexdigest(), "code_files": [str(f.relative_to(ROOT)) for f in files], "inputs": {}},
+    }
+
+
+def build(ctx) -> dict:
+    """Write plan.json and plan.txt; the runner adds the manifest."""
+    config = {k: ctx.settings[k] for k in SETTING_KEYS}
+    config["resources"] = {}  # the resources' GPU count is already in gpu_counts
+    config["plan"] = {**config["plan"], "gpus": ctx.settings["gpu_counts"]}
+    est = plan(config)
+    (Path(ctx.out) / "plan.json").write_text(json.dumps(est, indent=2, sort_keys=True) + "\n")
+    text = table(est)
+    (Path(ctx.out) / "plan.txt").write_text(text)
+    return {
+        "parameters": est["parameters"]["total"],
+        "tokens": est["tokens"],
+        "training_flops": est["training_flops"],
+        "memory_gib": round(est["memory_bytes"]["total"] / 2**30, 4),
+        "gpu": est["gpu"]["id"],
+        **{f"hours_on_{r['gpus']}": round(r["hours"], 6) for r in est["runs"]},
+        **{f"usd_on_{r['gpus']}": round(r["usd"], 4) for r in est["runs"]},
+    }
