@@ -1,19 +1,27 @@
-"""Stage ``eval_report``: evaluate the trained checkpoint with lm-eval and write the report.
+"""Stage ``eval_report``: evaluate every checkpoint with lm-eval and write the report.
 
 What it does:
+  * finds the checkpoints among its inputs by their manifests (``init_checkpoint``,
+    ``trained_checkpoint``, and any other ``*checkpoint`` artifact the rule wires in under
+    its own input name, e.g. a variant's), each labelled by its input name;
   * writes a local lm-eval task, ``lmbuild_heldout``, into the scratch dir: rolling
     log-likelihood (word/byte perplexity, bits per byte, as lm-eval's wikitext task) over the
     first ``eval.val_docs`` held-out validation documents of the ``shards`` artifact;
-  * runs it and the extra ``eval.tasks`` (built in, or from ``eval.include_path``) in one
-    ``lm_eval.simple_evaluate`` call, with a pinned batch size, fixed seeds, and lm-eval's
-    request cache in the scratch dir, so an interrupted evaluation resumes where it stopped;
-  * greedy sample generations for ``eval.prompts``;
+  * for each ``eval.tasks`` entry with ``data``, a task YAML that ``include``s the standard
+    task and reads the local file(s) instead of the hub (see :mod:`lmbuild.evaltasks`);
+  * per checkpoint, runs the held-out task and the extra tasks in one
+    ``lm_eval.simple_evaluate`` call with a pinned batch size, fixed seeds, and lm-eval's
+    request cache in the scratch dir (``artifacts/_work/eval_report/<key>``, one cache file
+    per checkpoint), so an interrupted evaluation resumes where it stopped;
+  * greedy sample generations for ``eval.prompts`` from each checkpoint; tokens per word and
+    per byte of its tokenizer on the held-out text; its parameters and FLOPs per token;
+  * the lineage: every upstream artifact's manifest (key, settings, inputs, counts);
   * writes ``report.json``, ``report.html``, ``report.md`` and ``loss_curve.png`` (rendered by
     :mod:`lmbuild.report`) and returns the headline figures for the manifest.
 
-lm-eval's request cache is keyed by request text, not by model: it is safe here because
-ctx.work belongs to one artifact key (one checkpoint, one batch size). A resumed run may batch
-the remaining windows differently, which can move scores in the last float digits.
+lm-eval's request cache is keyed by request text, not by model: it is safe here because each
+cache file belongs to one checkpoint of one artifact key (so one batch size). A resumed run may
+batch the remaining windows differently, which can move scores in the last float digits.
 
 What it does not do: train, render (see ``lmbuild.report``), write ``manifest.json`` (the
 runner does), or reach the Hugging Face hub unless the user unsets ``HF_HUB_OFFLINE`` /
@@ -34,6 +42,7 @@ import importlib.metadata
 import json
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -46,7 +55,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from transformers import GenerationConfig
 
-from lmbuild import report
+from lmbuild import cost, evaltasks, report
 from lmbuild.artifact import read_manifest, write_json
 from lmbuild.errors import UserError
 
@@ -217,6 +226,87 @@ def limit_samples(leaves: dict[str, Any], limit: int | None) -> dict[str, list[i
     return {name: list(range(min(limit, len(task.eval_docs)))) for name, task in leaves.items()}
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """Reads lm-eval task YAMLs for their plain fields; ``!function`` tags stay strings."""
+
+
+_PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix}")
+
+
+def _plain_config(path: Path, depth: int = 0) -> dict:
+    """A task YAML with its ``include`` chain merged (local keys win), as lm-eval merges it."""
+    cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader) or {}  # noqa: S506 - a SafeLoader
+    inc = cfg.pop("include", None)
+    if not inc or depth > 8:
+        return cfg
+    merged: dict = {}
+    for i in inc if isinstance(inc, list) else [inc]:
+        merged.update(_plain_config(path.parent / i if not Path(i).is_absolute() else Path(i), depth + 1))
+    return {**merged, **cfg}
+
+
+def find_task_yaml(name: str, folders: list[Path]) -> Path | None:
+    """The YAML file that defines task ``name`` (``task: name``) in ``folders``, first match."""
+    pattern = re.compile(rf"^task:\s*[\"']?{re.escape(name)}[\"']?\s*$", re.M)
+    for folder in folders:
+        for path in sorted(folder.rglob("*.yaml")):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if pattern.search(text):
+                return path
+    return None
+
+
+def write_local_data_task(spec: dict, index: int, task_dir: Path, include_path: Path | None) -> Path:
+    """A task YAML that ``include``s the standard task ``spec["task"]`` and reads its documents
+    from ``spec["data"]`` (lm-eval's own include mechanism: prompts, metrics and
+    ``!function`` helpers stay the standard task's).
+
+    The single data file becomes the split the task scores (``test_split``, else
+    ``validation_split``); a folder's ``<split>.jsonl`` files keep their names, and splits it
+    lacks are switched off. Raises UserError naming ``eval.tasks[i]``.
+    """
+    import lm_eval.tasks
+
+    where = f"eval.tasks[{index}]"
+    folders = ([include_path] if include_path else []) + [Path(lm_eval.tasks.__file__).parent]
+    base = find_task_yaml(spec["task"], folders)
+    if base is None:
+        raise UserError(f"{where}.task: no lm-eval task named {spec['task']!r} (built in or in eval.include_path) to read local data for")
+    plain = _plain_config(base)
+    files = evaltasks.data_files(spec["data"], f"{where}.data")
+    scored = plain.get("test_split") or plain.get("validation_split")
+    if not scored:
+        raise UserError(f"{where}.task: {spec['task']} has no test or validation split to score")
+    if "" in files:
+        files = {scored: files[""]}
+    split_keys = ("training_split", "validation_split", "test_split", "fewshot_split")
+    splits = {k: (plain.get(k) if plain.get(k) in files else None) for k in split_keys}
+    if not (splits["test_split"] or splits["validation_split"]):
+        raise UserError(f"{where}.data: {spec['data']} has no file for the split {spec['task']} scores ({scored}); found {', '.join(files)}")
+    fmt = {evaltasks.DATA_SUFFIXES[f.suffix] for f in files.values()}
+    if len(fmt) != 1:
+        raise UserError(f"{where}.data: mixes JSON and Parquet files")
+    cfg = {
+        "include": str(base),
+        "task": spec["task"],
+        "dataset_path": fmt.pop(),
+        "dataset_name": None,
+        # cache_dir keeps the datasets cache of these files out of ~/.cache.
+        "dataset_kwargs": {"data_files": {k: str(v) for k, v in files.items()}, "cache_dir": str((task_dir / "hf_datasets").resolve())},
+        **splits,
+    }
+    if spec["preprocessed"]:
+        cfg["process_docs"] = None
+    folder = task_dir / "local"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{spec['task']}.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -339,46 +429,94 @@ def _model_config(ckpt: Path) -> dict:
 
 
 def _folder_digest(path: Path | None) -> str | None:
-    """sha256 over the task folder's files: eval.include_path enters the key by name only."""
-    if path is None:
-        return None
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+    """sha256 over the task folder's files (the same digest that enters the eval_report key)."""
+    return evaltasks.folder_digest(path) if path is not None else None
 
 
-def _check_checkpoint(ckpt: Path) -> None:
+def _check_checkpoint(label: str, ckpt: Path) -> None:
     if not (ckpt / "config.json").is_file():
-        raise UserError(f"trained_checkpoint {ckpt} has no config.json: not a Hugging Face model folder")
+        raise UserError(f"{label} {ckpt} has no config.json: not a Hugging Face model folder")
     if not any((ckpt / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        raise UserError(f"trained_checkpoint {ckpt} has no tokenizer files: it must be saved with its tokenizer")
+        raise UserError(f"{label} {ckpt} has no tokenizer files: it must be saved with its tokenizer")
 
 
-# --------------------------------------------------------------------------- stage
+def find_checkpoints(inputs: dict[str, Path]) -> list[dict]:
+    """Every input whose manifest's stage is a checkpoint stage, labelled by its input name, in
+    input order: ``init_checkpoint``, ``trained_checkpoint``, and whatever else the rule wires
+    in (a variant's trained checkpoint under its own name)."""
+    out = []
+    for name, path in inputs.items():
+        try:
+            manifest = read_manifest(Path(path))
+        except (OSError, ValueError):
+            continue
+        if str(manifest.get("stage", "")).endswith("checkpoint"):
+            out.append({"label": name, "path": Path(path), "manifest": manifest})
+    if not out:
+        raise UserError("eval_report: no checkpoint among the inputs (" + ", ".join(inputs) + ")")
+    return out
 
 
-def build(ctx) -> dict:
-    """Evaluate ``trained_checkpoint`` on held-out ``shards`` documents; write the report into ctx.out."""
-    started = time.time()
-    torch.set_num_threads(ctx.threads)
-    s = ctx.settings
-    ckpt = Path(ctx.inputs["trained_checkpoint"])
-    shards = Path(ctx.inputs["shards"])
-    _check_checkpoint(ckpt)
-    extra_names = list(s.get("tasks") or [])
+def walk_lineage(inputs: dict[str, Path]) -> dict[str, dict]:
+    """Every artifact upstream of ``inputs`` (following manifests' input paths), by ``stage/key``."""
+    out: dict[str, dict] = {}
+    todo = [Path(p) for p in inputs.values()]
+    while todo:
+        path = todo.pop()
+        try:
+            m = read_manifest(path)
+        except (OSError, ValueError):
+            continue
+        ref = f"{m.get('stage')}/{m.get('key')}"
+        if ref in out:
+            continue
+        out[ref] = {k: m.get(k) for k in ("stage", "key", "settings", "inputs", "counts", "code_hash", "code_files", "seconds", "started", "versions")}
+        out[ref]["path"] = str(path)
+        todo.extend(Path(i["path"]) for i in (m.get("inputs") or {}).values() if i.get("path"))
+    return out
 
-    task_dir = Path(ctx.work) / "tasks"
-    heldout = write_heldout_task(shards / "val_docs.jsonl", task_dir, s["val_docs"])
-    include_path = _include_path(s.get("include_path"))
-    tm = make_task_manager(task_dir, include_path, extra_names)
+
+def tokenizer_stats(tokenizer, texts: list[str]) -> dict:
+    """Vocabulary size and tokens per whitespace word and per UTF-8 byte over ``texts``."""
+    tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    words = sum(len(t.split()) for t in texts)
+    nbytes = sum(len(t.encode("utf-8")) for t in texts)
+    return {
+        "vocab_size": len(tokenizer),
+        "tokens": tokens,
+        "words": words,
+        "bytes": nbytes,
+        "tokens_per_word": tokens / words if words else None,
+        "tokens_per_byte": tokens / nbytes if nbytes else None,
+    }
+
+
+def model_summary(model, seq_len: int) -> dict:
+    """Config, parameters (each shared tensor once) and training FLOPs per token (lmbuild.cost)."""
+    config = model.config.to_dict()
+    params = sum({id(p): p.numel() for p in model.parameters()}.values())
+    summary = {"config": {k: config[k] for k in MODEL_CONFIG_KEYS if k in config}, "parameters": params, "seq_len": seq_len}
+    needed = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
+    if all(k in config for k in needed):
+        m = {k: config[k] for k in needed}
+        summary["flops_per_token"] = cost.flops_per_token(m, config["vocab_size"], seq_len)
+        summary["flops_formula"] = cost.FLOPS_FORMULA
+    return summary
+
+
+def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldout: dict, settings: dict, work: Path, seq_len: int) -> dict:
+    """lm-eval (held-out perplexity + extra tasks), generations, tokenizer and model figures of one checkpoint.
+
+    The request cache is per checkpoint: lm-eval keys it by request text, not by model.
+    """
+    s = settings
+    ckpt, label = ck["path"], ck["label"]
+    _check_checkpoint(label, ckpt)
     tops, leaves = load_extra_tasks(tm, extra_names)
     samples = limit_samples(leaves, s.get("limit"))
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_args = {"pretrained": str(ckpt), "dtype": "float32", "trust_remote_code": False}
     lm = ResumableHFLM(**model_args, batch_size=s["batch_size"], device=device)
-    cache = Path(ctx.work) / "lm_eval_cache"
     seed = s["seed"]
     t0 = time.time()
     results = simple_evaluate(
@@ -387,7 +525,7 @@ def build(ctx) -> dict:
         task_manager=tm,
         batch_size=s["batch_size"],
         device=device,
-        use_cache=str(cache),
+        use_cache=str(work / f"lm_eval_cache_{label}"),
         samples=samples,
         log_samples=False,
         random_seed=seed,
@@ -400,16 +538,15 @@ def build(ctx) -> dict:
 
     # Token-level held-out loss, comparable with training's val loss: total NLL from bits/byte.
     held = {m: metrics[HELDOUT_TASK]["metrics"].get(m, {}).get("value") for m in HELDOUT_METRICS}
-    n_tokens = sum(len(lm.tok_encode(t)) for t in heldout["texts"])
+    tok = tokenizer_stats(lm.tokenizer, heldout["texts"])
+    n_tokens = tok["tokens"]
     token_loss = held["bits_per_byte"] * math.log(2) * heldout["bytes"] / n_tokens if held["bits_per_byte"] is not None else None
 
     t0 = time.time()
     generations = generate_samples(lm.model, lm.tokenizer, list(s["prompts"]), s["max_new_tokens"], seed)
     gen_seconds = time.time() - t0
 
-    trained = read_manifest(ckpt)
-    shards_manifest = read_manifest(shards)
-    counts = trained.get("counts", {}) or {}
+    counts = ck["manifest"].get("counts", {}) or {}
     headline = {
         "initial_val_loss": counts.get("initial_val_loss"),
         "final_val_loss": counts.get("final_val_loss"),
@@ -428,59 +565,132 @@ def build(ctx) -> dict:
         if metric is not None:
             extra_main[name] = {"metric": metric, **metrics[name]["metrics"][metric]}
     cfg = results.get("config", {})
-    data = {
-        "key": ctx.key,
+    entry = {
+        "label": label,
+        "stage": ck["manifest"].get("stage"),
+        "key": ck["manifest"].get("key"),
+        "path": str(ckpt),
         "headline": headline,
-        "extra_tasks": extra_main,
         "metrics": metrics,
-        "training": {
-            "summary": {k: counts.get(k) for k in TRAINING_SUMMARY},
-            "counts": counts,
-            "settings": trained.get("settings", {}),
-            "model": _model_config(ckpt),
-        },
-        "loss_curve": read_loss_curve(ckpt / "loss_curve.csv"),
+        "extra_tasks": extra_main,
         "generations": generations,
-        "settings": dict(s),
-        "artifacts": {
-            "eval_report": ctx.key,
-            "trained_checkpoint": trained.get("key"),
-            "shards": shards_manifest.get("key"),
-            "trained_checkpoint_inputs": {n: i.get("key") for n, i in (trained.get("inputs") or {}).items()},
-        },
+        "tokenizer": tok,
+        "model": model_summary(lm.model, seq_len),
         "lm_eval": {
-            "model": "hf (lmbuild.evaluate.ResumableHFLM)",
             "model_args": model_args,
-            "batch_size": s["batch_size"],
             "device": device,
-            "limit": s.get("limit"),
             "samples_per_task": {t: (m.get("n_samples") or {}).get("effective") for t, m in metrics.items()},
             "seeds": {k: cfg.get(k) for k in ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")},
             "bootstrap_iters": cfg.get("bootstrap_iters"),
-            "tasks": [HELDOUT_TASK, *extra_names],
-            "include_path": str(include_path) if include_path else None,
-            "include_path_digest": _folder_digest(include_path),
             "max_length": lm.max_length,
-            "versions": _versions(),
         },
         "seconds": {"lm_eval": round(eval_seconds, 3), "generation": round(gen_seconds, 3)},
+    }
+    if ck["manifest"].get("stage") == "trained_checkpoint":
+        entry["training"] = {
+            "summary": {k: counts.get(k) for k in TRAINING_SUMMARY},
+            "counts": counts,
+            "settings": ck["manifest"].get("settings", {}),
+            "loss_curve": read_loss_curve(ckpt / "loss_curve.csv"),
+        }
+    del lm
+    return entry
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def build(ctx) -> dict:
+    """Evaluate every checkpoint input on held-out ``shards`` documents and the configured
+    tasks; write the report into ctx.out."""
+    started = time.time()
+    torch.set_num_threads(ctx.threads)
+    s = ctx.settings
+    inputs = {k: Path(v) for k, v in ctx.inputs.items()}
+    checkpoints = find_checkpoints(inputs)
+    shards = inputs["shards"]
+    specs = evaltasks.parse(s.get("tasks") or [])
+    extra_names = [t["task"] for t in specs]
+
+    task_dir = Path(ctx.work) / "tasks"
+    heldout = write_heldout_task(shards / "val_docs.jsonl", task_dir, s["val_docs"])
+    include_path = _include_path(s.get("include_path"))
+    local = {t["task"]: write_local_data_task(t, i, task_dir, include_path) for i, t in enumerate(specs) if t["data"]}
+    tm = make_task_manager(task_dir, include_path, extra_names)
+    try:
+        seq_len = int(json.loads((shards / "meta.json").read_text())["seq_len"])
+    except (OSError, ValueError, KeyError):
+        seq_len = None
+
+    entries = []
+    for ck in checkpoints:
+        log.info("evaluating %s (%s)", ck["label"], ck["path"])
+        cfg = json.loads((ck["path"] / "config.json").read_text()) if (ck["path"] / "config.json").is_file() else {}
+        entries.append(evaluate_checkpoint(ck, tm, extra_names, heldout, s, Path(ctx.work), seq_len or cfg.get("max_position_embeddings", 0)))
+    trained = [e for e in entries if e["stage"] == "trained_checkpoint"]
+    primary = (trained or entries)[-1]
+
+    shards_manifest = read_manifest(shards)
+    data = {
+        "key": ctx.key,
+        "primary": primary["label"],
+        "checkpoints": entries,
+        # The primary (last trained) checkpoint's figures, at the top level.
+        "headline": primary["headline"],
+        "extra_tasks": primary["extra_tasks"],
+        "metrics": primary["metrics"],
+        "generations": primary["generations"],
+        "training": {
+            **{k: v for k, v in (primary.get("training") or {}).items() if k != "loss_curve"},
+            "model": primary["model"]["config"],
+        },
+        "loss_curve": (primary.get("training") or {}).get("loss_curve", []),
+        "settings": dict(s),
+        "artifacts": {
+            "eval_report": ctx.key,
+            **{e["label"]: e["key"] for e in entries},
+            "shards": shards_manifest.get("key"),
+            "trained_checkpoint_inputs": {n: i.get("key") for n, i in (primary_manifest(checkpoints, primary).get("inputs") or {}).items()},
+        },
+        "lineage": walk_lineage(inputs),
+        "lm_eval": {
+            "model": "hf (lmbuild.evaluate.ResumableHFLM)",
+            "batch_size": s["batch_size"],
+            "limit": s.get("limit"),
+            "tasks": [HELDOUT_TASK, *extra_names],
+            "local_data_tasks": {n: str(p) for n, p in local.items()},
+            "include_path": str(include_path) if include_path else None,
+            "include_path_digest": _folder_digest(include_path),
+            "local_files": evaltasks.fingerprint(s),
+            "versions": _versions(),
+            **primary["lm_eval"],
+        },
+        "seconds": {e["label"]: e["seconds"] for e in entries},
     }
     data["seconds"]["total"] = round(time.time() - started, 3)
     write_outputs(data, Path(ctx.out))
 
     out = {
-        "heldout_word_perplexity": held["word_perplexity"],
-        "heldout_bits_per_byte": held["bits_per_byte"],
-        "heldout_token_perplexity": headline["heldout_token_perplexity"],
+        "checkpoints": [e["label"] for e in entries],
+        "heldout_word_perplexity": primary["headline"]["heldout_word_perplexity"],
+        "heldout_bits_per_byte": primary["headline"]["heldout_bits_per_byte"],
+        "heldout_token_perplexity": primary["headline"]["heldout_token_perplexity"],
         "heldout_docs": heldout["docs"],
-        "generations": len(generations),
-        "eval_seconds": round(eval_seconds, 3),
-        "generation_seconds": round(gen_seconds, 3),
+        "generations": len(primary["generations"]),
+        "seconds": data["seconds"]["total"],
     }
-    for name, entry in extra_main.items():
+    for e in entries:
+        out[f"{e['label']}/heldout_bits_per_byte"] = e["headline"]["heldout_bits_per_byte"]
+        for name, entry in e["extra_tasks"].items():
+            out[f"{e['label']}/{name}/{entry['metric']}"] = entry["value"]
+    for name, entry in primary["extra_tasks"].items():
         out[f"{name}/{entry['metric']}"] = entry["value"]
-    log.info("held-out word perplexity %s, bits/byte %s over %d docs in %.1fs", held["word_perplexity"], held["bits_per_byte"], heldout["docs"], eval_seconds)
+    log.info("%s: held-out bits/byte %s over %d docs in %.1fs", primary["label"], out["heldout_bits_per_byte"], heldout["docs"], data["seconds"]["total"])
     return out
+
+
+def primary_manifest(checkpoints: list[dict], primary: dict) -> dict:
+    return next(c["manifest"] for c in checkpoints if c["label"] == primary["label"])
 
 
 def write_outputs(data: dict, out: Path) -> None:

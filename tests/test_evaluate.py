@@ -30,7 +30,8 @@ def stdlib_docs(names: list[str], max_chars: int = 3000) -> list[str]:
     return [(STDLIB / n).read_text(encoding="utf-8")[:max_chars] for n in names]
 
 
-def make_checkpoint(path: Path, *, hidden: int = 32, layers: int = 2, heads: int = 2, vocab: int = 512, max_pos: int = 128) -> Path:
+def make_checkpoint(path: Path, *, hidden: int = 32, layers: int = 2, heads: int = 2, vocab: int = 512, max_pos: int = 128,
+                    stage: str = "trained_checkpoint", seed: int = 0) -> Path:
     """Byte-level BPE trained on stdlib text + a seeded random LlamaForCausalLM, saved together."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -47,20 +48,24 @@ def make_checkpoint(path: Path, *, hidden: int = 32, layers: int = 2, heads: int
         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_pos,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     params = sum(p.numel() for p in model.parameters())
     manifest = {
-        "stage": "trained_checkpoint", "key": "trainedkey000001", "code_hash": "c0de",
+        "stage": stage, "key": "trainedkey000001" if stage == "trained_checkpoint" else "initkey000000001", "code_hash": "c0de",
         "settings": {"learning_rate": 0.002, "max_steps": 30, "seed": 42},
         "inputs": {"init_checkpoint": {"stage": "init_checkpoint", "key": "initkey000000001", "path": "x"},
                    "shards": {"stage": "shards", "key": "shardskey0000001", "path": "y"}},
         "counts": {"initial_val_loss": 6.3, "final_val_loss": 4.1, "tokens_seen": 61440,
                    "tokens_per_second": 3100.5, "parameters": params},
     }
+    if stage != "trained_checkpoint":
+        manifest.update(counts={"parameters": params}, settings={"seed": seed}, inputs={})
     (path / "manifest.json").write_text(json.dumps(manifest))
+    if stage != "trained_checkpoint":
+        return path
     (path / "loss_curve.csv").write_text(
         "step,tokens,train_loss,val_loss,learning_rate,grad_norm\n"
         "0,0,,6.3,,\n10,20480,5.9,,0.002,1.4\n20,40960,5.0,4.6,0.0015,1.1\n30,61440,4.2,4.1,0.0002,0.9\n"
@@ -81,7 +86,8 @@ def make_shards(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("inputs")
-    return {"trained_checkpoint": make_checkpoint(root / "ckpt"), "shards": make_shards(root / "shards")}
+    return {"init_checkpoint": make_checkpoint(root / "init", stage="init_checkpoint", seed=1),
+            "trained_checkpoint": make_checkpoint(root / "ckpt"), "shards": make_shards(root / "shards")}
 
 
 def settings(**overrides) -> dict:
@@ -118,12 +124,13 @@ def test_report_json_has_heldout_perplexity(built):
     assert data["headline"]["heldout_docs"] == 4
     assert data["training"]["summary"]["final_val_loss"] == 4.1
     assert data["artifacts"] == {"eval_report": "evalkey000000001", "trained_checkpoint": "trainedkey000001",
-                                 "shards": "shardskey0000001",
+                                 "init_checkpoint": "initkey000000001", "shards": "shardskey0000001",
                                  "trained_checkpoint_inputs": {"init_checkpoint": "initkey000000001", "shards": "shardskey0000001"}}
     assert data["lm_eval"]["batch_size"] == 4 and data["lm_eval"]["versions"]["lm_eval"]
     assert len(data["loss_curve"]) == 4
     assert counts["heldout_word_perplexity"] == held["metrics"]["word_perplexity"]["value"]
     assert counts["generations"] == 2
+    assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint"] and data["primary"] == "trained_checkpoint"
     json.dumps(counts, allow_nan=False)
     json.loads((ctx.out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
     assert not (ctx.out / "manifest.json").exists()
@@ -223,8 +230,9 @@ def test_second_run_reuses_the_request_cache(inputs, tmp_path, monkeypatch):
     work = tmp_path / "work"
     first = _Counter(monkeypatch)
     a = evaluate.build(make_ctx(tmp_path / "a", inputs, work=work))
-    assert first.docs == 4
-    assert (work / "lm_eval_cache_rank0.db").stat().st_size > 0
+    assert first.docs == 8  # 4 held-out documents x 2 checkpoints
+    assert (work / "lm_eval_cache_trained_checkpoint_rank0.db").stat().st_size > 0
+    assert (work / "lm_eval_cache_init_checkpoint_rank0.db").stat().st_size > 0  # one cache per checkpoint
     second = _Counter(monkeypatch)
     b = evaluate.build(make_ctx(tmp_path / "b", inputs, work=work))
     assert second.docs == 0  # every held-out document came from the cache
@@ -240,7 +248,7 @@ def test_interrupted_run_resumes_from_the_cache(inputs, tmp_path, monkeypatch):
     assert crashing.docs == 2
     resumed = _Counter(monkeypatch)
     evaluate.build(make_ctx(tmp_path / "b", inputs, work=work))
-    assert resumed.docs == 2  # only the documents the crash lost
+    assert resumed.docs == 2 + 4  # the documents the crash lost, then the second checkpoint
 
 
 def test_local_multiple_choice_task(inputs, tmp_path, shared_data):
@@ -276,3 +284,82 @@ def test_local_multiple_choice_task(inputs, tmp_path, shared_data):
 def test_builtin_task_names_are_found(tmp_path):
     """The quick text check lets real built-in names through to the full index and rejects typos."""
     assert evaluate._absent_from_builtin_yaml(["hellaswag", "wikitext", "no_such_task_xyz"]) == ["no_such_task_xyz"]
+
+
+HELLASWAG_DOCS = 40  # of 10,042: enough for a stderr, ~10 s per checkpoint on 2 cores
+
+
+def test_hellaswag_from_the_local_file(inputs, tmp_path, shared_data):
+    """lm-eval's own hellaswag task (prompts, metrics) scored on the local preprocessed copy."""
+    data = shared_data / "eval" / "hellaswag_val.jsonl"
+    spec = {"task": "hellaswag", "data": str(data), "preprocessed": True}
+    ctx = make_ctx(tmp_path, inputs, tasks=[spec], limit=HELLASWAG_DOCS, prompts=[])
+    counts = evaluate.build(ctx)
+    report = json.loads((ctx.out / "report.json").read_text())
+    for ck in report["checkpoints"]:
+        hs = ck["metrics"]["hellaswag"]
+        assert hs["n_samples"] == {"original": 10042, "effective": HELLASWAG_DOCS}
+        for m in ("acc", "acc_norm"):
+            value, stderr = hs["metrics"][m]["value"], hs["metrics"][m]["stderr"]
+            # A random tiny model: near chance (1/4); the binomial stderr of a mean over 40 items.
+            assert 0 <= value <= 0.6, (ck["label"], m, value)
+            assert stderr == pytest.approx(math.sqrt(value * (1 - value) / (HELLASWAG_DOCS - 1)), rel=1e-6)
+        assert ck["metrics"]["lmbuild_heldout"]["n_samples"]["effective"] == 4  # eval.limit is for extra tasks only
+    assert counts["trained_checkpoint/hellaswag/acc"] == report["checkpoints"][1]["metrics"]["hellaswag"]["metrics"]["acc"]["value"]
+    # The task YAML includes lm-eval's own and switches the hub data set for the file.
+    local = yaml_load(Path(report["lm_eval"]["local_data_tasks"]["hellaswag"]))
+    assert local["include"].endswith("hellaswag/hellaswag.yaml") and local["process_docs"] is None
+    assert local["dataset_kwargs"]["data_files"] == {"validation": str(data.resolve())}
+    assert report["lm_eval"]["local_files"]["data"]["hellaswag"]
+    page = (ctx.out / "report.html").read_text()
+    assert "hellaswag" in page and "acc_norm" in page
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_local_data_errors_name_the_entry(inputs, tmp_path):
+    bad = tmp_path / "items.csv"
+    bad.write_text("a,b\n")
+    with pytest.raises(UserError, match=r"eval\.tasks\[0\]\.data: .*expected a"):
+        evaluate.build(make_ctx(tmp_path, inputs, tasks=[{"task": "hellaswag", "data": str(bad), "preprocessed": True}]))
+    with pytest.raises(UserError, match=r"eval\.tasks\[0\]\.task: no lm-eval task named 'no_such_task_xyz'"):
+        evaluate.build(make_ctx(tmp_path, inputs, tasks=[{"task": "no_such_task_xyz", "data": str(tmp_path)}]))
+
+
+def test_local_task_files_enter_the_eval_report_key(tmp_path):
+    """Editing a task YAML in include_path, or a task's data file, gives a new eval_report key
+    and leaves every other key alone."""
+    from lmbuild.config import validate
+    from lmbuild.plan import Plan
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "t.yaml").write_text("task: t\n")
+    data = tmp_path / "items.jsonl"
+    data.write_text('{"query": "a", "choices": ["b", "c"], "label": 0}\n')
+    cfg = {"eval": {"include_path": str(tasks), "tasks": [{"task": "hellaswag", "data": str(data), "preprocessed": True}]}}
+
+    def keys():
+        return {s: a.key for s, a in Plan(validate(cfg)).artifacts.items()}
+
+    base = keys()
+    (tasks / "t.yaml").write_text("task: t\nmetadata: {version: 2}\n")
+    after_yaml = keys()
+    data.write_text('{"query": "a", "choices": ["b", "c"], "label": 1}\n')
+    after_data = keys()
+    assert {s for s in base if base[s] != after_yaml[s]} == {"eval_report"}
+    assert after_data["eval_report"] not in (base["eval_report"], after_yaml["eval_report"])
+    assert {s for s in base if s != "eval_report" and base[s] != after_data[s]} == set()
+    with pytest.raises(UserError, match=r"eval\.tasks\[0\]\.data: .*no such file"):
+        validate_and_plan({"eval": {"tasks": [{"task": "hellaswag", "data": str(tmp_path / "missing.jsonl")}]}})
+
+
+def validate_and_plan(cfg: dict):
+    from lmbuild.config import validate
+    from lmbuild.plan import Plan
+
+    return Plan(validate(cfg))
