@@ -6,7 +6,13 @@ rule build_eval_report:
     input:
         unpack(stage_inputs("eval_report")),
     output:
-        directory(f"{ART}/eval_report/{{key}}"),
+        # `snakemake --report report.zip` includes the page (it is self-contained).
+        report(
+            directory(f"{ART}/eval_report/{{key}}"),
+            htmlindex="report.html",
+            caption="eval_report.rst",
+            category="Evaluation",
+        ),
     log:
         "logs/eval_report/{key}.log",
     conda:

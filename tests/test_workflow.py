@@ -151,7 +151,8 @@ def test_report_holds_the_metrics(built):
     assert "perplexity" in text
     assert len(report["generations"]) == 3
     html = (art / "report.html").read_text()
-    assert "data:image/png;base64," in html
+    assert "<svg" in html and 'id="lineage"' in html
+    assert [c["label"] for c in report["checkpoints"]] == ["init_checkpoint", "trained_checkpoint"]
     # Every number in the report is a real, finite measurement.
     def numbers(x):
         if isinstance(x, dict):
