@@ -32,5 +32,7 @@ rule plan:
         COST_PLAN["path"],
     log:
         "logs/plan/print.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "cat {input}/plan.txt | tee {log}"
