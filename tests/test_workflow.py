@@ -167,6 +167,19 @@ def test_report_holds_the_metrics(built):
     assert all(math.isfinite(v) for v in numbers(report["metrics"]))
 
 
+def test_snakemake_report_bundles_the_page(built, tmp_path):
+    """`snakemake --report x.zip` includes the eval_report artifact with report.html as its index."""
+    import zipfile
+
+    out = tmp_path / "snakemake-report.zip"
+    proc = snakemake(built, smoke_config(), "--report", str(out))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    names = zipfile.ZipFile(out).namelist()
+    pages = [n for n in names if n.endswith("/report.html")]
+    assert pages, names[:50]
+    assert zipfile.ZipFile(out).read(pages[0]) == (only(built, "eval_report") / "report.html").read_bytes()
+
+
 def test_rerun_is_a_no_op(built):
     assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
 
