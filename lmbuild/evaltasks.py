@@ -22,6 +22,9 @@ load lm-eval, and does not check that a name is a real task (``lmbuild.evaluate`
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+import sys
 from pathlib import Path
 
 from lmbuild.errors import UserError
@@ -93,3 +96,33 @@ def fingerprint(eval_settings: dict) -> dict:
             files = data_files(spec["data"], f"eval.tasks[{i}].data")
             out["data"][spec["task"]] = {split: _hash_files([f]) for split, f in files.items()}
     return out
+
+
+def wikitext_pages(path: Path) -> list[str]:
+    """A WikiText release file (``wiki.valid.tokens``, ``valid.txt``...) split into articles, as
+    the document-level copy that lm-eval's ``wikitext`` task reads (``EleutherAI/wikitext_document_level``):
+    an article starts at a top-level heading line `` = Title = `` and keeps its lines as they are."""
+    pages: list[list[str]] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines(keepends=True):
+        if re.match(r"^ = [^=].* = \n?$", line):
+            pages.append([])
+        if pages:
+            pages[-1].append(line)
+    return ["".join(p) for p in pages if "".join(p).strip()]
+
+
+def main(argv: list[str]) -> int:
+    """``python -m lmbuild.evaltasks wikitext IN.txt OUT.jsonl``: {"page": ...} per article."""
+    if len(argv) != 3 or argv[0] != "wikitext":
+        print("usage: python -m lmbuild.evaltasks wikitext IN.txt OUT.jsonl", file=sys.stderr)
+        return 2
+    pages = wikitext_pages(Path(argv[1]))
+    with open(argv[2], "w", encoding="utf-8") as f:
+        for page in pages:
+            f.write(json.dumps({"page": page}, ensure_ascii=False) + "\n")
+    print(f"{len(pages)} articles -> {argv[2]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -363,3 +363,24 @@ def validate_and_plan(cfg: dict):
     from lmbuild.plan import Plan
 
     return Plan(validate(cfg))
+
+
+def test_wikitext_from_the_local_release(inputs, tmp_path, shared_data):
+    """lm-eval's wikitext task (its detokenizer and word counts come through `include`) on the
+    shared WikiText-2 release, split into articles as the hub's document-level copy is."""
+    from lmbuild import evaltasks
+
+    pages = evaltasks.wikitext_pages(shared_data / "eval" / "wikitext2" / "test.txt")
+    assert len(pages) == 62  # the document-level test split lm-eval's task reads has 62 articles
+    folder = tmp_path / "wikitext"
+    folder.mkdir()
+    (folder / "test.jsonl").write_text("".join(json.dumps({"page": p}) + "\n" for p in pages[:1]))
+    ctx = make_ctx(tmp_path, inputs, tasks=[{"task": "wikitext", "data": str(folder)}], prompts=[])
+    evaluate.build(ctx)
+    report = json.loads((ctx.out / "report.json").read_text())
+    for ck in report["checkpoints"]:
+        wt = ck["metrics"]["wikitext"]
+        assert wt["n_samples"]["effective"] == 1
+        # Bits per byte of a random 512-token model: about log2(512) bits per token, < 1 token per byte.
+        assert 1 < wt["metrics"]["bits_per_byte"]["value"] < 9
+        assert wt["metrics"]["word_perplexity"]["value"] > wt["metrics"]["byte_perplexity"]["value"] > 1
