@@ -448,7 +448,7 @@ def curve_columns(rows: list[dict]) -> dict[str, list[str]]:
             groups["loss"].append(c)
         elif "lr" in lc.split("_") or "learning_rate" in lc:
             groups["learning rate"].append(c)
-        elif "per_s" in lc or "throughput" in lc or "/s" in lc:
+        elif "per_s" in lc or "throughput" in lc or "/s" in lc or ("tok" in lc and lc.endswith("_s")):
             groups["throughput (tokens/s)"].append(c)
         elif "grad" in lc:
             groups["gradient norm"].append(c)

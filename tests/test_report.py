@@ -132,9 +132,9 @@ def test_svg_chart_scales_points_into_the_plot():
 
 
 def test_curve_columns_group_whatever_the_trainer_logs():
-    rows = [{"step": 1, "tokens": 10, "train_loss": 3.0, "val_loss": 3.1, "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 900.0, "mfu": 0.3}]
+    rows = [{"step": 1, "tokens": 10, "train_loss": 3.0, "val_loss": 3.1, "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 900.0, "tok_s": 1.0, "mfu": 0.3}]
     groups = report.curve_columns(rows)
-    assert groups == {"loss": ["train_loss", "val_loss"], "learning rate": ["lr"], "throughput (tokens/s)": ["tokens_per_s"],
+    assert groups == {"loss": ["train_loss", "val_loss"], "learning rate": ["lr"], "throughput (tokens/s)": ["tokens_per_s", "tok_s"],
                       "gradient norm": ["grad_norm"], "other": ["mfu"]}
 
 
