@@ -183,6 +183,14 @@ def slurm_snakemake(cluster: dict, workdir: Path, cfg: dict, *args: str, limit: 
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def cancel_jobs_in(workdir: Path) -> None:
+    """scancel what a killed snakemake left queued or running in `workdir`."""
+    for line in _sh("squeue", "-h", "-o", "%i|%Z").splitlines():
+        job_id, _, job_dir = line.partition("|")
+        if job_dir == str(workdir):
+            subprocess.run(["scancel", job_id], timeout=30)
+
+
 def sacct_jobs(run_uuid: str) -> list[dict]:
     """Every SLURM job of one snakemake run (its job name), with requeued instances (-D)."""
     fields = ["JobIDRaw", "Comment", "State", "AllocTRES"]
@@ -248,13 +256,26 @@ class Requeuer(threading.Thread):
             time.sleep(0.2)
 
 
+def start_failing_build(cluster: dict, work: Path) -> subprocess.Popen:
+    """A build whose raw job fails: a source file with a malformed JSON line."""
+    (work / "data").mkdir()
+    good = json.dumps({"text": "A line of prose long enough to pass. " * 10})
+    (work / "data" / "docs.jsonl").write_text(f"{good}\n{{not json\n")
+    cfg = smoke_config(
+        data={"sources": [{"type": "jsonl", "path": "data/*.jsonl"}]},
+        resources={"default": {"threads": 1, "mem_mb": 1000, "runtime": 10}},
+    )
+    return slurm_snakemake(cluster, work, cfg, "raw", limit=300)
+
+
 @pytest.fixture(scope="module")
 def slurm_build(cluster, tmp_path_factory) -> dict:
-    """The smoke build under --profile profiles/slurm, with its training job requeued halfway."""
-    work = tmp_path_factory.mktemp("slurm")
+    """The smoke build under --profile profiles/slurm, with its training job requeued halfway,
+    and beside it (at the same time, to save wall time) a build whose first job fails."""
+    work, failing_work = tmp_path_factory.mktemp("slurm"), tmp_path_factory.mktemp("slurm_failing")
     cfg = smoke_config(
-        # 60 steps, a checkpoint every 10: the requeue lands well before the end.
-        train={"max_steps": 60, "eval_steps": 10},
+        # A checkpoint every 5 of 30 steps: the requeue lands well before the end.
+        train={"max_steps": 30, "warmup_steps": 3, "eval_steps": 5, "eval_batches": 1, "logging_steps": 5},
         resources={
             "default": {"threads": 1, "mem_mb": 1000, "runtime": 10},
             "trained_checkpoint": {"gpu": 1, "gpu_model": "h100", "cpus_per_gpu": 2, "mem_mb": 2000},
@@ -263,13 +284,26 @@ def slurm_build(cluster, tmp_path_factory) -> dict:
     )
     requeuer = Requeuer(work)
     requeuer.start()
-    proc = slurm_snakemake(cluster, work, cfg, limit=420)
-    output, _ = proc.communicate()
-    requeuer.done.set()
-    requeuer.join(10)
+    try:
+        failing = start_failing_build(cluster, failing_work)
+        proc = slurm_snakemake(cluster, work, cfg, limit=900)
+        failing_output, _ = failing.communicate()
+        output, _ = proc.communicate()
+    finally:
+        requeuer.done.set()
+        requeuer.join(10)
+        cancel_jobs_in(work)
+        cancel_jobs_in(failing_work)
     assert proc.returncode == 0, output[-6000:]
     run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
-    return {"work": work, "cfg": cfg, "output": output, "sacct": sacct_jobs(run_uuid), "requeuer": requeuer}
+    return {
+        "work": work,
+        "cfg": cfg,
+        "output": output,
+        "sacct": sacct_jobs(run_uuid),
+        "requeuer": requeuer,
+        "failing": {"work": failing_work, "output": failing_output, "returncode": failing.returncode},
+    }
 
 
 def manifest(work: Path, stage: str) -> dict:
@@ -345,24 +379,14 @@ def math_finite(x) -> bool:
 
 
 @pytest.mark.e2e
-def test_a_failing_job_fails_the_workflow_and_names_its_log(cluster, tmp_path):
-    (tmp_path / "data").mkdir()
-    good = json.dumps({"text": "A line of prose long enough to pass. " * 10})
-    (tmp_path / "data" / "docs.jsonl").write_text(f"{good}\n{{not json\n")
-    cfg = smoke_config(
-        data={"sources": [{"type": "jsonl", "path": "data/*.jsonl"}]},
-        resources={"default": {"threads": 1, "mem_mb": 1000, "runtime": 10}},
-    )
-    proc = slurm_snakemake(cluster, tmp_path, cfg, "raw", limit=180)
-    output, _ = proc.communicate()
-    assert proc.returncode != 0, output[-4000:]
-    (log,) = (tmp_path / "logs" / "raw").glob("*.log")
-    rel = str(log.relative_to(tmp_path))
-    assert rel in output, output[-4000:]
+def test_a_failing_job_fails_the_workflow_and_names_its_log(slurm_build):
+    work, output, returncode = (slurm_build["failing"][k] for k in ("work", "output", "returncode"))
+    assert returncode != 0, output[-4000:]
+    (log,) = (work / "logs" / "raw").glob("*.log")
+    assert str(log.relative_to(work)) in output, output[-4000:]
     assert "docs.jsonl:2: invalid JSON" in log.read_text()
-    # The SLURM log of the failed job is named too, and the job failed in sacct.
-    slurm_log = re.search(r"(\S*\.snakemake/slurm_logs/rule_build_raw/\S+\.log)", output)
-    assert slurm_log, output[-4000:]
+    # SLURM's log of the failed job is named too, and sacct has the job as failed.
+    assert re.search(r"\.snakemake/slurm_logs/rule_build_raw/\w+/\d+\.log", output), output[-4000:]
     run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
     assert [j["State"] for j in sacct_jobs(run_uuid)] == ["FAILED"]
-    assert not [p for p in (tmp_path / "artifacts" / "raw").glob("*") if not p.name.startswith(".")]
+    assert not [p for p in (work / "artifacts" / "raw").glob("*") if not p.name.startswith(".")]
