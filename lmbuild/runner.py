@@ -42,6 +42,7 @@ class StageContext:
     work:     a scratch directory outside the artifact that survives a crash (resumable state);
               removed after success.
     threads:  CPU threads the job was given.
+    gpus:     GPUs the job was given (resources gpu; 0 for CPU-only stages).
     key:      this artifact's address.
     """
 
@@ -52,6 +53,7 @@ class StageContext:
     out: Path
     work: Path
     threads: int = 1
+    gpus: int = 0
 
     def input_manifest(self, stage: str) -> dict:
         return read_manifest(self.inputs[stage])
@@ -66,6 +68,15 @@ def _versions() -> dict:
     return out
 
 
+# Where a job ran: on SLURM, its job id, how often it was requeued and the GPUs it was given.
+JOB_ENV = ("SLURM_JOB_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_PARTITION", "CUDA_VISIBLE_DEVICES")
+
+
+def job_environment() -> dict:
+    """The host and the scheduler's variables of this job (None where unset); not part of any key."""
+    return {"host": platform.node(), **{v.lower(): os.environ.get(v) for v in JOB_ENV}}
+
+
 def run(
     build: Callable[[StageContext], dict | None],
     *,
@@ -76,15 +87,18 @@ def run(
     inputs: dict[str, Path],
     output: Path,
     threads: int = 1,
+    gpus: int = 0,
     log_path: Path | None = None,
 ) -> dict:
     """Build one artifact atomically and write its manifest; return the manifest."""
     output = Path(output)
     work = output.parent.parent / "_work" / stage / key
     started = time.time()
+    job = job_environment()
+    logging.getLogger("lmbuild").info("%s %s: job %s", stage, key, " ".join(f"{k}={v}" for k, v in job.items()))
     with atomic_dir(output) as tmp:
         work.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(stage, key, settings, {k: Path(v) for k, v in inputs.items()}, tmp, work, threads)
+        ctx = StageContext(stage, key, settings, {k: Path(v) for k, v in inputs.items()}, tmp, work, threads, gpus)
         counts = build(ctx) or {}
         manifest = {
             "stage": stage,
@@ -95,6 +109,8 @@ def run(
             "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
             "seconds": round(time.time() - started, 3),
             "threads": threads,
+            "gpus": gpus,
+            "job": job,
             "versions": _versions(),
             "log": str(log_path) if log_path else None,
         }
@@ -134,6 +150,7 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
             inputs=inputs,
             output=Path(snakemake.output[0]),
             threads=snakemake.threads,
+            gpus=int(snakemake.resources.get("gpu", 0) or 0),
             log_path=log_path,
         )
         logging.getLogger("lmbuild").info("%s %s done in %.1fs: %s", stage, snakemake.params.key, manifest["seconds"], manifest["counts"])

@@ -62,3 +62,28 @@ def res(stage, name, fallback):
         if section.get(name) is not None:
             return section[name]
     return fallback
+
+
+# Only these stages may use GPUs; the schema gives the others no GPU keys.
+GPU_STAGES = ("trained_checkpoint", "eval_report")
+
+
+def gpus(stage):
+    """GPUs per job of `stage`: resources.<stage>.gpu, always 0 for a CPU-only stage."""
+    return res(stage, "gpu", 0) if stage in GPU_STAGES else 0
+
+
+def cpus_per_gpu(stage, fallback):
+    return res(stage, "cpus_per_gpu", None) or res(stage, "threads", fallback)
+
+
+def stage_threads(stage, fallback):
+    """A job's CPU threads: `threads`, or gpu * cpus_per_gpu when it has GPUs."""
+    n = gpus(stage)
+    return n * cpus_per_gpu(stage, fallback) if n else res(stage, "threads", fallback)
+
+
+def gpu_model(stage):
+    """The GPU type to ask for; "" (any) without one, and always "" without GPUs, since the
+    SLURM plugin turns a model with gpu=0 into --gpus=<model>:0."""
+    return (res(stage, "gpu_model", None) or "") if gpus(stage) else ""

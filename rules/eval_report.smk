@@ -17,12 +17,14 @@ rule build_eval_report:
         "logs/eval_report/{key}.log",
     conda:
         "../envs/train.yaml"
-    threads: res("eval_report", "threads", 2)
+    threads: stage_threads("eval_report", 2)
     resources:
         mem_mb=res("eval_report", "mem_mb", 8000),
         runtime=res("eval_report", "runtime", 60),
-        gpu=res("eval_report", "gpu", 0),
-        gpu_model=res("eval_report", "gpu_model", ""),
+        # With gpu > 0 the SLURM plugin submits --gpus=<gpu_model>:<gpu> --cpus-per-gpu=<cpus_per_gpu>.
+        gpu=gpus("eval_report"),
+        gpu_model=gpu_model("eval_report"),
+        cpus_per_gpu=cpus_per_gpu("eval_report", 2),
     params:
         stage="eval_report",
         key=lambda wc: wc.key,

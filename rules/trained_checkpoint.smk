@@ -11,12 +11,14 @@ rule build_trained_checkpoint:
         "logs/trained_checkpoint/{key}.log",
     conda:
         "../envs/train.yaml"
-    threads: res("trained_checkpoint", "threads", 2)
+    threads: stage_threads("trained_checkpoint", 2)
     resources:
         mem_mb=res("trained_checkpoint", "mem_mb", 8000),
         runtime=res("trained_checkpoint", "runtime", 120),
-        gpu=res("trained_checkpoint", "gpu", 0),
-        gpu_model=res("trained_checkpoint", "gpu_model", ""),
+        # With gpu > 0 the SLURM plugin submits --gpus=<gpu_model>:<gpu> --cpus-per-gpu=<cpus_per_gpu>.
+        gpu=gpus("trained_checkpoint"),
+        gpu_model=gpu_model("trained_checkpoint"),
+        cpus_per_gpu=cpus_per_gpu("trained_checkpoint", 2),
     params:
         stage="trained_checkpoint",
         key=lambda wc: wc.key,

@@ -1,0 +1,392 @@
+"""The workflow on a real SLURM cluster through the Snakemake SLURM executor plugin.
+
+The cluster is a single node on this machine, started by ../shared/tools/slurm/start_slurm.sh
+(munge, slurmctld, slurmd, slurmdbd so that `sacct` works, and a fake GPU GRES `gpu:h100:1`
+backed by a character device: SLURM schedules it and sets CUDA_VISIBLE_DEVICES, torch sees no
+CUDA and trains on the CPU). Tests that need it skip with the reason where it cannot start.
+
+One smoke build under `--profile profiles/slurm` serves several checks: every non-local rule
+ran as a SLURM job (sacct, by the `rule_<name>` job comment), training asked for and got a
+GPU, and training, requeued with `scontrol requeue` once it has written a checkpoint, resumes
+from that checkpoint and finishes. A second, failing build checks the error report.
+Every snakemake call is bounded with `timeout -s KILL`: on SIGTERM snakemake waits for its
+running jobs, and a status query that never succeeds would keep it waiting.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+START_SCRIPT = Path(os.environ.get("LMBUILD_SLURM_START", ROOT.parent / "shared" / "tools" / "slurm" / "start_slurm.sh"))
+GPU_RULES = {"build_trained_checkpoint", "build_eval_report"}
+CPU_RULES = {f"build_{s}" for s in ("raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint")}
+
+
+def smoke_config(**sections) -> dict:
+    cfg = yaml.safe_load((ROOT / "tests" / "smoke.yaml").read_text())
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
+
+
+def write_config(workdir: Path, cfg: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def dry_run_resources(workdir: Path, cfg: dict) -> dict[str, list[dict]]:
+    """{rule: [{resource: value} per job]} from `snakemake -n` (threads included)."""
+    cfg_path = write_config(workdir, cfg)
+    cmd = ["timeout", "-s", "KILL", "120", str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    # Many cores, so that threads are shown as the rules declare them, not capped.
+    cmd += ["--cores", "64", "-n", "--configfile", str(cfg_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs: dict[str, list[dict]] = {}
+    for block in re.split(r"\n(?:local)?rule ", out)[1:]:
+        name = block.split(":", 1)[0]
+        found = {"threads": 1}
+        for line in block.splitlines()[1:]:
+            line = line.strip()
+            if line.startswith("threads:"):
+                found["threads"] = int(line.split(":")[1])
+            elif line.startswith("resources:"):
+                for item in line.split(":", 1)[1].split(","):
+                    k, _, v = item.strip().partition("=")
+                    found[k] = v
+            elif line.startswith("[") or not line:
+                break
+        jobs.setdefault(name, []).append(found)
+    return jobs
+
+
+# ---------------------------------------------------------------- no cluster needed
+
+
+def test_cpu_stages_never_ask_for_a_gpu_and_gpu_stages_get_config_resources(tmp_path):
+    res = {
+        "default": {"threads": 1, "mem_mb": 900, "runtime": 7},
+        "tokenizer": {"threads": 2, "mem_mb": 1500},
+        "trained_checkpoint": {"gpu": 2, "gpu_model": "h100", "cpus_per_gpu": 3, "mem_mb": 5000, "runtime": 90},
+        "eval_report": {"gpu": 0, "gpu_model": "h100"},
+    }
+    jobs = dry_run_resources(tmp_path, smoke_config(resources=res))
+    assert CPU_RULES | GPU_RULES <= set(jobs), jobs.keys()
+    for rule in CPU_RULES:
+        for job in jobs[rule]:
+            assert not {"gpu", "gpu_model", "cpus_per_gpu", "gres"} & set(job), (rule, job)
+            assert job["runtime"] == "7"
+    assert jobs["build_tokenizer"][0]["threads"] == 2 and jobs["build_tokenizer"][0]["mem_mb"] == "1500"
+    assert jobs["build_raw"][0]["mem_mb"] == "900"
+    train = jobs["build_trained_checkpoint"][0]
+    # The plugin submits these as --gpus=h100:2 --cpus-per-gpu=3; the job's threads are 2 x 3.
+    assert (train["gpu"], train["gpu_model"], train["cpus_per_gpu"], train["threads"]) == ("2", "h100", "3", 6)
+    assert (train["mem_mb"], train["runtime"]) == ("5000", "90")
+    # gpu 0: no model either, or the plugin would submit --gpus=h100:0.
+    ev = jobs["build_eval_report"][0]
+    assert (ev["gpu"], ev["gpu_model"]) == ("0", "")
+
+
+@pytest.mark.parametrize(
+    "resources, message",
+    [
+        ({"raw": {"gpu": 1}}, "config: resources.raw.gpu: unknown key"),
+        ({"default": {"gpu_model": "h100"}}, "config: resources.default.gpu_model: unknown key"),
+        ({"training": {"gpu": 1}}, "config: resources.training: unknown key"),
+        ({"trained_checkpoint": {"gpu": -1}}, "config: resources.trained_checkpoint.gpu: -1 is less than the minimum of 0"),
+        ({"trained_checkpoint": {"gpu_model": "'h100'"}}, "config: resources.trained_checkpoint.gpu_model: \"'h100'\" does not match"),
+        ({"eval_report": {"cpus_per_gpu": 0}}, "config: resources.eval_report.cpus_per_gpu: 0 is less than the minimum of 1"),
+        ({"shards": {"mem_mb": "4G"}}, "config: resources.shards.mem_mb: '4G' is not of type 'integer'"),
+    ],
+)
+def test_resource_keys_are_validated(resources, message):
+    from lmbuild.config import validate
+    from lmbuild.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        validate({"resources": resources})
+    assert str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_profile_asks_for_requeue_and_leaves_partition_and_account_to_the_user():
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["slurm-requeue"] is True
+    assert not {"slurm_partition", "slurm_account"} & set(profile["default-resources"])
+    text = (ROOT / "profiles" / "slurm" / "config.yaml").read_text()
+    assert "# slurm_partition:" in text and "# slurm_account:" in text
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+def _sh(*cmd: str, timeout: int = 30) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    """A running SLURM cluster with sacct and a GPU GRES: {partition, account}; skips if none."""
+    ready = shutil.which("sinfo") and subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+    if not ready:
+        if os.geteuid() != 0:
+            pytest.skip("SLURM is not running and starting it needs root")
+        if not START_SCRIPT.is_file():
+            pytest.skip(f"SLURM is not running and its start script is missing: {START_SCRIPT} (set LMBUILD_SLURM_START)")
+        if not shutil.which("apt-get") and not shutil.which("slurmctld"):
+            pytest.skip("SLURM is not installed and there is no apt-get to install it")
+    # Idempotent; also (re)starts a stopped slurmdbd, which sacct needs.
+    env = {**os.environ, "SLURM_ACCOUNTING": "dbd", "SLURM_FAKE_GPUS": "1", "SLURM_FAKE_GPU_TYPE": "h100"}
+    if START_SCRIPT.is_file() and os.geteuid() == 0:
+        proc = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True, timeout=600, env=env)
+        if proc.returncode != 0:
+            pytest.skip(f"could not start SLURM with {START_SCRIPT}: {proc.stderr.strip().splitlines()[-1:]}")
+    try:
+        gres = _sh("sinfo", "-h", "-o", "%G")
+        partition = _sh("sinfo", "-h", "-o", "%P").split()[0].rstrip("*")
+        account = _sh("sacctmgr", "-n", "-P", "show", "assoc", f"user={os.environ.get('USER', 'root')}", "format=account").split()[0]
+    except (subprocess.SubprocessError, IndexError, OSError) as exc:
+        pytest.skip(f"SLURM is up but sinfo/sacctmgr failed: {exc}")
+    if "gpu:h100" not in gres:
+        pytest.skip(f"the SLURM node has no gpu:h100 GRES (it has {gres.strip()!r}); start it with SLURM_FAKE_GPUS=1")
+    return {"partition": partition, "account": account}
+
+
+def slurm_snakemake(cluster: dict, workdir: Path, cfg: dict, *args: str, limit: int = 300) -> subprocess.Popen:
+    cfg_path = write_config(workdir, cfg)
+    cmd = ["timeout", "-s", "KILL", str(limit), str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--profile", str(ROOT / "profiles" / "slurm")]
+    # What a user sets in the profile; the rest (requeue, latency) is the profile's.
+    cmd += ["--default-resources", f"slurm_partition={cluster['partition']}", f"slurm_account={cluster['account']}"]
+    # Test speed: first status check after 2 s instead of 40, no retry of a failed job;
+    # --verbose prints each `sbatch call:`; kept SLURM logs for the assertions.
+    cmd += ["--slurm-init-seconds-before-status-checks", "2", "--restart-times", "0", "--verbose", "--slurm-keep-successful-logs"]
+    cmd += [*args, "--configfile", str(cfg_path)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def cancel_jobs_in(workdir: Path) -> None:
+    """scancel what a killed snakemake left queued or running in `workdir`."""
+    for line in _sh("squeue", "-h", "-o", "%i|%Z").splitlines():
+        job_id, _, job_dir = line.partition("|")
+        if job_dir == str(workdir):
+            subprocess.run(["scancel", job_id], timeout=30)
+
+
+def sacct_jobs(run_uuid: str) -> list[dict]:
+    """Every SLURM job of one snakemake run (its job name), with requeued instances (-D)."""
+    fields = ["JobIDRaw", "Comment", "State", "AllocTRES"]
+    out = _sh("sacct", "-X", "-D", "-n", "-P", "--name", run_uuid, f"--format={','.join(fields)}")
+    return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
+
+
+def sbatch_calls(output: str) -> dict[str, list[str]]:
+    """{rule: [sbatch command line]} from `snakemake --verbose` output."""
+    calls: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        if line.startswith("sbatch call:"):
+            rule = re.search(r"--comment '?rule_(\w+?)_wildcards_", line).group(1)
+            calls.setdefault(rule, []).append(line)
+    return calls
+
+
+def job_stats(output: str) -> Counter:
+    """{rule: jobs} from the first 'Job stats' table."""
+    table = output.split("Job stats:")[1]
+    stats = Counter()
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        stats[m.group(1)] = int(m.group(2))
+    return stats
+
+
+class Requeuer(threading.Thread):
+    """Requeues the training job once, as soon as it has written a complete checkpoint.
+
+    A requeued job waits ~2 minutes (its BeginTime) before SLURM starts it again; as an
+    admin would, we let it start at once.
+    """
+
+    def __init__(self, workdir: Path):
+        super().__init__(daemon=True)
+        self.workdir, self.done = workdir, threading.Event()
+        self.job_id: str | None = None
+        self.step_seen: int | None = None
+        self.error: str | None = None
+
+    def run(self):
+        pattern = str(self.workdir / "artifacts" / "_work" / "trained_checkpoint" / "*" / "trainer" / "checkpoint-*" / "trainer_state.json")
+        while not self.done.is_set():
+            ckpts = glob.glob(pattern)
+            if ckpts:
+                lines = _sh("squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%Z").splitlines()
+                ours = [ln.split("|")[0] for ln in lines if "rule_build_trained_checkpoint" in ln and ln.endswith(str(self.workdir))]
+                if ours:
+                    self.step_seen = max(int(Path(c).parent.name.split("-")[1]) for c in ckpts)
+                    self.job_id = ours[0]
+                    _sh("scontrol", "requeue", self.job_id)
+                    for _ in range(100):
+                        state = _sh("squeue", "-h", "-j", self.job_id, "-o", "%T").strip()
+                        if state == "PENDING":
+                            _sh("scontrol", "update", f"JobId={self.job_id}", "StartTime=now")
+                            return
+                        time.sleep(0.2)
+                    self.error = f"job {self.job_id} did not go back to PENDING after scontrol requeue"
+                    return
+            time.sleep(0.2)
+
+
+def start_failing_build(cluster: dict, work: Path) -> subprocess.Popen:
+    """A build whose raw job fails: a source file with a malformed JSON line."""
+    (work / "data").mkdir()
+    good = json.dumps({"text": "A line of prose long enough to pass. " * 10})
+    (work / "data" / "docs.jsonl").write_text(f"{good}\n{{not json\n")
+    cfg = smoke_config(
+        data={"sources": [{"type": "jsonl", "path": "data/*.jsonl"}]},
+        resources={"default": {"threads": 1, "mem_mb": 1000, "runtime": 10}},
+    )
+    return slurm_snakemake(cluster, work, cfg, "raw", limit=300)
+
+
+@pytest.fixture(scope="module")
+def slurm_build(cluster, tmp_path_factory) -> dict:
+    """The smoke build under --profile profiles/slurm, with its training job requeued halfway,
+    and beside it (at the same time, to save wall time) a build whose first job fails."""
+    work, failing_work = tmp_path_factory.mktemp("slurm"), tmp_path_factory.mktemp("slurm_failing")
+    cfg = smoke_config(
+        # A checkpoint every 5 of 30 steps: the requeue lands well before the end.
+        train={"max_steps": 30, "warmup_steps": 3, "eval_steps": 5, "eval_batches": 1, "logging_steps": 5},
+        resources={
+            "default": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+            "trained_checkpoint": {"gpu": 1, "gpu_model": "h100", "cpus_per_gpu": 2, "mem_mb": 2000},
+            "eval_report": {"mem_mb": 2000},
+        },
+    )
+    requeuer = Requeuer(work)
+    requeuer.start()
+    try:
+        failing = start_failing_build(cluster, failing_work)
+        proc = slurm_snakemake(cluster, work, cfg, limit=900)
+        failing_output, _ = failing.communicate()
+        output, _ = proc.communicate()
+    finally:
+        requeuer.done.set()
+        requeuer.join(10)
+        cancel_jobs_in(work)
+        cancel_jobs_in(failing_work)
+    assert proc.returncode == 0, output[-6000:]
+    run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
+    return {
+        "work": work,
+        "cfg": cfg,
+        "output": output,
+        "sacct": sacct_jobs(run_uuid),
+        "requeuer": requeuer,
+        "failing": {"work": failing_work, "output": failing_output, "returncode": failing.returncode},
+    }
+
+
+def manifest(work: Path, stage: str) -> dict:
+    (path,) = [p for p in (work / "artifacts" / stage).glob("*/manifest.json")]
+    return json.loads(path.read_text())
+
+
+def rule_of(comment: str) -> str:
+    return re.match(r"rule_(\w+?)_wildcards_", comment).group(1)
+
+
+@pytest.mark.e2e
+def test_every_non_local_rule_ran_as_a_slurm_job(slurm_build):
+    planned = job_stats(slurm_build["output"])
+    remote = Counter({r: n for r, n in planned.items() if r.startswith("build_")})
+    assert set(remote) == CPU_RULES | GPU_RULES
+    # One sacct row per job instance: count each job once (the requeued one has two rows).
+    final = {j["JobIDRaw"]: j for j in slurm_build["sacct"] if j["State"] != "REQUEUED"}
+    assert Counter(rule_of(j["Comment"]) for j in final.values() if j["Comment"]) == remote
+    assert {j["State"] for j in final.values()} == {"COMPLETED"}, final
+    # Each stage's manifest names the SLURM job that built it.
+    ids = {rule_of(j["Comment"]): j["JobIDRaw"] for j in final.values() if j["Comment"]}
+    for rule in remote:
+        assert manifest(slurm_build["work"], rule.removeprefix("build_"))["job"]["slurm_job_id"] == ids[rule]
+
+
+@pytest.mark.e2e
+def test_training_asked_for_and_got_a_gpu_and_cpu_stages_did_not(slurm_build):
+    calls = sbatch_calls(slurm_build["output"])
+    assert len(calls["build_trained_checkpoint"]) == 1
+    assert "--gpus=h100:1" in calls["build_trained_checkpoint"][0]
+    assert "--cpus-per-gpu=2" in calls["build_trained_checkpoint"][0]
+    assert "--requeue" in calls["build_trained_checkpoint"][0]
+    for rule in CPU_RULES | {"build_eval_report"}:
+        for call in calls[rule]:
+            assert "--gpus" not in call and "--gres" not in call, call
+    for job in slurm_build["sacct"]:
+        if job["Comment"]:
+            assert ("gres/gpu=1" in job["AllocTRES"]) == (rule_of(job["Comment"]) == "build_trained_checkpoint"), job
+    # Inside the job SLURM set CUDA_VISIBLE_DEVICES to the GPU it allocated; the others have none.
+    work = slurm_build["work"]
+    train = manifest(work, "trained_checkpoint")
+    assert train["job"]["cuda_visible_devices"] == "0" and train["gpus"] == 1 and train["threads"] == 2
+    for stage in ("raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "eval_report"):
+        m = manifest(work, stage)
+        assert m["job"]["cuda_visible_devices"] is None and m["gpus"] == 0, (stage, m["job"])
+        assert m["threads"] == 1
+
+
+@pytest.mark.e2e
+def test_requeued_training_resumes_from_its_checkpoint(slurm_build):
+    requeuer, work = slurm_build["requeuer"], slurm_build["work"]
+    assert requeuer.error is None, requeuer.error
+    assert requeuer.job_id is not None, "the training job was never seen running with a checkpoint"
+    states = [j["State"] for j in slurm_build["sacct"] if j["JobIDRaw"] == requeuer.job_id]
+    assert sorted(states) == ["COMPLETED", "REQUEUED"], states
+    m = manifest(work, "trained_checkpoint")
+    counts = m["counts"]
+    # The second run resumed from a checkpoint at least as new as the one seen at the requeue.
+    assert counts["resumed_from_step"] is not None and counts["resumed_from_step"] >= requeuer.step_seen > 0
+    assert counts["steps"] == slurm_build["cfg"]["train"]["max_steps"]
+    assert math_finite(counts["final_val_loss"]) and counts["final_val_loss"] < counts["initial_val_loss"]
+    # The stage log is the requeued run's: it says so and where it resumed from.
+    log = Path(work / m["log"]).read_text()
+    assert re.search(rf"resuming from \S+/checkpoint-{counts['resumed_from_step']}\b", log), log[-2000:]
+    assert f"slurm_job_id={requeuer.job_id}" in log
+    # Its checkpoints were scratch state: gone once the artifact is complete.
+    assert not (work / "artifacts" / "_work" / "trained_checkpoint" / m["key"]).exists()
+
+
+def math_finite(x) -> bool:
+    return isinstance(x, float) and x == x and abs(x) != float("inf")
+
+
+@pytest.mark.e2e
+def test_a_failing_job_fails_the_workflow_and_names_its_log(slurm_build):
+    work, output, returncode = (slurm_build["failing"][k] for k in ("work", "output", "returncode"))
+    assert returncode != 0, output[-4000:]
+    (log,) = (work / "logs" / "raw").glob("*.log")
+    assert str(log.relative_to(work)) in output, output[-4000:]
+    assert "docs.jsonl:2: invalid JSON" in log.read_text()
+    # SLURM's log of the failed job is named too, and sacct has the job as failed.
+    assert re.search(r"\.snakemake/slurm_logs/rule_build_raw/\w+/\d+\.log", output), output[-4000:]
+    run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
+    assert [j["State"] for j in sacct_jobs(run_uuid)] == ["FAILED"]
+    assert not [p for p in (work / "artifacts" / "raw").glob("*") if not p.name.startswith(".")]
