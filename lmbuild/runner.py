@@ -37,7 +37,7 @@ class StageContext:
     """What a stage's ``build`` sees.
 
     settings: the stage's own settings, defaults filled in (the part of the config its key covers).
-    inputs:   stage name -> path of the complete input artifact.
+    inputs:   stage name -> path of the complete input artifact (a list for a fan-in).
     out:      an empty directory; everything written here becomes the artifact.
     work:     a scratch directory outside the artifact that survives a crash (resumable state);
               removed after success.
@@ -66,6 +66,13 @@ def _versions() -> dict:
     return out
 
 
+def _paths(value):
+    """A named input: one path, or a list of paths (a fan-in, e.g. the parts of a stage)."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    return [Path(v) for v in value]
+
+
 def run(
     build: Callable[[StageContext], dict | None],
     *,
@@ -84,7 +91,7 @@ def run(
     started = time.time()
     with atomic_dir(output) as tmp:
         work.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(stage, key, settings, {k: Path(v) for k, v in inputs.items()}, tmp, work, threads)
+        ctx = StageContext(stage, key, settings, {k: _paths(v) for k, v in inputs.items()}, tmp, work, threads)
         counts = build(ctx) or {}
         manifest = {
             "stage": stage,
@@ -123,7 +130,7 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
         stream=sys.stderr,
         force=True,
     )
-    inputs = {name: Path(p) for name, p in snakemake.input.items()}
+    inputs = {name: _paths(p) for name, p in snakemake.input.items()}
     try:
         manifest = run(
             build,
