@@ -646,7 +646,7 @@ class CodeFilter(Filter):
         if self.max_mean is not None and len(text) / len(lines) > self.max_mean:
             return "code_mean_line_length"
         if self.min_alnum is not None and text:
-            alnum = len(text) - len(_NON_ALNUM.sub("", text))
+            alnum = len(_NON_ALNUM.sub("", text))  # letters and digits of any script
             if alnum / len(text) < self.min_alnum:
                 return "code_alnum_frac"
         if self.auto_lines:
@@ -658,7 +658,7 @@ class CodeFilter(Filter):
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _IPV4 = re.compile(r"(?<![\d.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.]*\d)")
-_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]*(?![\w:.])")
+_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]*(?![\w:])")
 _NON_ALNUM = re.compile(r"[\W_]")
 
 
