@@ -181,7 +181,8 @@ class GopherRepetitionFilter(Filter):
         n_docs = len(arr)
         doc_chars = np.maximum(pc.utf8_length(arr).to_numpy(zero_copy_only=False), 1).astype(np.float64)
         out = _duplicate_pieces(pc.split_pattern(arr, "\n"), n_docs, doc_chars, "line")
-        out.update(_duplicate_pieces(pc.split_pattern_regex(arr, "\n\n+"), n_docs, doc_chars, "para"))
+        # Split on "\n\n": the empty pieces between longer runs are dropped as blank anyway.
+        out.update(_duplicate_pieces(pc.split_pattern(arr, "\n\n"), n_docs, doc_chars, "para"))
         if self.top_ngram or self.dup_ngram:
             out.update(_ngrams(arr, n_docs, doc_chars, sorted(self.top_ngram), sorted(self.dup_ngram)))
         return out
@@ -263,38 +264,46 @@ def _ngrams(arr: pa.Array, n_docs: int, doc_chars: np.ndarray, sizes: list[int],
     # into the next document. Extending by one word keeps ids exact (ids < m, so id * vocab
     # fits in int64). Documents are contiguous and ids count up by first occurrence, so each
     # document's grams hold a contiguous id range: per-document maxima need no sort.
-    gram = _dense_ids(doc * vocab + word)
+    # ids: the (document, k-gram) id of each start position in pos, -1-free. Extending by one
+    # word keeps ids exact (ids < m, so id * vocab fits in int64). Documents are contiguous
+    # and ids count up by first occurrence, so each document's grams hold a contiguous id
+    # range: per-document maxima need no sort. A gram that occurs once in its document
+    # cannot be a top or repeated gram, nor can any gram extending it: such positions are
+    # pruned, so the longer n-grams of natural text cost little.
+    ids = _dense_ids(doc * vocab + word)
+    pos = np.arange(m)
+    live = np.bincount(ids)[ids] > 1
+    pos, ids = pos[live], ids[live]
     for k in range(2, max(sizes + dup_sizes) + 1):
-        valid = (gram[:-1] >= 0) & (doc[: m - k + 1] == doc[k - 1 :])
-        if not valid.any():
+        ok = pos + (k - 1) < m
+        pos, ids = pos[ok], ids[ok]
+        ok = doc[pos + (k - 1)] == doc[pos]
+        pos, ids = pos[ok], ids[ok]
+        if not len(pos):
             break
-        pos = np.flatnonzero(valid)
-        ids = _dense_ids(gram[pos] * vocab + word[pos + k - 1])
-        gram = np.full(len(valid), -1, dtype=np.int64)
-        gram[pos] = ids
+        ids = _dense_ids(ids * vocab + word[pos + (k - 1)])
+        counts = np.bincount(ids)
         if k in dup_sizes:
             # Words covered by an occurrence that repeats an earlier one (its id seen before).
             starts = pos[~_first_occurrences(ids)]
-            edge = np.zeros(m + 1, dtype=np.int64)
-            np.add.at(edge, starts, 1)
-            np.add.at(edge, starts + k, -1)
+            edge = np.bincount(starts, minlength=m + 1) - np.bincount(starts + k, minlength=m + 1)
             covered = np.cumsum(edge[:m]) > 0
             chars = np.bincount(doc[covered], weights=wlen[covered], minlength=n_docs)
             out[f"dup_{k}_gram"] = chars / doc_chars
-        if k not in sizes:
-            continue
-        counts = np.bincount(ids)
-        start = pos[_first_occurrences(ids)]  # first start position of each gram id
-        gdoc = doc[start]
-        bounds = np.flatnonzero(np.r_[True, gdoc[1:] != gdoc[:-1]])
-        best = np.maximum.reduceat(counts, bounds)
-        # The most frequent gram of each document; ties go to the earliest (lowest id).
-        is_best = counts == np.repeat(best, np.diff(np.r_[bounds, len(counts)]))
-        top = np.flatnonzero(is_best)
-        top = top[np.r_[True, gdoc[top][1:] != gdoc[top][:-1]]]
-        top = top[counts[top] > 1]  # a gram that occurs once is not a repetition
-        chars = (csum[start[top] + k] - csum[start[top]] + (k - 1)) * counts[top]
-        out[f"top_{k}_gram"][gdoc[top]] = chars / doc_chars[gdoc[top]]
+        if k in sizes:
+            start = pos[_first_occurrences(ids)]  # first start position of each gram id
+            gdoc = doc[start]
+            bounds = np.flatnonzero(np.r_[True, gdoc[1:] != gdoc[:-1]])
+            best = np.maximum.reduceat(counts, bounds)
+            # The most frequent gram of each document; ties go to the earliest (lowest id).
+            is_best = counts == np.repeat(best, np.diff(np.r_[bounds, len(counts)]))
+            top = np.flatnonzero(is_best)
+            top = top[np.r_[True, gdoc[top][1:] != gdoc[top][:-1]]]
+            top = top[counts[top] > 1]  # a gram that occurs once is not a repetition
+            chars = (csum[start[top] + k] - csum[start[top]] + (k - 1)) * counts[top]
+            out[f"top_{k}_gram"][gdoc[top]] = chars / doc_chars[gdoc[top]]
+        live = counts[ids] > 1
+        pos, ids = pos[live], ids[live]
     return out
 
 
@@ -352,6 +361,8 @@ class LanguageFilter(Filter):
 # as datatrove's GopherQualityFilter.
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter of any script
+# A whitespace-separated word without a letter, found in one C-level scan of the text.
+_NO_LETTER_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
 
 
 class GopherQualityFilter(Filter):
@@ -430,10 +441,8 @@ class GopherQualityFilter(Filter):
                     return "gopher_bullet_lines"
                 if self.max_ellipsis is not None and sum(s.endswith(("...", "\u2026")) for s in lines) / len(lines) > self.max_ellipsis:
                     return "gopher_ellipsis_lines"
-        if self.min_alpha is not None:
-            search = _ALPHA.search
-            if sum(1 for w in words if search(w)) / n < self.min_alpha:
-                return "gopher_alpha_words"
+        if self.min_alpha is not None and (n - len(_NO_LETTER_WORD.findall(text))) / n < self.min_alpha:
+            return "gopher_alpha_words"
         if self.min_stop is not None and self.min_stop > 0:
             stop, seen = self.stop_words, 0
             for w in words:
@@ -450,6 +459,7 @@ class GopherQualityFilter(Filter):
 # C4QualityFilter implements it.
 C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
 C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+_POLICY = re.compile("|".join(map(re.escape, C4_POLICY)))
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 
@@ -508,27 +518,30 @@ class C4Filter(Filter):
             return text, "c4_lorem_ipsum"
         kept: list[str] = []
         sentences = 0
+        need = self.min_sentences or 0
+        max_word, min_words = self.max_word_length, self.min_words_per_line
         for line in text.split("\n"):
             line = line.strip()
             if not line:
                 continue
-            words = line.split()
-            if self.max_word_length is not None and any(len(w) > self.max_word_length for w in words):
+            # A word over max_word characters needs a line that long: split only those.
+            if max_word is not None and len(line) > max_word and any(len(w) > max_word for w in line.split()):
+                continue
+            if min_words is not None and len(line.split(None, min_words - 1)) < min_words:
                 continue
             if self.citations and "[" in line:
                 line = _CITATION.sub("", line)
             if self.terminal_punctuation and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
                 continue
-            if self.min_words_per_line is not None and len(words) < self.min_words_per_line:
-                continue
             low = line.lower()
             if self.javascript and "javascript" in low:
                 continue
-            if self.policy and any(p in low for p in C4_POLICY):
+            if self.policy and _POLICY.search(low):
                 continue
             if self.curly_bracket and "{" in line:
                 return text, "c4_curly_bracket"
-            sentences += max(1, len(_SENTENCE_END.findall(line)))
+            if sentences < need:  # counting stops once there are enough
+                sentences += max(1, len(_SENTENCE_END.findall(line)))
             kept.append(line)
         if self.min_sentences is not None and sentences < self.min_sentences:
             return text, "c4_too_few_sentences"
