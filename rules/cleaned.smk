@@ -8,16 +8,6 @@ wildcard_constraints:
     part="[0-9]{5}",
 
 
-def cleaned_parts(wc):
-    """The gather's inputs: the raw artifact and one part per raw shard (count from config)."""
-    a = artifact("cleaned", wc)
-    n = a.inputs["raw"].settings["shards"]
-    return {
-        "raw": a.inputs["raw"].path,
-        "parts": [f"{ART}/cleaned_parts/{wc.key}/{i:05d}" for i in range(n)],
-    }
-
-
 rule build_cleaned_part:
     input:
         unpack(stage_inputs("cleaned")),

@@ -62,3 +62,13 @@ def res(stage, name, fallback):
         if section.get(name) is not None:
             return section[name]
     return fallback
+
+
+def cleaned_parts(wc):
+    """The gather's inputs: the raw artifact and one part per raw shard (count from config)."""
+    a = artifact("cleaned", wc)
+    n = a.inputs["raw"].settings["shards"]
+    return {
+        "raw": a.inputs["raw"].path,
+        "parts": [f"{ART}/cleaned_parts/{wc.key}/{i:05d}" for i in range(n)],
+    }
