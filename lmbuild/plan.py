@@ -148,7 +148,7 @@ def source_fingerprint(config: dict) -> list:
     out = []
     for i, src in enumerate(config["data"]["sources"]):
         where = f"data.sources[{i}].path"
-        if src["type"] in ("jsonl", "parquet", "text"):
+        if src["type"] in ("jsonl", "parquet", "text", "html"):
             files = _glob(src["path"], where)
             out.append([[f, os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files])
         elif src["type"] == "embedded":

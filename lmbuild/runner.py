@@ -37,7 +37,7 @@ class StageContext:
     """What a stage's ``build`` sees.
 
     settings: the stage's own settings, defaults filled in (the part of the config its key covers).
-    inputs:   stage name -> path of the complete input artifact.
+    inputs:   stage name -> path of the complete input artifact (a list for a fan-in).
     out:      an empty directory; everything written here becomes the artifact.
     work:     a scratch directory outside the artifact that survives a crash (resumable state);
               removed after success.
@@ -77,6 +77,13 @@ def job_environment() -> dict:
     return {"host": platform.node(), **{v.lower(): os.environ.get(v) for v in JOB_ENV}}
 
 
+def _paths(value):
+    """A named input: one path, or a list of paths (a fan-in, e.g. the parts of a stage)."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    return [Path(v) for v in value]
+
+
 def run(
     build: Callable[[StageContext], dict | None],
     *,
@@ -98,7 +105,7 @@ def run(
     logging.getLogger("lmbuild").info("%s %s: job %s", stage, key, " ".join(f"{k}={v}" for k, v in job.items()))
     with atomic_dir(output) as tmp:
         work.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(stage, key, settings, {k: Path(v) for k, v in inputs.items()}, tmp, work, threads, gpus)
+        ctx = StageContext(stage, key, settings, {k: _paths(v) for k, v in inputs.items()}, tmp, work, threads, gpus)
         counts = build(ctx) or {}
         manifest = {
             "stage": stage,
@@ -139,7 +146,7 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
         stream=sys.stderr,
         force=True,
     )
-    inputs = {name: Path(p) for name, p in snakemake.input.items()}
+    inputs = {name: _paths(p) for name, p in snakemake.input.items()}
     try:
         manifest = run(
             build,

@@ -1,19 +1,49 @@
-# Normalise Unicode, drop by length, Gopher repetition and fastText language ID; count drops per reason.
-# Code: scripts/cleaned.py -> lmbuild.data.clean.build
+# Stage cleaned, fanned out: one job per raw shard (normalise Unicode; Gopher, C4, FineWeb rules
+# for prose, StarCoder rules for code; language ID; PII redaction; drops counted per reason),
+# then a gather job that links the parts into the artifact and writes its manifest.
+# Code: scripts/cleaned_part.py -> lmbuild.data.clean.build_part; scripts/cleaned.py -> build
+
+
+wildcard_constraints:
+    part="[0-9]{5}",
+
+
+rule build_cleaned_part:
+    input:
+        unpack(stage_inputs("cleaned")),
+    output:
+        # temp: the gather hard-links the files into the artifact, then the part goes.
+        temp(directory(f"{ART}/cleaned_parts/{{key}}/{{part}}")),
+    log:
+        "logs/cleaned_parts/{key}/{part}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=res("cleaned", "mem_mb", 2000),
+        runtime=res("cleaned", "runtime", 30),
+    params:
+        stage="cleaned_part",
+        key=lambda wc: f"{wc.key}/{wc.part}",
+        part=lambda wc: int(wc.part),
+        settings=stage_settings("cleaned"),
+        lineage=stage_lineage("cleaned"),
+    script:
+        "../scripts/cleaned_part.py"
 
 
 rule build_cleaned:
     input:
-        unpack(stage_inputs("cleaned")),
+        unpack(cleaned_parts),
     output:
         directory(f"{ART}/cleaned/{{key}}"),
     log:
         "logs/cleaned/{key}.log",
     conda:
         "../envs/data.yaml"
-    threads: res("cleaned", "threads", 2)
+    threads: 1
     resources:
-        mem_mb=res("cleaned", "mem_mb", 2000),
+        mem_mb=500,
         runtime=res("cleaned", "runtime", 30),
     params:
         stage="cleaned",

@@ -87,3 +87,13 @@ def gpu_model(stage):
     """The GPU type to ask for; "" (any) without one, and always "" without GPUs, since the
     SLURM plugin turns a model with gpu=0 into --gpus=<model>:0."""
     return (res(stage, "gpu_model", None) or "") if gpus(stage) else ""
+
+
+def cleaned_parts(wc):
+    """The gather's inputs: the raw artifact and one part per raw shard (count from config)."""
+    a = artifact("cleaned", wc)
+    n = a.inputs["raw"].settings["shards"]
+    return {
+        "raw": a.inputs["raw"].path,
+        "parts": [f"{ART}/cleaned_parts/{wc.key}/{i:05d}" for i in range(n)],
+    }

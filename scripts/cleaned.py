@@ -1,4 +1,4 @@
-"""Rule build_cleaned: Normalise Unicode, drop by length, Gopher repetition and fastText language ID; count drops per reason."""
+"""Rule build_cleaned: gather the cleaned parts (one per raw shard) into the artifact and its manifest."""
 
 import sys
 from pathlib import Path

@@ -100,6 +100,12 @@ def test_raw_and_cleaned_shards(built):
     c = m["counts"]
     assert c["documents_out"] > 0
     assert c["documents_in"] == c["documents_out"] + sum(c["dropped"].values())
+    assert [s["shard"] for s in c["shards"]] == ["shard-00000.parquet", "shard-00001.parquet"]
+    cleaned = only(built, "cleaned")
+    assert sorted(p.name for p in (cleaned / "dropped").glob("*.parquet")) == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert {"lang", "lang_score"} <= set(pq.read_schema(cleaned / "shard-00000.parquet").names)
+    # The fan-out parts are temporary: gone once the gather has linked them in.
+    assert not list((built / "artifacts" / "cleaned_parts").glob("*/[0-9]*"))
 
 
 def test_tokenizer_round_trips(built):
@@ -199,7 +205,18 @@ def test_changing_one_value_reruns_exactly_downstream_and_reverting_reruns_nothi
 def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
     cfg = smoke_config(**{"data.clean.min_chars": 150})
     jobs = jobs_of_dry_run(snakemake(built, cfg, "-n"))
-    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"all"}
+    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"build_cleaned_part", "all"}
+    assert jobs["build_cleaned_part"] == 2 and jobs["build_cleaned"] == 1  # one job per raw shard, one gather
+
+
+def test_cleaning_fans_out_one_job_per_shard_and_the_dag_stays_fast(tmp_path):
+    import time
+
+    t0 = time.perf_counter()
+    jobs = jobs_of_dry_run(snakemake(tmp_path, smoke_config(**{"data.shards": 1000}), "-n", "cleaned"))
+    seconds = time.perf_counter() - t0
+    assert jobs == {"build_raw": 1, "build_cleaned_part": 1000, "build_cleaned": 1, "cleaned": 1}
+    assert seconds < 60, seconds  # a loose bound against a quadratic DAG; bench figures are in the README
 
 
 # --- bad input: a clear one-line error, a non-zero exit, and no artifact -----------------

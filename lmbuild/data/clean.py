@@ -1,26 +1,50 @@
-"""Stage ``cleaned``: normalise Unicode, then drop documents by length, Gopher repetition and
-fastText language ID, shard by shard; count what was dropped and why.
+"""Stage ``cleaned``: normalise Unicode, then filter prose and code by the rules of Gopher,
+C4, FineWeb and StarCoder, identify the language, redact PII; count every drop and edit
+under its reason and keep the dropped documents for inspection.
 
-Each raw shard becomes one cleaned shard of the same name with the raw schema plus
-``lang`` (string) and ``lang_score`` (float32), both null where language ID was not run.
-The ``text`` column holds the normalised text. A document gets the reason of the first
-filter that drops it, in the order length, repetition, language.
+Layout of the artifact::
 
-Code (metadata ``kind`` = ``"code"``) gets the length limits only. Language ID labels code
-by its comments and identifiers, which says nothing useful; and Gopher's repetition rules,
-made for web prose, read ``pass``/``else:``/``return NotImplemented`` lines as spam:
-on CPython 3.11's standard library they would drop 25 files that pass the length limits
-(27 of 601 in all), among them ``_collections_abc.py``, ``contextlib.py``,
-``ipaddress.py`` and ``weakref.py``.
+    shard-00000.parquet ...          one per raw shard: the raw schema + lang, lang_score
+    dropped/shard-00000.parquet ...  dropped documents: id, source, reason, lang, lang_score,
+                                     chars, text (bounded, see below)
+    manifest.json                    counts: documents/bytes in and out, dropped per reason,
+                                     edits per kind (PII, C4 line removals), per shard
 
-Shards are independent, so with ``threads > 1`` they are cleaned in parallel (forked)
-processes. Measured on the 2-vCPU development VM, this did not help: the embedded corpus
-(4 shards) took 1.7-1.8 s with one process and 2.2-2.7 s with two, because two busy
-processes each ran 2-3x slower there (a plain NumPy sort too); on machines with real cores
-per thread it scales with the shard count. Within a process, the repetition statistics are
-computed for ~256 kB of text at a time (see filters.GopherRepetitionFilter).
+The ``text`` column holds the normalised, edited text. ``lang`` / ``lang_score`` are
+fastText's top label and probability for prose, null for code.
 
-What this stage does not do: remove boilerplate, PII or toxic text, or fix encodings.
+Each document goes through, in order, stopping at the first drop:
+
+* prose (metadata ``kind`` != ``"code"``): length, language ID, Gopher repetition, Gopher
+  quality, C4 (may remove lines), FineWeb; the order FineWeb's pipeline uses, with the
+  cheap length rule first. Language ID runs before the expensive rules so that every
+  prose document, dropped or not, carries its label.
+* code: length, then StarCoder's file rules (:class:`filters.CodeFilter`). Language ID
+  labels code by its comments, and the prose rules read ``pass``/``else:`` lines and
+  short lines as spam: on CPython 3.11's standard library Gopher's repetition rules alone
+  would drop 25 files that pass the length limits, among them ``contextlib.py``.
+
+Then PII redaction on the kept documents of both kinds.
+
+The dropped side artifact keeps at most ``dropped.max_per_reason`` documents per reason
+and shard (the first ones met), each cut to ``dropped.max_chars`` characters (``chars`` is
+the full length): with the defaults at most 200 x 20,000 characters x ~30 reasons, ~120 MB
+per shard in the worst case, usually far less. It is for a person judging a threshold from
+real examples; nothing downstream reads it.
+
+Fan-out: one job per raw shard (:func:`build_part`, rule ``build_cleaned_part``), then a
+gather job (:func:`build` with the parts as input) that hard-links the part files into the
+artifact and sums their counts, so a cluster runs thousands of shards as thousands of
+jobs. Without parts (tests, library use), :func:`build` cleans every shard itself, in
+forked processes when ``threads > 1``.
+
+Memory: a shard is read ``READ_ROWS`` documents at a time and written batch by batch, so
+it does not grow with the shard or corpus size; a single document is held whole (a 50 MB
+document is read, counted and dropped as ``too_long`` under the default ``max_chars``).
+
+What this stage does not do: remove boilerplate from web pages (the ``html`` source type
+extracts main text at ingest), toxic-content or model-based quality scoring, or fix
+encodings.
 """
 
 from __future__ import annotations
@@ -28,6 +52,8 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -35,8 +61,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lmbuild.data.filters import GopherRepetitionFilter, LanguageFilter, LengthFilter, load_lid_model, normalize
-from lmbuild.artifact import parquet_shards
+from lmbuild.artifact import parquet_shards, read_manifest
+from lmbuild.data.filters import (
+    C4Filter,
+    CodeFilter,
+    FineWebFilter,
+    Filter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    LanguageFilter,
+    LengthFilter,
+    PIIFormatter,
+    load_lid_model,
+    normalize,
+)
+from lmbuild.data.ingest import shard_name
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 
@@ -52,8 +91,21 @@ SCHEMA = pa.schema(
         ("lang_score", pa.float32()),
     ]
 )
+DROPPED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("reason", pa.string()),
+        ("lang", pa.string()),
+        ("lang_score", pa.float32()),
+        ("chars", pa.int64()),
+        ("text", pa.string()),
+    ]
+)
+DROPPED_DIR = "dropped"
 READ_ROWS = 256  # rows per record batch read from a raw shard
 REPETITION_CHARS = 256 << 10  # text per vectorised repetition call: fastest measured (64k-4M)
+COUNTS = ("documents_in", "documents_out", "bytes_in", "bytes_out")
 
 
 class Cleaner:
@@ -62,13 +114,18 @@ class Cleaner:
     def __init__(self, settings: dict):
         self.form = settings["normalization"]
         self.length = LengthFilter(settings["min_chars"], settings["max_chars"])
-        self.repetition = GopherRepetitionFilter(
-            settings["max_duplicate_line_fraction"],
-            settings["max_duplicate_line_char_fraction"],
-            settings["max_top_ngram_fraction"],
-        )
         lang = settings["lang"]
         self.lang = LanguageFilter(lang["keep"], lang["threshold"])
+        rep = settings["gopher_repetition"]
+        self.repetition = GopherRepetitionFilter.from_settings(rep) if rep["enabled"] else None
+        # Per-document prose filters after repetition, in FineWeb's order.
+        self.prose: list[Filter] = [
+            cls.from_settings(settings[name])
+            for name, cls in (("gopher_quality", GopherQualityFilter), ("c4", C4Filter), ("fineweb", FineWebFilter))
+            if settings[name]["enabled"]
+        ]
+        self.code = CodeFilter.from_settings(settings["code"]) if settings["code"]["enabled"] else None
+        self.pii = PIIFormatter.from_settings(settings["pii"]) if settings["pii"]["enabled"] else None
 
     def _repetition(self, texts: list[str]) -> list[str | None]:
         out: list[str | None] = []
@@ -80,23 +137,41 @@ class Cleaner:
                 start, size = i + 1, 0
         return out
 
-    def batch(self, batch: pa.RecordBatch, dropped: Counter) -> pa.RecordBatch:
+    def batch(self, batch: pa.RecordBatch, edits: Counter) -> tuple[pa.RecordBatch, list[str | None], list, list, list[str]]:
+        """``(kept rows, reason per row, lang per row, score per row, edited text per row)``."""
         texts = [normalize(t, self.form) for t in batch.column("text").to_pylist()]
+        n = len(texts)
         kinds = [json.loads(m).get("kind") for m in batch.column("metadata").to_pylist()]
         reasons = [self.length.check(t) for t in texts]
-        prose = [i for i, r in enumerate(reasons) if r is None and kinds[i] != "code"]
-        for i, r in zip(prose, self._repetition([texts[i] for i in prose])):
-            reasons[i] = r
-        langs: list[str | None] = [None] * len(texts)
-        scores: list[float | None] = [None] * len(texts)
+        langs: list[str | None] = [None] * n
+        scores: list[float | None] = [None] * n
+        prose = [i for i in range(n) if reasons[i] is None and kinds[i] != "code"]
         for i in prose:
-            if reasons[i] is None:
-                langs[i], scores[i] = self.lang.identify(texts[i])
-                reasons[i] = self.lang.decide(langs[i], scores[i])
-        dropped.update(r for r in reasons if r is not None)
+            langs[i], scores[i] = self.lang.identify(texts[i])
+            reasons[i] = self.lang.decide(langs[i], scores[i])
+        prose = [i for i in prose if reasons[i] is None]
+        if self.repetition is not None and prose:
+            for i, r in zip(prose, self._repetition([texts[i] for i in prose])):
+                reasons[i] = r
+            prose = [i for i in prose if reasons[i] is None]
+        for f in self.prose:
+            for i in prose:
+                text, reasons[i] = f.apply(texts[i])
+                if reasons[i] is None and len(text) != len(texts[i]):
+                    edits[f"{f.name}_chars_removed"] += len(texts[i]) - len(text)
+                    texts[i] = text
+            prose = [i for i in prose if reasons[i] is None]
+        if self.code is not None:
+            for i in range(n):
+                if reasons[i] is None and kinds[i] == "code":
+                    reasons[i] = self.code.check(texts[i])
         keep = [i for i, r in enumerate(reasons) if r is None]
+        if self.pii is not None:
+            for i in keep:
+                texts[i], counts = self.pii.format(texts[i])
+                edits.update(counts)
         idx = pa.array(keep, pa.int64())
-        return pa.RecordBatch.from_arrays(
+        kept = pa.RecordBatch.from_arrays(
             [
                 batch.column("id").take(idx),
                 pa.array([texts[i] for i in keep], pa.string()),
@@ -107,6 +182,44 @@ class Cleaner:
             ],
             schema=SCHEMA,
         )
+        return kept, reasons, langs, scores, texts
+
+
+class DroppedWriter:
+    """The dropped documents of one shard, at most ``max_per_reason`` per reason."""
+
+    def __init__(self, path: Path, max_per_reason: int, max_chars: int):
+        self.path, self.cap, self.max_chars = path, max_per_reason, max_chars
+        self.kept: Counter = Counter()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(path, DROPPED_SCHEMA, compression="zstd")
+
+    def add(self, batch: pa.RecordBatch, reasons, langs, scores, texts) -> None:
+        rows = []
+        for i, r in enumerate(reasons):
+            if r is not None and self.kept[r] < self.cap:
+                self.kept[r] += 1
+                rows.append(i)
+        if not rows:
+            return
+        idx = pa.array(rows, pa.int64())
+        self.writer.write_batch(
+            pa.RecordBatch.from_arrays(
+                [
+                    batch.column("id").take(idx),
+                    batch.column("source").take(idx),
+                    pa.array([reasons[i] for i in rows], pa.string()),
+                    pa.array([langs[i] for i in rows], pa.string()),
+                    pa.array([scores[i] for i in rows], pa.float32()),
+                    pa.array([len(texts[i]) for i in rows], pa.int64()),
+                    pa.array([texts[i][: self.max_chars] for i in rows], pa.string()),
+                ],
+                schema=DROPPED_SCHEMA,
+            )
+        )
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _text_bytes(col) -> int:
@@ -114,11 +227,13 @@ def _text_bytes(col) -> int:
 
 
 def clean_shard(job: tuple[str, str, dict]) -> dict:
-    """Clean one raw shard into ``dst``; return its counts."""
-    src, dst, settings = job
+    """Clean the raw shard ``src`` into ``out/<name>`` and ``out/dropped/<name>``; return its counts."""
+    src, out, settings = job
+    src, out = Path(src), Path(out)
     cleaner = Cleaner(settings)
     dropped: Counter = Counter()
-    counts = {"documents_in": 0, "documents_out": 0, "bytes_in": 0, "bytes_out": 0}
+    edits: Counter = Counter()
+    counts = dict.fromkeys(COUNTS, 0)
     try:
         pf = pq.ParquetFile(src)
     except (pa.ArrowException, OSError) as exc:
@@ -126,17 +241,26 @@ def clean_shard(job: tuple[str, str, dict]) -> dict:
     missing = {"id", "text", "source", "metadata"} - set(pf.schema_arrow.names)
     if missing:
         raise UserError(f"{src}: not a raw shard, missing column(s) {', '.join(sorted(missing))}")
-    with pq.ParquetWriter(dst, SCHEMA, compression="zstd") as writer:
-        for batch in pf.iter_batches(batch_size=READ_ROWS, columns=["id", "text", "source", "metadata"]):
-            out = cleaner.batch(batch, dropped)
-            counts["documents_in"] += batch.num_rows
-            counts["bytes_in"] += _text_bytes(batch.column("text"))
-            counts["documents_out"] += out.num_rows
-            counts["bytes_out"] += _text_bytes(out.column("text"))
-            if out.num_rows:
-                writer.write_batch(out)
-    counts["dropped"] = dict(dropped)
-    log.info("%s: %d -> %d documents, dropped %s", Path(src).name, counts["documents_in"], counts["documents_out"], dict(dropped))
+    keep_dropped = settings["dropped"]
+    side = DroppedWriter(out / DROPPED_DIR / src.name, keep_dropped["max_per_reason"], keep_dropped["max_chars"])
+    try:
+        with pq.ParquetWriter(out / src.name, SCHEMA, compression="zstd") as writer:
+            for batch in pf.iter_batches(batch_size=READ_ROWS, columns=["id", "text", "source", "metadata"]):
+                kept, reasons, langs, scores, texts = cleaner.batch(batch, edits)
+                dropped.update(r for r in reasons if r is not None)
+                side.add(batch, reasons, langs, scores, texts)
+                counts["documents_in"] += batch.num_rows
+                counts["bytes_in"] += _text_bytes(batch.column("text"))
+                counts["documents_out"] += kept.num_rows
+                counts["bytes_out"] += _text_bytes(kept.column("text"))
+                if kept.num_rows:
+                    writer.write_batch(kept)
+    finally:
+        side.close()
+    counts["dropped"] = dict(sorted(dropped.items()))
+    counts["edits"] = dict(sorted(edits.items()))
+    counts["dropped_kept"] = sum(side.kept.values())
+    log.info("%s: %d -> %d documents, dropped %s, edits %s", src.name, counts["documents_in"], counts["documents_out"], counts["dropped"], counts["edits"])
     return counts
 
 
@@ -146,25 +270,66 @@ def _pool(workers: int):
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(workers)
 
 
+def build_part(ctx: StageContext, part: int) -> dict:
+    """One fan-out job: clean raw shard number ``part`` into ``ctx.out``."""
+    src = Path(ctx.inputs["raw"]) / shard_name(part)
+    if not src.is_file():
+        raise UserError(f"{src}: no such raw shard (data.shards smaller than part {part}?)")
+    return {"shard": src.name, **clean_shard((str(src), str(ctx.out), ctx.settings))}
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard link (no copy, and the part may be deleted afterwards), else copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _gather(parts: list[Path], out: Path) -> list[dict]:
+    results = []
+    for part in parts:
+        try:
+            counts = read_manifest(part)["counts"]
+        except (OSError, ValueError, KeyError):
+            raise UserError(f"{part}: not a complete cleaned part (no manifest)") from None
+        name = counts["shard"]
+        _link(part / name, out / name)
+        _link(part / DROPPED_DIR / name, out / DROPPED_DIR / name)
+        results.append(counts)
+    return results
+
+
 def build(ctx: StageContext) -> dict:
-    raw = ctx.inputs["raw"]
-    shards = parquet_shards(raw, "raw")
-    jobs = [(str(p), str(ctx.out / p.name), ctx.settings) for p in shards]
-    workers = max(1, min(ctx.threads, len(jobs)))
-    if workers > 1:
-        # Once before the fork instead of once per worker: the model, and pyarrow's first
-        # pa.array() call, which imports pandas (~0.6 s).
-        load_lid_model()
-        pa.array([""])
-        with _pool(workers) as pool:
-            results = pool.map(clean_shard, jobs, chunksize=1)
+    """The stage's artifact: gather the fan-out parts when given, else clean every shard here."""
+    parts = ctx.inputs.get("parts")
+    if parts is not None:
+        results = _gather([Path(p) for p in parts], ctx.out)
     else:
-        results = [clean_shard(j) for j in jobs]
-    total = {k: sum(r[k] for r in results) for k in ("documents_in", "documents_out", "bytes_in", "bytes_out")}
+        shards = parquet_shards(ctx.inputs["raw"], "raw")
+        jobs = [(str(p), str(ctx.out), ctx.settings) for p in shards]
+        workers = max(1, min(ctx.threads, len(jobs)))
+        if workers > 1:
+            # Once before the fork instead of once per worker: the model, and pyarrow's first
+            # pa.array() call, which imports pandas (~0.6 s).
+            load_lid_model()
+            pa.array([""])
+            with _pool(workers) as pool:
+                results = pool.map(clean_shard, jobs, chunksize=1)
+        else:
+            results = [clean_shard(j) for j in jobs]
+        results = [{"shard": Path(p).name, **r} for p, r in zip(shards, results)]
+    total = {k: sum(r[k] for r in results) for k in COUNTS}
     dropped: Counter = Counter()
+    edits: Counter = Counter()
     for r in results:
         dropped.update(r["dropped"])
+        edits.update(r["edits"])
     total["dropped"] = dict(sorted(dropped.items()))
+    total["edits"] = dict(sorted(edits.items()))
+    total["dropped_kept"] = sum(r["dropped_kept"] for r in results)
+    total["shards"] = [{k: r[k] for k in ("shard", *COUNTS)} for r in results]
     if total["documents_in"] and not total["documents_out"]:
         detail = ", ".join(f"{k}: {v}" for k, v in dropped.most_common())
         raise UserError(f"every document was dropped by cleaning ({detail}); loosen data.clean settings")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -122,28 +123,39 @@ def build(ctx: StageContext) -> dict:
         for i, src in enumerate(sources):
             name, entry_kind = names[i], src.get("kind")
             docs = nbytes = 0
-            for doc_id, text, meta in iter_source(src, i):
+            skipped: Counter = Counter()
+            for doc_id, text, meta in iter_source(src, i, skipped):
                 meta = dict(meta)
                 # The entry's kind wins; else the reader's (embedded, or a record's own "kind").
                 if entry_kind is not None:
                     meta["kind"] = entry_kind
                 meta.setdefault("kind", "prose")
-                nbytes += _utf8_len(text, doc_id)
+                try:
+                    nbytes += _utf8_len(text, doc_id)
+                except UserError:
+                    if src.get("on_error", "fail") != "skip":
+                        raise
+                    skipped["invalid_unicode"] += 1
+                    continue
                 writer.add(k % n_shards, (doc_id, text, name, json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)))
                 k += 1
                 docs += 1
                 if k % 100_000 == 0:
                     log.info("%d documents read", k)
-            per_source.append({"name": name, "type": src["type"], "documents": docs, "bytes": nbytes})
-            log.info("data.sources[%d] %s: %d documents, %d bytes", i, name, docs, nbytes)
+            per_source.append({"name": name, "type": src["type"], "documents": docs, "bytes": nbytes, "skipped": dict(sorted(skipped.items()))})
+            log.info("data.sources[%d] %s: %d documents, %d bytes, skipped %s", i, name, docs, nbytes, dict(skipped))
     except BaseException:
         writer.abort()
         raise
     writer.close()
     _check_unique_ids(ctx, names)
     shards = [{"file": p.name, "documents": d, "bytes": b} for p, d, b in zip(writer.paths, writer.docs, writer.bytes)]
+    skipped: Counter = Counter()
+    for s in per_source:
+        skipped.update(s["skipped"])
     return {
         "documents": k,
+        "skipped": dict(sorted(skipped.items())),
         "bytes": sum(s["bytes"] for s in shards),
         "sources": per_source,
         "shards": shards,

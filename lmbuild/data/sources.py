@@ -7,8 +7,13 @@ Ids are stable and unique per source: the ``id_field`` value when one is configu
 position (``file:line``, ``file:row``, ``file``, ``split:row``); either way prefixed with the
 source's name, so two sources cannot collide unless they share a name and a position.
 
-Bad input raises :class:`UserError` with one line that names the file and line, or the
-config key: users fix data, they should not have to read a traceback to find where.
+Bad input (a malformed JSON line, invalid UTF-8, a record without its text field, a null
+text) is handled as the entry's ``on_error`` says: ``fail`` (the default) raises
+:class:`UserError` with one line that names the file and line, or the config key (users fix
+data, they should not have to read a traceback to find where); ``skip`` skips that record
+or file and counts it under its reason (``invalid_json``, ``invalid_utf8``, ...), which
+ingest writes to the raw manifest. Empty files are skipped and counted (``empty_file``) in
+both modes: they hold nothing to fix, and a glob over a crawl output often meets a few.
 
 What this module does not do: decompress anything but gzip, recurse into JSON for nested
 text fields, or check that ids are unique across files (ingest checks that once, on disk).
@@ -21,6 +26,7 @@ import gzip
 import json
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +37,25 @@ log = logging.getLogger(__name__)
 Doc = tuple[str, str, dict]  # (id, text, metadata)
 
 
+class Problems:
+    """Bad input of one source: raised as one line (``on_error: fail``) or counted (``skip``)."""
+
+    def __init__(self, src: dict, index: int, counts: Counter | None = None):
+        self.skip = src.get("on_error", "fail") == "skip"
+        self.index = index
+        self.counts = Counter() if counts is None else counts
+
+    def __call__(self, reason: str, message: str) -> None:
+        """Count ``reason``, or raise ``message`` as a UserError when not skipping."""
+        if not self.skip:
+            raise UserError(message)
+        self.counts[reason] += 1
+        log.warning("skipped (%s): %s", reason, message)
+
+    def empty(self, path: str) -> None:
+        self.counts["empty_file"] += 1
+
+
 def source_name(src: dict) -> str:
     """The label stored in the ``source`` column: ``name`` or ``<type>:<path>``."""
     if src.get("name"):
@@ -38,8 +63,9 @@ def source_name(src: dict) -> str:
     return src["type"] if src["type"] == "embedded" else f"{src['type']}:{src.get('path')}"
 
 
-def iter_source(src: dict, index: int) -> Iterator[Doc]:
+def iter_source(src: dict, index: int, skipped: Counter | None = None) -> Iterator[Doc]:
     """All documents of ``data.sources[index]``, in a stable order, capped at ``max_docs``.
+    What was skipped is counted into ``skipped`` (reason -> count).
 
     Raises UserError when the source yields no document at all: an empty source is almost
     always a wrong path or field, and silently training on less is worse than stopping.
@@ -47,7 +73,7 @@ def iter_source(src: dict, index: int) -> Iterator[Doc]:
     reader = _READERS[src["type"]]
     cap = src.get("max_docs")
     n = 0
-    for doc in reader(src, index, source_name(src)):
+    for doc in reader(src, index, source_name(src), Problems(src, index, skipped)):
         if cap is not None and n >= cap:
             break
         n += 1
@@ -69,21 +95,22 @@ def _open_binary(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def _text_of(record: dict, field: str, where: str, index: int) -> str:
+def _text_of(record: dict, field: str, where: str, index: int, bad: Problems) -> str | None:
+    """The record's text, or None where it has none (after ``bad`` counted or raised)."""
     if field not in record:
-        raise UserError(f"{where}: no field {field!r} (data.sources[{index}].text_field)")
+        return bad("no_text_field", f"{where}: no field {field!r} (data.sources[{index}].text_field)")
     text = record[field]
     if not isinstance(text, str):
-        raise UserError(f"{where}: field {field!r} is {type(text).__name__}, not a string")
+        return bad("text_not_a_string", f"{where}: field {field!r} is {type(text).__name__}, not a string")
     return text
 
 
-def _id_of(record: dict, field: str | None, name: str, fallback: str, where: str, index: int) -> str:
+def _id_of(record: dict, field: str | None, name: str, fallback: str, where: str, index: int, bad: Problems) -> str | None:
     if field is None:
         return f"{name}:{fallback}"
     value = record.get(field)
     if value is None:
-        raise UserError(f"{where}: no id in field {field!r} (data.sources[{index}].id_field)")
+        return bad("no_id", f"{where}: no id in field {field!r} (data.sources[{index}].id_field)")
     return f"{name}:{value}"
 
 
@@ -92,31 +119,46 @@ def _rest(record: dict, *fields: str | None) -> dict:
     return {k: v for k, v in record.items() if k not in fields}
 
 
-def read_jsonl(src: dict, index: int, name: str) -> Iterator[Doc]:
-    """One JSON object per line; blank lines are skipped. ``.gz`` files are decompressed."""
+def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
+    """One JSON object per line; blank lines are skipped. ``.gz`` files are decompressed.
+
+    Lines are read one at a time, so memory holds one line (one document) however big the
+    file; a 50 MB document is one 50 MB line.
+    """
     text_field, id_field = src.get("text_field", "text"), src.get("id_field")
     for path in _files(src, index):
-        with _open_binary(path) as fh:
-            for lineno, raw in enumerate(fh, 1):
-                where = f"{path}:{lineno}"
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise UserError(f"{where}: invalid UTF-8") from None
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-                if not isinstance(record, dict):
-                    raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                text = _text_of(record, text_field, where, index)
-                doc_id = _id_of(record, id_field, name, f"{path}:{lineno}", where, index)
-                yield doc_id, text, _rest(record, text_field, id_field)
+        if os.path.getsize(path) == 0:
+            bad.empty(path)
+            continue
+        try:
+            with _open_binary(path) as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    where = f"{path}:{lineno}"
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        bad("invalid_utf8", f"{where}: invalid UTF-8 at byte {exc.start} of the line")
+                        continue
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        bad("invalid_json", f"{where}: invalid JSON: {exc.msg} (column {exc.colno})")
+                        continue
+                    if not isinstance(record, dict):
+                        bad("not_an_object", f"{where}: expected a JSON object, got {type(record).__name__}")
+                        continue
+                    text = _text_of(record, text_field, where, index, bad)
+                    doc_id = _id_of(record, id_field, name, f"{path}:{lineno}", where, index, bad)
+                    if text is None or doc_id is None:
+                        continue
+                    yield doc_id, text, _rest(record, text_field, id_field)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:  # a truncated or corrupt .gz
+            bad("unreadable_file", f"{path}: cannot read: {exc}")
 
 
-def read_parquet(src: dict, index: int, name: str) -> Iterator[Doc]:
+def read_parquet(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     """Parquet files read one record batch at a time; other columns become metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -138,24 +180,61 @@ def read_parquet(src: dict, index: int, name: str) -> Iterator[Doc]:
         for batch in pf.iter_batches(batch_size=1024):
             for record in batch.to_pylist():
                 where = f"{path}:row {row}"
-                if record[text_field] is None:
-                    raise UserError(f"{where}: field {text_field!r} is null")
-                yield _id_of(record, id_field, name, f"{path}:{row}", where, index), record[text_field], _rest(record, text_field, id_field)
                 row += 1
+                if record[text_field] is None:
+                    bad("null_text", f"{where}: field {text_field!r} is null")
+                    continue
+                doc_id = _id_of(record, id_field, name, f"{path}:{row - 1}", where, index, bad)
+                if doc_id is not None:
+                    yield doc_id, record[text_field], _rest(record, text_field, id_field)
 
 
-def read_text(src: dict, index: int, name: str) -> Iterator[Doc]:
+def read_text(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     """Each file is one document, read whole (text files are documents, not corpora)."""
     for path in _files(src, index):
         raw = Path(path).read_bytes()
+        if not raw:
+            bad.empty(path)
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise UserError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
+            bad("invalid_utf8", f"{path}: invalid UTF-8 at byte {exc.start}")
+            continue
         yield f"{name}:{path}", text, {}
 
 
-def read_hf(src: dict, index: int, name: str) -> Iterator[Doc]:
+def read_html(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
+    """Each HTML file is one document: its main text, extracted with Resiliparse.
+
+    Resiliparse (``extract_plain_text(main_content=True)``) drops navigation, headers,
+    footers, scripts and styles and keeps the text's paragraphs; it reads the charset
+    from the page (falling back to detection), so a page need not be UTF-8. Metadata keeps
+    the page's ``<title>``. A page with no main text is skipped and counted (``no_main_text``)
+    in both ``on_error`` modes: a redirect stub or an index page is not bad input.
+
+    What it does not do: fetch URLs, read WARC files, or keep tables and code blocks as
+    markup (their text is kept).
+    """
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+    from resiliparse.parse.html import HTMLTree
+
+    for path in _files(src, index):
+        raw = Path(path).read_bytes()
+        if not raw:
+            bad.empty(path)
+            continue
+        tree = HTMLTree.parse(bytes_to_str(raw, detect_encoding(raw)))
+        text = extract_plain_text(tree, main_content=True, alt_texts=False, links=False)
+        if not text.strip():
+            bad.counts["no_main_text"] += 1
+            continue
+        title = tree.title.strip() if tree.title else ""
+        yield f"{name}:{path}", text.strip() + "\n", {"title": title}
+
+
+def read_hf(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     """A Hugging Face dataset, streamed (no full download), ``path`` being its name or folder.
 
     Any failure to load or to read rows is the user's to fix (name, split, network): it
@@ -186,15 +265,14 @@ def read_hf(src: dict, index: int, name: str) -> Iterator[Doc]:
         except Exception as exc:  # noqa: BLE001
             raise cannot(exc) from None
         where = f"data.sources[{index}] ({hf_name}, split {split}): row {row}"
-        yield (
-            _id_of(record, id_field, name, f"{split}:{row}", where, index),
-            _text_of(record, text_field, where, index),
-            _rest(record, text_field, id_field),
-        )
         row += 1
+        doc_id = _id_of(record, id_field, name, f"{split}:{row - 1}", where, index, bad)
+        text = _text_of(record, text_field, where, index, bad)
+        if doc_id is not None and text is not None:
+            yield doc_id, text, _rest(record, text_field, id_field)
 
 
-def read_embedded(src: dict, index: int, name: str) -> Iterator[Doc]:
+def read_embedded(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     from lmbuild.data.embedded import iter_embedded
 
     for rel, text, meta in iter_embedded(src.get("parts")):
@@ -205,6 +283,7 @@ _READERS = {
     "jsonl": read_jsonl,
     "parquet": read_parquet,
     "text": read_text,
+    "html": read_html,
     "hf": read_hf,
     "embedded": read_embedded,
 }

@@ -99,3 +99,14 @@ def test_bad_input_stops_ingest(tmp_path, monkeypatch):
     Path("empty.jsonl").write_text("")
     with pytest.raises(UserError, match=r"^data\.sources\[1\] \(empty\.jsonl\): no documents$"):
         ingest.build(ctx_for(tmp_path, [EMBEDDED[0], {"type": "jsonl", "path": "empty.jsonl"}], name="raw3"))
+
+
+def test_skip_mode_counts_in_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("mixed.jsonl").write_text('{"text": "ok"}\n{oops}\n{"text": "half a pair \\ud800"}\n{"text": "fine"}\n')
+    Path("empty.jsonl").write_text("")
+    src = {"type": "jsonl", "path": "*.jsonl", "on_error": "skip"}
+    counts = ingest.build(ctx_for(tmp_path, [src]))
+    assert counts["documents"] == 2
+    assert counts["skipped"] == {"empty_file": 1, "invalid_json": 1, "invalid_unicode": 1}
+    assert counts["sources"][0]["skipped"] == counts["skipped"]

@@ -8,6 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from collections import Counter
+
 from lmbuild.data.sources import iter_source, source_name
 from lmbuild.errors import UserError
 
@@ -52,7 +54,7 @@ def test_jsonl_malformed_line_names_file_and_line(chdir):
 
 def test_jsonl_invalid_utf8(chdir):
     (chdir / "latin1.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
-    with pytest.raises(UserError, match=r"^latin1\.jsonl:2: invalid UTF-8$"):
+    with pytest.raises(UserError, match=r"^latin1\.jsonl:2: invalid UTF-8 at byte 13 of the line$"):
         docs({"type": "jsonl", "path": "latin1.jsonl"})
 
 
@@ -146,3 +148,87 @@ def test_real_fortunes(shared_data):
     assert len(out) == 400
     assert all(len(t) >= 100 and m == {"lang": "de"} for _, t, m in out)
     assert len({d[0] for d in out}) == 400
+
+
+def test_skip_mode_skips_and_counts_every_kind_of_bad_record(chdir):
+    lines = [
+        b'{"text": "good one"}',
+        b"{not json",
+        b'{"text": "caf\xe9"}',  # Latin-1, not UTF-8
+        b'["a", "list"]',
+        b'{"body": "no text field"}',
+        b'{"text": null}',
+        b'{"text": "good two"}',
+    ]
+    (chdir / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (chdir / "b.jsonl").write_bytes(b"")
+    src = {"type": "jsonl", "path": "*.jsonl", "on_error": "skip"}
+    skipped = Counter()
+    assert [d[1] for d in iter_source(src, 0, skipped)] == ["good one", "good two"]
+    assert skipped == {"invalid_json": 1, "invalid_utf8": 1, "not_an_object": 1, "no_text_field": 1, "text_not_a_string": 1, "empty_file": 1}
+    # The default stops at the first bad line, naming it.
+    with pytest.raises(UserError, match=r"^a\.jsonl:2: invalid JSON: Expecting property name enclosed in double quotes \(column 2\)$"):
+        docs({**src, "on_error": "fail"})
+
+
+def test_skip_mode_for_text_parquet_and_gzip(chdir):
+    (chdir / "t").mkdir()
+    (chdir / "t" / "a.txt").write_text("fine")
+    (chdir / "t" / "b.txt").write_bytes(b"\xff\xfe bad")
+    (chdir / "t" / "c.txt").write_bytes(b"")
+    skipped = Counter()
+    assert [d[1] for d in iter_source({"type": "text", "path": "t/*.txt", "on_error": "skip"}, 0, skipped)] == ["fine"]
+    assert skipped == {"invalid_utf8": 1, "empty_file": 1}
+    pq.write_table(pa.table({"text": ["x", None, "y"]}), chdir / "n.parquet")
+    skipped = Counter()
+    assert [d[1] for d in iter_source({"type": "parquet", "path": "n.parquet", "on_error": "skip"}, 0, skipped)] == ["x", "y"]
+    assert skipped == {"null_text": 1}
+    with pytest.raises(UserError, match=r"^n\.parquet:row 1: field 'text' is null$"):
+        docs({"type": "parquet", "path": "n.parquet"})
+    good = gzip.compress(b'{"text": "zipped"}\n' * 1000)
+    (chdir / "cut.jsonl.gz").write_bytes(good[: len(good) // 2])  # a truncated download
+    skipped = Counter()
+    assert len(list(iter_source({"type": "jsonl", "path": "cut.jsonl.gz", "on_error": "skip"}, 0, skipped))) < 1000
+    assert skipped == {"unreadable_file": 1}
+    with pytest.raises(UserError, match=r"^cut\.jsonl\.gz: cannot read: "):
+        docs({"type": "jsonl", "path": "cut.jsonl.gz"})
+
+
+PYDOC_HTML = Path("/usr/share/doc/python3.11/html")
+
+
+@pytest.fixture
+def pydoc_html() -> Path:
+    """Debian's python3.11-doc pages (.ci/run installs them); skip where they are absent."""
+    if not (PYDOC_HTML / "library" / "json.html").is_file():
+        pytest.skip(f"Debian package python3.11-doc not installed ({PYDOC_HTML} missing): apt-get install python3.11-doc")
+    return PYDOC_HTML
+
+
+def test_html_main_text_of_real_python_docs(pydoc_html, chdir):
+    src = {"type": "html", "path": str(pydoc_html / "library" / "j*.html"), "name": "pydoc"}
+    out = {Path(i.split(":", 1)[1]).name: (t, m) for i, t, m in docs(src)}
+    assert set(out) == {"json.html"}
+    text, meta = out["json.html"]
+    assert meta["title"].startswith("json")
+    assert "JSON (JavaScript Object Notation)" in text and "json.dumps" in text
+    # Navigation, the sidebar and the footer are gone; paragraphs stay apart.
+    for boilerplate in ("Navigation", "Table of Contents", "Previous topic", "Report a Bug", "Copyright"):
+        assert boilerplate not in text, boilerplate
+    assert "<" not in text.split("json.dumps")[0][:200] and "\n\n" in text
+    raw = (pydoc_html / "library" / "json.html").read_text(encoding="utf-8")
+    assert len(text) < 0.5 * len(raw)
+
+
+def test_html_encodings_empty_pages_and_skips(chdir):
+    (chdir / "p").mkdir()
+    body = "<p>Caf\u00e9 cr\u00e8me, na\u00efve r\u00e9sum\u00e9: a paragraph of real words for the reader.</p>"
+    page = f'<html><head><meta charset="iso-8859-1"><title>Menu</title></head><body><nav>Home | About</nav><main>{body}</main></body></html>'
+    (chdir / "p" / "latin1.html").write_bytes(page.encode("latin-1"))
+    (chdir / "p" / "stub.html").write_text("<html><body><script>location='x'</script></body></html>")
+    (chdir / "p" / "zero.html").write_bytes(b"")
+    skipped = Counter()
+    out = list(iter_source({"type": "html", "path": "p/*.html"}, 0, skipped))
+    assert len(out) == 1 and "Caf\u00e9 cr\u00e8me, na\u00efve r\u00e9sum\u00e9" in out[0][1] and "Home | About" not in out[0][1]
+    assert out[0][2] == {"title": "Menu"}
+    assert skipped == {"no_main_text": 1, "empty_file": 1}

