@@ -185,7 +185,7 @@ def test_changing_one_value_reruns_exactly_downstream_and_reverting_reruns_nothi
 def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
     cfg = smoke_config(**{"data.clean.min_chars": 150})
     jobs = jobs_of_dry_run(snakemake(built, cfg, "-n"))
-    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"all"}
+    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"all", "dedup_map", "dedup_bucket"}
 
 
 # --- bad input: a clear one-line error, a non-zero exit, and no artifact -----------------

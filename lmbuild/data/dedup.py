@@ -201,7 +201,7 @@ def partition(ctx: StageContext, part: int) -> dict:
             rel = con.sql(
                 f"""SELECT id, (m >> 64)::UBIGINT AS hi, (m & 18446744073709551615::UHUGEINT)::UBIGINT AS lo
                     FROM (SELECT id, md5_number({NORMALISED}) AS m FROM read_parquet(?))""",
-                [files],
+                params=[files],
             )
             for batch in rel.to_arrow_reader(1 << 16):
                 writers.write(batch.columns, batch.column("lo").to_numpy())
