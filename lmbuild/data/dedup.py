@@ -352,10 +352,18 @@ def build(ctx: StageContext) -> dict:
     con.execute("SET preserve_insertion_order = true")
     docs_out = 0
     for shard in shards:
-        docs_out += con.execute(
-            f"""COPY (SELECT c.* FROM read_parquet('{_sql_str(shard)}') c ANTI JOIN dropped d ON c.id = d.id)
-                TO '{_sql_str(ctx.out / shard.name)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 2048)"""
-        ).fetchone()[0]
+        # Written by pyarrow with the input's schema: DuckDB's COPY would mark columns NOT NULL
+        # in non-empty files only, and readers that concatenate shards reject the mix.
+        schema = pq.read_schema(shard)
+        written = 0
+        with pq.ParquetWriter(ctx.out / shard.name, schema, compression="zstd") as writer:
+            reader = con.sql(
+                f"SELECT c.* FROM read_parquet('{_sql_str(shard)}') c ANTI JOIN dropped d ON c.id = d.id"
+            ).to_arrow_reader(READ_ROWS)
+            for batch in reader:
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+                written += batch.num_rows
+        docs_out += written
     reasons = dict(con.execute("SELECT reason, count(*) FROM dropped GROUP BY reason ORDER BY reason").fetchall())
     con.close()
     docs_in = sum(c["documents"] for c in map_counts)
