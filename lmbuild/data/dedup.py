@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lmbuild.artifact import parquet_shards, read_manifest
-from lmbuild.data.minhash import MinHasher, contaminated, ngram_set
+from lmbuild.data.minhash import MinHasher, contaminated, ngram_set, sorted_unique
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 
@@ -144,7 +144,7 @@ def eval_index(settings: dict) -> tuple[int, list[tuple[str, np.ndarray]]]:
     for i, f in eval_files(settings):
         texts = _eval_texts(f, entries[i].get("fields", ["text"]), f"data.dedup.decontaminate.eval[{i}]")
         by_entry.setdefault(i, []).append(ngram_set(pa.array(texts, pa.large_string()), n))
-    return n, [(entries[i]["path"], np.unique(np.concatenate(v))) for i, v in sorted(by_entry.items())]
+    return n, [(entries[i]["path"], sorted_unique(np.concatenate(v))) for i, v in sorted(by_entry.items())]
 
 
 # --- map: keys per bucket, contaminated ids --------------------------------------------------
