@@ -8,8 +8,8 @@ Corpora (real text, built once under --work as cleaned-schema Parquet shards):
             ../shared/data exists, KJV chapters, tinyshakespeare chunks, WikiText-2 articles and
             the fortunes; copied K times, each copy either exact (half) or with 1% of its words
             edited (a planted near-duplicate).
-  short-N   N short documents (one KJV verse, fortune or WikiText line each, copied with 1% edits
-            or exactly) for documents-per-second figures of exact dedup.
+  short-N   N short documents (one KJV verse or WikiText line each, copied with edits
+            or exactly; a near copy has one word replaced) for documents-per-second figures.
 Each run is a child process (wall time, peak RSS from wait4); runs alternate between the tools.
 lmbuild runs lmbuild.data.dedup.build in-process (map, reduce and gather in sequence, DuckDB
 with 2 threads); datatrove runs its own stages (ExactDedupSignature/FindDedups/Filter and
@@ -79,13 +79,20 @@ def edit_words(text: str, rate: float, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def scaled(docs, copies: int, rate: float, seed: int = 0, limit: int | None = None):
+def scaled(docs, copies: int, rate: float, seed: int = 0, limit: int | None = None, one_word: bool = False):
+    """Copy 0 is the corpus; later copies are exact (30%) or near-duplicates (70%): a rate of
+    the words edited, or, for one_word (short documents), exactly one word replaced."""
     rng = random.Random(seed)
     out = []
     for c in range(copies):
         for n, t in docs:
-            if c > 0 and rng.random() < 0.5:
-                t = edit_words(t, rate, rng)
+            if c > 0 and rng.random() < 0.7:
+                if one_word:
+                    w = t.split(" ")
+                    w[rng.randrange(len(w))] = f"{rng.choice(w)}{c}"
+                    t = " ".join(w)
+                else:
+                    t = edit_words(t, rate, rng)
             out.append((f"c{c:03d}/{n}", t))
             if limit and len(out) >= limit:
                 return out
@@ -220,7 +227,7 @@ def main() -> None:
             corpora[f"mixed-x{k}"] = write_corpus(root / f"mixed-x{k}", scaled(base, k, 0.01))
         short = short_documents()
         for n in a.short:
-            corpora[f"short-{n}"] = write_corpus(root / f"short-{n}", scaled(short, -(-n // len(short)), 0.01, limit=n))
+            corpora[f"short-{n}"] = write_corpus(root / f"short-{n}", scaled(short, -(-n // len(short)), 0.01, limit=n, one_word=True))
         (root / "corpora.json").write_text(json.dumps(corpora))
         return
     # The corpora are made in a child so that this parent stays small: a child's peak RSS
