@@ -204,6 +204,7 @@ def main() -> None:
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--reuse", action="store_true", help="reuse the corpora already under --work")
     a = ap.parse_args()
     if a.child:
         tool, method, src, work = a.child[:4]
@@ -232,8 +233,11 @@ def main() -> None:
         return
     # The corpora are made in a child so that this parent stays small: a child's peak RSS
     # (wait4) counts the memory it was forked with.
-    subprocess.run([sys.executable, __file__, "--make", "--work", str(root), "--short", *map(str, a.short), "--mixed", *map(str, a.mixed)], check=True)
-    corpora = json.loads((root / "corpora.json").read_text())
+    made = root / "corpora.json"
+    wanted = {f"mixed-x{k}" for k in a.mixed} | {f"short-{n}" for n in a.short}
+    if not (a.reuse and made.exists() and wanted <= set(json.loads(made.read_text()))):
+        subprocess.run([sys.executable, __file__, "--make", "--work", str(root), "--short", *map(str, a.short), "--mixed", *map(str, a.mixed)], check=True)
+    corpora = json.loads(made.read_text())
     print(json.dumps(corpora, indent=1), flush=True)
 
     me = sys.executable

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 NORMALISED = r"trim(lower(regexp_replace(text, '\s\s+|[^\S ]', ' ', 'g')))"
 READ_ROWS = 2048  # documents per record batch in the numpy paths
+WRITE_ROWS = 1 << 16  # documents per output batch (and row group): 2048 made writes 35% of exact dedup
 BAND_KEYS = pa.schema([("id", pa.string()), ("band", pa.uint8()), ("key", pa.uint64())])
 EDGES = pa.schema([("id", pa.string()), ("keep", pa.string())])
 REASON = {"exact": "exact_duplicate", "minhash": "near_duplicate"}
@@ -204,7 +205,7 @@ def partition(ctx: StageContext, part: int) -> dict:
             counts["documents"] = con.execute(
                 f"""COPY (SELECT id, hash(t) AS h, strlen(t)::UBIGINT AS n, (hash(t) % {buckets})::USMALLINT AS b
                           FROM (SELECT id, {NORMALISED} AS t FROM read_parquet({_sql_list(files)})))
-                    TO '{_sql_str(ctx.out / "keys")}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (b))"""
+                    TO '{_sql_str(ctx.out / "keys")}' (FORMAT parquet, COMPRESSION snappy, PARTITION_BY (b))"""
             ).fetchone()[0]
             con.close()
     else:
@@ -379,7 +380,7 @@ def build(ctx: StageContext) -> dict:
         with pq.ParquetWriter(ctx.out / shard.name, schema, compression="zstd") as writer:
             reader = con.sql(
                 f"SELECT c.* FROM read_parquet('{_sql_str(shard)}') c ANTI JOIN dropped d ON c.id = d.id"
-            ).to_arrow_reader(READ_ROWS)
+            ).to_arrow_reader(WRITE_ROWS)
             for batch in reader:
                 writer.write_table(pa.Table.from_batches([batch]).cast(schema))
                 written += batch.num_rows
