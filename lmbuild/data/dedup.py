@@ -76,6 +76,12 @@ def _sql_list(paths) -> str:
     return "[" + ", ".join(f"'{_sql_str(p)}'" for p in paths) + "]"
 
 
+def _batches(rel: duckdb.DuckDBPyRelation, rows: int):
+    """Arrow record batches of a query (``to_arrow_reader`` in DuckDB 2, ``fetch_record_batch`` before)."""
+    reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_record_batch
+    return reader(rows)
+
+
 def _connect(settings: dict, work: Path, threads: int) -> duckdb.DuckDBPyConnection:
     tmp = Path(work) / "duckdb"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -378,9 +384,9 @@ def build(ctx: StageContext) -> dict:
         schema = pq.read_schema(shard)
         written = 0
         with pq.ParquetWriter(ctx.out / shard.name, schema, compression="zstd") as writer:
-            reader = con.sql(
-                f"SELECT c.* FROM read_parquet('{_sql_str(shard)}') c ANTI JOIN dropped d ON c.id = d.id"
-            ).to_arrow_reader(WRITE_ROWS)
+            reader = _batches(
+                con.sql(f"SELECT c.* FROM read_parquet('{_sql_str(shard)}') c ANTI JOIN dropped d ON c.id = d.id"), WRITE_ROWS
+            )
             for batch in reader:
                 writer.write_table(pa.Table.from_batches([batch]).cast(schema))
                 written += batch.num_rows
