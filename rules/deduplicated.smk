@@ -5,24 +5,6 @@
 # Code: scripts/dedup_{map,bucket}.py and scripts/deduplicated.py -> lmbuild.data.dedup
 
 
-def dedup_buckets(wc):
-    return range(artifact("deduplicated", wc).settings["buckets"])
-
-
-def dedup_maps(wc):
-    return {
-        f"map_{p:03d}": f"{ART}/_parts/deduplicated/{wc.key}/map-{p:03d}"
-        for p in dedup_buckets(wc)
-    }
-
-
-def dedup_reduces(wc):
-    return {
-        f"bucket_{c:03d}": f"{ART}/_parts/deduplicated/{wc.key}/bucket-{c:03d}"
-        for c in dedup_buckets(wc)
-    }
-
-
 rule dedup_map:
     input:
         unpack(stage_inputs("deduplicated")),
