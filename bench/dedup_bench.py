@@ -126,13 +126,13 @@ def write_corpus(folder: Path, docs, shards: int = 8) -> dict:
 # --- children ------------------------------------------------------------------------------------
 
 
-def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int) -> dict:
+def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int, memory_limit: str) -> dict:
     sys.path.insert(0, str(ROOT))
     from lmbuild.config import validate
     from lmbuild.data import dedup
     from lmbuild.runner import StageContext
 
-    settings = validate({"data": {"dedup": {"method": method, "buckets": buckets, "memory_limit": "2GB"}}})["data"]["dedup"]
+    settings = validate({"data": {"dedup": {"method": method, "buckets": buckets, "memory_limit": memory_limit}}})["data"]["dedup"]
     out, tmp = work / "out", work / "tmp"
     out.mkdir(parents=True)
     tmp.mkdir()
@@ -201,6 +201,8 @@ def main() -> None:
     ap.add_argument("--mixed", type=int, nargs=2, default=[1, 4], help="copies of the mixed corpus (fuzzy)")
     ap.add_argument("--buckets", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--memory-limit", default="1GB", help="lmbuild's data.dedup.memory_limit (DuckDB)")
+    ap.add_argument("--only", choices=["lmbuild", "datatrove"], help="run one tool's jobs only")
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
@@ -212,7 +214,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         if tool == "lmbuild":
-            res = child_lmbuild(method, Path(src), work, a.buckets, a.threads)
+            res = child_lmbuild(method, Path(src), work, a.buckets, a.threads, a.memory_limit)
         else:
             res = child_datatrove(method, Path(src), work, a.threads)
         shutil.rmtree(work, ignore_errors=True)
@@ -255,7 +257,12 @@ def main() -> None:
     results = []
     for tool, method, corpus in plan:
         python = me if tool == "lmbuild" else a.datatrove_python
-        r = run_child(python, [tool, method, str(root / corpus), str(root / f"run-{tool}-{method}"), "--buckets", str(a.buckets), "--threads", str(a.threads)])
+        if a.only and tool != a.only:
+            continue
+        r = run_child(
+            python,
+            [tool, method, str(root / corpus), str(root / f"run-{tool}-{method}"), "--buckets", str(a.buckets), "--threads", str(a.threads), "--memory-limit", a.memory_limit],
+        )
         docs, mb = corpora[corpus]["documents"], corpora[corpus]["mb"]
         r.update(tool=tool, method=method, corpus=corpus, documents=docs, mb=mb, docs_per_s=round(docs / r["seconds"]), mb_per_s=round(mb / r["seconds"], 2))
         results.append(r)

@@ -102,6 +102,18 @@ def test_raw_and_cleaned_shards(built):
     assert c["documents_in"] == c["documents_out"] + sum(c["dropped"].values())
 
 
+def test_deduplicated_ran_as_map_reduce_jobs(built):
+    """smoke.yaml asks for 2 buckets: 2 map + 2 bucket jobs, whose temp outputs are gone."""
+    art = only(built, "deduplicated")
+    c = json.loads((art / "manifest.json").read_text())["counts"]
+    assert c["buckets"] == 2 and c["documents_in"] == c["documents_out"] + sum(c["dropped"].values())
+    assert [p.name for p in sorted(art.glob("shard-*.parquet"))] == [p.name for p in sorted(only(built, "cleaned").glob("shard-*.parquet"))]
+    assert (art / "dropped.parquet").is_file()
+    assert not list((built / "artifacts" / "_parts" / "deduplicated").glob("*/map-*"))
+    assert not list((built / "artifacts" / "_parts" / "deduplicated").glob("*/bucket-*"))
+    assert len(list((built / "logs" / "deduplicated" / art.name).glob("*.log"))) == 4
+
+
 def test_tokenizer_round_trips(built):
     from transformers import AutoTokenizer
 
