@@ -163,6 +163,15 @@ def source_fingerprint(config: dict) -> list:
     return out
 
 
+def eval_data_fingerprint(config: dict) -> list | None:
+    """The decontamination data by content (sha256): small, and editing it must rebuild."""
+    out = []
+    for i, entry in enumerate(config["data"]["dedup"].get("decontaminate", {}).get("eval", [])):
+        for f in _glob(entry["path"], f"data.dedup.decontaminate.eval[{i}].path"):
+            out.append([f, hashlib.sha256(Path(f).read_bytes()).hexdigest()])
+    return out or None
+
+
 def tokenizer_fingerprint(config: dict) -> list | None:
     tok = config["tokenizer"]
     if tok["type"] != "pretrained":
@@ -201,6 +210,7 @@ class Plan:
         self.artifacts: dict[str, Artifact] = {}
         extra = {
             "raw": source_fingerprint(config),
+            "deduplicated": eval_data_fingerprint(config),
             "tokenizer": tokenizer_fingerprint(config),
             # Local task YAMLs and task data by content: the settings name only their paths.
             "eval_report": eval_fingerprint(config["eval"]),

@@ -97,3 +97,22 @@ def cleaned_parts(wc):
         "raw": a.inputs["raw"].path,
         "parts": [f"{ART}/cleaned_parts/{wc.key}/{i:05d}" for i in range(n)],
     }
+
+
+# The deduplicated stage's map-reduce parts (rules/deduplicated.smk): one per hash bucket.
+def dedup_buckets(wc):
+    return range(artifact("deduplicated", wc).settings["buckets"])
+
+
+def dedup_maps(wc):
+    return {
+        f"map_{p:03d}": f"{ART}/_parts/deduplicated/{wc.key}/map-{p:03d}"
+        for p in dedup_buckets(wc)
+    }
+
+
+def dedup_reduces(wc):
+    return {
+        f"bucket_{c:03d}": f"{ART}/_parts/deduplicated/{wc.key}/bucket-{c:03d}"
+        for c in dedup_buckets(wc)
+    }

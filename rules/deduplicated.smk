@@ -1,10 +1,65 @@
-# Exact deduplication across all shards with one DuckDB query; the smallest id survives.
-# Code: scripts/deduplicated.py -> lmbuild.data.dedup.build
+# Deduplication (exact or MinHash) and decontamination as a map-reduce over hash buckets:
+# B map jobs (a slice of the cleaned shards each) -> B reduce jobs (a bucket of hash keys
+# each) -> one gather job that writes the artifact. B = data.dedup.buckets, known at parse time.
+# The map and reduce outputs are temp(): Snakemake removes them once the artifact is built.
+# Code: scripts/dedup_{map,bucket}.py and scripts/deduplicated.py -> lmbuild.data.dedup
+
+
+rule dedup_map:
+    input:
+        unpack(stage_inputs("deduplicated")),
+    output:
+        temp(directory(f"{ART}/_parts/deduplicated/{{key}}/map-{{part}}")),
+    log:
+        "logs/deduplicated/{key}/map-{part}.log",
+    wildcard_constraints:
+        part="[0-9]{3}",
+    conda:
+        "../envs/data.yaml"
+    threads: res("deduplicated", "threads", 2)
+    resources:
+        mem_mb=res("deduplicated", "mem_mb", 4000),
+        runtime=res("deduplicated", "runtime", 30),
+    params:
+        stage=lambda wc: f"deduplicated.map-{wc.part}",
+        part=lambda wc: int(wc.part),
+        key=lambda wc: wc.key,
+        settings=stage_settings("deduplicated"),
+        lineage=stage_lineage("deduplicated"),
+    script:
+        "../scripts/dedup_map.py"
+
+
+rule dedup_bucket:
+    input:
+        unpack(dedup_maps),
+    output:
+        temp(directory(f"{ART}/_parts/deduplicated/{{key}}/bucket-{{bucket}}")),
+    log:
+        "logs/deduplicated/{key}/bucket-{bucket}.log",
+    wildcard_constraints:
+        bucket="[0-9]{3}",
+    conda:
+        "../envs/data.yaml"
+    threads: res("deduplicated", "threads", 2)
+    resources:
+        mem_mb=res("deduplicated", "mem_mb", 4000),
+        runtime=res("deduplicated", "runtime", 30),
+    params:
+        stage=lambda wc: f"deduplicated.bucket-{wc.bucket}",
+        bucket=lambda wc: int(wc.bucket),
+        key=lambda wc: wc.key,
+        settings=stage_settings("deduplicated"),
+        lineage=stage_lineage("deduplicated"),
+    script:
+        "../scripts/dedup_bucket.py"
 
 
 rule build_deduplicated:
     input:
         unpack(stage_inputs("deduplicated")),
+        unpack(dedup_maps),
+        unpack(dedup_reduces),
     output:
         directory(f"{ART}/deduplicated/{{key}}"),
     log:

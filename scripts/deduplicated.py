@@ -1,4 +1,4 @@
-"""Rule build_deduplicated: Exact deduplication across all shards with one DuckDB query; the smallest id survives."""
+"""Rule build_deduplicated: gather the dedup buckets into the artifact (clusters, survivors, decontamination)."""
 
 import sys
 from pathlib import Path
