@@ -37,7 +37,6 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 
 import csv
-import hashlib
 import importlib.metadata
 import json
 import logging

@@ -8,7 +8,6 @@ render as a dash, so a report of a partial run still renders.
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
