@@ -6,7 +6,6 @@ counts that name drop reasons and dedup figures the renderer has never heard of.
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import shutil

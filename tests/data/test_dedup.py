@@ -8,7 +8,6 @@ derived from the same base.
 
 import json
 import random
-import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
