@@ -17,6 +17,7 @@ include: "rules/shards.smk"
 include: "rules/init_checkpoint.smk"
 include: "rules/trained_checkpoint.smk"
 include: "rules/eval_report.smk"
+include: "rules/variants.smk"
 
 
 localrules:
