@@ -15,9 +15,9 @@ are.
   layers (SOLAR: n=32, m=8, 48 layers). Or any explicit ``layer_plan`` longer than n.
 
 The new model is a fresh ``LlamaForCausalLM`` with ``num_hidden_layers = len(plan)``, so each
-attention module's ``layer_idx`` (its slot in the KV cache) is its new position; the source
-tensors are loaded into it as copies (``clone``), so duplicated layers are independent
-parameters (safetensors also refuses tensors that share memory).
+attention module's ``layer_idx`` (its slot in the KV cache) is its new position, and
+``load_state_dict`` copies each source tensor into that model's own parameters, so duplicated
+layers are independent parameters (safetensors also refuses tensors that share memory).
 
 The source is a folder with ``config.json`` and safetensors weights (one file or an index of
 shards): an artifact of this build, a local path, or a hub snapshot (``huggingface_hub``,
@@ -89,17 +89,17 @@ def layer_plan(settings: dict, n: int) -> list[int]:
 
 
 def remap_layers(state: dict[str, torch.Tensor], plan: list[int]) -> dict[str, torch.Tensor]:
-    """New layer j's tensors are copies of source layer plan[j]'s; the rest copied as they are."""
+    """New layer j's tensors are source layer plan[j]'s (the same tensors: the load copies them)."""
     out, by_layer = {}, {}
     for name, tensor in state.items():
         if name.startswith(LAYER_PREFIX):
             index, rest = name[len(LAYER_PREFIX) :].split(".", 1)
             by_layer.setdefault(int(index), {})[rest] = tensor
         else:
-            out[name] = tensor.clone()
+            out[name] = tensor
     for j, i in enumerate(plan):
         for rest, tensor in by_layer[i].items():
-            out[f"{LAYER_PREFIX}{j}.{rest}"] = tensor.clone()
+            out[f"{LAYER_PREFIX}{j}.{rest}"] = tensor
     return out
 
 
