@@ -57,7 +57,6 @@ def variant_configs(config: dict, source: str = "config") -> dict[str, dict]:
     """Every variant's validated config; UserError naming the key for a bad override,
     an unknown variant or a cycle of sources."""
     from lmbuild.config import validate  # lmbuild.config calls this module
-
     from lmbuild.plan import STAGES
 
     variants = config.get("variants") or {}
@@ -70,7 +69,7 @@ def variant_configs(config: dict, source: str = "config") -> dict[str, dict]:
         out[name] = cfg
     # Sources: each config names at most one variant, so the references form chains; walk them.
     for start, cfg in [(None, config), *out.items()]:
-        seen, name, at = [start], source_variant(cfg), cfg
+        seen, name = [start], source_variant(cfg)
         while name is not None:
             where = f"{source}: variants.{seen[-1]}" if seen[-1] else source
             if name not in out:
@@ -80,6 +79,28 @@ def variant_configs(config: dict, source: str = "config") -> dict[str, dict]:
                 chain = " -> ".join(s or "(base)" for s in [*seen, name])
                 raise UserError(f"{source}: variants: model.source.variant forms a cycle: {chain}")
             seen.append(name)
-            at = out[name]
-            name = source_variant(at)
+            name = source_variant(out[name])
+    for name, cfg in [(None, config), *out.items()]:
+        if source_variant(cfg) in out:
+            _check_fits(cfg["model"], out[source_variant(cfg)]["model"], f"{source}: variants.{name}" if name else source)
     return out
+
+
+ARCHITECTURE = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rope_theta", "tie_word_embeddings")
+
+
+def _check_fits(m: dict, src: dict, where: str) -> None:
+    """Before anything trains: the widths equal the source variant's, and the layer count is the plan's.
+
+    (lmbuild.init checks the same against the checkpoint itself, for every kind of source.)
+    """
+    for key in ARCHITECTURE:
+        if m[key] != src[key]:
+            raise UserError(f"{where}: model.{key}: {m[key]} does not match its source variant's {src[key]} ({m['source']['variant']})")
+    n = src["num_hidden_layers"]
+    if m["layer_plan"] is not None:
+        layers = len(m["layer_plan"])
+    else:
+        layers = {"pretrained": n, "downscale": 2 * (m["downscale_keep"] or 0), "upscale": 2 * (n - (m["upscale_drop"] or 0))}[m["init"]]
+    if m["num_hidden_layers"] != layers:
+        raise UserError(f"{where}: model.num_hidden_layers: {m['num_hidden_layers']}, but model.init {m['init']} of the {n}-layer source variant gives {layers}")

@@ -110,3 +110,10 @@ def test_bad_configs_stop_with_one_line_naming_the_key(cfg, message):
     with pytest.raises(UserError, match=message) as err:
         Plan(validate(cfg))
     assert "\n" not in str(err.value)
+
+
+def test_a_variant_source_must_fit_before_anything_trains():
+    with pytest.raises(UserError, match=r"^config: model.num_hidden_layers: 5, but model.init upscale of the 4-layer source variant gives 6$"):
+        validate({"model": {**UPSCALE, "num_hidden_layers": 5}, "variants": {"small": SMALL}})
+    with pytest.raises(UserError, match=r"^config: model.hidden_size: 256 does not match its source variant's 128 \(small\)$"):
+        validate(solar(small={**SMALL, "model.hidden_size": 128}))
