@@ -131,7 +131,7 @@ def report(result: dict) -> str:
         model = f"{r['small']['layers']} layers" if i < n_small else f"{r['upscaled']['layers']} layers (upscaled)"
         recipe.setdefault(t, []).append(f"{model} | {f / 1e12:.2f} | {l:.3f}")
     lines = [
-        f"| tokens seen | recipe: model | recipe: TFLOPs | recipe: val loss | random {r["random6"]["layers"]}-layer: TFLOPs | random: val loss |",
+        f"| tokens seen | recipe: model | recipe: TFLOPs | recipe: val loss | random {r['random6']['layers']}-layer: TFLOPs | random: val loss |",
         "|---|---|---|---|---|---|",
     ]
     for t in sorted(set(recipe) | set(rnd)):
