@@ -116,6 +116,8 @@ def resolve_source(settings: dict, artifact: Path | None) -> Path:
         if not path.is_dir():
             raise UserError(f"model.source.path: {path}: no such folder")
         return path
+    if not src.get("hub"):
+        raise UserError("model.source: names a variant's artifact, but it is not among this job's inputs")
     from huggingface_hub import snapshot_download
 
     try:  # weights as safetensors only: a pickle is never fetched
