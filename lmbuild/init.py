@@ -160,7 +160,7 @@ def check_compatible(settings: dict, config, folder: Path, tokenizer, plan: list
             f"{len(tokenizer)}; initialise from a model trained with the same tokenizer (tokenizer.*)"
         )
     if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
-        theirs, ours = AutoTokenizer.from_pretrained(folder).get_vocab(), tokenizer.get_vocab()
+        theirs, ours = AutoTokenizer.from_pretrained(folder, trust_remote_code=False).get_vocab(), tokenizer.get_vocab()
         if theirs != ours:
             token = (sorted(set(theirs) ^ set(ours)) or sorted(t for t in ours if ours[t] != theirs[t]))[0]
             raise UserError(
