@@ -18,6 +18,7 @@ include: "rules/init_checkpoint.smk"
 include: "rules/trained_checkpoint.smk"
 include: "rules/eval_report.smk"
 include: "rules/plan.smk"
+include: "rules/variants.smk"
 
 
 localrules:

@@ -55,10 +55,11 @@ def _one_line(error: jsonschema.ValidationError) -> str:
     return f"{where or '(top level)'}: {error.message}"
 
 
-def validate(config: dict | None, source: str = "config") -> dict:
+def validate(config: dict | None, source: str = "config", variants: bool = True) -> dict:
     """Return a validated copy of ``config`` with every default filled in.
 
-    Raises UserError with one line naming the offending key.
+    Raises UserError with one line naming the offending key. ``variants``: also validate
+    each of ``config['variants']`` (lmbuild.variants).
     """
     config = copy.deepcopy(config or {})
     schema = load_schema()
@@ -73,6 +74,10 @@ def validate(config: dict | None, source: str = "config") -> dict:
         best = jsonschema.exceptions.best_match(errors)
         raise UserError(f"{source}: {_one_line(best)}")
     _check_consistency(config, source)
+    if variants and config["variants"]:
+        from lmbuild.variants import variant_configs  # it calls validate() for each variant
+
+        variant_configs(config, source)
     return config
 
 
@@ -93,8 +98,27 @@ def _check_consistency(config: dict, source: str) -> None:
             raise UserError(f"{source}: data.sources[{i}].path is required for type {src['type']}")
         if src["type"] != "embedded" and "parts" in src:
             raise UserError(f"{source}: data.sources[{i}].parts applies to type embedded only")
+    _check_init(m, source)
     if config["train"]["warmup_steps"] >= config["train"]["max_steps"]:
         raise UserError(f"{source}: train.warmup_steps must be smaller than train.max_steps")
+
+
+def _check_init(m: dict, source: str) -> None:
+    """model.init needs the right companions: a source, and for down/upscale one plan."""
+    init, src = m["init"], m["source"]
+    if init == "random":
+        if src is not None:
+            raise UserError(f"{source}: model.source is set but model.init is random (set model.source: null, or another model.init)")
+        return
+    kinds = [k for k in ("path", "hub", "variant") if k in (src or {})]
+    if len(kinds) != 1:
+        raise UserError(f"{source}: model.source: model.init {init} needs exactly one of path, hub or variant")
+    if "stage" in src and kinds != ["variant"] or "revision" in src and kinds != ["hub"]:
+        raise UserError(f"{source}: model.source: stage goes with variant, revision with hub")
+    given = [k for k in ("layer_plan", "downscale_keep", "upscale_drop") if m[k] is not None]
+    wanted = {"pretrained": [], "downscale": ["layer_plan", "downscale_keep"], "upscale": ["layer_plan", "upscale_drop"]}[init]
+    if any(k not in wanted for k in given) or (wanted and len(given) != 1):
+        raise UserError(f"{source}: model.init {init} takes {' or '.join(f'model.{k}' for k in wanted) or 'no layer plan'} (given: {', '.join(given) or 'none'})")
 
 
 def reference_markdown() -> str:

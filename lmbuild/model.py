@@ -1,6 +1,9 @@
-"""Stage ``init_checkpoint``: a randomly initialised Llama, saved with its tokenizer.
+"""Stage ``init_checkpoint``: the model that training starts from, saved with its tokenizer.
 
-The config comes from the ``model`` settings; vocab size and bos/eos/pad ids come from the
+``model.init`` picks how: ``random`` (below), or ``pretrained``, ``downscale`` and ``upscale``,
+which copy layers of a source checkpoint (``lmbuild.init``).
+
+For ``random``, the config comes from the ``model`` settings; vocab size and bos/eos/pad ids come from the
 tokenizer (``len(tokenizer)``, so added tokens have rows). Weights are initialised by
 transformers' own Llama init (normal(0, initializer_range), zero biases, unit norms) after
 ``transformers.set_seed(seed)``: the same settings give the same weights. Saved in fp32
@@ -18,6 +21,7 @@ import logging
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 
+from lmbuild.init import from_source
 from lmbuild.runner import StageContext
 
 log = logging.getLogger(__name__)
@@ -79,7 +83,11 @@ def init_model(settings: dict, tokenizer) -> LlamaForCausalLM:
 def build(ctx: StageContext) -> dict:
     torch.set_num_threads(ctx.threads)
     tokenizer = AutoTokenizer.from_pretrained(ctx.inputs["tokenizer"])
-    model = init_model(ctx.settings, tokenizer)
+    extra = {"init": "random"}
+    if ctx.settings.get("init", "random") == "random":
+        model = init_model(ctx.settings, tokenizer)
+    else:
+        model, extra = from_source(ctx.settings, tokenizer, ctx.inputs.get("source"))
     model.save_pretrained(ctx.out)  # safetensors
     tokenizer.save_pretrained(ctx.out)
     c = model.config
@@ -92,6 +100,7 @@ def build(ctx: StageContext) -> dict:
         "vocab_size": c.vocab_size,
         "flops_per_token": flops_per_token(c, non_embedding, c.max_position_embeddings),
         "flops_per_token_formula": "6*(non_embedding_parameters + vocab*hidden) + 12*layers*hidden*max_position_embeddings",
+        **extra,
     }
     log.info("init_checkpoint: %s", counts)
     return counts

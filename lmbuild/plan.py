@@ -56,6 +56,26 @@ def _tokenizer_inputs(c: dict) -> tuple[str, ...]:
     return ("deduplicated",) if c["tokenizer"]["type"] == "bpe" else ()
 
 
+LAYER_PLAN_KEYS = ("layer_plan", "downscale_keep", "upscale_drop")
+
+
+def _init_settings(c: dict) -> dict:
+    """model.* without what the chosen model.init ignores; seed from train.seed.
+
+    A variant source is named by its artifact (an input, whose key enters this one), not by the
+    variant's name, so renaming a variant rebuilds nothing.
+    """
+    m = dict(c["model"])
+    init = m["init"]
+    drop = {"random": ("source", *LAYER_PLAN_KEYS), "pretrained": LAYER_PLAN_KEYS, "downscale": ("upscale_drop",), "upscale": ("downscale_keep",)}[init]
+    for k in drop:
+        m.pop(k)
+    if init != "random" and "variant" in m["source"]:
+        m["source"] = {"stage": m["source"].get("stage", "trained_checkpoint")}
+    # init reads train.seed: the seed is one public setting for the whole model half.
+    return {**m, "seed": c["train"]["seed"]}
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
@@ -64,8 +84,7 @@ STAGES: dict[str, Stage] = {
         Stage("deduplicated", "lmbuild.data.dedup", ("cleaned",), lambda c: c["data"]["dedup"]),
         Stage("tokenizer", "lmbuild.tokenizer", ("deduplicated",), lambda c: c["tokenizer"]),
         Stage("shards", "lmbuild.pack", ("deduplicated", "tokenizer"), lambda c: c["pack"]),
-        # init reads train.seed: the seed is one public setting for the whole model half.
-        Stage("init_checkpoint", "lmbuild.model", ("tokenizer",), lambda c: {**c["model"], "seed": c["train"]["seed"]}),
+        Stage("init_checkpoint", "lmbuild.model", ("tokenizer",), _init_settings),
         Stage("trained_checkpoint", "lmbuild.train", ("init_checkpoint", "shards"), lambda c: c["train"]),
         # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests).
         Stage("eval_report", "lmbuild.evaluate", ("init_checkpoint", "trained_checkpoint", "shards"), lambda c: c["eval"]),
@@ -183,6 +202,21 @@ def tokenizer_fingerprint(config: dict) -> list | None:
     return None  # a hub name
 
 
+def _folder_fingerprint(path: str) -> list:
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def init_source_fingerprint(config: dict) -> list | None:
+    """A local model.source folder enters the init_checkpoint key by its files' size and mtime."""
+    m = config["model"]
+    if m["init"] == "random" or "path" not in m["source"]:
+        return None
+    if not Path(m["source"]["path"]).is_dir():
+        raise UserError(f"model.source.path: {m['source']['path']}: no such folder")
+    return _folder_fingerprint(m["source"]["path"])
+
+
 @dataclasses.dataclass
 class Artifact:
     stage: str
@@ -202,16 +236,27 @@ class Artifact:
 
 
 class Plan:
-    """Every artifact the given (validated) config asks for, with its key and path."""
+    """Every artifact the given (validated) config asks for, with its key and path.
 
-    def __init__(self, config: dict):
+    ``variants``: name -> the Plan of each of ``config['variants']`` (lmbuild.variants); the
+    artifact that a ``model.source: {variant: ...}`` names is the ``source`` input of
+    ``init_checkpoint``. ``get`` finds the artifacts of the base and of every variant.
+    """
+
+    def __init__(self, config: dict, name: str | None = None, _shared: tuple[dict, dict] | None = None):
+        from lmbuild.variants import variant_configs
+
         self.config = config
+        self.name = name
         self.root = config["artifacts"]
         self.artifacts: dict[str, Artifact] = {}
+        # (variant configs, variant plans built so far), shared by the base and its variants.
+        self._configs, self.variants = _shared or (variant_configs(config), {})
         extra = {
             "raw": source_fingerprint(config),
             "deduplicated": eval_data_fingerprint(config),
             "tokenizer": tokenizer_fingerprint(config),
+            "init_checkpoint": init_source_fingerprint(config),
             # Local task YAMLs and task data by content: the settings name only their paths.
             "eval_report": eval_fingerprint(config["eval"]),
         }
@@ -219,6 +264,9 @@ class Plan:
             inputs = _tokenizer_inputs(config) if name == "tokenizer" else stage.inputs
             settings = stage.settings(config)
             ins = {i: self.artifacts[i] for i in inputs}
+            src = config["model"]["source"] or {}
+            if name == "init_checkpoint" and config["model"]["init"] != "random" and "variant" in src:
+                ins["source"] = self.variant(src["variant"]).artifacts[src.get("stage", "trained_checkpoint")]
             material = {
                 "stage": name,
                 "settings": settings,
@@ -228,7 +276,17 @@ class Plan:
             }
             key = digest(material)[:KEY_LEN]
             self.artifacts[name] = Artifact(name, key, f"{self.root}/{name}/{key}", settings, ins, code_hash(name))
-        self._by_key = {(a.stage, a.key): a for a in self.artifacts.values()}
+        if _shared is None:  # the base: plan every variant, and index all their artifacts
+            for v in self._configs:
+                self.variant(v)
+            plans = [self, *self.variants.values()]
+            self._by_key = {(a.stage, a.key): a for p in plans for a in p.artifacts.values()}
+
+    def variant(self, name: str) -> "Plan":
+        """The plan of a variant (variant_configs has ruled out unknown names and cycles)."""
+        if name not in self.variants:
+            self.variants[name] = Plan(self._configs[name], name, (self._configs, self.variants))
+        return self.variants[name]
 
     def path(self, stage: str) -> str:
         return self.artifacts[stage].path

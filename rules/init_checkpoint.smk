@@ -1,5 +1,6 @@
-# A seeded random Llama from model.*, saved (safetensors) with its tokenizer.
-# Code: scripts/init_checkpoint.py -> lmbuild.model.build
+# The starting model (model.init): a seeded random Llama from model.*, or one made from
+# model.source (pretrained, downscale, upscale; an input when it is a variant's artifact).
+# Code: scripts/init_checkpoint.py -> lmbuild.model.build (lmbuild.init for a source)
 
 
 rule build_init_checkpoint:

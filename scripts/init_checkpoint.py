@@ -1,4 +1,4 @@
-"""Rule build_init_checkpoint: A seeded random Llama from model.*, saved (safetensors) with its tokenizer."""
+"""Rule build_init_checkpoint: the starting model (model.init: random, pretrained, downscale, upscale) with its tokenizer."""
 
 import sys
 from pathlib import Path

@@ -1,0 +1,119 @@
+"""Config variants and model.init settings: validation (one line naming the key) and keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmbuild.config import validate
+from lmbuild.errors import UserError
+from lmbuild.plan import Plan
+
+UPSCALE = {"init": "upscale", "upscale_drop": 1, "num_hidden_layers": 6, "source": {"variant": "small"}}
+SMALL = {"model.num_hidden_layers": 4, "model.init": "random", "model.source": None, "train.max_steps": 100}
+
+
+def solar(**variants) -> dict:
+    return {"model": dict(UPSCALE), "variants": {"small": dict(SMALL), **variants}}
+
+
+def keys(plan: Plan) -> dict:
+    return {s: a.key for s, a in plan.artifacts.items()}
+
+
+def test_a_variant_is_the_base_with_its_overrides_and_shares_equal_artifacts():
+    plan = Plan(validate(solar()))
+    small = plan.variants["small"]
+    assert small.config["model"]["num_hidden_layers"] == 4 and small.config["train"]["max_steps"] == 100
+    assert plan.config["train"]["max_steps"] == 300
+    base, var = keys(plan), keys(small)
+    # Data stages and tokenizer are shared; the model chain is the variant's own.
+    assert {s for s in base if base[s] == var[s]} == {"raw", "cleaned", "deduplicated", "tokenizer", "shards"}
+    init = plan.artifacts["init_checkpoint"]
+    assert init.inputs["source"] is small.artifacts["trained_checkpoint"]
+    assert set(init.lineage()["inputs"]) == {"tokenizer", "source"}
+    # Snakemake's input functions find the variant's artifacts by key.
+    assert plan.get("trained_checkpoint", var["trained_checkpoint"]) is small.artifacts["trained_checkpoint"]
+
+
+def test_the_source_variant_key_enters_the_downstream_keys():
+    base = keys(Plan(validate(solar())))
+    longer = keys(Plan(validate(solar(small={**SMALL, "train.max_steps": 120}))))
+    assert {s for s in base if base[s] != longer[s]} == {"init_checkpoint", "trained_checkpoint", "eval_report"}
+    from_init = validate(solar())
+    from_init["model"]["source"]["stage"] = "init_checkpoint"
+    other = Plan(validate(from_init))
+    assert other.artifacts["init_checkpoint"].inputs["source"].stage == "init_checkpoint"
+    assert keys(other)["init_checkpoint"] != base["init_checkpoint"]
+
+
+def test_renaming_a_variant_rebuilds_nothing():
+    a = solar()
+    b = {"model": {**UPSCALE, "source": {"variant": "tiny"}}, "variants": {"tiny": dict(SMALL)}}
+    assert keys(Plan(validate(a))) == keys(Plan(validate(b)))
+
+
+def test_a_variant_equal_to_the_base_has_the_base_keys():
+    plan = Plan(validate({"variants": {"same": {"train.seed": 42}}}))
+    assert keys(plan.variants["same"]) == keys(plan)
+
+
+def test_random_init_keys_ignore_the_layer_plan_settings():
+    assert keys(Plan(validate({}))) == keys(Plan(validate({"model": {"upscale_drop": 3}})))
+
+
+def test_a_local_source_folder_enters_the_init_key(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    cfg = {"model": {"init": "pretrained", "source": {"path": str(tmp_path)}}}
+    before = keys(Plan(validate(cfg)))
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    after = keys(Plan(validate(cfg)))
+    assert {s for s in before if before[s] != after[s]} == {"init_checkpoint", "trained_checkpoint", "eval_report"}
+
+
+def test_chained_variants():
+    cfg = solar(tiny={"model.num_hidden_layers": 2, "model.init": "random", "model.source": None})
+    cfg["variants"]["small"] = {"model.num_hidden_layers": 4, "model.init": "upscale", "model.upscale_drop": 0, "model.source": {"variant": "tiny"}}
+    plan = Plan(validate(cfg))
+    small = plan.variants["small"]
+    assert small.artifacts["init_checkpoint"].inputs["source"] is plan.variants["tiny"].artifacts["trained_checkpoint"]
+    assert plan.artifacts["init_checkpoint"].inputs["source"] is small.artifacts["trained_checkpoint"]
+
+
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        ({"model": {**UPSCALE, "source": {"variant": "big"}}, "variants": {"small": SMALL}}, r"^config: model.source.variant: unknown variant 'big' \(variants: small\)$"),
+        (solar(small={**SMALL, "model.num_hidden_layer": 4}), r"^config: variants.small: model.num_hidden_layer: unknown key$"),
+        (solar(small={**SMALL, "train.max_steps": "many"}), r"^config: variants.small: train.max_steps: 'many' is not of type 'integer'$"),
+        (solar(small={**SMALL, "resources.default": {}}), r"^config: variants.small: resources.default: resources is the same for every variant$"),
+        (solar(small={**SMALL, "model.hidden_size.x": 1}), r"^config: variants.small: model.hidden_size.x: model.hidden_size is not a section$"),
+        (solar(small={k: v for k, v in SMALL.items() if k != "model.source"}), r"^config: variants.small: model.source is set but model.init is random"),
+        (
+            {"model": {**UPSCALE, "source": {"variant": "a"}}, "variants": {"a": {"model.source": {"variant": "b"}}, "b": {"model.source": {"variant": "a"}}}},
+            r"^config: variants: model.source.variant forms a cycle: \(base\) -> a -> b -> a$",
+        ),
+        ({"model": UPSCALE, "variants": {"small": {"model.source": {"variant": "small"}}}}, r"cycle: \(base\) -> small -> small$"),
+        (solar(eval_report=SMALL), r"^config: variants.eval_report: a variant name is"),
+        (solar(**{"bad__name": SMALL}), r"^config: variants.bad__name: a variant name is"),
+        ({"model": {"init": "pretrained"}}, r"^config: model.source: model.init pretrained needs exactly one of path, hub or variant$"),
+        ({"model": {"init": "pretrained", "source": {"path": "a", "hub": "b"}}}, r"needs exactly one of path, hub or variant$"),
+        ({"model": {"init": "pretrained", "source": {"path": "a", "revision": "main"}}}, r"^config: model.source: stage goes with variant, revision with hub$"),
+        ({"model": {"init": "pretrained", "source": {"path": "a"}, "upscale_drop": 2}}, r"^config: model.init pretrained takes no layer plan \(given: upscale_drop\)$"),
+        ({"model": {**UPSCALE, "upscale_drop": None}, "variants": {"small": SMALL}}, r"^config: model.init upscale takes model.layer_plan or model.upscale_drop \(given: none\)$"),
+        ({"model": {**UPSCALE, "layer_plan": [0, 1]}, "variants": {"small": SMALL}}, r"given: layer_plan, upscale_drop\)$"),
+        ({"model": {**UPSCALE, "init": "downscale"}, "variants": {"small": SMALL}}, r"^config: model.init downscale takes model.layer_plan or model.downscale_keep \(given: upscale_drop\)$"),
+        ({"model": {"init": "random", "source": {"path": "x"}}}, r"^config: model.source is set but model.init is random"),
+        ({"model": {"source": {"paht": "x"}}}, r"^config: model.source.paht: unknown key$"),
+    ],
+)
+def test_bad_configs_stop_with_one_line_naming_the_key(cfg, message):
+    with pytest.raises(UserError, match=message) as err:
+        Plan(validate(cfg))
+    assert "\n" not in str(err.value)
+
+
+def test_a_variant_source_must_fit_before_anything_trains():
+    with pytest.raises(UserError, match=r"^config: model.num_hidden_layers: 5, but model.init upscale of the 4-layer source variant gives 6$"):
+        validate({"model": {**UPSCALE, "num_hidden_layers": 5}, "variants": {"small": SMALL}})
+    with pytest.raises(UserError, match=r"^config: model.hidden_size: 256 does not match its source variant's 128 \(small\)$"):
+        validate(solar(small={**SMALL, "model.hidden_size": 128}))
