@@ -41,10 +41,10 @@ from lmbuild.runner import StageContext  # noqa: E402
 PEAK = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
 
 
-def inputs(root: Path, vocab: int, seq: int, blocks: int) -> dict[str, Path]:
+def inputs(root: Path, vocab: int, seq: int, blocks: int, heads: int = 12) -> dict[str, Path]:
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0")), eos_token="t1", pad_token="t1")
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-                      num_key_value_heads=12, max_position_embeddings=seq, tie_word_embeddings=False, eos_token_id=1, pad_token_id=1)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=heads,
+                      num_key_value_heads=heads, max_position_embeddings=seq, tie_word_embeddings=False, eos_token_id=1, pad_token_id=1)
     torch.manual_seed(0)
     init = root / "init"
     AutoModelForCausalLM.from_config(cfg).save_pretrained(init)
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--torchrun", action="store_true", help="launch through torchrun with 1 process (DDP path, nccl)")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of steps 41-44")
     ap.add_argument("--no-cudnn-sdp", action="store_true", help="SDPA without the cuDNN backend (PyTorch's flash kernel)")
+    ap.add_argument("--heads", type=int, default=12, help="attention heads (12: head size 64; 6: head size 128, as in Llama 3)")
     ap.add_argument("--json")
     a = ap.parse_args()
     if a.no_cudnn_sdp:
@@ -95,7 +96,7 @@ def main() -> None:
         profile_steps(41, 44)
     torch.backends.cuda.matmul.allow_tf32 = True
     root = Path(tempfile.mkdtemp())
-    ins = inputs(root, 32000, a.seq, a.batch * (a.steps + 2))
+    ins = inputs(root, 32000, a.seq, a.batch * (a.steps + 2), a.heads)
     s = plan.STAGES["trained_checkpoint"].settings(lmconfig.validate({"train": {
         "batch_size": a.batch, "max_steps": a.steps, "warmup_steps": 10, "learning_rate": 6e-4, "eval_steps": 10_000,
         "eval_batches": 1, "logging_steps": 10, "save_steps": 10_000, "compile": a.compile, "bf16": True}}))
@@ -115,7 +116,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     peak = next((v for k, v in PEAK.items() if k in gpu), None)
     result = {
-        "gpu": gpu, "batch": a.batch, "seq": a.seq, "steps": a.steps, "compile": a.compile, "torchrun": a.torchrun, "cudnn_sdp": not a.no_cudnn_sdp,
+        "gpu": gpu, "batch": a.batch, "seq": a.seq, "steps": a.steps, "compile": a.compile, "torchrun": a.torchrun, "cudnn_sdp": not a.no_cudnn_sdp, "heads": a.heads,
         "parameters": n_all, "matmul_parameters": n_mm, "flops_per_token": flops_per_token,
         "tokens_per_second": round(tps), "mfu": round(tps * flops_per_token / peak, 4) if peak else None,
         "final_train_loss": counts["final_train_loss"], "processes": counts["processes"], "wall_seconds": round(wall, 1),
