@@ -276,15 +276,17 @@ def test_sigkill_then_rerun_gives_the_same_weights_as_no_kill(inputs, trained, t
     assert [int(r["step"]) for r in rows] == [0, 1, 5, 10, 15, 20]  # the killed attempt's log history came back too
 
 
-def test_ddp_on_cpu_with_two_processes(inputs, trained, tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_on_cpu_with_two_processes(inputs, trained, tmp_path, parallel):
     """torchrun --nproc_per_node 2 (gloo): each process gets half of each global batch of the same order.
 
     The result matches the one-process run up to float rounding: the averaged gradient of two
-    half batches of equal-length blocks is the full batch's mean gradient.
+    half batches of equal-length blocks is the full batch's mean gradient (FSDP: the same
+    update, with parameters and optimizer state sharded, gathered for the save).
     """
-    ctx = _context(inputs, tmp_path)
+    ctx = _context(inputs, tmp_path, parallel=parallel)
     counts = train.build(ctx, nproc=2)
-    assert counts["processes"] == 2 and counts["parallel"] == "ddp" and counts["steps"] == 20
+    assert counts["processes"] == 2 and counts["parallel"] == parallel and counts["steps"] == 20
     assert counts["tokens_seen"] == 20 * BATCH * SEQ
     ddp, single = _weights(ctx.out), _weights(trained)
     for k in single:
