@@ -1,38 +1,68 @@
 """Stage ``trained_checkpoint``: train the initial checkpoint on the packed shards with the HF Trainer.
 
-What it does: AdamW (torch's fused kernel) with linear warmup and cosine decay to
-``learning_rate * min_lr_ratio``, gradient clipping, weight decay (not on norms or biases),
-blocks sampled at random by a sampler seeded with ``seed``, bf16 autocast over fp32 weights
-where the hardware has bf16 arithmetic (``bf16: auto``). Validation loss on a fixed subset
-(``eval_batches * batch_size`` validation blocks spread evenly over the validation set, so
-that it samples every held-out document rather than the first one or two) at step 0, every ``eval_steps``
-and at the end. TensorBoard events (loss, validation loss, learning rate, gradient norm) go to
-``tensorboard/`` in the artifact.
+What it does: AdamW (torch's fused kernel), weight decay (not on norms or biases), gradient
+clipping, gradient accumulation, and one of two learning-rate schedules (``lr_scheduler``):
 
-Trainer checkpoints (model, optimizer, scheduler, RNG, every ``eval_steps``, the last two
-kept) go to the stage's work folder, outside the artifact; a rerun after a crash resumes
-from the newest complete one.
+- ``cosine``: linear warmup, then cosine decay to ``learning_rate * min_lr_ratio``.
+- ``wsd``: warmup-stable-decay (Hu et al. 2024, "MiniCPM", arXiv:2404.06395): linear warmup,
+  a constant learning rate, then a decay over the last ``decay_fraction`` of the steps (10% as
+  in MiniCPM) to ``learning_rate * min_lr_ratio``; a stable-phase checkpoint can be decayed or
+  trained further without restarting the schedule.
 
-The artifact: the final model (fp32 safetensors) and tokenizer, loadable with
-``AutoModelForCausalLM``/``AutoTokenizer``, and ``loss_curve.csv`` (step, tokens,
-train_loss, val_loss, learning_rate, grad_norm; an empty cell where a value was not
-measured at that step). A non-finite loss stops training with an error and saves nothing.
+bf16 autocast over fp32 weights where the hardware has bf16 arithmetic (``bf16: auto``),
+optional gradient checkpointing and ``torch.compile``. Validation loss on a fixed subset
+(``eval_batches * batch_size`` validation blocks spread evenly over the validation set) at
+step 0, every ``eval_steps`` and at the end.
+
+Data order: a permutation of the training blocks drawn from ``seed`` and the epoch
+(:class:`BlockOrder`). Every checkpoint holds ``data_order.json`` (seed, epoch, blocks
+consumed, a hash of the permutation); a resume checks that it draws the same permutation and
+the Trainer skips the blocks already consumed, so a resumed run sees the same blocks in the
+same order as one that never stopped. ``batch_size`` is global: with N processes each gets
+``batch_size / N`` consecutive blocks of that order, so the data a step sees does not depend
+on the number of GPUs.
+
+Resume: Trainer checkpoints (model, optimizer, scheduler, RNG, data order) every
+``save_steps`` go to the stage's work folder, outside the artifact, the last two kept. A rerun
+after a crash or a kill resumes from the newest complete one (``trainer_state.json``, which the
+Trainer writes last, marks it complete; a folder killed mid-save is skipped).
+
+Non-finite values: a non-finite training loss stops training with a one-line error naming
+the step and the value (on CPU before that step's update; on a GPU at the next log or save,
+to keep the host from waiting on the device every step); a model with a non-finite parameter is never saved, neither as
+a checkpoint nor as the artifact, so the newest checkpoint on disk stays a good one.
+
+Logs: loss, learning rate, gradient norm, tokens seen and tokens per second (training time
+only: validation and checkpoint saves are left out) every ``logging_steps``, as data
+(``loss_curve.csv``) and as TensorBoard events (``tensorboard/``), both in the artifact.
+
+More than one GPU: ``build(ctx, nproc=N)`` with N > 1 (the rule passes its ``gpu``
+resource) runs the same training under ``torchrun --standalone --nproc_per_node N`` (DDP,
+or FSDP with ``parallel: fsdp``), launched from an argv list; ``nproc=1`` never touches
+torch.distributed.
+
+What it does NOT do: multi-node launch, tensor/pipeline parallelism, or mixed fp8; the
+artifact is the final fp32 model only (no optimizer state).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import Sampler, Subset
 from torch.utils.tensorboard import SummaryWriter
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.integrations import TensorBoardCallback
 
 from lmbuild.errors import UserError
@@ -42,7 +72,13 @@ from lmbuild.runner import StageContext
 
 log = logging.getLogger(__name__)
 
-CURVE_COLUMNS = ["step", "tokens", "train_loss", "val_loss", "learning_rate", "grad_norm"]
+CURVE_COLUMNS = ["step", "tokens", "train_loss", "val_loss", "learning_rate", "grad_norm", "tokens_per_second"]
+DATA_ORDER = "data_order.json"
+SCHEDULERS = {"cosine": "cosine_with_min_lr", "wsd": "warmup_stable_decay"}
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss or model: usually a learning rate too high for the model or data."""
 
 
 def bf16_available() -> bool:
@@ -66,20 +102,152 @@ def evenly_spaced(n: int, k: int) -> list[int]:
     return [i * n // k for i in range(k)]
 
 
+def checkpoint_step(path: Path) -> int | None:
+    tail = path.name.split("-")[-1]
+    return int(tail) if path.name.startswith("checkpoint-") and tail.isdigit() else None
+
+
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint-N in ``folder`` whose trainer_state.json (written last) exists."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file() and p.name.split("-")[-1].isdigit()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    """The newest checkpoint-N in ``folder`` that is complete.
+
+    Complete: ``trainer_state.json`` (the Trainer writes it after the model, optimizer,
+    scheduler and RNG files) and our ``data_order.json`` exist. A folder killed mid-save lacks
+    the first and is skipped.
+    """
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.iterdir() if checkpoint_step(p) is not None and (p / "trainer_state.json").is_file() and (p / DATA_ORDER).is_file()]
+    return max(done, key=checkpoint_step, default=None)
 
 
-class FiniteLossTrainer(Trainer):
-    """A Trainer that raises on the first non-finite training loss, before the optimizer step."""
+class BlockOrder(Sampler[int]):
+    """The training blocks in a seeded random order, a fresh permutation each epoch.
+
+    The permutation is a function of (seed, epoch, number of blocks) alone, so it can be
+    recorded in a checkpoint (:meth:`state`) and checked on resume. It does NOT shard: under
+    DDP accelerate splits each global batch of this order between the processes.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self, epoch: int | None = None) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + (self.epoch if epoch is None else epoch))
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self):
+        return iter(self.permutation().tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def state(self, epoch: int, blocks_consumed: int) -> dict:
+        perm = self.permutation(epoch)
+        return {
+            "sampler": "torch.randperm(blocks, generator=manual_seed(seed * 1000003 + epoch))",
+            "seed": self.seed,
+            "epoch": epoch,
+            "blocks": self.n,
+            "blocks_consumed": blocks_consumed,
+            "permutation_sha256": hashlib.sha256(perm.numpy().tobytes()).hexdigest(),
+            "first_blocks": perm[:8].tolist(),
+        }
+
+
+def non_finite_parameter(model: torch.nn.Module) -> str | None:
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p.detach()).all():
+            return name
+    return None
+
+
+class LMTrainer(Trainer):
+    """The HF Trainer with our data order, divergence checks and throughput logging.
+
+    - ``training_step`` raises :class:`TrainingDiverged` on the first non-finite loss, before
+      the optimizer step.
+    - ``_save_checkpoint`` refuses a model with a non-finite parameter and records the data
+      order in the checkpoint.
+    - ``log`` adds ``tokens_seen`` and ``tokens_per_second`` (wall time since the last log,
+      less the time spent validating and saving).
+    """
+
+    def __init__(self, *args, tokens_per_step: int, seed: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens_per_step = tokens_per_step
+        self.order = BlockOrder(len(self.train_dataset), seed)
+        self._mark = (time.perf_counter(), 0)  # (time, step) of the last throughput figure
+        self._excluded = 0.0  # seconds spent validating or saving since then
+        self._losses: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet checked for finiteness
+
+    def _get_train_sampler(self, train_dataset=None):
+        return self.order
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss at step {self.state.global_step + 1}")
+        self._losses.append((self.state.global_step + 1, loss.detach()))
+        if loss.device.type == "cpu":
+            self.check_losses()  # free on CPU: before this step's optimizer update
         return loss
+
+    def check_losses(self) -> None:
+        """Raise on the first non-finite loss since the last check.
+
+        On a GPU this runs at every log and save rather than every step: reading the loss
+        each step would make the host wait for the device and stall the queue of kernels.
+        Updates made from a non-finite loss in between are never saved (_save_checkpoint).
+        """
+        if not self._losses:
+            return
+        steps, losses = zip(*self._losses)
+        self._losses.clear()
+        finite = torch.isfinite(torch.stack(losses).float()).tolist()
+        if not all(finite):
+            i = finite.index(False)
+            raise TrainingDiverged(
+                f"non-finite training loss {losses[i].item()} at step {steps[i]}: "
+                f"lower train.learning_rate ({self.args.learning_rate:g}) or check the data"
+            )
+
+    def evaluate(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._excluded += time.perf_counter() - started
+
+    def _save_checkpoint(self, model, trial):
+        started = time.perf_counter()
+        self.check_losses()
+        bad = non_finite_parameter(self.model)
+        if bad:
+            raise TrainingDiverged(f"non-finite parameter {bad} at step {self.state.global_step}: not saved over the last good checkpoint")
+        step = self.state.global_step
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{step}"
+        if self.args.should_save:
+            # Written before the Trainer's files, so that trainer_state.json (last) still marks the folder complete.
+            folder.mkdir(parents=True, exist_ok=True)
+            blocks = step * self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+            state = self.order.state(blocks // len(self.order), blocks)
+            (folder / DATA_ORDER).write_text(json.dumps(state, indent=1))
+        super()._save_checkpoint(model, trial)
+        self._excluded += time.perf_counter() - started
+
+    def log(self, logs, start_time=None):
+        self.check_losses()
+        if "loss" in logs:
+            step = self.state.global_step
+            now = time.perf_counter()
+            then, last = self._mark
+            logs["tokens_seen"] = step * self.tokens_per_step
+            seconds = now - then - self._excluded
+            if step > last and seconds > 0:
+                logs["tokens_per_second"] = (step - last) * self.tokens_per_step / seconds
+            self._mark, self._excluded = (now, step), 0.0
+        super().log(logs, start_time)
 
 
 class CurveCallback(TrainerCallback):
@@ -93,13 +261,13 @@ class CurveCallback(TrainerCallback):
         for name in ("eval_loss", "grad_norm"):
             value = (logs or {}).get(name)
             if value is not None and not math.isfinite(value):
-                raise RuntimeError(f"non-finite {name.replace('eval_', 'validation ')} at step {state.global_step}")
+                raise TrainingDiverged(f"non-finite {name.replace('eval_', 'validation ')} {value} at step {state.global_step}")
 
 
 def loss_curve(log_history: list[dict], tokens_per_step: int) -> list[dict]:
     """One row per logged step from ``trainer.state.log_history``; None where not measured."""
     rows: dict[int, dict] = {}
-    fields = {"loss": "train_loss", "eval_loss": "val_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+    fields = {"loss": "train_loss", "eval_loss": "val_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm", "tokens_per_second": "tokens_per_second"}
     for entry in log_history:
         if not any(k in entry for k in fields):
             continue  # the end-of-training summary
@@ -118,10 +286,77 @@ def write_curve(path: Path, rows: list[dict]) -> None:
         w.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
 
 
-def build(ctx: StageContext) -> dict:
-    s = ctx.settings
-    torch.set_num_threads(ctx.threads)
-    shards, init = ctx.inputs["shards"], ctx.inputs["init_checkpoint"]
+def check_resume(resume: Path, order: BlockOrder) -> None:
+    """The checkpoint's data order must be the one this run draws (same seed, same blocks)."""
+    saved = json.loads((resume / DATA_ORDER).read_text())
+    now = order.state(saved["epoch"], saved["blocks_consumed"])
+    if saved["permutation_sha256"] != now["permutation_sha256"]:
+        raise UserError(
+            f"{resume / DATA_ORDER}: the checkpoint's data order (seed {saved['seed']}, {saved['blocks']} blocks) is not this run's "
+            f"(seed {now['seed']}, {now['blocks']} blocks); delete {resume.parent} to start over"
+        )
+
+
+def training_arguments(s: dict, output_dir: Path, *, bf16: bool, world: int, resume: bool) -> TrainingArguments:
+    """TrainingArguments from the ``train`` settings; ``batch_size`` is split over ``world`` processes."""
+    if s["batch_size"] % world:
+        raise UserError(f"train.batch_size {s['batch_size']} is not divisible by the {world} processes (GPUs) given")
+    kwargs: dict = {}
+    if s["lr_scheduler"] == "wsd":
+        decay = max(1, round(s["max_steps"] * s["decay_fraction"]))
+        kwargs["lr_scheduler_kwargs"] = {"num_decay_steps": decay, "decay_type": "cosine", "min_lr_ratio": s["min_lr_ratio"]}
+    else:
+        kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": s["min_lr_ratio"]}
+    if s["gradient_checkpointing"]:
+        kwargs.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+    if world > 1 and s["parallel"] == "fsdp":
+        kwargs.update(fsdp=True, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"], "state_dict_type": "FULL_STATE_DICT"})
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=s["max_steps"],
+        per_device_train_batch_size=s["batch_size"] // world,
+        per_device_eval_batch_size=max(1, s["batch_size"] // world),
+        gradient_accumulation_steps=s["gradient_accumulation_steps"],
+        learning_rate=s["learning_rate"],
+        lr_scheduler_type=SCHEDULERS[s["lr_scheduler"]],
+        warmup_steps=s["warmup_steps"],
+        optim="adamw_torch_fused",
+        weight_decay=s["weight_decay"],
+        adam_beta1=s["adam_beta1"],
+        adam_beta2=s["adam_beta2"],
+        max_grad_norm=s["max_grad_norm"],
+        seed=s["seed"],
+        data_seed=s["seed"],
+        bf16=bf16,
+        torch_compile=s["compile"],
+        use_cpu=not torch.cuda.is_available(),
+        eval_strategy="steps",
+        eval_steps=s["eval_steps"],
+        eval_on_start=not resume,  # a checkpoint's log history already has it
+        prediction_loss_only=True,
+        logging_strategy="steps",
+        logging_steps=s["logging_steps"],
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # the default drops non-finite losses from the logs
+        save_strategy="steps",
+        save_steps=s["save_steps"],
+        save_total_limit=2,
+        report_to="none",  # TensorBoard through our callback, writing into the work folder
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        **kwargs,
+    )
+
+
+def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int, world: int = 1) -> dict | None:
+    """Train in this process (one rank of ``world``); rank 0 writes the artifact into ``out``.
+
+    Returns the counts on rank 0, None on the others.
+    """
+    torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast (GPU only; no effect on CPU)
+    shards, init = inputs["shards"], inputs["init_checkpoint"]
     meta = json.loads((shards / META).read_text())
     tokenizer = AutoTokenizer.from_pretrained(init)
     model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
@@ -140,68 +375,50 @@ def build(ctx: StageContext) -> dict:
         )
     val_subset = Subset(val_data, evenly_spaced(len(val_data), s["eval_batches"] * s["batch_size"]))
     bf16 = use_bf16(s["bf16"])
-    checkpoints = ctx.work / "trainer"
-    resume = last_checkpoint(checkpoints) if checkpoints.exists() else None
-    start_step = int(resume.name.split("-")[-1]) if resume else 0
-
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        max_steps=s["max_steps"],
-        per_device_train_batch_size=s["batch_size"],
-        per_device_eval_batch_size=s["batch_size"],
-        gradient_accumulation_steps=s["gradient_accumulation_steps"],
-        learning_rate=s["learning_rate"],
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": s["min_lr_ratio"]},
-        warmup_steps=s["warmup_steps"],
-        optim="adamw_torch_fused",
-        weight_decay=s["weight_decay"],
-        adam_beta1=s["adam_beta1"],
-        adam_beta2=s["adam_beta2"],
-        max_grad_norm=s["max_grad_norm"],
-        seed=s["seed"],
-        data_seed=s["seed"],
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        eval_strategy="steps",
-        eval_steps=s["eval_steps"],
-        eval_on_start=resume is None,  # a checkpoint's log history already has it
-        prediction_loss_only=True,
-        logging_strategy="steps",
-        logging_steps=s["logging_steps"],
-        logging_first_step=True,
-        logging_nan_inf_filter=False,  # the default drops non-finite losses from the logs
-        save_strategy="steps",
-        save_steps=s["eval_steps"],
-        save_total_limit=2,
-        report_to="none",  # TensorBoard through the callback below, writing into the artifact
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    trainer = FiniteLossTrainer(
+    checkpoints = work / "trainer"
+    resume = last_checkpoint(checkpoints)
+    start_step = checkpoint_step(resume) if resume else 0
+    args = training_arguments(s, checkpoints, bf16=bf16, world=world, resume=resume is not None)
+    tokens_per_step = per_step * meta["seq_len"]
+    trainer = LMTrainer(
         model=model,
         args=args,
         train_dataset=train_data,
         eval_dataset=val_subset,
         processing_class=tokenizer,
+        # Blocks are equal-length: stack them. The Trainer's default with a tokenizer pads each batch
+        # through Python lists (76 ms for 16 x 2048 tokens here) and adds an all-ones attention mask.
+        data_collator=default_data_collator,
+        tokens_per_step=tokens_per_step,
+        seed=s["seed"],
         # Events go to the work folder first so that those of a crashed attempt are kept too.
-        callbacks=[CurveCallback(), TensorBoardCallback(SummaryWriter(log_dir=str(ctx.work / "tensorboard")))],
+        callbacks=[CurveCallback()] + ([TensorBoardCallback(SummaryWriter(log_dir=str(work / "tensorboard")))] if args.should_save else []),
     )
     if resume:
+        check_resume(resume, trainer.order)
         log.info("resuming from %s", resume)
-    log.info("training %s on %d blocks (bf16=%s), validating on %d blocks", init, len(train_data), bf16, len(val_subset))
+    log.info("training %s on %d blocks (bf16=%s, %d process(es)), validating on %d blocks", init, len(train_data), bf16, world, len(val_subset))
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.time() - started
+    trainer.check_losses()
+    bad = non_finite_parameter(trainer.model)
+    if bad:
+        raise TrainingDiverged(f"non-finite parameter {bad} after step {trainer.state.global_step}: the model is not saved")
 
+    if s["parallel"] == "fsdp" and world > 1:
+        trainer.save_model(str(out))  # gathers the full state dict; rank 0 writes
+    if not trainer.is_world_process_zero():
+        return None
+    if not (s["parallel"] == "fsdp" and world > 1):
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle: never in an artifact
     history = trainer.state.log_history
-    tokens_per_step = per_step * meta["seq_len"]
     rows = loss_curve(history, tokens_per_step)
     val = [r["val_loss"] for r in rows if r["val_loss"] is not None]
-    model.save_pretrained(ctx.out)
-    tokenizer.save_pretrained(ctx.out)
-    write_curve(ctx.out / "loss_curve.csv", rows)
-    shutil.copytree(ctx.work / "tensorboard", ctx.out / "tensorboard")
+    write_curve(out / "loss_curve.csv", rows)
+    shutil.copytree(work / "tensorboard", out / "tensorboard")
 
     # Throughput of this process's steps, leaving out the time spent validating.
     eval_seconds = sum(e["eval_runtime"] for e in history if "eval_runtime" in e and e["step"] >= start_step)
@@ -216,8 +433,61 @@ def build(ctx: StageContext) -> dict:
         "eval_seconds": round(eval_seconds, 3),
         "tokens_per_second": round((trainer.state.global_step - start_step) * tokens_per_step / step_seconds),
         "bf16": bf16,
-        "parameters": count_parameters(model),
+        "processes": world,
+        "parallel": s["parallel"] if world > 1 else None,
+        "parameters": count_parameters(trainer.accelerator.unwrap_model(trainer.model)),
         "resumed_from_step": start_step if resume else None,
     }
     log.info("trained_checkpoint: %s", counts)
     return counts
+
+
+def torchrun_argv(nproc: int, spec: Path) -> list[str]:
+    """The launch command as an argv list (no shell, nothing from config in a command string)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}", "-m", "lmbuild.train", str(spec)]
+
+
+def launch(ctx: StageContext, nproc: int) -> dict:
+    """Run :func:`train` under torchrun with ``nproc`` processes; return rank 0's counts."""
+    spec = ctx.work / "launch.json"
+    result, error = ctx.work / "counts.json", ctx.work / "error.txt"
+    for stale in (result, error):
+        stale.unlink(missing_ok=True)
+    spec.write_text(json.dumps({
+        "settings": ctx.settings, "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out), "work": str(ctx.work),
+        "threads": max(1, ctx.threads // nproc), "counts": str(result), "error": str(error),
+    }))
+    argv = torchrun_argv(nproc, spec)
+    log.info("launching %s", argv)
+    rc = subprocess.run(argv, check=False).returncode
+    if error.exists():
+        raise UserError(error.read_text().strip())
+    if rc != 0 or not result.exists():
+        raise RuntimeError(f"torchrun with {nproc} processes exited with status {rc}; the workers' tracebacks are in the job's log")
+    return json.loads(result.read_text())
+
+
+def build(ctx: StageContext, nproc: int = 1) -> dict:
+    """Train in this process, or under torchrun when ``nproc`` > 1 (the rule's ``gpu`` resource)."""
+    if nproc > 1:
+        return launch(ctx, nproc)
+    return train(ctx.settings, ctx.inputs, ctx.out, ctx.work, ctx.threads)
+
+
+def _worker(spec_path: str) -> int:
+    """One torchrun worker: train, rank 0 writes counts; a UserError becomes one line in error.txt."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    spec = json.loads(Path(spec_path).read_text())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        counts = train(spec["settings"], {k: Path(v) for k, v in spec["inputs"].items()}, Path(spec["out"]), Path(spec["work"]), spec["threads"], world)
+    except UserError as exc:
+        Path(spec["error"]).write_text(f"{exc}\n")
+        raise
+    if counts is not None:
+        Path(spec["counts"]).write_text(json.dumps(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1]))

@@ -1,4 +1,5 @@
-# Train with the HF Trainer: AdamW, warmup + cosine, clipping, bf16 where supported, validation loss.
+# Train with the HF Trainer: AdamW, warmup + cosine or WSD, clipping, bf16 where supported, validation loss,
+# resumable checkpoints in the work folder; torchrun (DDP/FSDP) when resources give it gpu > 1.
 # Code: scripts/trained_checkpoint.py -> lmbuild.train.build
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ SEQ, BATCH = 32, 8
 # threads wait on each other at every op (measured 15x slower under a load of 5 on 2 cores).
 THREADS = 1
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": SEQ}
-SHORT = {"max_steps": 20, "warmup_steps": 2, "learning_rate": 0.01, "batch_size": BATCH, "eval_steps": 10, "eval_batches": 4, "logging_steps": 5}
+SHORT = {"max_steps": 20, "warmup_steps": 2, "learning_rate": 0.01, "batch_size": BATCH, "eval_steps": 10, "eval_batches": 4, "logging_steps": 5, "save_steps": 10}
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +63,51 @@ def test_loss_curve_csv(trained):
     with open(trained / "loss_curve.csv") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == ["step", "tokens", "train_loss", "val_loss", "learning_rate", "grad_norm"]
+    assert reader.fieldnames == ["step", "tokens", "train_loss", "val_loss", "learning_rate", "grad_norm", "tokens_per_second"]
     steps = [int(r["step"]) for r in rows]
     assert steps == [0, 1, 5, 10, 15, 20]
     assert all(int(r["tokens"]) == int(r["step"]) * BATCH * SEQ for r in rows)
     first, last = rows[0], rows[-1]
     assert first["val_loss"] and not first["train_loss"]  # measured before the first step
-    assert all(last[c] for c in ("train_loss", "val_loss", "learning_rate", "grad_norm"))
+    assert all(last[c] for c in ("train_loss", "val_loss", "learning_rate", "grad_norm", "tokens_per_second"))
     assert [bool(r["val_loss"]) for r in rows] == [True, False, False, True, False, True]
+    trained_rows = rows[1:]
+    assert all(0 < float(r["grad_norm"]) < 100 and 0 < float(r["train_loss"]) < 10 for r in trained_rows)
+    # Training throughput only (validation and saves left out): positive and within sight of the run's average.
+    counts = json.loads((trained / "manifest.json").read_text())["counts"]
+    tps = [float(r["tokens_per_second"]) for r in trained_rows]
+    assert all(0 < x < 100 * counts["tokens_per_second"] for x in tps)
     # Warmup then cosine decay to learning_rate * min_lr_ratio.
-    lrs = [float(r["learning_rate"]) for r in rows[1:]]
+    lrs = [float(r["learning_rate"]) for r in trained_rows]
     assert max(lrs) <= 0.01 and lrs[-1] == pytest.approx(0.01 * 0.1, rel=0.1)
+
+
+def _schedule(**train_settings) -> list[float]:
+    """The learning rate at every step, from the scheduler the Trainer builds from our arguments."""
+    from transformers import get_scheduler
+
+    s = lc.settings("trained_checkpoint", train={**SHORT, **train_settings})
+    args = train.training_arguments(s, "/nonexistent", bf16=False, world=1, resume=False)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    sched = get_scheduler(args.lr_scheduler_type, opt, args.warmup_steps, args.max_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lrs = []
+    for _ in range(args.max_steps):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return lrs + [sched.get_last_lr()[0]]
+
+
+def test_schedules_cosine_and_warmup_stable_decay():
+    cos = _schedule(lr_scheduler="cosine", max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr_ratio=0.1)
+    assert cos[0] == 0 and cos[10] == pytest.approx(1.0) and cos[5] == pytest.approx(0.5)
+    assert cos[55] == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-3)  # half-way through the cosine
+    assert cos[100] == pytest.approx(0.1)
+    wsd = _schedule(lr_scheduler="wsd", max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr_ratio=0.1, decay_fraction=0.2)
+    assert wsd[5] == pytest.approx(0.5, abs=0.06) and wsd[10] == pytest.approx(1.0)
+    assert all(x == pytest.approx(1.0) for x in wsd[10:80])  # stable until the last 20% of the steps
+    assert wsd[90] == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-3) and wsd[100] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(wsd[80:], wsd[81:]))
 
 
 def test_final_model_and_tokenizer_load(trained):
@@ -95,22 +130,48 @@ def test_tensorboard_events(trained):
     acc = EventAccumulator(str(events[0].parent))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss"} <= tags
+    assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss", "train/tokens_per_second", "train/tokens_seen"} <= tags
+    seen = [e.value for e in acc.Scalars("train/tokens_seen")]
+    assert seen == sorted(seen) and seen[-1] == 20 * BATCH * SEQ
 
 
 def test_trainer_checkpoints_stay_out_of_the_artifact(trained):
     assert not list(trained.rglob("checkpoint-*")) and not (trained / "training_args.bin").exists()
 
 
-def test_non_finite_loss_raises_and_saves_nothing(inputs, tmp_path):
+def test_non_finite_loss_stops_with_one_line_error_and_saves_nothing(inputs, tmp_path):
     ctx = _context(inputs, tmp_path, learning_rate=1e30, warmup_steps=0)
-    with pytest.raises(RuntimeError, match="non-finite .* at step"):
+    with pytest.raises(train.TrainingDiverged, match=r"non-finite training loss (nan|inf|-inf) at step \d+: lower train.learning_rate") as exc:
         train.build(ctx)
+    assert "\n" not in str(exc.value)
     assert not list(ctx.out.glob("*.safetensors")) and not (ctx.out / "config.json").exists()
+    assert train.last_checkpoint(ctx.work / "trainer") is None
     # Through the runner no artifact appears at all.
-    with pytest.raises(RuntimeError, match="non-finite"):
+    with pytest.raises(UserError, match="non-finite"):
         lc.run(train, "trained_checkpoint", ctx.settings, inputs, tmp_path / "art", threads=THREADS)
     assert not (tmp_path / "art" / "trained_checkpoint" / "test").exists()
+
+
+def test_non_finite_model_is_never_saved_over_a_good_checkpoint(inputs, tmp_path, monkeypatch):
+    """A weight poisoned after step 10's loss: the save at step 10 refuses it; checkpoint-5 stays the newest."""
+
+    def poison(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 10:
+            with torch.no_grad():
+                model.model.norm.weight[0] = float("nan")
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+
+    monkeypatch.setattr(train.CurveCallback, "on_step_end", poison)
+    ctx = _context(inputs, tmp_path, eval_steps=7, save_steps=5)  # no validation at step 10, which would catch it first
+    with pytest.raises(train.TrainingDiverged, match=r"non-finite parameter model.norm.weight at step 10: not saved"):
+        train.build(ctx)
+    good = train.last_checkpoint(ctx.work / "trainer")
+    assert good.name == "checkpoint-5" and not (ctx.work / "trainer" / "checkpoint-10").exists()
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(good / "model.safetensors").values())
+    assert not list(ctx.out.iterdir())
 
 
 def test_fewer_blocks_than_one_batch_is_a_user_error(inputs, tmp_path):
@@ -119,31 +180,131 @@ def test_fewer_blocks_than_one_batch_is_a_user_error(inputs, tmp_path):
         train.build(ctx)
 
 
-def test_resumes_from_the_newest_complete_checkpoint(inputs, trained, tmp_path, monkeypatch):
-    """A crash after step 15 leaves checkpoint-10 in the work folder; the rerun resumes there."""
+def test_last_checkpoint_skips_incomplete_ones(tmp_path):
+    for step, files in [(5, ["trainer_state.json", train.DATA_ORDER]), (10, ["trainer_state.json", train.DATA_ORDER]),
+                        (15, ["model.safetensors", train.DATA_ORDER]), (20, [])]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in files:
+            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert train.last_checkpoint(tmp_path).name == "checkpoint-10"
+    assert train.last_checkpoint(tmp_path / "missing") is None
 
-    def crash(self, args, state, control, **kwargs):
-        if state.global_step == 15:
-            raise KeyboardInterrupt("killed")
 
-    with monkeypatch.context() as m:
-        m.setattr(train.CurveCallback, "on_step_end", crash)
-        with pytest.raises(KeyboardInterrupt):
-            train.build(_context(inputs, tmp_path))
-    assert train.last_checkpoint(tmp_path / "work" / "trainer").name == "checkpoint-10"
-    (tmp_path / "work" / "trainer" / "checkpoint-20").mkdir()  # incomplete: no trainer_state.json
-    assert train.last_checkpoint(tmp_path / "work" / "trainer").name == "checkpoint-10"
+def test_data_order_is_seeded_and_checked_on_resume(tmp_path):
+    order = train.BlockOrder(100, seed=42)
+    assert list(order) == list(train.BlockOrder(100, seed=42)) and sorted(order) == list(range(100))
+    assert list(order) != list(train.BlockOrder(100, seed=43))
+    order.set_epoch(1)
+    assert list(order) != list(train.BlockOrder(100, seed=42))
+    (tmp_path / train.DATA_ORDER).write_text(json.dumps(train.BlockOrder(100, 42).state(0, 16)))
+    train.check_resume(tmp_path, train.BlockOrder(100, 42))
+    with pytest.raises(UserError, match="data order .* not this run's"):
+        train.check_resume(tmp_path, train.BlockOrder(100, 7))
 
-    (tmp_path / "work" / "trainer" / "checkpoint-20").rmdir()
-    shutil.rmtree(tmp_path / "out")  # the runner gives each attempt an empty out
-    counts = train.build(_context(inputs, tmp_path))
-    assert counts["resumed_from_step"] == 10 and counts["steps"] == 20
-    # Model, optimizer, scheduler, RNG and data order all come back: the same result as no crash.
-    uninterrupted = json.loads((trained / "manifest.json").read_text())["counts"]
-    assert counts["final_val_loss"] == pytest.approx(uninterrupted["final_val_loss"], abs=1e-5)
-    rows = list(csv.DictReader(open(tmp_path / "out" / "loss_curve.csv")))
-    assert [int(r["step"]) for r in rows][0] == 0 and int(rows[-1]["step"]) == 20
-    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out") is not None
+
+# The stage in a child process, as Snakemake's job would run it: the real runner, the real work folder.
+# A 50 ms pause per step (no effect on the numbers) leaves time to kill it between checkpoints.
+CHILD = """
+import json, sys, time
+from pathlib import Path
+from lmbuild import runner, train
+spec = json.loads(sys.argv[1])
+if spec["pause"]:
+    step_end = train.CurveCallback.on_step_end
+    def slow(self, *a, **k):
+        time.sleep(spec["pause"])
+        return step_end(self, *a, **k)
+    train.CurveCallback.on_step_end = slow
+runner.run(train.build, stage="trained_checkpoint", key="test", settings=spec["settings"], lineage={},
+           inputs={k: Path(v) for k, v in spec["inputs"].items()}, output=Path(spec["output"]), threads=1)
+"""
+
+
+def _child(inputs, output, pause):
+    import subprocess
+    import sys
+
+    spec = {"settings": lc.settings("trained_checkpoint", train=SHORT), "inputs": {k: str(v) for k, v in inputs.items()}, "output": str(output), "pause": pause}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_sigkill_then_rerun_gives_the_same_weights_as_no_kill(inputs, trained, tmp_path):
+    """SIGKILL a training process once checkpoint-10 is complete; the rerun resumes there and ends bit-identical.
+
+    Bit-identical (torch.equal) because on CPU with one thread every op runs in the same order, and
+    the checkpoint restores weights, AdamW moments, scheduler, RNG and the data position exactly.
+    """
+    import signal
+    import time
+
+    output = tmp_path / "trained_checkpoint" / "test"
+    work = tmp_path / "_work" / "trained_checkpoint" / "test" / "trainer"
+    proc = _child(inputs, output, pause=0.05)
+    deadline = time.time() + 300
+    while train.last_checkpoint(work) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not output.exists()  # no half-written artifact
+    newest = train.last_checkpoint(work)
+    assert newest is not None and train.checkpoint_step(newest) < 20
+    saved = json.loads((newest / train.DATA_ORDER).read_text())
+    assert saved["seed"] == SHORT.get("seed", 42) and saved["blocks_consumed"] == train.checkpoint_step(newest) * BATCH
+    # As if killed mid-save of a later checkpoint: weights written, trainer_state.json not yet.
+    partial = work / f"checkpoint-{train.checkpoint_step(newest) + 5}"
+    partial.mkdir()
+    shutil.copy(newest / "model.safetensors", partial / "model.safetensors")
+
+    proc = _child(inputs, output, pause=0)
+    assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
+    counts = json.loads((output / "manifest.json").read_text())["counts"]
+    assert counts["resumed_from_step"] == train.checkpoint_step(newest) and counts["steps"] == 20
+    resumed, uninterrupted = _weights(output), _weights(trained)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    assert not work.parent.exists()  # the work folder goes once the artifact is complete
+    rows = list(csv.DictReader(open(output / "loss_curve.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 1, 5, 10, 15, 20]  # the killed attempt's log history came back too
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_on_cpu_with_two_processes(inputs, trained, tmp_path, parallel):
+    """torchrun --nproc_per_node 2 (gloo): each process gets half of each global batch of the same order.
+
+    The result matches the one-process run up to float rounding: the averaged gradient of two
+    half batches of equal-length blocks is the full batch's mean gradient (FSDP: the same
+    update, with parameters and optimizer state sharded, gathered for the save).
+    """
+    ctx = _context(inputs, tmp_path, parallel=parallel)
+    counts = train.build(ctx, nproc=2)
+    assert counts["processes"] == 2 and counts["parallel"] == parallel and counts["steps"] == 20
+    assert counts["tokens_seen"] == 20 * BATCH * SEQ
+    ddp, single = _weights(ctx.out), _weights(trained)
+    for k in single:
+        assert torch.allclose(ddp[k], single[k], rtol=1e-3, atol=1e-4), k
+    assert not (ctx.out / "training_args.bin").exists()
+    assert AutoModelForCausalLM.from_pretrained(ctx.out) is not None
+
+
+def test_torchrun_argv_is_a_list_without_a_shell(tmp_path):
+    argv = train.torchrun_argv(4, tmp_path / "launch.json")
+    assert argv[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=4" in argv
+    assert argv[-1] == str(tmp_path / "launch.json")
+
+
+def test_batch_size_must_split_over_the_gpus():
+    s = lc.settings("trained_checkpoint", train={**SHORT, "batch_size": 6})
+    with pytest.raises(UserError, match="train.batch_size 6 is not divisible by the 4 processes"):
+        train.training_arguments(s, "/nonexistent", bf16=False, world=4, resume=False)
 
 
 def test_bf16_setting():
