@@ -260,6 +260,9 @@ class Plan:
             # Local task YAMLs and task data by content: the settings name only their paths.
             "eval_report": eval_fingerprint(config["eval"]),
         }
+        if _shared is None:  # the base: variants first, since its report compares their checkpoints
+            for v in self._configs:
+                self.variant(v)
         for name, stage in STAGES.items():
             inputs = _tokenizer_inputs(config) if name == "tokenizer" else stage.inputs
             settings = stage.settings(config)
@@ -267,6 +270,13 @@ class Plan:
             src = config["model"]["source"] or {}
             if name == "init_checkpoint" and config["model"]["init"] != "random" and "variant" in src:
                 ins["source"] = self.variant(src["variant"]).artifacts[src.get("stage", "trained_checkpoint")]
+            if name == "eval_report" and _shared is None:
+                # The base's report sets every variant's trained model beside its own (lmbuild.evaluate
+                # labels each by its input name); a variant's own report has only its own.
+                for v, vplan in self.variants.items():
+                    ckpt = vplan.artifacts["trained_checkpoint"]
+                    if ckpt.key != self.artifacts["trained_checkpoint"].key:
+                        ins[f"{v}__trained_checkpoint"] = ckpt
             material = {
                 "stage": name,
                 "settings": settings,
@@ -276,9 +286,7 @@ class Plan:
             }
             key = digest(material)[:KEY_LEN]
             self.artifacts[name] = Artifact(name, key, f"{self.root}/{name}/{key}", settings, ins, code_hash(name))
-        if _shared is None:  # the base: plan every variant, and index all their artifacts
-            for v in self._configs:
-                self.variant(v)
+        if _shared is None:  # the base: index every artifact of the build
             plans = [self, *self.variants.values()]
             self._by_key = {(a.stage, a.key): a for p in plans for a in p.artifacts.values()}
 

@@ -36,8 +36,8 @@ Logs: loss, learning rate, gradient norm, tokens seen and tokens per second (tra
 only: validation and checkpoint saves are left out) every ``logging_steps``, as data
 (``loss_curve.csv``) and as TensorBoard events (``tensorboard/``), both in the artifact.
 
-More than one GPU: ``build(ctx, nproc=N)`` with N > 1 (the rule passes its ``gpu``
-resource) runs the same training under ``torchrun --standalone --nproc_per_node N`` (DDP,
+More than one GPU: ``build(ctx)`` with ``ctx.gpus`` = N > 1 (the rule's ``gpu`` resource,
+which the runner reads) runs the same training under ``torchrun --standalone --nproc_per_node N`` (DDP,
 or FSDP with ``parallel: fsdp``), launched from an argv list; ``nproc=1`` never touches
 torch.distributed.
 
@@ -467,8 +467,12 @@ def launch(ctx: StageContext, nproc: int) -> dict:
     return json.loads(result.read_text())
 
 
-def build(ctx: StageContext, nproc: int = 1) -> dict:
-    """Train in this process, or under torchrun when ``nproc`` > 1 (the rule's ``gpu`` resource)."""
+def build(ctx: StageContext, nproc: int | None = None) -> dict:
+    """Train in this process, or under torchrun when the job has more than one GPU.
+
+    ``nproc`` defaults to ``ctx.gpus`` (the rule's ``gpu`` resource); tests pass it to run
+    several CPU processes (gloo)."""
+    nproc = max(1, ctx.gpus) if nproc is None else nproc
     if nproc > 1:
         return launch(ctx, nproc)
     return train(ctx.settings, ctx.inputs, ctx.out, ctx.work, ctx.threads)

@@ -1,6 +1,5 @@
 """Rule build_trained_checkpoint: train with the HF Trainer; under torchrun when the rule is given more than one GPU."""
 
-import functools
 import sys
 from pathlib import Path
 
@@ -10,5 +9,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lmbuild.train import build  # noqa: E402
 from lmbuild.runner import run_stage  # noqa: E402
 
-gpus = int(snakemake.resources.get("gpu", 0) or 0)  # noqa: F821 (snakemake is injected by the script directive)
-run_stage(snakemake, functools.partial(build, nproc=max(1, gpus)))  # noqa: F821
+run_stage(snakemake, build)  # noqa: F821 (snakemake is injected by the script directive)
