@@ -46,10 +46,21 @@ def test_the_source_variant_key_enters_the_downstream_keys():
     assert keys(other)["init_checkpoint"] != base["init_checkpoint"]
 
 
-def test_renaming_a_variant_rebuilds_nothing():
-    a = solar()
-    b = {"model": {**UPSCALE, "source": {"variant": "tiny"}}, "variants": {"tiny": dict(SMALL)}}
-    assert keys(Plan(validate(a))) == keys(Plan(validate(b)))
+def test_renaming_a_variant_rebuilds_only_the_report_that_shows_its_name():
+    a, b = keys(Plan(validate(solar()))), keys(Plan(validate({"model": {**UPSCALE, "source": {"variant": "tiny"}}, "variants": {"tiny": dict(SMALL)}})))
+    assert {s for s in a if a[s] != b[s]} == {"eval_report"}
+
+
+def test_the_base_report_evaluates_every_variants_trained_model():
+    plan = Plan(validate(solar(random6={"model.init": "random", "model.source": None, "train.max_steps": 450})))
+    ins = plan.artifacts["eval_report"].inputs
+    assert list(ins) == ["init_checkpoint", "trained_checkpoint", "shards", "small__trained_checkpoint", "random6__trained_checkpoint"]
+    assert ins["small__trained_checkpoint"] is plan.variants["small"].artifacts["trained_checkpoint"]
+    assert ins["random6__trained_checkpoint"] is plan.variants["random6"].artifacts["trained_checkpoint"]
+    # A variant's own report has only its own models; one equal to the base adds nothing.
+    assert list(plan.variants["small"].artifacts["eval_report"].inputs) == ["init_checkpoint", "trained_checkpoint", "shards"]
+    same = Plan(validate({"variants": {"same": {"train.seed": 42}}}))
+    assert list(same.artifacts["eval_report"].inputs) == ["init_checkpoint", "trained_checkpoint", "shards"]
 
 
 def test_a_variant_equal_to_the_base_has_the_base_keys():
