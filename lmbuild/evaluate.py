@@ -627,14 +627,15 @@ def build(ctx) -> dict:
         cfg = json.loads((ck["path"] / "config.json").read_text()) if (ck["path"] / "config.json").is_file() else {}
         entries.append(evaluate_checkpoint(ck, tm, extra_names, heldout, s, Path(ctx.work), seq_len or cfg.get("max_position_embeddings", 0)))
     trained = [e for e in entries if e["stage"] == "trained_checkpoint"]
-    primary = (trained or entries)[-1]
+    # The build's own trained model leads; variants' models (labelled <variant>__...) sit beside it.
+    primary = next((e for e in entries if e["label"] == "trained_checkpoint"), (trained or entries)[-1])
 
     shards_manifest = read_manifest(shards)
     data = {
         "key": ctx.key,
         "primary": primary["label"],
         "checkpoints": entries,
-        # The primary (last trained) checkpoint's figures, at the top level.
+        # The primary (the build's trained) checkpoint's figures, at the top level.
         "headline": primary["headline"],
         "extra_tasks": primary["extra_tasks"],
         "metrics": primary["metrics"],

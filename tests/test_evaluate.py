@@ -136,6 +136,22 @@ def test_report_json_has_heldout_perplexity(built):
     assert not (ctx.out / "manifest.json").exists()
 
 
+def test_a_variants_model_sits_beside_the_builds_own(inputs, tmp_path):
+    """The base's report gets each variant's trained model as ``<variant>__trained_checkpoint``
+    (lmbuild.plan); the build's own trained model stays the headline."""
+    other = make_checkpoint(tmp_path / "variant", hidden=48, seed=3)
+    ins = {**inputs, "small__trained_checkpoint": other}
+    ctx = make_ctx(tmp_path, ins, val_docs=2, prompts=["def f():"], max_new_tokens=4)
+    counts = evaluate.build(ctx)
+    data = json.loads((ctx.out / "report.json").read_text())
+    assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint", "small__trained_checkpoint"]
+    assert data["primary"] == "trained_checkpoint"
+    by_label = {e["label"]: e for e in data["checkpoints"]}
+    assert by_label["small__trained_checkpoint"]["model"]["config"]["hidden_size"] == 48
+    assert counts["small__trained_checkpoint/heldout_bits_per_byte"] != counts["trained_checkpoint/heldout_bits_per_byte"]
+    assert "small__trained_checkpoint" in (ctx.out / "report.html").read_text()
+
+
 def test_generations_for_each_prompt(built):
     ctx, _ = built
     gens = json.loads((ctx.out / "report.json").read_text())["generations"]
