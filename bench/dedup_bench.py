@@ -10,6 +10,8 @@ Corpora (real text, built once under --work as cleaned-schema Parquet shards):
             edited (a planted near-duplicate).
   short-N   N short documents (one KJV verse or WikiText line each, copied with edits
             or exactly; a near copy has one word replaced) for documents-per-second figures.
+lmbuild's exact runs twice on the short corpora: ``exact`` (lowercase + whitespace
+normalisation, the default) and ``exact-raw`` (``data.dedup.exact_normalise: false``).
 Each run is a child process (wall time, peak RSS from wait4); runs alternate between the tools.
 lmbuild runs lmbuild.data.dedup.build in-process (map, reduce and gather in sequence, DuckDB
 with 2 threads); datatrove runs its own stages (ExactDedupSignature/FindDedups/Filter and
@@ -132,7 +134,10 @@ def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int
     from lmbuild.data import dedup
     from lmbuild.runner import StageContext
 
-    settings = validate({"data": {"dedup": {"method": method, "buckets": buckets, "memory_limit": memory_limit}}})["data"]["dedup"]
+    # "exact-raw": exact with data.dedup.exact_normalise false (byte-identical text only).
+    raw = method == "exact-raw"
+    dd = {"method": "exact" if raw else method, "buckets": buckets, "memory_limit": memory_limit, **({"exact_normalise": False} if raw else {})}
+    settings = validate({"data": {"dedup": dd}})["data"]["dedup"]
     out, tmp = work / "out", work / "tmp"
     out.mkdir(parents=True)
     tmp.mkdir()
@@ -246,6 +251,7 @@ def main() -> None:
     plan = []
     for n in a.short:
         plan.append(("lmbuild", "exact", f"short-{n}"))
+        plan.append(("lmbuild", "exact-raw", f"short-{n}"))
         if n == a.short[0] and not a.skip_datatrove:
             plan.append(("datatrove", "exact", f"short-{n}"))
     k0 = f"mixed-x{a.mixed[0]}"

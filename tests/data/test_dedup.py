@@ -103,6 +103,14 @@ def test_exact_duplicates_by_normalised_text(tmp_path):
     assert dropped == {"b:1": ("exact_duplicate", "a:2"), "z:0": ("exact_duplicate", "a:2"), "b:7": ("exact_duplicate", "a:9")}
 
 
+def test_exact_without_normalisation_drops_byte_identical_text_only(tmp_path):
+    stdlib = real_code(2)
+    shards = [[("a:1", "hello world"), ("a:2", "Hello  World"), ("a:3", stdlib[0])], [("b:1", "hello world"), ("b:2", stdlib[0]), ("b:3", stdlib[0].upper())]]
+    counts, out = run(tmp_path, write_cleaned(tmp_path / "cleaned", shards), settings=settings(exact_normalise=False, buckets=2))
+    assert read(out)["id"].to_pylist() == ["a:1", "a:2", "a:3", "b:3"]
+    assert counts["dropped"] == {"exact_duplicate": 2}
+
+
 def test_exact_deterministic_across_threads_shard_order_and_buckets(tmp_path):
     stdlib = real_code(60)
     docs = [(f"x:{i:03d}", t) for i, t in enumerate(stdlib)] + [(f"y:{i:03d}", t.upper()) for i, t in enumerate(stdlib[:20])]
