@@ -65,7 +65,9 @@ def run(args) -> dict:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     snakemake = Path(sys.executable).parent / "snakemake"
-    cmd = [str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work), "--cores", "2", *TARGETS, "--configfile", args.configfile]
+    cmd = [str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work), "--cores", "2", *TARGETS, "--configfile", str(ROOT / "config.yaml"), args.configfile]
+    # config.yaml named too: with --directory, the Snakefile's `configfile: "config.yaml"` is looked up in
+    # the work folder, and Snakemake skips it silently when --configfile is given.
     # Addresses first: the plan of the code that runs (edits to the checkout later do not move them).
     cfg = validate(merged(yaml.safe_load((ROOT / "config.yaml").read_text()), yaml.safe_load(Path(args.configfile).read_text())))
     plan = Plan(cfg)
