@@ -136,7 +136,9 @@ def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int
 
     # "exact-raw": exact with data.dedup.exact_normalise false (byte-identical text only).
     raw = method == "exact-raw"
-    dd = {"method": "exact" if raw else method, "buckets": buckets, "memory_limit": memory_limit, **({"exact_normalise": False} if raw else {})}
+    dd = {"method": "exact" if raw else method, "buckets": buckets, "memory_limit": memory_limit}
+    if raw:
+        dd["exact_normalise"] = False
     settings = validate({"data": {"dedup": dd}})["data"]["dedup"]
     out, tmp = work / "out", work / "tmp"
     out.mkdir(parents=True)

@@ -217,9 +217,13 @@ def _batches_of(files: list[str], columns):
         yield from pf.iter_batches(batch_size=READ_ROWS, columns=list(columns))
 
 
-def _normalised_texts(files: list[str]) -> str:
-    """SQL for (id, t): t the text lowercased, runs of ASCII whitespace as one space, trimmed."""
-    return f"SELECT id, {_TRIMMED} AS t FROM (SELECT id, {_LOWERED} AS t FROM read_parquet({_sql_list(files)}))"
+def _texts_sql(files: list[str], normalise: bool) -> str:
+    """SQL for (id, t): t the text as it is or, with ``normalise``, lowercased, runs of ASCII
+    whitespace as one space, trimmed."""
+    source = f"read_parquet({_sql_list(files)})"
+    if not normalise:
+        return f"SELECT id, text AS t FROM {source}"
+    return f"SELECT id, {_TRIMMED} AS t FROM (SELECT id, {_LOWERED} AS t FROM {source})"
 
 
 def partition(ctx: StageContext, part: int) -> dict:
@@ -238,7 +242,7 @@ def partition(ctx: StageContext, part: int) -> dict:
             con = _connect(s, ctx.work, ctx.threads)
             counts["documents"] = con.execute(
                 f"""COPY (SELECT id, hash(t) AS h, strlen(t)::UBIGINT AS n, (hash(t) % {buckets})::USMALLINT AS b
-                          FROM ({_normalised_texts(files) if s.get("exact_normalise", True) else f"SELECT id, text AS t FROM read_parquet({_sql_list(files)})"}))
+                          FROM ({_texts_sql(files, s["exact_normalise"])}))
                     TO '{_sql_str(ctx.out / "keys")}' (FORMAT parquet, COMPRESSION snappy, PARTITION_BY (b))"""
             ).fetchone()[0]
             con.close()
@@ -430,7 +434,7 @@ def build(ctx: StageContext) -> dict:
     # builds of the whole dropped set). Sorted by shard, a shard's lookup reads its row groups only.
     con.execute(
         f"""CREATE TEMP TABLE drop_rows AS SELECT c.filename AS f, c.file_row_number AS r
-            FROM read_parquet({_sql_list(str(p) for p in shards)}, filename = true, file_row_number = true) c
+            FROM read_parquet({_sql_list(shards)}, filename = true, file_row_number = true) c
             SEMI JOIN dropped d ON c.id = d.id ORDER BY f, r"""
     )
     lock = Lock()  # a connection is not thread-safe: one query at a time
