@@ -16,7 +16,6 @@ count includes every token and FLOP of the small model's training. Validation is
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import os
@@ -27,19 +26,12 @@ import time
 from pathlib import Path
 
 import yaml
+from snakemake.utils import update_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 HERE = Path(__file__).resolve().parent
 TARGETS = ["trained_checkpoint", "small__trained_checkpoint", "random6__trained_checkpoint"]
-
-
-def merged(base: dict, over: dict) -> dict:
-    """Snakemake's --configfile merge: nested dicts updated key by key."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def flops_per_token(model_dir: Path, seq_len: int) -> int:
@@ -69,7 +61,9 @@ def run(args) -> dict:
     # config.yaml named too: with --directory, the Snakefile's `configfile: "config.yaml"` is looked up in
     # the work folder, and Snakemake skips it silently when --configfile is given.
     # Addresses first: the plan of the code that runs (edits to the checkout later do not move them).
-    cfg = validate(merged(yaml.safe_load((ROOT / "config.yaml").read_text()), yaml.safe_load(Path(args.configfile).read_text())))
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    update_config(cfg, yaml.safe_load(Path(args.configfile).read_text()))  # as --configfile merges them
+    cfg = validate(cfg)
     plan = Plan(cfg)
     load_before = os.getloadavg()
     t0 = time.time()

@@ -15,6 +15,7 @@ import jsonschema
 import yaml
 
 from lmbuild.errors import UserError
+from lmbuild.layer_plan import LAYER_PLAN_KEYS
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -115,7 +116,7 @@ def _check_init(m: dict, source: str) -> None:
         raise UserError(f"{source}: model.source: model.init {init} needs exactly one of path, hub or variant")
     if "stage" in src and kinds != ["variant"] or "revision" in src and kinds != ["hub"]:
         raise UserError(f"{source}: model.source: stage goes with variant, revision with hub")
-    given = [k for k in ("layer_plan", "downscale_keep", "upscale_drop") if m[k] is not None]
+    given = [k for k in LAYER_PLAN_KEYS if m[k] is not None]
     wanted = {"pretrained": [], "downscale": ["layer_plan", "downscale_keep"], "upscale": ["layer_plan", "upscale_drop"]}[init]
     if any(k not in wanted for k in given) or (wanted and len(given) != 1):
         raise UserError(f"{source}: model.init {init} takes {' or '.join(f'model.{k}' for k in wanted) or 'no layer plan'} (given: {', '.join(given) or 'none'})")

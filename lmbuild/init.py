@@ -39,9 +39,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM, set_seed
+from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
 from lmbuild.errors import UserError
+from lmbuild.layer_plan import layer_plan
 
 log = logging.getLogger(__name__)
 
@@ -49,43 +50,6 @@ LAYER_PREFIX = "model.layers."
 # model.* settings that must equal the source's config (rope_theta is read separately).
 ARCHITECTURE = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings")
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
-
-
-# --- layer plans ---------------------------------------------------------------------
-
-
-def solar_plan(n: int, m: int) -> list[int]:
-    """SOLAR depth up-scaling of an n-layer model with overlap m: 2(n-m) layers."""
-    if not 0 <= m < n:
-        raise UserError(f"model.upscale_drop: {m} must be at least 0 and smaller than the source's {n} layers")
-    return list(range(n - m)) + list(range(m, n))
-
-
-def keep_ends_plan(n: int, k: int) -> list[int]:
-    """The first k and the last k of n layers (2k < n, so that something is removed)."""
-    if not 1 <= k or 2 * k >= n:
-        raise UserError(f"model.downscale_keep: keeping the first and last {k} of {n} source layers removes nothing (need 2*{k} < {n})")
-    return list(range(k)) + list(range(n - k, n))
-
-
-def layer_plan(settings: dict, n: int) -> list[int]:
-    """The source layer behind each new layer, for ``settings['init']`` and an n-layer source."""
-    init = settings["init"]
-    if init == "pretrained":
-        return list(range(n))
-    explicit = settings.get("layer_plan")
-    if explicit is None:
-        if init == "downscale":
-            return keep_ends_plan(n, settings["downscale_keep"])
-        return solar_plan(n, settings["upscale_drop"])
-    bad = [i for i in explicit if not 0 <= i < n]
-    if bad:
-        raise UserError(f"model.layer_plan: layer {bad[0]} does not exist in the {n}-layer source")
-    if init == "downscale" and (len(set(explicit)) != len(explicit) or len(explicit) >= n):
-        raise UserError(f"model.layer_plan: a downscale plan keeps fewer than the source's {n} layers, each at most once")
-    if init == "upscale" and len(explicit) <= n:
-        raise UserError(f"model.layer_plan: an upscale plan has more than the source's {n} layers (it has {len(explicit)})")
-    return list(explicit)
 
 
 def remap_layers(state: dict[str, torch.Tensor], plan: list[int]) -> dict[str, torch.Tensor]:
@@ -193,7 +157,6 @@ def from_source(settings: dict, tokenizer, artifact: Path | None = None) -> tupl
     if getattr(config, "layer_types", None):  # per-layer attention kinds follow their layers
         config.layer_types = [source_config.layer_types[i] for i in plan]
     config.dtype = "float32"
-    set_seed(settings["seed"])  # every tensor is overwritten below; seeded all the same
     model = LlamaForCausalLM(config).float()
     result = model.load_state_dict(remap_layers(state, plan), strict=False)
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()

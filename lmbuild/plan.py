@@ -29,6 +29,7 @@ from typing import Callable
 
 from lmbuild.errors import UserError
 from lmbuild.evaltasks import fingerprint as eval_fingerprint
+from lmbuild.layer_plan import LAYER_PLAN_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent
@@ -56,24 +57,23 @@ def _tokenizer_inputs(c: dict) -> tuple[str, ...]:
     return ("deduplicated",) if c["tokenizer"]["type"] == "bpe" else ()
 
 
-LAYER_PLAN_KEYS = ("layer_plan", "downscale_keep", "upscale_drop")
-
-
 def _init_settings(c: dict) -> dict:
-    """model.* without what the chosen model.init ignores; seed from train.seed.
+    """model.* without what the chosen model.init ignores; seed from train.seed (random init only:
+    the others copy every weight, and take initializer_range from nowhere either).
 
     A variant source is named by its artifact (an input, whose key enters this one), not by the
     variant's name, so renaming a variant rebuilds nothing.
     """
     m = dict(c["model"])
     init = m["init"]
-    drop = {"random": ("source", *LAYER_PLAN_KEYS), "pretrained": LAYER_PLAN_KEYS, "downscale": ("upscale_drop",), "upscale": ("downscale_keep",)}[init]
+    copied = ("initializer_range",)
+    drop = {"random": ("source", *LAYER_PLAN_KEYS), "pretrained": (*LAYER_PLAN_KEYS, *copied), "downscale": ("upscale_drop", *copied), "upscale": ("downscale_keep", *copied)}[init]
     for k in drop:
         m.pop(k)
     if init != "random" and "variant" in m["source"]:
         m["source"] = {"stage": m["source"].get("stage", "trained_checkpoint")}
-    # init reads train.seed: the seed is one public setting for the whole model half.
-    return {**m, "seed": c["train"]["seed"]}
+    # Random init reads train.seed: the seed is one public setting for the whole model half.
+    return {**m, "seed": c["train"]["seed"]} if init == "random" else m
 
 
 STAGES: dict[str, Stage] = {
@@ -191,20 +191,17 @@ def eval_data_fingerprint(config: dict) -> list | None:
     return out or None
 
 
+def _folder_fingerprint(path: str) -> list:
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
 def tokenizer_fingerprint(config: dict) -> list | None:
     tok = config["tokenizer"]
     if tok["type"] != "pretrained":
         return None
     path = Path(tok["path"])
-    if path.exists():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    return None  # a hub name
-
-
-def _folder_fingerprint(path: str) -> list:
-    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
-    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return _folder_fingerprint(path) if path.exists() else None  # None: a hub name
 
 
 def init_source_fingerprint(config: dict) -> list | None:

@@ -23,6 +23,7 @@ import copy
 import re
 
 from lmbuild.errors import UserError
+from lmbuild.layer_plan import layer_plan
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
 NOT_PER_VARIANT = ("artifacts", "resources", "variants")
@@ -98,9 +99,9 @@ def _check_fits(m: dict, src: dict, where: str) -> None:
         if m[key] != src[key]:
             raise UserError(f"{where}: model.{key}: {m[key]} does not match its source variant's {src[key]} ({m['source']['variant']})")
     n = src["num_hidden_layers"]
-    if m["layer_plan"] is not None:
-        layers = len(m["layer_plan"])
-    else:
-        layers = {"pretrained": n, "downscale": 2 * (m["downscale_keep"] or 0), "upscale": 2 * (n - (m["upscale_drop"] or 0))}[m["init"]]
+    try:
+        layers = len(layer_plan(m, n))
+    except UserError as exc:
+        raise UserError(f"{where}: {exc} (source variant {m['source']['variant']})") from None
     if m["num_hidden_layers"] != layers:
         raise UserError(f"{where}: model.num_hidden_layers: {m['num_hidden_layers']}, but model.init {m['init']} of the {n}-layer source variant gives {layers}")

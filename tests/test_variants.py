@@ -72,6 +72,15 @@ def test_random_init_keys_ignore_the_layer_plan_settings():
     assert keys(Plan(validate({}))) == keys(Plan(validate({"model": {"upscale_drop": 3}})))
 
 
+def test_copying_inits_ignore_initializer_range_and_seed(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    cfg = {"model": {"init": "pretrained", "source": {"path": str(tmp_path)}}}
+    base = keys(Plan(validate(cfg)))
+    assert keys(Plan(validate({"model": {**cfg["model"], "initializer_range": 0.5}}))) == base
+    changed = keys(Plan(validate({**cfg, "train": {"seed": 7}})))
+    assert {s for s in base if base[s] != changed[s]} == {"trained_checkpoint", "eval_report"}
+
+
 def test_a_local_source_folder_enters_the_init_key(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     cfg = {"model": {"init": "pretrained", "source": {"path": str(tmp_path)}}}
@@ -128,3 +137,10 @@ def test_a_variant_source_must_fit_before_anything_trains():
         validate({"model": {**UPSCALE, "num_hidden_layers": 5}, "variants": {"small": SMALL}})
     with pytest.raises(UserError, match=r"^config: model.hidden_size: 256 does not match its source variant's 128 \(small\)$"):
         validate(solar(small={**SMALL, "model.hidden_size": 128}))
+    # The plan itself is checked too, with lmbuild.init's own rules and messages.
+    with pytest.raises(UserError, match=r"^config: model.upscale_drop: 4 must be at least 0 and smaller than the source's 4 layers \(source variant small\)$"):
+        validate({"model": {**UPSCALE, "upscale_drop": 4}, "variants": {"small": SMALL}})
+    with pytest.raises(UserError, match=r"^config: model.layer_plan: layer 9 does not exist in the 4-layer source \(source variant small\)$"):
+        validate({"model": {**UPSCALE, "upscale_drop": None, "layer_plan": [0, 1, 2, 3, 9], "num_hidden_layers": 5}, "variants": {"small": SMALL}})
+    with pytest.raises(UserError, match=r"^config: model.downscale_keep: .* removes nothing"):
+        validate({"model": {**UPSCALE, "init": "downscale", "upscale_drop": None, "downscale_keep": 2, "num_hidden_layers": 4}, "variants": {"small": SMALL}})
