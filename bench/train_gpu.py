@@ -94,7 +94,6 @@ def main() -> None:
         torch.backends.cuda.enable_cudnn_sdp(False)
     if a.profile:
         profile_steps(41, 44)
-    torch.backends.cuda.matmul.allow_tf32 = True
     root = Path(tempfile.mkdtemp())
     ins = inputs(root, 32000, a.seq, a.batch * (a.steps + 2), a.heads)
     s = plan.STAGES["trained_checkpoint"].settings(lmconfig.validate({"train": {

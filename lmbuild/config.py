@@ -100,8 +100,19 @@ def _check_consistency(config: dict, source: str) -> None:
         if src["type"] != "embedded" and "parts" in src:
             raise UserError(f"{source}: data.sources[{i}].parts applies to type embedded only")
     _check_init(m, source)
-    if config["train"]["warmup_steps"] >= config["train"]["max_steps"]:
+    t = config["train"]
+    if t["warmup_steps"] >= t["max_steps"]:
         raise UserError(f"{source}: train.warmup_steps must be smaller than train.max_steps")
+    if t["lr_scheduler"] == "wsd" and t["warmup_steps"] + wsd_decay_steps(t) > t["max_steps"]:
+        raise UserError(
+            f"{source}: train.warmup_steps ({t['warmup_steps']}) plus the wsd decay ({wsd_decay_steps(t)} steps, "
+            f"train.decay_fraction {t['decay_fraction']:g}) exceed train.max_steps ({t['max_steps']})"
+        )
+
+
+def wsd_decay_steps(train: dict) -> int:
+    """Steps of the final decay of the warmup-stable-decay schedule."""
+    return max(1, round(train["max_steps"] * train["decay_fraction"]))
 
 
 def _check_init(m: dict, source: str) -> None:

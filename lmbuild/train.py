@@ -65,6 +65,7 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.integrations import TensorBoardCallback
 
+from lmbuild.config import wsd_decay_steps
 from lmbuild.errors import UserError
 from lmbuild.model import count_parameters
 from lmbuild.pack import META, PackedBlocks
@@ -179,14 +180,17 @@ class LMTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.tokens_per_step = tokens_per_step
         self.order = BlockOrder(len(self.train_dataset), seed)
-        self._mark = (time.perf_counter(), 0)  # (time, step) of the last throughput figure
+        self._mark: tuple[float, int] | None = None  # (time, step) of the last throughput figure; set at this process's first step
         self._excluded = 0.0  # seconds spent validating or saving since then
+        self.eval_seconds = 0.0  # this process's validation time
         self._losses: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet checked for finiteness
 
     def _get_train_sampler(self, train_dataset=None):
         return self.order
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._mark is None:  # after loading, data skipping and validation on start; a resume's step count
+            self._mark, self._excluded = (time.perf_counter(), self.state.global_step), 0.0
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._losses.append((self.state.global_step + 1, loss.detach()))
         if loss.device.type == "cpu":
@@ -217,7 +221,9 @@ class LMTrainer(Trainer):
         try:
             return super().evaluate(*args, **kwargs)
         finally:
-            self._excluded += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self._excluded += seconds
+            self.eval_seconds += seconds
 
     def _save_checkpoint(self, model, trial):
         started = time.perf_counter()
@@ -303,8 +309,7 @@ def training_arguments(s: dict, output_dir: Path, *, bf16: bool, world: int, res
         raise UserError(f"train.batch_size {s['batch_size']} is not divisible by the {world} processes (GPUs) given")
     kwargs: dict = {}
     if s["lr_scheduler"] == "wsd":
-        decay = max(1, round(s["max_steps"] * s["decay_fraction"]))
-        kwargs["lr_scheduler_kwargs"] = {"num_decay_steps": decay, "decay_type": "cosine", "min_lr_ratio": s["min_lr_ratio"]}
+        kwargs["lr_scheduler_kwargs"] = {"num_decay_steps": wsd_decay_steps(s), "decay_type": "cosine", "min_lr_ratio": s["min_lr_ratio"]}
     else:
         kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": s["min_lr_ratio"]}
     if s["gradient_checkpointing"]:
@@ -326,7 +331,6 @@ def training_arguments(s: dict, output_dir: Path, *, bf16: bool, world: int, res
         adam_beta2=s["adam_beta2"],
         max_grad_norm=s["max_grad_norm"],
         seed=s["seed"],
-        data_seed=s["seed"],
         bf16=bf16,
         torch_compile=s["compile"],
         use_cpu=not torch.cuda.is_available(),
@@ -421,7 +425,7 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     shutil.copytree(work / "tensorboard", out / "tensorboard")
 
     # Throughput of this process's steps, leaving out the time spent validating.
-    eval_seconds = sum(e["eval_runtime"] for e in history if "eval_runtime" in e and e["step"] >= start_step)
+    eval_seconds = trainer.eval_seconds
     step_seconds = max(result.metrics["train_runtime"] - eval_seconds, 1e-9)
     counts = {
         "steps": trainer.state.global_step,

@@ -31,6 +31,11 @@ def test_shipped_configs_are_valid(name):
         ({"data": {"sources": [{"type": "jsonl"}]}}, "config: data.sources[0].path is required for type jsonl"),
         ({"model": {"hidden_size": 100, "num_attention_heads": 3}}, "config: model.hidden_size (100) must be a multiple"),
         ({"pack": {"seq_len": 512}}, "config: pack.seq_len (512) exceeds model.max_position_embeddings"),
+        ({"train": {"max_steps": 10, "warmup_steps": 10}}, "config: train.warmup_steps must be smaller than train.max_steps"),
+        (
+            {"train": {"lr_scheduler": "wsd", "max_steps": 100, "warmup_steps": 60, "decay_fraction": 0.5}},
+            "config: train.warmup_steps (60) plus the wsd decay (50 steps, train.decay_fraction 0.5) exceed train.max_steps (100)",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(cfg, expected):
