@@ -42,9 +42,12 @@ def coerce_number(value, schema: dict):
         return value
     if isinstance(value, str) and "string" not in types:
         try:
-            value = float(value.strip())
+            number = float(value.strip())
         except ValueError:
             return value
+        if not math.isfinite(number):
+            return value  # "inf" stays a string, for the schema to refuse
+        value = number
     if isinstance(value, float) and "integer" in types and value.is_integer():
         return int(value)
     if isinstance(value, int) and "number" in types and "integer" not in types:

@@ -52,3 +52,21 @@ def test_readme_config_reference_is_generated_from_the_schema():
     readme = (ROOT / "README.md").read_text()
     block = readme.split(START, 1)[1].split(END, 1)[0]
     assert block.strip() == reference_markdown().strip(), "run: python -m lmbuild.config README.md"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "-inf", ".nan"])
+def test_non_finite_numbers_are_one_line_errors(value):
+    with pytest.raises(UserError, match=r"^config: train.learning_rate: (nan|inf) is not a finite number$|^config: train.learning_rate: '(-inf|\.nan)' is not of type 'number'$"):
+        validate({"train": {"learning_rate": value}})
+
+
+def test_numbers_get_one_canonical_type_and_mappings_sorted():
+    c = validate({"train": {"max_steps": 3.0e2, "learning_rate": "1e-3", "warmup_steps": "10", "weight_decay": 1}})
+    t = c["train"]
+    assert (t["max_steps"], type(t["max_steps"])) == (300, int)
+    assert (t["learning_rate"], type(t["learning_rate"])) == (0.001, float)
+    assert t["warmup_steps"] == 10
+    assert t["weight_decay"] == 1.0 and isinstance(t["weight_decay"], float)
+    assert list(c) == sorted(c) and list(t) == sorted(t)
+    with pytest.raises(UserError, match=r"^config: train.max_steps: 2.5 is not of type 'integer'$"):
+        validate({"train": {"max_steps": 2.5}})
