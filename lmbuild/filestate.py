@@ -33,6 +33,7 @@ class StateCache:
         self.path = Path(path) if path else None
         self.entries: dict[str, str] = self._load()
         self.dirty = False
+        self.used: set[str] = set()
         self.hashed_bytes = 0
         self.hash_seconds = 0.0
 
@@ -49,6 +50,7 @@ class StateCache:
         st = os.stat(path)
         stat_key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         found = self.entries.get(stat_key)
+        self.used.add(stat_key)
         if found:
             return found
         t0 = time.perf_counter()
@@ -72,7 +74,10 @@ class StateCache:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        merged = {**self._load(), **self.entries}
+        # An older stat of a file looked up here (touched, edited) is dropped, so the cache
+        # keeps one entry per file instead of growing with every touch.
+        files = {k.rsplit(":", 2)[0] for k in self.used}
+        merged = {k: v for k, v in {**self._load(), **self.entries}.items() if k in self.used or k.rsplit(":", 2)[0] not in files}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(merged, sort_keys=True))

@@ -60,3 +60,16 @@ def test_folder_digest_follows_names_and_bytes(tmp_path):
     h = cache.folder_digest(tmp_path / "m")
     (tmp_path / "m" / "config.json").rename(tmp_path / "m" / "other.json")
     assert cache.folder_digest(tmp_path / "m") != h
+
+
+def test_the_cache_keeps_one_entry_per_file(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("x")
+    for t in (1, 2, 3):
+        os.utime(f, (t, t))
+        cache = StateCache(tmp_path / "state.json")
+        cache.digest(f)
+        cache.save()
+    import json
+
+    assert len(json.loads((tmp_path / "state.json").read_text())) == 1
