@@ -59,8 +59,9 @@ def stage_inputs(stage):
 
 
 def stage_spec(stage):
-    """params.spec: the job spec's path. It is the only setting a rule passes: it changes exactly
-    when the key does, so Snakemake's params trigger can never disagree with the keys."""
+    """params.spec: the job spec's path, the one setting each job gets from Snakemake. It changes
+    exactly when the key does, so Snakemake's params trigger can never disagree with the keys.
+    """
     return lambda wc: f"{SPECS}/{stage}/{artifact(stage, wc).key}.json"
 
 
