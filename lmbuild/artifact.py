@@ -76,6 +76,13 @@ def file_entries(folder: Path) -> dict[str, dict]:
     return out
 
 
+def seal(folder: Path, manifest: dict) -> dict:
+    """Write ``manifest`` plus the ``files`` map of ``folder`` as its manifest.json; return it."""
+    manifest = {**manifest, "files": file_entries(folder)}
+    write_json(Path(folder) / MANIFEST, manifest)
+    return manifest
+
+
 def verify(artifact: Path, *, hashes: bool = False) -> dict:
     """Check ``artifact`` against its manifest and return the manifest; UserError naming the
     artifact and the first bad file otherwise.
@@ -121,9 +128,13 @@ def file_entries_names(folder: Path) -> list[str]:
 def artifact_files(folder: Path, pattern: str) -> list[Path]:
     """The files of a complete artifact whose relative paths match ``pattern``, from its manifest
     (sorted; a stray file in the folder is not read), each checked for presence and size.
-    Falls back to a glob for a manifest without ``files``."""
+
+    A folder without a manifest, or a manifest without ``files``, is globbed: stage functions
+    called directly (tests, notebooks) get plain folders; in a build the runner has already
+    refused an input without a manifest.
+    """
     folder = Path(folder)
-    files = verify(folder).get("files")
+    files = verify(folder).get("files") if (folder / MANIFEST).exists() else None
     if files is None:
         return sorted(folder.glob(pattern))
     return [folder / rel for rel in sorted(files) if fnmatch.fnmatchcase(rel, pattern)]
