@@ -164,8 +164,7 @@ def disk_error(exc: BaseException) -> str | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
-            where = exc.filename or exc.strerror
-            return f"{DISK_ERRNOS[exc.errno]}: {where}"
+            return f"{DISK_ERRNOS[exc.errno]}: {exc.filename}" if exc.filename else DISK_ERRNOS[exc.errno]
         text = str(exc)
         for message, why in DISK_MESSAGES.items():
             if message in text:
@@ -218,7 +217,7 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
         traceback.print_exc()
         cause = disk_error(exc)
         if cause:
-            print(f"error: {stage}: {cause} (nothing was written to {snakemake.output[0]})", file=err, flush=True)
+            print(f"error: {stage}: {cause} while writing {snakemake.output[0]}; no artifact was left", file=err, flush=True)
             sys.exit(1)
         print(f"error: {stage} failed with an internal error; traceback in {log_path}", file=err, flush=True)
         sys.exit(1)
