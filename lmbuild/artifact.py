@@ -36,6 +36,9 @@ from typing import Iterator
 from lmbuild.errors import UserError
 
 MANIFEST = "manifest.json"
+# Not part of an artifact's content: the manifest itself, and the marker Snakemake drops into a
+# directory() output after the job.
+UNLISTED = {MANIFEST, ".snakemake_timestamp"}
 
 
 def read_manifest(artifact: Path) -> dict:
@@ -71,7 +74,7 @@ def file_entries(folder: Path) -> dict[str, dict]:
     out = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
         rel = path.relative_to(folder).as_posix()
-        if rel != MANIFEST:
+        if rel not in UNLISTED:
             out[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
     return out
 
@@ -122,7 +125,7 @@ def verify(artifact: Path, *, hashes: bool = False) -> dict:
 
 def file_entries_names(folder: Path) -> list[str]:
     folder = Path(folder)
-    return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST]
+    return [r for r in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if r not in UNLISTED]
 
 
 def artifact_files(folder: Path, pattern: str) -> list[Path]:

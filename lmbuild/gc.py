@@ -39,6 +39,8 @@ class Entry:
 
 def _busy(path: Path) -> bool:
     """Whether another process holds an flock on ``path`` (a folder or a lock file)."""
+    if not path.exists():
+        return False
     try:
         fd = try_lock(path)
     except OSError:
