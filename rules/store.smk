@@ -8,7 +8,7 @@ from lmbuild import store as _store
 # Every artifact this config and its variants reach, and the cost plan's.
 REACHABLE = sorted(
     {(a.stage, a.key, a.path) for a in PLAN._by_key.values()}
-    | {("plan", COST_PLAN["path"].rstrip("/").split("/")[-1], COST_PLAN["path"])}
+    | {("plan", os.path.basename(COST_PLAN["path"]), COST_PLAN["path"])}
 )
 
 if workflow.is_main_process:
