@@ -98,7 +98,8 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str]) -> list
                 if p.suffix == ".lock":
                     if not _busy(p):
                         out.append(Entry("lock", p, "lock file nobody holds"))
-                elif p.is_dir() and KEY.fullmatch(key) and done(stage, key) and not _busy(Path(f"{p}.lock")):
+                elif (p.is_dir() and KEY.fullmatch(key) and done(stage, key) and not _busy(Path(f"{p}.lock"))
+                      and not _busy(root / "_locks" / f"{stage}-{key}.lock")):
                     out.append(Entry("work", p, f"scratch of a {'complete' if (stage, key) in reachable else 'unreachable'} {stage} artifact"))
     locks = root / "_locks"
     if locks.is_dir():
