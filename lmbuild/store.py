@@ -37,8 +37,9 @@ from pathlib import Path
 from lmbuild.artifact import is_complete, try_lock, verify
 from lmbuild.errors import UserError
 
-# Held for the life of the process (closing an fd releases its flock).
-_HELD: list[int] = []
+# Held for the life of the process (closing an fd releases its flock), by path: a process that
+# parses the workflow twice (the Python API) must not wait for its own lock.
+_HELD: dict[str, int] = {}
 
 # Command lines that build nothing: they never wait for another builder.
 _NO_BUILD = {
@@ -70,6 +71,8 @@ def claim(root: str | Path, artifacts: list[tuple[str, str, str]]) -> list[str]:
     said = False
     for stage, key in todo:
         path = lock_path(root, stage, key)
+        if str(path.resolve()) in _HELD:
+            continue
         fd = try_lock(path)
         if fd is None:
             if not said:
@@ -77,7 +80,7 @@ def claim(root: str | Path, artifacts: list[tuple[str, str, str]]) -> list[str]:
                 said = True
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        _HELD.append(fd)
+        _HELD[str(path.resolve())] = fd
     if said:
         print("lmbuild: the other build finished; planning against the store as it is now", file=sys.stderr, flush=True)
     return [f"{s}/{k}" for s, k in todo]
@@ -100,6 +103,8 @@ def recover(root: str | Path, metadata: str | Path = ".snakemake") -> list[str]:
     metadata = Path(metadata)
     metadata.mkdir(exist_ok=True)
     live = metadata / "lmbuild-live.lock"
+    if str(live.resolve()) in _HELD:
+        return []
     fd = try_lock(live)
     done: list[str] = []
     if fd is not None:
@@ -110,7 +115,7 @@ def recover(root: str | Path, metadata: str | Path = ".snakemake") -> list[str]:
     else:
         fd = os.open(live, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_SH)
-    _HELD.append(fd)
+    _HELD[str(live.resolve())] = fd
     return done
 
 

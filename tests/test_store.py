@@ -30,6 +30,41 @@ def test_only_building_command_lines_claim_the_store():
     assert not builds(["snakemake", "gc"])
 
 
+_CLAIM = """
+import sys
+from lmbuild.store import claim
+print(claim(sys.argv[1], [("cleaned", "a" * 16, sys.argv[2]), ("raw", "b" * 16, sys.argv[3])]), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_builder_of_an_unfinished_key_waits_for_the_first(tmp_path):
+    import sys
+
+    store = tmp_path / "store"
+    done = store / "raw" / ("b" * 16)
+    done.mkdir(parents=True)
+    (done / MANIFEST).write_text("{}")  # complete: not claimed
+    args = [sys.executable, "-c", _CLAIM, str(store), str(store / "cleaned" / ("a" * 16)), str(done)]
+    first = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "['cleaned/" + "a" * 16 + "']"
+    second = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    assert second.poll() is None  # waiting
+    first.communicate("")  # the first build ends
+    out, err = second.communicate("", timeout=30)
+    assert out.strip() == "['cleaned/" + "a" * 16 + "']"
+    assert "another build holds cleaned " + "a" * 16 in err and "the other build finished" in err
+
+
+def test_one_process_parsing_twice_does_not_wait_for_itself(tmp_path):
+    from lmbuild.store import claim
+
+    art = [("cleaned", "c" * 16, str(tmp_path / "cleaned" / ("c" * 16)))]
+    assert claim(tmp_path, art) == ["cleaned/" + "c" * 16]
+    assert claim(tmp_path, art) == ["cleaned/" + "c" * 16]  # returns at once
+
+
 def _marker(meta: Path, path: str) -> Path:
     """An incomplete marker as Snakemake's file persistence writes it (a short path)."""
     m = meta / "incomplete" / base64.urlsafe_b64encode(path.encode()).decode()
