@@ -155,42 +155,66 @@ def parquet_shards(folder: Path, stage: str) -> list[Path]:
 # --- locks --------------------------------------------------------------------------------
 
 
-def try_lock(path: Path, *, shared: bool = False) -> int | None:
-    """An fd holding a non-blocking flock on ``path`` (a file, created if needed, or a folder);
-    None if another process holds it. Closing the fd (or the process ending) releases it."""
+def try_lock(path: Path, *, shared: bool = False, blocking: bool = False) -> int | None:
+    """An fd holding an flock on ``path`` (a lock file, created if needed, or a folder); None if
+    another process holds it and not ``blocking``. Closing the fd (or the process ending)
+    releases it.
+
+    A lock file may be removed by its holder just before it releases it (:func:`release`), so
+    that lock files do not pile up: after locking, the file must still be the one at ``path``,
+    else the new file is locked instead.
+    """
     path = Path(path)
-    if not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        return fd
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
+    if path.is_dir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, mode)
+            return fd
+        except BlockingIOError:
+            os.close(fd)
             return None
-        raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed (and maybe recreated) by the holder as it released: try again
+
+
+def release(path: Path, fd: int) -> None:
+    """Remove the lock file ``path`` while still holding it, then release it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.close(fd)
 
 
 def lock(path: Path, *, what: str = "") -> int:
-    """An fd holding an exclusive flock on ``path``; waits (saying so on stderr) while another
-    process holds it."""
+    """An fd holding an exclusive flock on the lock file ``path``; waits (saying so on stderr)
+    while another process holds it."""
     fd = try_lock(path)
     if fd is not None:
         return fd
     print(f"lmbuild: waiting for another builder of {what or path} (lock {path})", file=sys.stderr, flush=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    return try_lock(path, blocking=True)
 
 
 @contextlib.contextmanager
 def locked(path: Path, *, what: str = "") -> Iterator[None]:
+    """Hold the lock file ``path`` for the block; the file is removed when the block ends."""
     fd = lock(path, what=what)
     try:
         yield
     finally:
-        os.close(fd)
+        release(path, fd)
 
 
 def remove_stale_temps(final: Path) -> list[Path]:

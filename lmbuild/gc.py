@@ -93,6 +93,9 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str]) -> list
             stage = _stage_of(sdir.name, stages)
             if not sdir.is_dir() or stage is None:
                 continue
+            if not any(sdir.iterdir()):
+                out.append(Entry("empty", sdir, "empty scratch folder"))
+                continue
             for p in sorted(sdir.iterdir()):
                 key = p.name.split(".")[0]
                 if p.suffix == ".lock":

@@ -26,6 +26,7 @@ per-key job lock covers those, see ``lmbuild.runner.run``), or work where ``floc
 
 from __future__ import annotations
 
+import atexit
 import base64
 import fcntl
 import os
@@ -34,12 +35,20 @@ import shutil
 import sys
 from pathlib import Path
 
-from lmbuild.artifact import is_complete, try_lock, verify
+from lmbuild.artifact import is_complete, release, try_lock, verify
 from lmbuild.errors import UserError
 
 # Held for the life of the process (closing an fd releases its flock), by path: a process that
 # parses the workflow twice (the Python API) must not wait for its own lock.
 _HELD: dict[str, int] = {}
+# The build locks, removed at a normal exit (after a kill, `snakemake gc` lists them).
+_BUILD_LOCKS: list[tuple[Path, int]] = []
+
+
+@atexit.register
+def _release_build_locks() -> None:
+    while _BUILD_LOCKS:
+        release(*_BUILD_LOCKS.pop())
 
 # Command lines that build nothing: they never wait for another builder.
 _NO_BUILD = {
@@ -78,9 +87,9 @@ def claim(root: str | Path, artifacts: list[tuple[str, str, str]]) -> list[str]:
             if not said:
                 print(f"lmbuild: another build holds {stage} {key} in {root} ({path}); waiting for it to finish", file=sys.stderr, flush=True)
                 said = True
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = try_lock(path, blocking=True)
         _HELD[str(path.resolve())] = fd
+        _BUILD_LOCKS.append((path, fd))
     if said:
         print("lmbuild: the other build finished; planning against the store as it is now", file=sys.stderr, flush=True)
     return [f"{s}/{k}" for s, k in todo]

@@ -128,6 +128,7 @@ def test_two_checkouts_share_one_store(tmp_path):
         (art,) = _stage_dirs(store, stage)
         assert verify(art, hashes=True)["files"], art  # complete: every listed file, its size and hash
     assert not list(store.rglob(".tmp-*"))
+    assert not list(store.rglob("*.lock"))  # build and job locks are removed as they are released
 
     # gc from a checkout whose config no longer reaches this dedup artifact: listed, kept (dry
     # run), removed on request; the other checkout then plans exactly the dedup jobs again.
