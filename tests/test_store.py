@@ -170,13 +170,10 @@ def test_the_same_command_recovers_after_snakemake_is_killed(tmp_path):
     cfg = smoke_config()
     proc = subprocess.Popen(_cmd(tmp_path, cfg, "cleaned"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     incomplete = tmp_path / ".snakemake" / "incomplete"
+    logs = tmp_path / "logs" / "cleaned_parts"
     deadline = time.time() + 300
-    marked = []
-    while time.time() < deadline and proc.poll() is None:
-        marked = [m for m in incomplete.rglob("*") if m.is_file()] if incomplete.is_dir() else []
-        names = [base64.urlsafe_b64decode(m.name.lstrip("@")).decode(errors="replace") for m in marked]
-        if any("cleaned_parts" in n for n in names):
-            break
+    # Both part jobs' scripts are running once each has opened its log.
+    while time.time() < deadline and proc.poll() is None and len(list(logs.glob("*/*.log"))) < 2:
         time.sleep(0.05)
     assert proc.poll() is None, "snakemake finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)  # Snakemake itself (Ctrl-\, the OOM killer); its running jobs go on
