@@ -36,6 +36,7 @@ localrules:
     plan,
     gc,
     gc_remove,
+    verify,
 
 
 rule all:

@@ -64,7 +64,7 @@ _NO_BUILD = {
 def builds(argv: list[str]) -> bool:
     """Whether a ``snakemake`` command line would build artifacts (not -n, --unlock, --dag, gc, ...)."""
     for a in argv[1:]:
-        if a in _NO_BUILD or a in ("gc", "gc_remove") or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a):
+        if a in _NO_BUILD or a in ("gc", "gc_remove", "verify") or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a):
             return False
     return True
 

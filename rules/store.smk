@@ -40,3 +40,16 @@ use rule gc as gc_remove with:
         reachable=[f"{s}/{k}" for s, k, _ in REACHABLE],
         stages=[*STAGES, "plan"],
         delete=True,
+
+
+# `snakemake verify`: every built artifact of this config and its variants against its
+# manifest, file sizes and SHA-256 (a stage checks only sizes before it reads).
+rule verify:
+    log:
+        "logs/verify.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        artifacts=[p for _, _, p in REACHABLE],
+    script:
+        "../scripts/verify.py"

@@ -152,6 +152,9 @@ def test_two_checkouts_share_one_store(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors and all(f"{cleaned}: damaged: {shard} is missing" in e for e in errors), proc.stderr[-3000:]
     assert not _stage_dirs(store, "deduplicated")
+    proc = _run(a, cfg, "verify")  # every built artifact's hashes: the damage is named
+    assert proc.returncode != 0 and f"error: verify: {cleaned}: damaged: {shard} is missing" in proc.stderr, proc.stderr[-3000:]
+    assert "verify: 1 artifacts intact, 1 damaged" in proc.stdout  # raw intact, cleaned damaged
 
 
 @pytest.mark.e2e
