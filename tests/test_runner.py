@@ -91,3 +91,32 @@ def test_disk_error_reads_duckdb_and_chained_errors():
     except RuntimeError as exc:
         assert disk_error(exc) == "file size limit: /data/shard-00001.parquet"
     assert disk_error(ValueError("bad")) is None
+
+
+_SLOW = """
+import sys, time
+from pathlib import Path
+from lmbuild.runner import run
+def build(ctx):
+    print("building", flush=True)
+    (ctx.work / "state").write_text("resumable")  # one writer at a time in the scratch folder
+    time.sleep(2)
+    (ctx.out / "data").write_text("x")
+    return {"pid": __import__("os").getpid()}
+m = run(build, stage="toy", key="0123456789abcdef", settings={}, lineage={}, inputs={}, output=Path(sys.argv[1]))
+print("pid", m["counts"]["pid"], flush=True)
+"""
+
+
+def test_a_second_builder_of_the_same_key_waits_and_reuses(tmp_path):
+    out = tmp_path / "artifacts" / "toy" / "0123456789abcdef"
+    first = subprocess.Popen([sys.executable, "-c", _SLOW, str(out)], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "building"
+    second = subprocess.Popen([sys.executable, "-c", _SLOW, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out1, out2 = first.communicate(timeout=60)[0], second.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, out2
+    assert "building" not in out2[0]  # it never built
+    assert out1.strip() == out2[0].strip() == f"pid {first.pid}"  # both see the first one's artifact
+    assert "lmbuild: waiting for another builder of toy 0123456789abcdef" in out2[1]
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    assert not [p for p in (tmp_path / "artifacts" / "_work").rglob("*") if p.is_file()]  # scratch and lock gone
