@@ -19,6 +19,7 @@ include: "rules/trained_checkpoint.smk"
 include: "rules/eval_report.smk"
 include: "rules/plan.smk"
 include: "rules/variants.smk"
+include: "rules/store.smk"
 
 
 localrules:
@@ -33,6 +34,9 @@ localrules:
     eval_report,
     build_plan,
     plan,
+    gc,
+    gc_remove,
+    verify,
 
 
 rule all:

@@ -9,10 +9,13 @@ that the plan passed in ``params``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import platform
+import shutil
+import signal
 import sys
 import time
 import traceback
@@ -20,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from lmbuild.artifact import MANIFEST, atomic_dir, read_manifest, write_json
+from lmbuild.artifact import MANIFEST, atomic_dir, file_entries, is_complete, locked, read_manifest, verify, write_json
 from lmbuild.errors import UserError
 from lmbuild.keys import apply_patches
 
@@ -99,16 +102,36 @@ def run(
     gpus: int = 0,
     log_path: Path | None = None,
 ) -> dict:
-    """Build one artifact atomically and write its manifest; return the manifest."""
+    """Build one artifact atomically and write its manifest; return the manifest.
+
+    Every input artifact is checked against its manifest first (files present, sizes equal).
+    One builder per key at a time: a second one waits on ``<work>.lock`` and then reuses the
+    artifact the first one made; ``work`` (resumable scratch) therefore has one writer.
+    """
     output = Path(output)
     work = output.parent.parent / "_work" / stage / key
+    log = logging.getLogger("lmbuild")
+    ins = {k: _paths(v) for k, v in inputs.items()}
+    for value in ins.values():
+        for path in value if isinstance(value, list) else [value]:
+            verify(path)
+    with locked(work.parent / f"{work.name}.lock", what=f"{stage} {key}"):
+        if is_complete(output):
+            log.info("%s %s: built meanwhile by another builder; reused", stage, key)
+            return read_manifest(output)
+        return _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path)
+
+
+def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path) -> dict:
     started = time.time()
     job = job_environment()
     logging.getLogger("lmbuild").info("%s %s: job %s", stage, key, " ".join(f"{k}={v}" for k, v in job.items()))
     with atomic_dir(output) as tmp:
         work.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(stage, key, settings, {k: _paths(v) for k, v in inputs.items()}, tmp, work, threads, gpus)
+        ctx = StageContext(stage, key, settings, ins, tmp, work, threads, gpus)
         counts = build(ctx) or {}
+        hashed = time.time()
+        files = file_entries(tmp)
         manifest = {
             "stage": stage,
             "key": key,
@@ -122,12 +145,34 @@ def run(
             "job": job,
             "versions": _versions(),
             "log": str(log_path) if log_path else None,
+            "hash_seconds": round(time.time() - hashed, 3),
+            "files": files,
         }
         write_json(tmp / MANIFEST, manifest)
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
-    return manifest
+    return read_manifest(output)  # another builder's, if its rename won
+
+
+# Write errors that are the machine's, not the code's: one line naming the cause and the path.
+DISK_ERRNOS = {errno.ENOSPC: "disk full", errno.EFBIG: "file size limit", errno.EDQUOT: "disk quota exceeded"}
+DISK_MESSAGES = {os.strerror(e): why for e, why in DISK_ERRNOS.items()}
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """'<cause>: <path or message>' if ``exc`` (or one it was raised from) is a full disk, a
+    file-size limit or a quota; None otherwise. pyarrow raises OSError; DuckDB its own
+    IOException whose message carries the strerror."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return f"{DISK_ERRNOS[exc.errno]}: {exc.filename}" if exc.filename else DISK_ERRNOS[exc.errno]
+        text = str(exc)
+        for message, why in DISK_MESSAGES.items():
+            if message in text:
+                return f"{why}: {text.splitlines()[0] if text else message}"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def read_spec(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -162,6 +207,9 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
         force=True,
     )
     inputs = {name: _paths(p) for name, p in snakemake.input.items()}
+    # A file-size limit (ulimit -f) kills with SIGXFSZ by default; ignored, the write raises
+    # EFBIG and the job ends with one line like a full disk does.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         settings, lineage = read_spec(snakemake.params.spec)
         manifest = run(
@@ -181,7 +229,11 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
         logging.getLogger("lmbuild").error("%s", exc)
         print(f"error: {stage}: {exc}", file=err, flush=True)
         sys.exit(1)
-    except BaseException:
+    except BaseException as exc:
         traceback.print_exc()
+        cause = disk_error(exc)
+        if cause:
+            print(f"error: {stage}: {cause} while writing {snakemake.output[0]}; no artifact was left", file=err, flush=True)
+            sys.exit(1)
         print(f"error: {stage} failed with an internal error; traceback in {log_path}", file=err, flush=True)
         sys.exit(1)

@@ -16,6 +16,7 @@ import pytest
 
 from lmbuild import config as lmconfig
 from lmbuild import runner, stages
+from lmbuild.artifact import seal
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCHEMA = pa.schema(
@@ -68,6 +69,7 @@ def write_deduplicated(folder: Path, docs: list[dict], shards: int = 2) -> Path:
             schema=SCHEMA,
         )
         pq.write_table(table, folder / f"shard-{i:05d}.parquet")
+    seal(folder, {"stage": "deduplicated", "counts": {"documents_out": len(docs)}})
     return folder
 
 

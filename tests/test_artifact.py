@@ -76,3 +76,118 @@ def test_run_with_user_error_leaves_nothing(tmp_path):
     assert not out.exists()
     assert not list(out.parent.glob(".tmp-*"))
     assert not (out / MANIFEST).exists()
+
+
+# --- manifests list every file; damage is found before a stage reads ------------------------
+
+from lmbuild.artifact import artifact_files, parquet_shards, remove_stale_temps, seal, try_lock, verify  # noqa: E402
+
+
+def _sealed(tmp_path):
+    art = tmp_path / "cleaned" / "abc"
+    (art / "dropped").mkdir(parents=True)
+    for i in range(3):
+        (art / f"shard-{i:05d}.parquet").write_bytes(b"p" * (100 + i))
+    (art / "dropped" / "shard-00000.parquet").write_bytes(b"d")
+    seal(art, {"stage": "cleaned"})
+    return art
+
+
+def test_manifest_lists_every_file_with_size_and_sha256(tmp_path):
+    out = tmp_path / "artifacts" / "toy" / "0123456789abcdef"
+    run(_build_ok, stage="toy", key="0123456789abcdef", settings={"word": "hi"}, lineage={}, inputs={}, output=out)
+    files = read_manifest(out)["files"]
+    assert files == {"data.txt": {"size": 2, "sha256": "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"}}
+    assert verify(out, hashes=True)["key"] == "0123456789abcdef"
+
+
+def test_shards_come_from_the_manifest_not_a_glob(tmp_path):
+    art = _sealed(tmp_path)
+    (art / "shard-00099.parquet").write_bytes(b"stray")  # not part of the artifact
+    assert [p.name for p in parquet_shards(art, "cleaned")] == [f"shard-{i:05d}.parquet" for i in range(3)]
+    assert [p.relative_to(art).as_posix() for p in artifact_files(art, "dropped/*")] == ["dropped/shard-00000.parquet"]
+    with pytest.raises(UserError, match="shard-00099.parquet is not in the manifest"):
+        verify(art, hashes=True)
+
+
+def test_a_deleted_or_truncated_file_is_named(tmp_path):
+    art = _sealed(tmp_path)
+    (art / "shard-00001.parquet").unlink()
+    with pytest.raises(UserError, match=r"cleaned/abc: damaged: shard-00001.parquet is missing"):
+        parquet_shards(art, "cleaned")
+    art = _sealed(tmp_path / "2")
+    (art / "shard-00002.parquet").write_bytes(b"p" * 50)
+    with pytest.raises(UserError, match=r"damaged: shard-00002.parquet has 50 bytes, the manifest says 102"):
+        verify(art)
+    art = _sealed(tmp_path / "3")
+    (art / "shard-00000.parquet").write_bytes(b"q" * 100)  # same size, other bytes
+    verify(art)  # sizes only: passes
+    with pytest.raises(UserError, match="shard-00000.parquet does not match its SHA-256"):
+        verify(art, hashes=True)
+
+
+def test_runner_checks_inputs_before_the_stage_reads(tmp_path):
+    art = _sealed(tmp_path)
+    (art / "shard-00000.parquet").unlink()
+    seen = []
+    out = tmp_path / "artifacts" / "toy" / "0123456789abcdef"
+    with pytest.raises(UserError, match="shard-00000.parquet is missing"):
+        run(lambda ctx: seen.append(1), stage="toy", key="0123456789abcdef", settings={}, lineage={}, inputs={"cleaned": art}, output=out)
+    assert not seen and not out.exists()
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UserError, match="plain: not a complete artifact"):
+        run(lambda ctx: seen.append(1), stage="toy", key="0123456789abcdef", settings={}, lineage={}, inputs={"x": [tmp_path / "plain"]}, output=out)
+
+
+def test_verify_command(tmp_path, capsys):
+    from lmbuild.artifact import main
+
+    good, bad = _sealed(tmp_path / "g"), _sealed(tmp_path / "b")
+    (bad / "dropped" / "shard-00000.parquet").write_bytes(b"e")
+    assert main(["verify", str(good), str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert f"ok: {good} (4 files)" in out
+    assert err.strip() == f"error: {bad}: damaged: dropped/shard-00000.parquet does not match its SHA-256 in the manifest (delete the artifact folder and rebuild)"
+
+
+# --- two builders of one key ------------------------------------------------------------
+
+
+def test_a_live_writers_temp_folder_is_kept_a_dead_ones_removed(tmp_path):
+    final = tmp_path / "stage" / "abc"
+    final.parent.mkdir(parents=True)
+    live, dead = final.parent / ".tmp-abc-live", final.parent / ".tmp-abc-dead"
+    live.mkdir()
+    dead.mkdir()
+    code = f"import fcntl, os, sys, time\nfd = os.open({str(live)!r}, os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert remove_stale_temps(final) == [dead]
+        assert live.is_dir() and try_lock(live) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert remove_stale_temps(final) == [live]
+
+
+def test_the_first_complete_artifact_wins_and_is_never_replaced(tmp_path):
+    final = tmp_path / "stage" / "abc"
+    with atomic_dir(final) as first:
+        (first / "data").write_text("first")
+        with atomic_dir(final) as second:  # another builder, finishing first
+            (second / "data").write_text("second")
+            (second / MANIFEST).write_text("{}")
+        (first / MANIFEST).write_text("{}")
+    assert (final / "data").read_text() == "second"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["abc"]
+
+
+def test_an_incomplete_leftover_at_the_address_is_replaced(tmp_path):
+    final = tmp_path / "stage" / "abc"
+    final.mkdir(parents=True)
+    (final / "half").write_text("x")  # no manifest
+    with atomic_dir(final) as tmp:
+        (tmp / MANIFEST).write_text("{}")
+    assert sorted(p.name for p in final.iterdir()) == [MANIFEST]
+    assert sorted(p.name for p in final.parent.iterdir()) == ["abc"]

@@ -36,3 +36,87 @@ def test_outside_slurm_the_job_fields_are_empty(tmp_path, monkeypatch):
     assert {k: v for k, v in m["job"].items() if k != "host"} == dict.fromkeys(
         ["slurm_job_id", "slurm_restart_count", "slurm_job_partition", "cuda_visible_devices"]
     )
+
+
+# --- a full disk or a file-size limit: one line naming the cause and the path, no artifact ---
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+from lmbuild.runner import disk_error  # noqa: E402
+
+_STAGE = """
+import resource, sys, types
+from pathlib import Path
+from lmbuild.runner import run_stage
+limit, target = int(sys.argv[1]), sys.argv[2]
+if limit:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+def build(ctx):
+    data = b"x" * 1_000_000
+    if target == "full":
+        with open("/dev/full", "wb") as f:  # the kernel answers ENOSPC
+            f.write(data)
+    else:
+        (ctx.out / "big.bin").write_bytes(data)
+out = Path(sys.argv[3])
+sm = types.SimpleNamespace(log=[str(out.parent.parent / "toy.log")], output=[str(out)], input={}, threads=1, resources={},
+                           params=types.SimpleNamespace(stage="toy", key=out.name, settings={}, lineage={}))
+run_stage(sm, build)
+"""
+
+
+@pytest.mark.parametrize("limit,target,cause", [(200_000, "big", "file size limit"), (0, "full", "disk full")])
+def test_disk_full_and_file_size_limit_end_in_one_line(tmp_path, limit, target, cause):
+    out = tmp_path / "artifacts" / "toy" / "0123456789abcdef"
+    proc = subprocess.run([sys.executable, "-c", _STAGE, str(limit), target, str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: toy: {cause}"), proc.stderr
+    assert lines[0].endswith(f"while writing {out}; no artifact was left")
+    assert not out.exists() and not list(out.parent.glob(".tmp-*"))
+
+
+def test_disk_error_reads_duckdb_and_chained_errors():
+    import duckdb
+
+    assert disk_error(duckdb.IOException('Could not write file "/x/y.tmp": No space left on device')).startswith("disk full: Could not write")
+    try:
+        try:
+            raise OSError(27, "File too large", "/data/shard-00001.parquet")
+        except OSError as inner:
+            raise RuntimeError("writer failed") from inner
+    except RuntimeError as exc:
+        assert disk_error(exc) == "file size limit: /data/shard-00001.parquet"
+    assert disk_error(ValueError("bad")) is None
+
+
+_SLOW = """
+import sys, time
+from pathlib import Path
+from lmbuild.runner import run
+def build(ctx):
+    print("building", flush=True)
+    (ctx.work / "state").write_text("resumable")  # one writer at a time in the scratch folder
+    time.sleep(2)
+    (ctx.out / "data").write_text("x")
+    return {"pid": __import__("os").getpid()}
+m = run(build, stage="toy", key="0123456789abcdef", settings={}, lineage={}, inputs={}, output=Path(sys.argv[1]))
+print("pid", m["counts"]["pid"], flush=True)
+"""
+
+
+def test_a_second_builder_of_the_same_key_waits_and_reuses(tmp_path):
+    out = tmp_path / "artifacts" / "toy" / "0123456789abcdef"
+    first = subprocess.Popen([sys.executable, "-c", _SLOW, str(out)], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "building"
+    second = subprocess.Popen([sys.executable, "-c", _SLOW, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out1, out2 = first.communicate(timeout=60)[0], second.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, out2
+    assert "building" not in out2[0]  # it never built
+    assert out1.strip() == out2[0].strip() == f"pid {first.pid}"  # both see the first one's artifact
+    assert "lmbuild: waiting for another builder of toy 0123456789abcdef" in out2[1]
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    assert not [p for p in (tmp_path / "artifacts" / "_work").rglob("*") if p.is_file()]  # scratch and lock gone

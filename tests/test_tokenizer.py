@@ -80,6 +80,7 @@ def test_max_train_docs(stdlib_corpus, tmp_path):
 
 def test_missing_shards_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
+    lc.seal(tmp_path / "empty", {"stage": "deduplicated"})  # complete, but without shards
     with pytest.raises(UserError, match="shard-"):
         lc.run(tokenizer, "tokenizer", lc.settings("tokenizer"), {"deduplicated": tmp_path / "empty"}, tmp_path)
     assert not (tmp_path / "tokenizer" / "test").exists()

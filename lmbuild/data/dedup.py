@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lmbuild.artifact import parquet_shards, read_manifest
+from lmbuild.artifact import artifact_files, parquet_shards, read_manifest
 from lmbuild.data.minhash import MinHasher, contaminated, ngram_set, sorted_unique
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
@@ -287,7 +287,7 @@ def bucket(ctx: StageContext, bucket_index: int, maps: list[Path]) -> dict:
     s = ctx.settings
     _check(s)
     if s["method"] == "exact":
-        files = sorted(str(f) for m in maps for f in (Path(m) / "keys" / f"b={bucket_index}").glob("*.parquet"))
+        files = sorted(str(f) for m in maps for f in artifact_files(m, f"keys/b={bucket_index}/*.parquet"))
         group = "h, n"
     else:
         files = [str(Path(m) / f"bucket-{bucket_index:03d}.parquet") for m in maps]

@@ -1,0 +1,198 @@
+"""lmbuild.store, with real `snakemake` processes: two checkouts sharing one store at the same
+time, damage found before a stage reads it, gc, a file-size limit, and recovery after
+SIGKILL of Snakemake itself."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmbuild.artifact import MANIFEST, read_manifest, verify
+from lmbuild.store import builds, recover
+from test_workflow import SNAKEMAKE, jobs_of_dry_run, smoke_config
+
+from conftest import ROOT
+
+
+def test_only_building_command_lines_claim_the_store():
+    assert builds(["snakemake", "--cores", "2", "deduplicated"])
+    assert not builds(["snakemake", "-n", "--cores", "2"])
+    assert not builds(["snakemake", "-np"])
+    assert not builds(["snakemake", "--unlock"])
+    assert not builds(["snakemake", "gc"])
+
+
+_CLAIM = """
+import sys
+from lmbuild.store import claim
+print(claim(sys.argv[1], [("cleaned", "a" * 16, sys.argv[2]), ("raw", "b" * 16, sys.argv[3])]), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_builder_of_an_unfinished_key_waits_for_the_first(tmp_path):
+    import sys
+
+    store = tmp_path / "store"
+    done = store / "raw" / ("b" * 16)
+    done.mkdir(parents=True)
+    (done / MANIFEST).write_text("{}")  # complete: not claimed
+    args = [sys.executable, "-c", _CLAIM, str(store), str(store / "cleaned" / ("a" * 16)), str(done)]
+    first = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "['cleaned/" + "a" * 16 + "']"
+    second = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    assert second.poll() is None  # waiting
+    first.communicate("")  # the first build ends
+    out, err = second.communicate("", timeout=30)
+    assert out.strip() == "['cleaned/" + "a" * 16 + "']"
+    assert "another build holds cleaned " + "a" * 16 in err and "the other build finished" in err
+
+
+def test_one_process_parsing_twice_does_not_wait_for_itself(tmp_path):
+    from lmbuild.store import claim
+
+    art = [("cleaned", "c" * 16, str(tmp_path / "cleaned" / ("c" * 16)))]
+    assert claim(tmp_path, art) == ["cleaned/" + "c" * 16]
+    assert claim(tmp_path, art) == ["cleaned/" + "c" * 16]  # returns at once
+
+
+def _marker(meta: Path, path: str) -> Path:
+    """An incomplete marker as Snakemake's file persistence writes it (a short path)."""
+    m = meta / "incomplete" / base64.urlsafe_b64encode(path.encode()).decode()
+    m.parent.mkdir(parents=True, exist_ok=True)
+    m.write_text("")
+    return m
+
+
+def test_recover_settles_stale_locks_and_markers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    meta = tmp_path / ".snakemake"
+    (meta / "locks").mkdir(parents=True)
+    (meta / "locks" / "0.input.lock").write_text("x")
+    done = tmp_path / "artifacts" / "cleaned" / ("a" * 16)
+    done.mkdir(parents=True)
+    (done / MANIFEST).write_text(json.dumps({"files": {}}))
+    half = tmp_path / "artifacts" / "raw" / ("b" * 16)
+    half.mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    markers = [_marker(meta, f"artifacts/cleaned/{'a' * 16}"), _marker(meta, f"artifacts/raw/{'b' * 16}"), _marker(meta, "elsewhere")]
+    lines = recover("artifacts", meta)
+    assert lines[0].startswith("removed 1 stale Snakemake lock(s)")
+    assert not list((meta / "locks").iterdir())
+    assert done.is_dir() and not half.exists() and outside.is_dir()
+    assert [m.exists() for m in markers] == [False, False, True]  # not ours: Snakemake decides
+
+
+# --- real snakemake processes ----------------------------------------------------------------
+
+
+def _cmd(workdir: Path, cfg: dict, *args: str) -> list[str]:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(path)]
+
+
+def _run(workdir: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_cmd(workdir, cfg, *args), capture_output=True, text=True, timeout=600)
+
+
+def _stage_dirs(store: Path, stage: str) -> list[Path]:
+    return sorted(p for p in (store / stage).glob("*") if not p.name.startswith("."))
+
+
+@pytest.mark.e2e
+def test_two_checkouts_share_one_store(tmp_path):
+    store = tmp_path / "shared"
+    cfg = smoke_config(artifacts=str(store))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    # Two real builders of the same keys at the same time, each in its own working directory.
+    procs = [subprocess.Popen(_cmd(w, cfg, "deduplicated"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for w in (a, b)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    # One built, the other waited and reused (or found it done): cleaning ran in one of them.
+    assert sum("rule build_cleaned:" in out or "localrule build_cleaned:" in out for out in outs) == 1, outs
+    for stage in ("raw", "cleaned", "deduplicated"):
+        (art,) = _stage_dirs(store, stage)
+        assert verify(art, hashes=True)["files"], art  # complete: every listed file, its size and hash
+    assert not list(store.rglob(".tmp-*"))
+    assert not list(store.rglob("*.lock"))  # build and job locks are removed as they are released
+
+    # gc from a checkout whose config no longer reaches this dedup artifact: listed, kept (dry
+    # run), removed on request; the other checkout then plans exactly the dedup jobs again.
+    other = smoke_config(artifacts=str(store), **{"data.dedup.exact_normalise": False})
+    (old,) = _stage_dirs(store, "deduplicated")
+    proc = _run(b, other, "gc")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"artifact {old}  (not reached by the config or its variants)" in proc.stdout
+    assert "would be freed; nothing removed (dry run)" in proc.stdout and old.is_dir()
+    proc = _run(b, other, "gc_remove")
+    assert proc.returncode == 0 and not old.exists(), proc.stderr[-3000:]
+    assert _stage_dirs(store, "cleaned") and _stage_dirs(store, "raw")
+    assert jobs_of_dry_run(_run(a, cfg, "-n", "deduplicated")) == {"dedup_map": 2, "dedup_bucket": 2, "build_deduplicated": 1, "deduplicated": 1}
+
+    # A damaged input is named instead of read: one cleaned shard gone, dedup by another method.
+    (cleaned,) = _stage_dirs(store, "cleaned")
+    shard = sorted(f for f in read_manifest(cleaned)["files"] if f.startswith("shard-"))[-1]
+    (cleaned / shard).unlink()
+    proc = _run(b, other, "deduplicated")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all(f"{cleaned}: damaged: {shard} is missing" in e for e in errors), proc.stderr[-3000:]
+    assert not _stage_dirs(store, "deduplicated")
+    proc = _run(a, cfg, "verify")  # every built artifact's hashes: the damage is named
+    assert proc.returncode != 0 and f"error: verify: {cleaned}: damaged: {shard} is missing" in proc.stderr, proc.stderr[-3000:]
+    assert "verify: 1 artifacts intact, 1 damaged" in proc.stdout  # raw intact, cleaned damaged
+
+
+@pytest.mark.e2e
+def test_a_file_size_limit_ends_in_one_line(tmp_path):
+    cfg = smoke_config()
+    cmd = " ".join(f"'{c}'" for c in _cmd(tmp_path, cfg, "raw"))
+    proc = subprocess.run(["bash", "-c", f"ulimit -f 64; exec {cmd}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: raw: file size limit"), proc.stderr[-3000:]
+    assert not list((tmp_path / "artifacts" / "raw").glob("*"))  # no artifact, no temp folder
+
+
+@pytest.mark.e2e
+def test_the_same_command_recovers_after_snakemake_is_killed(tmp_path):
+    cfg = smoke_config()
+    proc = subprocess.Popen(_cmd(tmp_path, cfg, "cleaned"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    incomplete = tmp_path / ".snakemake" / "incomplete"
+    logs = tmp_path / "logs" / "cleaned_parts"
+    deadline = time.time() + 300
+    # Both part jobs' scripts are running once each has opened its log.
+    while time.time() < deadline and proc.poll() is None and len(list(logs.glob("*/*.log"))) < 2:
+        time.sleep(0.05)
+    assert proc.poll() is None, "snakemake finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)  # Snakemake itself (Ctrl-\, the OOM killer); its running jobs go on
+    proc.wait()
+    assert list((tmp_path / ".snakemake" / "locks").iterdir()), "Snakemake's lock should be left behind"
+    # Let the orphaned part jobs finish after Snakemake died.
+    parts = tmp_path / "artifacts" / "cleaned_parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.rglob(MANIFEST))) < 2:
+        time.sleep(0.2)
+    assert len(list(parts.rglob(MANIFEST))) == 2
+    assert [m for m in incomplete.rglob("*") if m.is_file()], "the finished jobs' incomplete markers should be left behind"
+    again = _run(tmp_path, cfg, "cleaned")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "lmbuild: recovered: removed" in again.stderr and "complete (its manifest checks out); not rebuilt" in again.stderr
+    assert jobs_of_dry_run(again) == {"build_cleaned": 1, "cleaned": 1}  # the parts the orphans finished are kept
+    (cleaned,) = _stage_dirs(tmp_path / "artifacts", "cleaned")
+    verify(cleaned, hashes=True)
+    assert jobs_of_dry_run(_run(tmp_path, cfg, "-n", "cleaned")) == {}
