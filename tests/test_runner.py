@@ -62,8 +62,11 @@ def build(ctx):
     else:
         (ctx.out / "big.bin").write_bytes(data)
 out = Path(sys.argv[3])
+spec = out.parent.parent / "spec.json"  # the job spec the parse would have written (lmbuild.plan)
+spec.parent.mkdir(parents=True, exist_ok=True)
+spec.write_text('{"settings": {}, "located": [], "lineage": {}}')
 sm = types.SimpleNamespace(log=[str(out.parent.parent / "toy.log")], output=[str(out)], input={}, threads=1, resources={},
-                           params=types.SimpleNamespace(stage="toy", key=out.name, settings={}, lineage={}))
+                           params=types.SimpleNamespace(stage="toy", key=out.name, spec=str(spec)))
 run_stage(sm, build)
 """
 
