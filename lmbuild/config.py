@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 
 def _one_line(error: jsonschema.ValidationError) -> str:
     where = _key_path(error)
+    if "errorMessage" in error.schema and error.validator != "type":  # the schema's own words
+        return f"{where or '(top level)'}: {error.schema['errorMessage']} (got {error.instance!r})"
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         pats = error.schema.get("patternProperties", {})
@@ -63,6 +66,7 @@ def validate(config: dict | None, source: str = "config", variants: bool = True)
     each of ``config['variants']`` (lmbuild.variants).
     """
     config = copy.deepcopy(config or {})
+    _check_finite(config, source)
     schema = load_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     validator = cls(schema)
@@ -80,6 +84,16 @@ def validate(config: dict | None, source: str = "config", variants: bool = True)
 
         variant_configs(config, source)
     return config
+
+
+def _check_finite(node, source: str, where: str = "") -> None:
+    """YAML's .nan and .inf are numbers to JSON Schema, but no setting means them (and keys,
+    JSON, cannot hold them): one line naming the key, variants' overrides included."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{source}: {where or '(top level)'}: {node} is not a finite number")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        _check_finite(v, source, f"{where}[{k}]" if isinstance(node, list) else f"{where}.{k}" if where else str(k))
 
 
 def _check_consistency(config: dict, source: str) -> None:

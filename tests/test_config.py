@@ -52,3 +52,30 @@ def test_readme_config_reference_is_generated_from_the_schema():
     readme = (ROOT / "README.md").read_text()
     block = readme.split(START, 1)[1].split(END, 1)[0]
     assert block.strip() == reference_markdown().strip(), "run: python -m lmbuild.config README.md"
+
+
+@pytest.mark.parametrize(
+    "cfg, expected",
+    [
+        ({"train": {"learning_rate": float("nan")}}, "config: train.learning_rate: nan is not a finite number"),
+        ({"train": {"learning_rate": float("inf")}}, "config: train.learning_rate: inf is not a finite number"),
+        ({"data": {"clean": {"gopher_repetition": {"top_ngram_char_frac": {2: float("-inf")}}}}}, "config: data.clean.gopher_repetition.top_ngram_char_frac.2: -inf is not a finite number"),
+        ({"variants": {"a": {"train.weight_decay": float("nan")}}}, "config: variants.a.train.weight_decay: nan is not a finite number"),
+        ({"artifacts": ""}, "config: artifacts: must be a folder name"),
+        ({"artifacts": "  "}, "config: artifacts: must be a folder name"),
+        ({"artifacts": " art"}, "config: artifacts: must be a folder name"),
+    ],
+)
+def test_nonsense_values_are_one_line_naming_the_key(cfg, expected):
+    """YAML's .nan/.inf are numbers to JSON Schema; an empty artifacts folder is a string."""
+    with pytest.raises(UserError) as err:
+        validate(cfg)
+    msg = str(err.value)
+    assert msg.startswith(expected), msg
+    assert "\n" not in msg
+
+
+def test_yaml_nan_and_inf_from_a_file_name_the_key():
+    cfg = yaml.safe_load("model:\n  rope_theta: .inf\ntrain:\n  learning_rate: .nan\n")
+    with pytest.raises(UserError, match=r"^config: model\.rope_theta: inf is not a finite number"):
+        validate(cfg)
