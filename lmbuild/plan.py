@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import glob
 import hashlib
 import importlib.metadata
 import json
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from lmbuild.errors import UserError
+from lmbuild.files import match_files
 from lmbuild.evaltasks import fingerprint as eval_fingerprint
 from lmbuild.layer_plan import LAYER_PLAN_KEYS
 
@@ -156,7 +156,7 @@ def code_hash(stage_name: str) -> str:
 
 
 def _glob(pattern: str, where: str) -> list[str]:
-    files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    files = match_files(pattern)  # the files ingest reads (no symlink loops, no file twice)
     if not files:
         raise UserError(f"{where}: no file matches {pattern!r}")
     return files
