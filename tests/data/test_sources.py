@@ -13,6 +13,8 @@ from collections import Counter
 from lmbuild.data.sources import iter_source, source_name
 from lmbuild.errors import UserError
 
+from bad_files import corrupt_parquet
+
 
 def docs(src, index=0):
     return list(iter_source(src, index))
@@ -243,19 +245,6 @@ def test_gzip_named_jsonl_is_read_and_zstd_is_one_line(chdir):
     (chdir / "y.jsonl").write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
     with pytest.raises(UserError, match=r"^y\.jsonl: cannot read: the file is zstd-compressed"):
         docs({"type": "jsonl", "path": "y.jsonl"})
-
-
-def corrupt_parquet(path: Path, bad_group: int) -> None:
-    """Three row groups of 1,000 rows; row group ``bad_group``'s pages overwritten with noise
-    (the footer stays valid, so the file opens)."""
-    table = pa.table({"text": [f"document number {i} " * 20 for i in range(3000)], "n": list(range(3000))})
-    pq.write_table(table, path, row_group_size=1000, compression="snappy")
-    col = pq.ParquetFile(path).metadata.row_group(bad_group).column(0)
-    start = col.dictionary_page_offset or col.data_page_offset
-    raw = bytearray(path.read_bytes())
-    mid = start + col.total_compressed_size // 2
-    raw[mid : mid + 256] = bytes(b ^ 0x5A for b in raw[mid : mid + 256])
-    path.write_bytes(bytes(raw))
 
 
 def test_parquet_corrupt_pages_fail_or_skip_the_row_group(chdir):
