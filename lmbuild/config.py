@@ -1,4 +1,4 @@
-"""Validate a config against schemas/config.schema.yaml and fill in its defaults.
+"""Validate a config against lmbuild/config.schema.yaml and fill in its defaults.
 
 Errors are one line that names the config key, e.g.
 ``config: train.learning_rate: 'fast' is not of type 'number'``.
@@ -7,6 +7,7 @@ Errors are one line that names the config key, e.g.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import json
 import math
 import re
@@ -18,11 +19,12 @@ import yaml
 from lmbuild.errors import UserError
 from lmbuild.layer_plan import LAYER_PLAN_KEYS
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+# Package data (pyproject.toml), so an installed lmbuild finds it without the checkout.
+SCHEMA = importlib.resources.files("lmbuild") / "config.schema.yaml"
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(SCHEMA.read_text())
 
 
 def _with_defaults(validator_class):

@@ -79,3 +79,14 @@ def test_yaml_nan_and_inf_from_a_file_name_the_key():
     cfg = yaml.safe_load("model:\n  rope_theta: .inf\ntrain:\n  learning_rate: .nan\n")
     with pytest.raises(UserError, match=r"^config: model\.rope_theta: inf is not a finite number"):
         validate(cfg)
+
+
+def test_schema_is_package_data():
+    """A non-editable install (pip install .) has no checkout beside it: the schema must
+    travel inside the package, declared as package data."""
+    import importlib.resources
+    import tomllib
+
+    assert (importlib.resources.files("lmbuild") / "config.schema.yaml").is_file()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "config.schema.yaml" in pyproject["tool"]["setuptools"]["package-data"]["lmbuild"]
