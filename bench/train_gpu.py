@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer, models  # noqa: E402
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast  # noqa: E402
 
-from lmbuild import config as lmconfig, plan, train  # noqa: E402
+from lmbuild import config as lmconfig, stages, train  # noqa: E402
 from lmbuild.runner import StageContext  # noqa: E402
 
 PEAK = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
@@ -96,7 +96,7 @@ def main() -> None:
         profile_steps(41, 44)
     root = Path(tempfile.mkdtemp())
     ins = inputs(root, 32000, a.seq, a.batch * (a.steps + 2), a.heads)
-    s = plan.STAGES["trained_checkpoint"].settings(lmconfig.validate({"train": {
+    s = stages.STAGES["trained_checkpoint"].settings(lmconfig.validate({"train": {
         "batch_size": a.batch, "max_steps": a.steps, "warmup_steps": 10, "learning_rate": 6e-4, "eval_steps": 10_000,
         "eval_batches": 1, "logging_steps": 10, "save_steps": 10_000, "compile": a.compile, "bf16": True}}))
     ctx = StageContext("trained_checkpoint", "bench", s, ins, root / "out", root / "work", threads=min(8, os.cpu_count() or 1))

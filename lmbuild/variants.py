@@ -22,8 +22,10 @@ from __future__ import annotations
 import copy
 import re
 
+from lmbuild.config import validate
 from lmbuild.errors import UserError
 from lmbuild.layer_plan import layer_plan
+from lmbuild.stages import STAGES
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
 NOT_PER_VARIANT = ("artifacts", "resources", "variants")
@@ -57,15 +59,12 @@ def source_variant(config: dict) -> str | None:
 def variant_configs(config: dict, source: str = "config") -> dict[str, dict]:
     """Every variant's validated config; UserError naming the key for a bad override,
     an unknown variant or a cycle of sources."""
-    from lmbuild.config import validate  # lmbuild.config calls this module
-    from lmbuild.plan import STAGES
-
     variants = config.get("variants") or {}
     out = {}
     for name, overrides in variants.items():
         if not NAME.match(name) or name in RESERVED_NAMES or name in STAGES:
             raise UserError(f"{source}: variants.{name}: a variant name is letters, digits and single underscores, not a stage name, 'all' or 'variants'")
-        cfg = validate(apply_overrides(config, overrides, f"{source}: variants.{name}"), source=f"{source}: variants.{name}", variants=False)
+        cfg = validate(apply_overrides(config, overrides, f"{source}: variants.{name}"), source=f"{source}: variants.{name}")
         cfg["variants"] = variants  # its own source may be another variant
         out[name] = cfg
     # Sources: each config names at most one variant, so the references form chains; walk them.

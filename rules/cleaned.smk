@@ -26,8 +26,7 @@ rule build_cleaned_part:
         stage="cleaned_part",
         key=lambda wc: f"{wc.key}/{wc.part}",
         part=lambda wc: int(wc.part),
-        settings=stage_settings("cleaned"),
-        lineage=stage_lineage("cleaned"),
+        spec=stage_spec("cleaned"),
     script:
         "../scripts/cleaned_part.py"
 
@@ -48,7 +47,6 @@ rule build_cleaned:
     params:
         stage="cleaned",
         key=lambda wc: wc.key,
-        settings=stage_settings("cleaned"),
-        lineage=stage_lineage("cleaned"),
+        spec=stage_spec("cleaned"),
     script:
         "../scripts/cleaned.py"

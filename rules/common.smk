@@ -11,17 +11,28 @@ sys.path.insert(0, workflow.basedir)
 
 from lmbuild.config import validate
 from lmbuild.errors import UserError
-from lmbuild.plan import Plan, STAGES
+from lmbuild.filestate import StateCache
+from lmbuild.plan import Plan, STAGES, cost_plan_artifact, write_spec
 
 # Hub names fail at once instead of retrying for a minute; users with the hub set these to 0.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# Build metadata of this working directory: the file-hash cache (lmbuild/filestate.py) and one
+# job spec per artifact, which is all a job reads besides its input artifacts.
+META = ".snakemake/lmbuild"
+SPECS = f"{META}/specs"
+
 try:
     _validated = validate(config, source="config")
     config.clear()
     config.update(_validated)
-    PLAN = Plan(config)
+    _state = StateCache(f"{META}/file-hashes.json")
+    PLAN = Plan(config, state=_state)
+    COST_PLAN = cost_plan_artifact(config)
+    _state.save()
+    PLAN.write_specs(SPECS)
+    write_spec(SPECS, "plan", COST_PLAN.key, COST_PLAN.spec())
 except UserError as exc:
     # One line naming the key, a non-zero exit, and nothing has run.
     print(f"error: {exc}", file=sys.stderr)
@@ -47,12 +58,11 @@ def stage_inputs(stage):
     return lambda wc: {n: a.path for n, a in artifact(stage, wc).inputs.items()}
 
 
-def stage_settings(stage):
-    return lambda wc: artifact(stage, wc).settings
-
-
-def stage_lineage(stage):
-    return lambda wc: artifact(stage, wc).lineage()
+def stage_spec(stage):
+    """params.spec: the job spec's path, the one setting each job gets from Snakemake. It changes
+    exactly when the key does, so Snakemake's params trigger can never disagree with the keys.
+    """
+    return lambda wc: f"{SPECS}/{stage}/{artifact(stage, wc).key}.json"
 
 
 def res(stage, name, fallback):

@@ -24,8 +24,7 @@ rule dedup_map:
         stage=lambda wc: f"deduplicated.map-{wc.part}",
         part=lambda wc: int(wc.part),
         key=lambda wc: wc.key,
-        settings=stage_settings("deduplicated"),
-        lineage=stage_lineage("deduplicated"),
+        spec=stage_spec("deduplicated"),
     script:
         "../scripts/dedup_map.py"
 
@@ -49,8 +48,7 @@ rule dedup_bucket:
         stage=lambda wc: f"deduplicated.bucket-{wc.bucket}",
         bucket=lambda wc: int(wc.bucket),
         key=lambda wc: wc.key,
-        settings=stage_settings("deduplicated"),
-        lineage=stage_lineage("deduplicated"),
+        spec=stage_spec("deduplicated"),
     script:
         "../scripts/dedup_bucket.py"
 
@@ -73,7 +71,6 @@ rule build_deduplicated:
     params:
         stage="deduplicated",
         key=lambda wc: wc.key,
-        settings=stage_settings("deduplicated"),
-        lineage=stage_lineage("deduplicated"),
+        spec=stage_spec("deduplicated"),
     script:
         "../scripts/deduplicated.py"

@@ -28,7 +28,6 @@ rule build_eval_report:
     params:
         stage="eval_report",
         key=lambda wc: wc.key,
-        settings=stage_settings("eval_report"),
-        lineage=stage_lineage("eval_report"),
+        spec=stage_spec("eval_report"),
     script:
         "../scripts/eval_report.py"

@@ -19,7 +19,6 @@ rule build_init_checkpoint:
     params:
         stage="init_checkpoint",
         key=lambda wc: wc.key,
-        settings=stage_settings("init_checkpoint"),
-        lineage=stage_lineage("init_checkpoint"),
+        spec=stage_spec("init_checkpoint"),
     script:
         "../scripts/init_checkpoint.py"

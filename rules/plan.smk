@@ -1,13 +1,7 @@
 # `snakemake plan`: what the configured run will cost, from the config alone (no data, no
 # training): artifacts/plan/<key>/plan.json and plan.txt, printed. Code: scripts/plan.py ->
 # lmbuild.cost.build. Not a STAGES stage: nothing depends on it.
-from lmbuild.cost import artifact as _cost_artifact
-
-try:
-    COST_PLAN = _cost_artifact(config)
-except UserError as exc:
-    print(f"error: {exc}", file=sys.stderr)
-    sys.exit(1)
+# COST_PLAN (lmbuild.plan.cost_plan_artifact) is planned in rules/common.smk with the rest.
 
 
 rule build_plan:
@@ -21,15 +15,14 @@ rule build_plan:
     params:
         stage="plan",
         key=lambda wc: wc.key,
-        settings=COST_PLAN["settings"],
-        lineage=COST_PLAN["lineage"],
+        spec=f"{SPECS}/plan/{COST_PLAN.key}.json",
     script:
         "../scripts/plan.py"
 
 
 rule plan:
     input:
-        COST_PLAN["path"],
+        COST_PLAN.path,
     log:
         "logs/plan/print.log",
     conda:

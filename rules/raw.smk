@@ -18,7 +18,6 @@ rule build_raw:
     params:
         stage="raw",
         key=lambda wc: wc.key,
-        settings=stage_settings("raw"),
-        lineage=stage_lineage("raw"),
+        spec=stage_spec("raw"),
     script:
         "../scripts/raw.py"

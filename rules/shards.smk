@@ -18,7 +18,6 @@ rule build_shards:
     params:
         stage="shards",
         key=lambda wc: wc.key,
-        settings=stage_settings("shards"),
-        lineage=stage_lineage("shards"),
+        spec=stage_spec("shards"),
     script:
         "../scripts/shards.py"

@@ -18,7 +18,6 @@ rule build_tokenizer:
     params:
         stage="tokenizer",
         key=lambda wc: wc.key,
-        settings=stage_settings("tokenizer"),
-        lineage=stage_lineage("tokenizer"),
+        spec=stage_spec("tokenizer"),
     script:
         "../scripts/tokenizer.py"

@@ -23,7 +23,6 @@ rule build_trained_checkpoint:
     params:
         stage="trained_checkpoint",
         key=lambda wc: wc.key,
-        settings=stage_settings("trained_checkpoint"),
-        lineage=stage_lineage("trained_checkpoint"),
+        spec=stage_spec("trained_checkpoint"),
     script:
         "../scripts/trained_checkpoint.py"

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lmbuild import config as lmconfig
-from lmbuild import plan, runner
+from lmbuild import runner, stages
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCHEMA = pa.schema(
@@ -73,7 +73,7 @@ def write_deduplicated(folder: Path, docs: list[dict], shards: int = 2) -> Path:
 
 def settings(stage: str, **sections) -> dict:
     """A stage's settings from a validated config with the given sections overridden."""
-    return plan.STAGES[stage].settings(lmconfig.validate(sections))
+    return stages.STAGES[stage].settings(lmconfig.validate(sections))
 
 
 def run(module, stage: str, settings: dict, inputs: dict[str, Path], root: Path, key: str = "test", threads: int = 2) -> Path:

@@ -57,8 +57,6 @@ def test_readme_config_reference_is_generated_from_the_schema():
 @pytest.mark.parametrize(
     "cfg, expected",
     [
-        ({"train": {"learning_rate": float("nan")}}, "config: train.learning_rate: nan is not a finite number"),
-        ({"train": {"learning_rate": float("inf")}}, "config: train.learning_rate: inf is not a finite number"),
         ({"data": {"clean": {"gopher_repetition": {"top_ngram_char_frac": {2: float("-inf")}}}}}, "config: data.clean.gopher_repetition.top_ngram_char_frac.2: -inf is not a finite number"),
         ({"variants": {"a": {"train.weight_decay": float("nan")}}}, "config: variants.a.train.weight_decay: nan is not a finite number"),
         ({"artifacts": ""}, "config: artifacts: must be a folder name"),
@@ -90,3 +88,21 @@ def test_schema_is_package_data():
     assert (importlib.resources.files("lmbuild") / "config.schema.yaml").is_file()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "config.schema.yaml" in pyproject["tool"]["setuptools"]["package-data"]["lmbuild"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "-inf", ".nan"])
+def test_non_finite_numbers_are_one_line_errors(value):
+    with pytest.raises(UserError, match=r"^config: train.learning_rate: (nan|inf) is not a finite number$|^config: train.learning_rate: '(-inf|\.nan)' is not of type 'number'$"):
+        validate({"train": {"learning_rate": value}})
+
+
+def test_numbers_get_one_canonical_type_and_mappings_sorted():
+    c = validate({"train": {"max_steps": 3.0e2, "learning_rate": "1e-3", "warmup_steps": "10", "weight_decay": 1}})
+    t = c["train"]
+    assert (t["max_steps"], type(t["max_steps"])) == (300, int)
+    assert (t["learning_rate"], type(t["learning_rate"])) == (0.001, float)
+    assert t["warmup_steps"] == 10
+    assert t["weight_decay"] == 1.0 and isinstance(t["weight_decay"], float)
+    assert list(c) == sorted(c) and list(t) == sorted(t)
+    with pytest.raises(UserError, match=r"^config: train.max_steps: 2.5 is not of type 'integer'$"):
+        validate({"train": {"max_steps": 2.5}})

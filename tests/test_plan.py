@@ -91,3 +91,116 @@ def test_missing_source_files_are_a_config_error(tmp_path, monkeypatch):
 
     with pytest.raises(UserError, match=r"data.sources\[0\].path: no file matches 'nothing/\*.jsonl'"):
         keys({"data": {"sources": [{"type": "jsonl", "path": "nothing/*.jsonl"}]}})
+
+
+# Each stage's code set, stated: the scripts its rules run and every module they import
+# (lmbuild.runner/artifact/errors are plumbing; config, plan and variants are parse-time only).
+CODE_SETS = {
+    "raw": {"scripts/raw.py", "lmbuild/data/ingest.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
+    "cleaned": {
+        "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/clean.py", "lmbuild/data/filters.py",
+        # clean.py names its shards with ingest.shard_name, which brings the readers along.
+        "lmbuild/data/ingest.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
+    },
+    "deduplicated": {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/dedup.py", "lmbuild/data/minhash.py"},
+    "tokenizer": {"scripts/tokenizer.py", "lmbuild/tokenizer.py"},
+    "shards": {"scripts/shards.py", "lmbuild/pack.py", "lmbuild/tokenizer.py"},
+    "init_checkpoint": {"scripts/init_checkpoint.py", "lmbuild/model.py", "lmbuild/init.py", "lmbuild/layer_plan.py"},
+    "trained_checkpoint": {
+        "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
+        "lmbuild/layer_plan.py", "lmbuild/pack.py", "lmbuild/tokenizer.py",
+    },
+    "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/report.py"},
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_each_stage_code_set_is_what_it_runs(stage):
+    assert set(code_files(stage)) == CODE_SETS[stage]
+
+
+def test_no_stage_imports_parse_time_modules():
+    parse_only = {f"lmbuild/{m.split('.')[-1]}.py" for m in plan_mod.PARSE_ONLY}
+    for stage in STAGES:
+        assert not parse_only & set(code_files(stage)), stage
+
+
+def test_the_schedule_retrains_and_eval_task_code_does_not(monkeypatch):
+    """Editing wsd_decay_steps (lmbuild/schedule.py) changes the training key; editing the
+    eval-task helpers (lmbuild/evaltasks.py) or config validation changes none but the report's."""
+    base = keys({})
+    real = plan_mod.code_hash
+
+    def edited(rel):
+        def patched(stage):
+            return real(stage) + ("edited" if rel in code_files(stage) else "")
+
+        return patched
+
+    for rel, expected in [
+        ("lmbuild/schedule.py", {"trained_checkpoint", "eval_report"}),
+        ("lmbuild/evaltasks.py", {"eval_report"}),
+        ("lmbuild/config.py", set()),
+        ("lmbuild/runner.py", set()),
+    ]:
+        monkeypatch.setattr(plan_mod, "code_hash", edited(rel))
+        assert changed(base, keys({})) == expected, rel
+    monkeypatch.undo()
+
+
+def test_key_order_and_number_notation_do_not_change_keys():
+    a = keys({"train": {"learning_rate": 0.001, "max_steps": 300}, "pack": {"val_fraction": 0.02}})
+    b = keys({"pack": {"val_fraction": "2e-2"}, "train": {"max_steps": 3.0e2, "learning_rate": "1e-3"}})
+    c = keys({"train": {"learning_rate": 1.0e-03, "max_steps": "300"}, "pack": {"val_fraction": 2.0e-2}})
+    assert a == b == c
+
+
+def test_moved_source_files_keep_their_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jsonl").write_text('{"text": "hello"}\n')
+    before = keys({"data": {"sources": [{"type": "jsonl", "path": "a/*.jsonl"}]}})
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert keys({"data": {"sources": [{"type": "jsonl", "path": str(tmp_path / "b" / "*.jsonl")}]}}) == before
+    # A renamed file is another document id, so another key.
+    (tmp_path / "b" / "x.jsonl").rename(tmp_path / "b" / "y.jsonl")
+    assert keys({"data": {"sources": [{"type": "jsonl", "path": "b/*.jsonl"}]}})["raw"] != before["raw"]
+
+
+def test_hf_sources_pin_the_resolved_commit(monkeypatch):
+    cfg = {"data": {"sources": [{"type": "hf", "path": "org/data", "revision": "main"}]}}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = Plan(validate(cfg)).artifacts["raw"]
+    assert offline.settings["sources"][0]["resolved_revision"] is None  # unpinned, and the manifest says so
+
+    class Info:
+        sha = "a" * 40
+
+    class Api:
+        def dataset_info(self, name, revision=None):
+            assert (name, revision) == ("org/data", "main")
+            return Info()
+
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    first = Plan(validate(cfg)).artifacts["raw"]
+    assert first.settings["sources"][0]["resolved_revision"] == "a" * 40
+    Info.sha = "b" * 40  # new data on the hub: a new raw key
+    assert Plan(validate(cfg)).artifacts["raw"].key != first.key
+    # A commit given as the revision is used as it is, without asking the hub.
+    monkeypatch.setattr(huggingface_hub, "HfApi", None)
+    pinned = {"data": {"sources": [{"type": "hf", "path": "org/data", "revision": "c" * 40}]}}
+    assert Plan(validate(pinned)).artifacts["raw"].settings["sources"][0]["resolved_revision"] == "c" * 40
+
+
+def test_job_specs_hold_what_the_job_needs(tmp_path):
+    p = Plan(validate({}))
+    p.write_specs(tmp_path)
+    a = p.artifacts["trained_checkpoint"]
+    spec = json.loads((tmp_path / "trained_checkpoint" / f"{a.key}.json").read_text())
+    assert spec["settings"] == a.settings and spec["lineage"]["code_hash"] == a.code_hash
+    before = (tmp_path / "trained_checkpoint" / f"{a.key}.json").stat().st_mtime_ns
+    p.write_specs(tmp_path)  # unchanged content is not rewritten
+    assert (tmp_path / "trained_checkpoint" / f"{a.key}.json").stat().st_mtime_ns == before

@@ -54,7 +54,8 @@ def test_renaming_a_variant_rebuilds_only_the_report_that_shows_its_name():
 def test_the_base_report_evaluates_every_variants_trained_model():
     plan = Plan(validate(solar(random6={"model.init": "random", "model.source": None, "train.max_steps": 450})))
     ins = plan.artifacts["eval_report"].inputs
-    assert list(ins) == ["init_checkpoint", "trained_checkpoint", "shards", "small__trained_checkpoint", "random6__trained_checkpoint"]
+    # Variants come in name order (the validated config's mappings are sorted).
+    assert list(ins) == ["init_checkpoint", "trained_checkpoint", "shards", "random6__trained_checkpoint", "small__trained_checkpoint"]
     assert ins["small__trained_checkpoint"] is plan.variants["small"].artifacts["trained_checkpoint"]
     assert ins["random6__trained_checkpoint"] is plan.variants["random6"].artifacts["trained_checkpoint"]
     # A variant's own report has only its own models; one equal to the base adds nothing.
@@ -134,13 +135,13 @@ def test_bad_configs_stop_with_one_line_naming_the_key(cfg, message):
 
 def test_a_variant_source_must_fit_before_anything_trains():
     with pytest.raises(UserError, match=r"^config: model.num_hidden_layers: 5, but model.init upscale of the 4-layer source variant gives 6$"):
-        validate({"model": {**UPSCALE, "num_hidden_layers": 5}, "variants": {"small": SMALL}})
+        Plan(validate({"model": {**UPSCALE, "num_hidden_layers": 5}, "variants": {"small": SMALL}}))
     with pytest.raises(UserError, match=r"^config: model.hidden_size: 256 does not match its source variant's 128 \(small\)$"):
-        validate(solar(small={**SMALL, "model.hidden_size": 128}))
+        Plan(validate(solar(small={**SMALL, "model.hidden_size": 128})))
     # The plan itself is checked too, with lmbuild.init's own rules and messages.
     with pytest.raises(UserError, match=r"^config: model.upscale_drop: 4 must be at least 0 and smaller than the source's 4 layers \(source variant small\)$"):
-        validate({"model": {**UPSCALE, "upscale_drop": 4}, "variants": {"small": SMALL}})
+        Plan(validate({"model": {**UPSCALE, "upscale_drop": 4}, "variants": {"small": SMALL}}))
     with pytest.raises(UserError, match=r"^config: model.layer_plan: layer 9 does not exist in the 4-layer source \(source variant small\)$"):
-        validate({"model": {**UPSCALE, "upscale_drop": None, "layer_plan": [0, 1, 2, 3, 9], "num_hidden_layers": 5}, "variants": {"small": SMALL}})
+        Plan(validate({"model": {**UPSCALE, "upscale_drop": None, "layer_plan": [0, 1, 2, 3, 9], "num_hidden_layers": 5}, "variants": {"small": SMALL}}))
     with pytest.raises(UserError, match=r"^config: model.downscale_keep: .* removes nothing"):
-        validate({"model": {**UPSCALE, "init": "downscale", "upscale_drop": None, "downscale_keep": 2, "num_hidden_layers": 4}, "variants": {"small": SMALL}})
+        Plan(validate({"model": {**UPSCALE, "init": "downscale", "upscale_drop": None, "downscale_keep": 2, "num_hidden_layers": 4}, "variants": {"small": SMALL}}))

@@ -203,6 +203,21 @@ def test_rerun_is_a_no_op(built):
     assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
 
 
+def test_the_same_settings_in_another_order_and_notation_rerun_nothing(built):
+    """Every mapping of the whole smoke config reversed, numbers rewritten (tests/test_reruns.py
+    attacks the data stages further): training and evaluation are not planned again."""
+    from test_reruns import reordered
+
+    text = yaml.safe_dump(reordered(smoke_config()), sort_keys=False)
+    text = re.sub(r"learning_rate: 0\.003\b", "learning_rate: 3.0e-03", text)
+    text = re.sub(r"max_steps: 40\b", "max_steps: 4e1", text)
+    assert "3.0e-03" in text and "4e1" in text
+    cfg_path = built / "reordered.yaml"
+    cfg_path.write_text(text)
+    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(built), "--cores", "2", "-n", "--configfile", str(cfg_path)]
+    assert jobs_of_dry_run(subprocess.run(cmd, capture_output=True, text=True, timeout=300)) == {}
+
+
 def test_changing_one_value_reruns_exactly_downstream_and_reverting_reruns_nothing(built):
     lr = smoke_config(**{"train.learning_rate": 0.001})
     assert jobs_of_dry_run(snakemake(built, lr, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}

@@ -142,7 +142,14 @@ def build(ctx: StageContext) -> dict:
                 docs += 1
                 if k % 100_000 == 0:
                     log.info("%d documents read", k)
-            per_source.append({"name": name, "type": src["type"], "documents": docs, "bytes": nbytes, "skipped": dict(sorted(skipped.items()))})
+            entry = {"name": name, "type": src["type"], "documents": docs, "bytes": nbytes, "skipped": dict(sorted(skipped.items()))}
+            if src["type"] == "hf":
+                # A hub dataset is pinned when its revision names a commit (given, or resolved at parse).
+                entry["revision"] = src.get("resolved_revision") or src.get("revision")
+                entry["pinned"] = bool(entry["revision"] and len(entry["revision"]) == 40)
+                if not entry["pinned"]:
+                    log.warning("data.sources[%d] %s: unpinned hub dataset (set its revision to a commit)", i, name)
+            per_source.append(entry)
             log.info("data.sources[%d] %s: %d documents, %d bytes, skipped %s", i, name, docs, nbytes, dict(skipped))
     except BaseException:
         writer.abort()

@@ -34,11 +34,10 @@ import logging
 import lzma
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Iterator
 
 from lmbuild.errors import UserError
-from lmbuild.files import match_files, open_binary
+from lmbuild.data.files import match_files, open_binary, relative_pattern
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,15 @@ class Problems:
 
 
 def source_name(src: dict) -> str:
-    """The label stored in the ``source`` column: ``name`` or ``<type>:<path>``."""
+    """The label stored in the ``source`` column: ``name``, or ``<type>:<path>`` with a local
+    path taken below its folder (``data/**/*.jsonl`` -> ``jsonl:**/*.jsonl``), so that a corpus
+    that moves keeps its labels, ids and keys."""
     if src.get("name"):
         return src["name"]
-    return src["type"] if src["type"] == "embedded" else f"{src['type']}:{src.get('path')}"
+    if src["type"] == "embedded":
+        return src["type"]
+    path = src.get("path")
+    return f"{src['type']}:{relative_pattern(path) if src['type'] != 'hf' else path}"
 
 
 def iter_source(src: dict, index: int, skipped: Counter | None = None) -> Iterator[Doc]:
@@ -90,13 +94,10 @@ def iter_source(src: dict, index: int, skipped: Counter | None = None) -> Iterat
         raise UserError(f"data.sources[{index}] ({src.get('path') or source_name(src)}): no documents")
 
 
-def _files(src: dict, index: int) -> list[str]:
-    """Files matching the entry's path (a file or a glob relative to the working directory)."""
-    pattern = src["path"]
-    files = match_files(pattern)
-    if not files:
-        raise UserError(f"data.sources[{index}].path: no file matches {pattern!r}")
-    return files
+def _files(src: dict, index: int) -> list[tuple[str, str]]:
+    """``(path, name)`` of the files matching the entry's path (a file or a glob relative to
+    the working directory); ``name`` is relative to the glob's folder and goes into ids."""
+    return match_files(src["path"], f"data.sources[{index}].path")
 
 
 def _read_bytes(path: str, bad: Problems) -> bytes | None:
@@ -144,7 +145,7 @@ def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]
     file; a 50 MB document is one 50 MB line.
     """
     text_field, id_field = src.get("text_field", "text"), src.get("id_field")
-    for path in _files(src, index):
+    for path, rel in _files(src, index):
         if os.path.getsize(path) == 0:
             bad.empty(path)
             continue
@@ -168,7 +169,7 @@ def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]
                         bad("not_an_object", f"{where}: expected a JSON object, got {type(record).__name__}")
                         continue
                     text = _text_of(record, text_field, where, index, bad)
-                    doc_id = _id_of(record, id_field, name, f"{path}:{lineno}", where, index, bad)
+                    doc_id = _id_of(record, id_field, name, f"{rel}:{lineno}", where, index, bad)
                     if text is None or doc_id is None:
                         continue
                     yield doc_id, text, _rest(record, text_field, id_field)
@@ -182,7 +183,7 @@ def read_parquet(src: dict, index: int, name: str, bad: Problems) -> Iterator[Do
     import pyarrow.parquet as pq
 
     text_field, id_field = src.get("text_field", "text"), src.get("id_field")
-    for path in _files(src, index):
+    for path, rel in _files(src, index):
         try:
             pf = pq.ParquetFile(path)
         except (pa.ArrowException, OSError) as exc:
@@ -213,7 +214,7 @@ def read_parquet(src: dict, index: int, name: str, bad: Problems) -> Iterator[Do
                     if record[text_field] is None:
                         bad("null_text", f"{where}: field {text_field!r} is null")
                         continue
-                    doc_id = _id_of(record, id_field, name, f"{path}:{row - 1}", where, index, bad)
+                    doc_id = _id_of(record, id_field, name, f"{rel}:{row - 1}", where, index, bad)
                     if doc_id is not None:
                         yield doc_id, record[text_field], _rest(record, text_field, id_field)
 
@@ -225,7 +226,7 @@ def _first_line(exc: Exception) -> str:
 def read_text(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     """Each file is one document, read whole (text files are documents, not corpora); a
     compressed file is decompressed as :func:`read_jsonl` does."""
-    for path in _files(src, index):
+    for path, rel in _files(src, index):
         raw = _read_bytes(path, bad)
         if raw is None:
             continue
@@ -237,7 +238,7 @@ def read_text(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
         except UnicodeDecodeError as exc:
             bad("invalid_utf8", f"{path}: invalid UTF-8 at byte {exc.start}")
             continue
-        yield f"{name}:{path}", text, {}
+        yield f"{name}:{rel}", text, {}
 
 
 def read_html(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
@@ -256,7 +257,7 @@ def read_html(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
     from resiliparse.parse.html import HTMLTree
 
-    for path in _files(src, index):
+    for path, rel in _files(src, index):
         raw = _read_bytes(path, bad)
         if raw is None:
             continue
@@ -269,7 +270,7 @@ def read_html(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
             bad.counts["no_main_text"] += 1
             continue
         title = tree.title.strip() if tree.title else ""
-        yield f"{name}:{path}", text.strip() + "\n", {"title": title}
+        yield f"{name}:{rel}", text.strip() + "\n", {"title": title}
 
 
 def read_hf(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
@@ -291,7 +292,9 @@ def read_hf(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     try:
         import datasets
 
-        rows = iter(datasets.load_dataset(hf_name, src.get("hf_config"), split=split, streaming=True))
+        # The commit the parse resolved (lmbuild.plan) when the hub was reachable, else the revision as given.
+        revision = src.get("resolved_revision") or src.get("revision")
+        rows = iter(datasets.load_dataset(hf_name, src.get("hf_config"), split=split, streaming=True, revision=revision))
     except Exception as exc:  # noqa: BLE001 (datasets raises many types; all mean "cannot load")
         raise cannot(exc) from None
     row = 0

@@ -121,8 +121,8 @@ def test_text_files_are_documents(chdir):
     (chdir / "t" / "b.txt").write_text("second")
     (chdir / "t" / "a.txt").write_text("first")
     assert docs({"type": "text", "path": "t/*.txt", "name": "notes"}) == [
-        ("notes:t/a.txt", "first", {}),
-        ("notes:t/b.txt", "second", {}),
+        ("notes:a.txt", "first", {}),  # named below the glob root: moving t/ keeps the ids
+        ("notes:b.txt", "second", {}),
     ]
     (chdir / "t" / "c.txt").write_bytes(b"ok \xff\xfe")
     with pytest.raises(UserError, match=r"^t/c\.txt: invalid UTF-8 at byte 3$"):

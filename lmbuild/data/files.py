@@ -1,8 +1,10 @@
-"""Local input files: glob patterns matched without symlink loops, compressed files opened by
-their content.
+"""Which local files a source path names, and the names they go by.
 
-:func:`match_files` is what ``data.sources[].path`` and the source fingerprints of
-:mod:`lmbuild.plan` both use, so ingest reads exactly the files that entered the key.
+A path in the config is a file or a glob relative to the working directory. Its files are
+named relative to the glob's folder (``data/**/*.jsonl`` -> ``a/b.jsonl``), so that ids,
+labels and keys stay the same when the corpus is copied or moved elsewhere. Globs follow
+symlinks without looping (:func:`glob_files`); files are opened by their content, compressed
+or not (:func:`open_binary`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,53 @@ import glob
 import gzip
 import lzma
 import os
+from pathlib import Path
+
+from lmbuild.errors import UserError
+
+MAGIC = set("*?[")
 
 # Magic bytes of the compressed formats the standard library reads (bz2: "BZh", a block
 # size digit, then the first block's magic, so a text that starts with "BZh" is not bz2).
 _GZIP, _XZ, _ZSTD = b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"
 
 
-def match_files(pattern: str) -> list[str]:
+def pattern_root(pattern: str) -> str:
+    """The folder a glob is anchored at: its longest leading part without wildcards
+    (``data/**/*.jsonl`` -> ``data``; a plain file ``corpus/a.jsonl`` -> ``corpus``)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for p in parts:
+        if MAGIC & set(p):
+            break
+        fixed.append(p)
+    if len(fixed) == len(parts):  # no wildcard: the file's folder
+        fixed = fixed[:-1]
+    return str(Path(*fixed)) if fixed else "."
+
+
+def relative_pattern(pattern: str) -> str:
+    """The part of ``pattern`` below its root: what names a source wherever the corpus lives."""
+    return os.path.relpath(pattern, pattern_root(pattern))
+
+
+def match_files(pattern: str, where: str) -> list[tuple[str, str]]:
+    """``(path, name relative to the pattern's root)`` of every file ``pattern`` matches, in name
+    order; UserError naming ``where`` if nothing matches.
+
+    Symlinks are followed, but each folder is walked once (:func:`glob_files`): a link back up
+    the tree (a loop) or a second link to a folder already walked adds nothing. A file reached
+    twice (through a symbolic link) is listed once, under its first name.
+    """
+    pattern = os.path.expanduser(pattern)
+    root = pattern_root(pattern)
+    out = [(p, os.path.relpath(p, root)) for p in glob_files(pattern)]
+    if not out:
+        raise UserError(f"{where}: no file matches {pattern!r}")
+    return out
+
+
+def glob_files(pattern: str) -> list[str]:
     """Files matching ``pattern`` (a path or a glob, ``**`` recursive as in :mod:`glob`),
     sorted, each real file once.
 
@@ -42,7 +84,7 @@ def match_files(pattern: str) -> list[str]:
         for base in sorted(bases):
             for folder in _walk_once(base):
                 # The pattern's tail (which may hold another "**") inside each folder.
-                found += match_files(os.path.join(glob.escape(folder), rest))
+                found += glob_files(os.path.join(glob.escape(folder), rest))
         if not head:  # glob reports "./x" as "x" for a relative pattern
             found = [f[2:] if f.startswith(os.curdir + os.sep) else f for f in found]
     files, seen = [], set()

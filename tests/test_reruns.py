@@ -1,0 +1,148 @@
+"""Snakemake's own rerun triggers agree with the keys, attacked as a user would.
+
+A corpus of local JSON Lines files is built up to ``shards`` once; then the same settings are
+written in another key order and number notation, the source files are touched, moved and
+copied, and the project itself is copied to another folder: each time `snakemake -n` must
+say "Nothing to be done". Changing one value still plans exactly its downstream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from test_workflow import SNAKEMAKE, jobs_of_dry_run, smoke_config
+
+pytestmark = pytest.mark.e2e
+
+TARGET = "shards"  # every data stage and the tokenizer; training is covered by test_workflow
+
+
+def write_corpus(folder: Path) -> None:
+    """Real text, a few files: the standard library's modules as JSON Lines."""
+    import json as _json  # noqa: F401 (its source is one of the documents)
+
+    stdlib = Path(os.__file__).parent
+    files = sorted(stdlib.glob("*.py"))[:60]
+    folder.mkdir(parents=True)
+    for i in range(3):
+        with open(folder / f"part-{i}.jsonl", "w") as f:
+            for p in files[i::3]:
+                f.write(json.dumps({"body": p.read_text(errors="replace"), "uid": p.name}) + "\n")
+
+
+def config(source_glob: str, artifacts: str = "artifacts") -> dict:
+    cfg = smoke_config()
+    cfg["artifacts"] = artifacts
+    cfg["data"]["sources"] = [{"type": "jsonl", "path": source_glob, "text_field": "body", "id_field": "uid", "kind": "code"}]
+    return cfg
+
+
+def run(workdir: Path, cfg_text: str, *args: str, snakefile: Path = ROOT / "Snakefile") -> subprocess.CompletedProcess:
+    cfg_path = workdir / "config.yaml"
+    cfg_path.write_text(cfg_text)
+    cmd = [str(SNAKEMAKE), "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def reordered(obj):
+    """Every mapping with its keys in reverse order (lists keep theirs)."""
+    if isinstance(obj, dict):
+        return {k: reordered(obj[k]) for k in reversed(list(obj))}
+    if isinstance(obj, list):
+        return [reordered(v) for v in obj]
+    return obj
+
+
+def renotated(text: str) -> str:
+    """Numbers in other notations: 0.003 -> 3e-3 (a string to YAML), 0.05 -> 5.0e-02, 64 -> 6.4e+1."""
+    text = re.sub(r"(learning_rate: )0\.003\b", r"\g<1>3e-3", text)
+    text = re.sub(r"(val_fraction: )0\.05\b", r"\g<1>5.0e-02", text)
+    text = re.sub(r"(seq_len: )64\b", r"\g<1>6.4e+1", text)
+    assert text.count("e-") >= 2 and "6.4e+1" in text, text
+    return text
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("reruns")
+    write_corpus(work / "corpus")
+    proc = run(work, yaml.safe_dump(config("corpus/*.jsonl")), TARGET)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return work
+
+
+def nothing_to_do(proc: subprocess.CompletedProcess) -> None:
+    assert jobs_of_dry_run(proc) == {}, (proc.stdout + proc.stderr)[-3000:]
+
+
+def test_key_order_and_number_notation_plan_nothing(built):
+    text = yaml.safe_dump(reordered(config("corpus/*.jsonl")), sort_keys=False)
+    nothing_to_do(run(built, renotated(text), TARGET, "-n"))
+
+
+def test_touched_and_moved_sources_plan_nothing(built):
+    for f in (built / "corpus").iterdir():
+        os.utime(f, (1, 1))  # as cp or rsync without -t would leave them
+    nothing_to_do(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
+    shutil.move(built / "corpus", built / "moved")
+    try:
+        nothing_to_do(run(built, yaml.safe_dump(config(str(built / "moved" / "*.jsonl"))), TARGET, "-n"))
+        shutil.copytree(built / "moved", built / "copied")  # new inodes, new mtimes: hashed again
+        nothing_to_do(run(built, yaml.safe_dump(config("copied/*.jsonl")), TARGET, "-n"))
+    finally:
+        shutil.rmtree(built / "copied", ignore_errors=True)
+        shutil.move(built / "moved", built / "corpus")
+
+
+def test_a_copy_of_the_project_elsewhere_reuses_the_store(built, tmp_path):
+    """The checkout copied to another folder, run from a new working directory whose config
+    points at the first one's artifacts (a lab's shared store): nothing to build."""
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    clone = tmp_path / "clone"
+    for rel in tracked:
+        if (ROOT / rel).is_file():
+            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / rel, clone / rel)
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(built / "corpus", work / "corpus")
+    cfg = config("corpus/*.jsonl", artifacts=str(built / "artifacts"))
+    nothing_to_do(run(work, yaml.safe_dump(cfg), TARGET, "-n", snakefile=clone / "Snakefile"))
+
+
+def test_an_edited_source_file_rebuilds_everything_from_raw(built):
+    f = built / "corpus" / "part-0.jsonl"
+    original = f.read_bytes()
+    try:
+        f.write_bytes(original.replace(b'"uid": "', b'"uid": "x', 1))
+        jobs = jobs_of_dry_run(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
+        assert set(jobs) >= {"build_raw", "build_cleaned", "build_deduplicated", "build_tokenizer", "build_shards"}
+    finally:
+        f.write_bytes(original)
+    nothing_to_do(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
+
+
+def test_one_value_plans_exactly_its_downstream(built):
+    cfg = config("corpus/*.jsonl")
+    cfg["pack"]["seq_len"] = 32
+    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {"build_shards": 1, "shards": 1}
+
+
+def test_the_job_reads_where_the_files_are_now_and_names_them_by_content(built):
+    """The raw manifest: the key's settings name files by content; `located` says where they were read."""
+    raw = next(p for p in (built / "artifacts" / "raw").iterdir() if not p.name.startswith("."))
+    manifest = json.loads((raw / "manifest.json").read_text())
+    src = manifest["key_settings"]["sources"][0]
+    assert src["path"]["pattern"] == "*.jsonl"
+    assert [name for name, _ in src["path"]["files"]] == ["part-0.jsonl", "part-1.jsonl", "part-2.jsonl"]
+    assert manifest["located"] == [[["sources", 0], "path", "corpus/*.jsonl"]]
+    assert manifest["settings"]["sources"][0]["path"] == "corpus/*.jsonl"
