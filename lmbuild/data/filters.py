@@ -133,7 +133,7 @@ class GopherRepetitionFilter(Filter):
 
     Memory: linear in the batch's text, about 12x its size at peak (int32 positions and ids,
     int64 keys, each hash table at most ``COUNT_CHUNK`` keys: :func:`_count`); one 200 MB
-    document adds 2.3 GB (about 25x its size when every n-gram went into one hash table;
+    document adds 2.3 GB (4.4 GB, 23x its size, when every n-gram went into one hash table;
     ``bench/gopher_memory.py``). ``data.clean.max_chars`` (500k characters by default) is
     what bounds it: this rule does not stream a document.
     """
@@ -230,6 +230,13 @@ def _first_occurrences(ids: np.ndarray) -> np.ndarray:
     return first
 
 
+def _release_if_large(n: int) -> None:
+    """Return Arrow's freed memory (a large split) to the system, for NumPy to use: Arrow's
+    pool keeps it otherwise. Not for small batches, where it costs time and saves nothing."""
+    if n > COUNT_CHUNK:
+        pa.default_memory_pool().release_unused()
+
+
 def _duplicate_pieces(pieces: pa.Array, n_docs: int, doc_chars: np.ndarray, what: str) -> dict[str, np.ndarray]:
     """``dup_{what}_frac`` and ``dup_{what}_char_frac`` of a list array of lines or paragraphs."""
     doc = pc.list_parent_indices(pieces).to_numpy()
@@ -241,7 +248,7 @@ def _duplicate_pieces(pieces: pa.Array, n_docs: int, doc_chars: np.ndarray, what
     # filtered copy of the text.
     ids = _dense_ids(flat)[keep]
     del flat
-    pa.default_memory_pool().release_unused()
+    _release_if_large(len(ids))
     doc, length = doc[keep], length[keep]
     n_pieces = np.bincount(doc, minlength=n_docs)
     if not len(doc):
@@ -309,7 +316,7 @@ def _ngrams(arr: pa.Array, n_docs: int, doc_chars: np.ndarray, sizes: list[int],
     # filtered copy of the words' text.
     word = _dense_ids(flat)[keep]
     del flat
-    pa.default_memory_pool().release_unused()  # Arrow's pool keeps freed memory from NumPy
+    _release_if_large(len(word))
     # Positions, documents and word ids fit in int32 (a batch has < 2^31 words); keys and
     # character sums are int64.
     doc, wlen = doc[keep].astype(np.int32), wlen[keep].astype(np.int32)
