@@ -15,7 +15,7 @@ or file and counts it under its reason (``invalid_json``, ``invalid_utf8``, ...)
 ingest writes to the raw manifest. Empty files are skipped and counted (``empty_file``) in
 both modes: they hold nothing to fix, and a glob over a crawl output often meets a few.
 
-Files are matched by :func:`lmbuild.files.match_files` (symlinks followed, each folder walked
+Files are matched by :func:`lmbuild.data.files.match_files` (symlinks followed, each folder walked
 and each real file read once) and opened by their content: a gzip, bz2 or xz file is
 decompressed whatever its name (a gzip file named ``.jsonl`` is read, not reported as bad
 UTF-8); zstd is one line saying so. A Parquet row group that cannot be decoded (corrupt
