@@ -106,8 +106,8 @@ def test_normalises_and_skips_code_for_language_and_repetition(tmp_path):
     settings["gopher_quality"]["enabled"] = settings["c4"]["enabled"] = False  # one short paragraph
     counts, out = run_clean(tmp_path, make_raw(tmp_path, sources), settings)
     kept = {r["id"]: r for r in rows(out)}
-    assert set(kept) == {"prose:" + str(tmp_path / "p.jsonl") + ":1", "code:" + str(tmp_path / "c.jsonl") + ":1"}
-    prose = kept["prose:" + str(tmp_path / "p.jsonl") + ":1"]
+    assert set(kept) == {"prose:p.jsonl:1", "code:c.jsonl:1"}  # ids name files below their folder
+    prose = kept["prose:p.jsonl:1"]
     assert prose["text"] == unicodedata.normalize("NFC", nfd) != nfd
     assert prose["lang"] == "en"
     assert counts["dropped"] == {"dup_line_frac": 1}
