@@ -78,7 +78,7 @@ def glob_files(pattern: str) -> list[str]:
     else:
         i = parts.index("**")
         head = os.sep.join(parts[:i]) or (os.sep if pattern.startswith(os.sep) else "")
-        rest = os.sep.join(parts[i + 1 :]) or "*"  # "dir/**" matches every file below dir
+        rest = os.sep.join(parts[i + 1 :]) if parts[i + 1 :] else "*"  # "dir/**": every file below
         bases = glob.glob(head) if glob.has_magic(head) else [head or os.curdir]
         found = []
         for base in sorted(bases):

@@ -57,7 +57,7 @@ def tree(tmp_path, monkeypatch):
     return tmp_path
 
 
-PATTERNS = ["*.jsonl", "**/*.jsonl", "s/**/*.jsonl", "s/**", "**", "*/**/*.jsonl", "s/**/t/*.jsonl", "**/t/**/*.jsonl", "u[[]1]/**/*.jsonl", "a.jsonl", "s/*/d.jsonl", "none/**/*.jsonl"]
+PATTERNS = ["*.jsonl", "**/*.jsonl", "s/**/*.jsonl", "s/**", "**", "*/**/*.jsonl", "s/**/t/*.jsonl", "**/t/**/*.jsonl", "u[[]1]/**/*.jsonl", "a.jsonl", "s/*/d.jsonl", "none/**/*.jsonl", "s/**/"]
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
