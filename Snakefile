@@ -2,7 +2,7 @@
 #   snakemake --cores 2                 # the default target `all` = eval_report
 #   snakemake --cores 2 tokenizer       # any stage by name
 # Every artifact lives at artifacts/<stage>/<key>/ (see lmbuild/plan.py); the config is
-# validated against schemas/config.schema.yaml before anything runs (rules/common.smk).
+# validated against lmbuild/config.schema.yaml before anything runs (rules/common.smk).
 
 
 configfile: "config.yaml"

@@ -1,4 +1,4 @@
-"""Validate a config against schemas/config.schema.yaml and fill in its defaults.
+"""Validate a config against lmbuild/config.schema.yaml and fill in its defaults.
 
 Errors are one line that names the config key, e.g.
 ``config: train.learning_rate: 'fast' is not of type 'number'``.
@@ -7,6 +7,7 @@ Errors are one line that names the config key, e.g.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import json
 import math
 import re
@@ -20,11 +21,12 @@ from lmbuild.keys import sorted_tree
 from lmbuild.layer_plan import LAYER_PLAN_KEYS
 from lmbuild.schedule import wsd_decay_steps
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+# Package data (pyproject.toml), so an installed lmbuild finds it without the checkout.
+SCHEMA = importlib.resources.files("lmbuild") / "config.schema.yaml"
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(SCHEMA.read_text())
 
 
 def _types(schema: dict) -> set:
@@ -99,6 +101,8 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 
 def _one_line(error: jsonschema.ValidationError) -> str:
     where = _key_path(error)
+    if "errorMessage" in error.schema and error.validator != "type":  # the schema's own words
+        return f"{where or '(top level)'}: {error.schema['errorMessage']} (got {error.instance!r})"
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         pats = error.schema.get("patternProperties", {})

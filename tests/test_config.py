@@ -54,6 +54,42 @@ def test_readme_config_reference_is_generated_from_the_schema():
     assert block.strip() == reference_markdown().strip(), "run: python -m lmbuild.config README.md"
 
 
+@pytest.mark.parametrize(
+    "cfg, expected",
+    [
+        ({"data": {"clean": {"gopher_repetition": {"top_ngram_char_frac": {2: float("-inf")}}}}}, "config: data.clean.gopher_repetition.top_ngram_char_frac.2: -inf is not a finite number"),
+        ({"variants": {"a": {"train.weight_decay": float("nan")}}}, "config: variants.a.train.weight_decay: nan is not a finite number"),
+        ({"artifacts": ""}, "config: artifacts: must be a folder name"),
+        ({"artifacts": "  "}, "config: artifacts: must be a folder name"),
+        ({"artifacts": " art"}, "config: artifacts: must be a folder name"),
+    ],
+)
+def test_nonsense_values_are_one_line_naming_the_key(cfg, expected):
+    """YAML's .nan/.inf are numbers to JSON Schema; an empty artifacts folder is a string."""
+    with pytest.raises(UserError) as err:
+        validate(cfg)
+    msg = str(err.value)
+    assert msg.startswith(expected), msg
+    assert "\n" not in msg
+
+
+def test_yaml_nan_and_inf_from_a_file_name_the_key():
+    cfg = yaml.safe_load("model:\n  rope_theta: .inf\ntrain:\n  learning_rate: .nan\n")
+    with pytest.raises(UserError, match=r"^config: model\.rope_theta: inf is not a finite number"):
+        validate(cfg)
+
+
+def test_schema_is_package_data():
+    """A non-editable install (pip install .) has no checkout beside it: the schema must
+    travel inside the package, declared as package data."""
+    import importlib.resources
+    import tomllib
+
+    assert (importlib.resources.files("lmbuild") / "config.schema.yaml").is_file()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "config.schema.yaml" in pyproject["tool"]["setuptools"]["package-data"]["lmbuild"]
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), "-inf", ".nan"])
 def test_non_finite_numbers_are_one_line_errors(value):
     with pytest.raises(UserError, match=r"^config: train.learning_rate: (nan|inf) is not a finite number$|^config: train.learning_rate: '(-inf|\.nan)' is not of type 'number'$"):

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from bad_files import corrupt_parquet
 from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -284,6 +285,30 @@ def test_every_document_filtered_out(tmp_path):
     proc = bad_source_run(tmp_path, f"{GOOD_LINE}\n{GOOD_LINE}\n".encode(), "cleaned", **{"data.clean.min_chars": 100000})
     assert_failed_cleanly(proc, tmp_path, "cleaned", r"every document was dropped")
     assert len(artifact_dirs(tmp_path, "raw")) == 1  # what was complete is kept
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.learning_rate": float("nan")}, "error: config: train.learning_rate: nan is not a finite number"),
+        ({"artifacts": ""}, "error: config: artifacts: must be a folder name"),
+    ],
+)
+def test_nonsense_config_values(tmp_path, overrides, message):
+    """YAML's .nan ended in a JSON traceback; artifacts: "" planned outputs at /."""
+    proc = snakemake(tmp_path, smoke_config(**overrides), "raw")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert message in out, out[-3000:]
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_corrupt_parquet_pages(tmp_path):
+    (tmp_path / "data").mkdir()
+    corrupt_parquet(tmp_path / "data" / "c.parquet", 2)
+    cfg = smoke_config(**{"data.sources": [{"type": "parquet", "path": "data/*.parquet"}]})
+    proc = snakemake(tmp_path, cfg, "raw")
+    assert_failed_cleanly(proc, tmp_path, "raw", r"error: raw: data/c\.parquet: row group 2 \(rows 2000-2999\): cannot decode")
 
 
 def test_unknown_config_key(tmp_path):

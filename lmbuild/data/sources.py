@@ -15,8 +15,15 @@ or file and counts it under its reason (``invalid_json``, ``invalid_utf8``, ...)
 ingest writes to the raw manifest. Empty files are skipped and counted (``empty_file``) in
 both modes: they hold nothing to fix, and a glob over a crawl output often meets a few.
 
-What this module does not do: decompress anything but gzip, recurse into JSON for nested
-text fields, or check that ids are unique across files (ingest checks that once, on disk).
+Files are matched by :func:`lmbuild.data.files.match_files` (symlinks followed, each folder walked
+and each real file read once) and opened by their content: a gzip, bz2 or xz file is
+decompressed whatever its name (a gzip file named ``.jsonl`` is read, not reported as bad
+UTF-8); zstd is one line saying so. A Parquet row group that cannot be decoded (corrupt
+pages under a valid footer) is bad input like a bad line: ``skip`` skips the rest of that row
+group and counts it (``corrupt_row_group``), its earlier rows being kept.
+
+What this module does not do: decompress zstd, recurse into JSON for nested text fields, or
+check that ids are unique across files (ingest checks that once, on disk).
 """
 
 from __future__ import annotations
@@ -24,13 +31,13 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import lzma
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Iterator
 
 from lmbuild.errors import UserError
-from lmbuild.data.files import match_files, relative_pattern
+from lmbuild.data.files import match_files, open_binary, relative_pattern
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +100,17 @@ def _files(src: dict, index: int) -> list[tuple[str, str]]:
     return match_files(src["path"], f"data.sources[{index}].path")
 
 
-def _open_binary(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+def _read_bytes(path: str, bad: Problems) -> bytes | None:
+    """A whole file, decompressed by its content; None where it cannot be read (counted)."""
+    try:
+        with open_binary(path) as fh:
+            return fh.read()
+    except _CORRUPT as exc:
+        return bad("unreadable_file", f"{path}: cannot read: {exc}")
+
+
+# What a truncated or corrupt compressed file raises (and CompressionNotSupported, an OSError).
+_CORRUPT = (OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError)
 
 
 def _text_of(record: dict, field: str, where: str, index: int, bad: Problems) -> str | None:
@@ -122,7 +138,8 @@ def _rest(record: dict, *fields: str | None) -> dict:
 
 
 def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
-    """One JSON object per line; blank lines are skipped. ``.gz`` files are decompressed.
+    """One JSON object per line; blank lines are skipped. gzip, bz2 and xz files are
+    decompressed (recognised by their first bytes, not their name).
 
     Lines are read one at a time, so memory holds one line (one document) however big the
     file; a 50 MB document is one 50 MB line.
@@ -133,7 +150,7 @@ def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]
             bad.empty(path)
             continue
         try:
-            with _open_binary(path) as fh:
+            with open_binary(path) as fh:
                 for lineno, raw in enumerate(fh, 1):
                     where = f"{path}:{lineno}"
                     try:
@@ -156,7 +173,7 @@ def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]
                     if text is None or doc_id is None:
                         continue
                     yield doc_id, text, _rest(record, text_field, id_field)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:  # a truncated or corrupt .gz
+        except _CORRUPT as exc:  # a truncated or corrupt compressed file
             bad("unreadable_file", f"{path}: cannot read: {exc}")
 
 
@@ -170,7 +187,8 @@ def read_parquet(src: dict, index: int, name: str, bad: Problems) -> Iterator[Do
         try:
             pf = pq.ParquetFile(path)
         except (pa.ArrowException, OSError) as exc:
-            raise UserError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+            bad("unreadable_file", f"{path}: not a readable Parquet file: {_first_line(exc)}")
+            continue
         names = pf.schema_arrow.names
         for field, key in ((text_field, "text_field"), (id_field, "id_field")):
             if field is not None and field not in names:
@@ -178,23 +196,40 @@ def read_parquet(src: dict, index: int, name: str, bad: Problems) -> Iterator[Do
         ttype = pf.schema_arrow.field(text_field).type
         if not (pa.types.is_string(ttype) or pa.types.is_large_string(ttype) or pa.types.is_string_view(ttype)):
             raise UserError(f"{path}: column {text_field!r} has type {ttype}, not a string")
-        row = 0
-        for batch in pf.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                where = f"{path}:row {row}"
-                row += 1
-                if record[text_field] is None:
-                    bad("null_text", f"{where}: field {text_field!r} is null")
-                    continue
-                doc_id = _id_of(record, id_field, name, f"{rel}:{row - 1}", where, index, bad)
-                if doc_id is not None:
-                    yield doc_id, record[text_field], _rest(record, text_field, id_field)
+        start = 0  # row numbers (and so ids) follow the file, whatever was skipped
+        for group in range(pf.num_row_groups):
+            row, start = start, start + pf.metadata.row_group(group).num_rows
+            batches = pf.iter_batches(batch_size=1024, row_groups=[group])
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as exc:  # corrupt pages under a valid footer
+                    bad("corrupt_row_group", f"{path}: row group {group} (rows {row}-{start - 1}): cannot decode: {_first_line(exc)}")
+                    break
+                for record in batch.to_pylist():
+                    where = f"{path}:row {row}"
+                    row += 1
+                    if record[text_field] is None:
+                        bad("null_text", f"{where}: field {text_field!r} is null")
+                        continue
+                    doc_id = _id_of(record, id_field, name, f"{rel}:{row - 1}", where, index, bad)
+                    if doc_id is not None:
+                        yield doc_id, record[text_field], _rest(record, text_field, id_field)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def read_text(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
-    """Each file is one document, read whole (text files are documents, not corpora)."""
+    """Each file is one document, read whole (text files are documents, not corpora); a
+    compressed file is decompressed as :func:`read_jsonl` does."""
     for path, rel in _files(src, index):
-        raw = Path(path).read_bytes()
+        raw = _read_bytes(path, bad)
+        if raw is None:
+            continue
         if not raw:
             bad.empty(path)
             continue
@@ -223,7 +258,9 @@ def read_html(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     from resiliparse.parse.html import HTMLTree
 
     for path, rel in _files(src, index):
-        raw = Path(path).read_bytes()
+        raw = _read_bytes(path, bad)
+        if raw is None:
+            continue
         if not raw:
             bad.empty(path)
             continue

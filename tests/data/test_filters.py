@@ -84,6 +84,19 @@ def test_repetition_statistics_match_reference_exactly():
                 assert stats[key][i] == pytest.approx(value, abs=1e-12), (key, text[:60])
 
 
+def test_repetition_statistics_in_hash_partitions_match_reference(monkeypatch):
+    """Long documents are counted in hash partitions (bounded hash tables); forced here on
+    small ones, the statistics stay exactly the reference's."""
+    import lmbuild.data.filters as filters
+
+    monkeypatch.setattr(filters, "COUNT_CHUNK", 64)
+    texts = EDGE_CASES + real_texts()[::3]
+    stats = GopherRepetitionFilter().stats(texts)
+    for i, text in enumerate(texts):
+        for key, value in reference_stats(text).items():
+            assert stats[key][i] == pytest.approx(value, abs=1e-12), (key, text[:60])
+
+
 def test_repetition_reasons_and_batch_equals_single():
     f = GopherRepetitionFilter()
     assert f.dup_line_frac == 0.30 and f.dup_line_char_frac == 0.20 and f.top_ngram == {2: 0.20, 3: 0.18, 4: 0.16}

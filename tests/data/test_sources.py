@@ -13,6 +13,8 @@ from collections import Counter
 from lmbuild.data.sources import iter_source, source_name
 from lmbuild.errors import UserError
 
+from bad_files import corrupt_parquet
+
 
 def docs(src, index=0):
     return list(iter_source(src, index))
@@ -232,3 +234,29 @@ def test_html_encodings_empty_pages_and_skips(chdir):
     assert len(out) == 1 and "Caf\u00e9 cr\u00e8me, na\u00efve r\u00e9sum\u00e9" in out[0][1] and "Home | About" not in out[0][1]
     assert out[0][2] == {"title": "Menu"}
     assert skipped == {"no_main_text": 1, "empty_file": 1}
+
+
+def test_gzip_named_jsonl_is_read_and_zstd_is_one_line(chdir):
+    """Real corpora ship .jsonl.gz, and renamed ones: the content decides, not the name."""
+    (chdir / "z.jsonl").write_bytes(gzip.compress(b'{"text": "zipped"}\n'))
+    assert [d[1] for d in docs({"type": "jsonl", "path": "z.jsonl"})] == ["zipped"]
+    (chdir / "t.txt").write_bytes(gzip.compress("caf\u00e9".encode()))
+    assert [d[1] for d in docs({"type": "text", "path": "t.txt"})] == ["caf\u00e9"]
+    (chdir / "y.jsonl").write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
+    with pytest.raises(UserError, match=r"^y\.jsonl: cannot read: the file is zstd-compressed"):
+        docs({"type": "jsonl", "path": "y.jsonl"})
+
+
+def test_parquet_corrupt_pages_fail_or_skip_the_row_group(chdir):
+    corrupt_parquet(chdir / "c.parquet", 1)
+    with pytest.raises(UserError, match=r"^c\.parquet: row group 1 \(rows 1000-1999\): cannot decode: .+$"):
+        docs({"type": "parquet", "path": "c.parquet"})
+    skipped = Counter()
+    out = list(iter_source({"type": "parquet", "path": "c.parquet", "on_error": "skip"}, 0, skipped))
+    assert skipped == {"corrupt_row_group": 1}
+    assert [d[2]["n"] for d in out] == list(range(1000)) + list(range(2000, 3000))
+    assert out[1000][0] == "parquet:c.parquet:c.parquet:2000"  # ids keep the file's row numbers
+    (chdir / "junk.parquet").write_text("not parquet")  # no footer at all: the file is skipped
+    skipped = Counter()
+    assert len(list(iter_source({"type": "parquet", "path": "*.parquet", "on_error": "skip"}, 0, skipped))) == 2000
+    assert skipped == {"corrupt_row_group": 1, "unreadable_file": 1}
