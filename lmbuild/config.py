@@ -62,7 +62,9 @@ def validate(config: dict | None, source: str = "config", variants: bool = True)
     Raises UserError with one line naming the offending key. ``variants``: also validate
     each of ``config['variants']`` (lmbuild.variants).
     """
-    config = copy.deepcopy(config or {})
+    from lmbuild.data.lang import apply_preset  # data.clean.preset's settings under the user's
+
+    config = apply_preset(copy.deepcopy(config or {}))
     schema = load_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     validator = cls(schema)

@@ -53,6 +53,11 @@ def _raw_settings(c: dict) -> dict:
     return {"sources": d["sources"], "shards": d["shards"]}
 
 
+def _cleaned_inputs(c: dict) -> tuple[str, ...]:
+    """The trained quality classifier is an input only when cleaning scores with it."""
+    return ("raw", "quality_model") if c["data"]["clean"]["quality"]["enabled"] else ("raw",)
+
+
 def _tokenizer_inputs(c: dict) -> tuple[str, ...]:
     return ("deduplicated",) if c["tokenizer"]["type"] == "bpe" else ()
 
@@ -80,6 +85,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("raw", "lmbuild.data.ingest", (), _raw_settings),
+        Stage("quality_model", "lmbuild.data.quality", (), lambda c: c["data"]["quality_model"]),
         Stage("cleaned", "lmbuild.data.clean", ("raw",), lambda c: c["data"]["clean"]),
         Stage("deduplicated", "lmbuild.data.dedup", ("cleaned",), lambda c: c["data"]["dedup"]),
         Stage("tokenizer", "lmbuild.tokenizer", ("deduplicated",), lambda c: c["tokenizer"]),
@@ -182,6 +188,20 @@ def source_fingerprint(config: dict) -> list:
     return out
 
 
+def quality_fingerprint(config: dict) -> list:
+    """The quality classifier's training files, as source_fingerprint does for raw."""
+    q = config["data"]["quality_model"]
+    out = []
+    for side in ("positives", "negatives"):
+        for i, src in enumerate(q[side]):
+            if src["type"] in ("jsonl", "parquet", "text", "html"):
+                files = _glob(src["path"], f"data.quality_model.{side}[{i}].path")
+                out.append([[f, os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files])
+            else:
+                out.append(source_fingerprint({"data": {"sources": [src]}}))
+    return out
+
+
 def eval_data_fingerprint(config: dict) -> list | None:
     """The decontamination data by content (sha256): small, and editing it must rebuild."""
     out = []
@@ -251,6 +271,7 @@ class Plan:
         self._configs, self.variants = _shared or (variant_configs(config), {})
         extra = {
             "raw": source_fingerprint(config),
+            "quality_model": quality_fingerprint(config),
             "deduplicated": eval_data_fingerprint(config),
             "tokenizer": tokenizer_fingerprint(config),
             "init_checkpoint": init_source_fingerprint(config),
@@ -261,7 +282,7 @@ class Plan:
             for v in self._configs:
                 self.variant(v)
         for name, stage in STAGES.items():
-            inputs = _tokenizer_inputs(config) if name == "tokenizer" else stage.inputs
+            inputs = {"tokenizer": _tokenizer_inputs, "cleaned": _cleaned_inputs}.get(name, lambda c: stage.inputs)(config)
             settings = stage.settings(config)
             ins = {i: self.artifacts[i] for i in inputs}
             src = config["model"]["source"] or {}

@@ -1,0 +1,119 @@
+"""Language-aware cleaning: segmenters, presets, and real Japanese text through the rules.
+
+tests/data/manpages_ja.jsonl.gz: 100 real Japanese man pages (116 kB), Debian's
+manpages-ja 0.5.0.0.20221215 (JM Project translations, each under its original page's
+DFSG-free licence), rendered with ``zcat page.gz | groff -k -Tutf8 -mandoc -P-cbou``: every
+3rd or so of the pages in man1..man8 with 1,500-5,000 characters, at least 20% of them
+kana or kanji.
+"""
+
+import copy
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from lmbuild.config import validate
+from lmbuild.data import clean, lang
+from lmbuild.data.clean import Cleaner
+from lmbuild.data.filters import GopherQualityFilter
+from lmbuild.errors import UserError
+
+PAGES = Path(__file__).with_name("manpages_ja.jsonl.gz")
+
+
+@pytest.fixture(scope="module")
+def pages() -> list[dict]:
+    with gzip.open(PAGES, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def settings(**clean_settings) -> dict:
+    return validate({"data": {"clean": clean_settings}})["data"]["clean"]
+
+
+def run(cleaner: Cleaner, texts: list[str]) -> list[str | None]:
+    """The drop reason of each text (None: kept)."""
+    batch = pa.RecordBatch.from_pydict(
+        {"id": [str(i) for i in range(len(texts))], "text": texts, "source": ["t"] * len(texts), "metadata": ["{}"] * len(texts)}
+    )
+    edits = clean.Counter()
+    return cleaner.batch(batch, edits)[1]
+
+
+def test_segmenters_split_words_of_their_language():
+    assert lang.segmenter("sudachi")("私は東京に住んでいます。") == ["私", "は", "東京", "に", "住ん", "で", "い", "ます", "。"]
+    assert lang.segmenter("jieba")("我们在北京学习中文。") == ["我们", "在", "北京", "学习", "中文", "。"]
+    assert lang.segmenter("pythainlp")("ผมชอบกินข้าว") == ["ผม", "ชอบ", "กิน", "ข้าว"]
+    assert [w for w in lang.segmenter("kiwi")("나는 학교에 갑니다")][:3] == ["나", "는", "학교"]
+    assert lang.segmenter("chars")("東京 is big。ab") == ["東", "京", "is", "big。ab"]
+    # Sudachi refuses inputs over 49,149 bytes: long texts go in pieces.
+    assert len(lang.segmenter("sudachi")("日本語の文章です。\n" * 3000)) == 3000 * 6
+
+
+def test_preset_fills_settings_under_the_users_own():
+    ja = settings(preset="ja")
+    assert ja["lang"]["keep"] == ["ja"] and ja["c4"]["enabled"] is False
+    assert ja["gopher_repetition"]["dup_line_frac"] == 0.375 and ja["gopher_repetition"]["dup_para_frac"] is None
+    assert ja["gopher_quality"]["stop_words"][:3] == ["の", "に", "を"] and ja["gopher_quality"]["max_mean_word_length"] == 5
+    assert ja["fineweb"]["max_short_lines_frac"] is None and ja["fineweb"]["min_line_punct_frac"] == 0.167
+    mine = settings(preset="ja", fineweb={"min_line_punct_frac": 0.05}, lang={"keep": ["ja", "en"]})
+    assert mine["fineweb"]["min_line_punct_frac"] == 0.05 and mine["fineweb"]["max_newline_word_ratio"] == 0.162
+    assert mine["lang"]["keep"] == ["ja", "en"]
+    assert settings(preset="en") == settings() | {"preset": "en"}
+    for name in ("zh", "ko", "th"):
+        assert settings(preset=name)["lang"]["keep"] == [name]
+    with pytest.raises(UserError, match="data.clean.preset"):
+        settings(preset="xx")
+    with pytest.raises(UserError, match="data.clean.word_segmenters.ja"):
+        settings(word_segmenters={"ja": "mecab"})
+
+
+def test_gopher_quality_counts_segmented_words_as_datatrove_does():
+    f = GopherQualityFilter(min_words=3, min_mean_word_length=1, max_mean_word_length=5, stop_words=["の", "は"])
+    words = lang.segmenter("sudachi")("私は東京の大学で日本の歴史を勉強しています。")
+    assert f.check("私は東京の大学で日本の歴史を勉強しています。", words) is None
+    # The whole sentence is one whitespace "word": too few and too long.
+    assert f.check("私は東京の大学で日本の歴史を勉強しています。") == "gopher_too_few_words"
+    assert f.check("東京大学", ["東京", "大学", "。"]) == "gopher_too_few_words"  # "。" is not a word here
+    assert GopherQualityFilter(min_words=1, stop_words=["の"]).check("東京", ["東京"]) == "gopher_stop_words"
+
+
+def salad(text: str, rng: random.Random) -> str:
+    """The page's own words shuffled, laid out in lines of the page's own line lengths."""
+    words = lang.segmenter("sudachi")(text)
+    rng.shuffle(words)
+    lines, out = [line for line in text.split("\n") if line.strip()], []
+    for line in lines:
+        take = max(1, len(lang.segmenter("sudachi")(line)))
+        out.append("".join(words[:take]))
+        words = words[take:]
+    return "\n".join(out + ["".join(words)])
+
+
+def repeated(text: str) -> str:
+    """The page's first 5 non-blank lines, repeated to the page's length."""
+    head = "\n".join([line for line in text.split("\n") if line.strip()][:5])
+    return "\n".join([head] * max(3, len(text) // max(len(head), 1)))
+
+
+def test_real_japanese_pages(pages):
+    texts = [p["text"] for p in pages]
+    assert len(texts) == 100
+    # Today's English rules, only the language switched: the issue's numbers.
+    english = run(Cleaner(settings(lang={"keep": ["ja"]}, word_segmenters={})), texts)
+    counts = clean.Counter(r for r in english if r is not None)
+    assert sum(counts.values()) == 40 and counts["gopher_stop_words"] == 25 and counts["gopher_mean_word_length"] == 13
+    ja = Cleaner(settings(preset="ja"))
+    reasons = run(ja, texts)
+    kept = sum(r is None for r in reasons)
+    assert kept >= 90, clean.Counter(reasons)
+    rng = random.Random(0)
+    salads = run(ja, [salad(t, rng) for t in texts])
+    assert sum(r is not None for r in salads) >= 90, clean.Counter(salads)
+    reps = run(ja, [repeated(t) for t in texts])
+    assert all(r is not None for r in reps), clean.Counter(reps)
+    assert {r for r in reps} <= {"gopher_repetition", "dup_line_frac", "top_2_gram", "top_3_gram", "top_4_gram", "dup_5_gram", "fineweb_dup_chars"}
