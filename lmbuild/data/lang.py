@@ -75,7 +75,8 @@ def segmenter(name: str) -> Callable[[str], list[str]]:
     if name == "sudachi":
         from sudachipy import Dictionary, SplitMode
 
-        tok, mode = Dictionary(dict="core").create(), SplitMode.A
+        d, mode = Dictionary(dict="core"), SplitMode.A
+        tok = d.tokenizer(mode) if hasattr(d, "tokenizer") else d.create(mode)  # create(): SudachiPy < 0.6.9
 
         def sudachi(text: str) -> list[str]:
             out: list[str] = []
