@@ -25,6 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -50,20 +53,20 @@ def _held_out(doc_id: str, fraction: float) -> bool:
     return h / 2**64 < fraction
 
 
-def _examples(sources: list[dict], label: str, what: str, s: dict, files: dict, counts: dict) -> None:
+def _examples(sources: list[dict], label: str, what: str, s: dict, lines: dict, counts: dict) -> None:
     if not sources:
         raise UserError(f"data.quality_model.{what}: no sources (the classifier needs {what})")
     for i, src in enumerate(sources):
         try:
             docs = list(iter_source(src, i))
         except UserError as exc:
-            raise UserError(f"data.quality_model.{what}[{i}]: {exc}") from None
+            raise UserError(str(exc).replace(f"data.sources[{i}]", f"data.quality_model.{what}[{i}]")) from None
         for doc_id, text, _meta in docs:
             line = prepare(text, s["max_chars"], s["lowercase"])
             if not line:
                 continue
             split = "valid" if _held_out(f"{what}:{doc_id}", s["valid_fraction"]) else "train"
-            files[split].write(f"{label} {line}\n")
+            lines[split].append(f"{label} {line}\n")
             counts[split][label.removeprefix("__label__")] += 1
 
 
@@ -111,18 +114,24 @@ def _metrics(model, valid: list[tuple[str, str]]) -> dict:
     }
 
 
+# Run by a fresh interpreter: argv[1] the train_supervised arguments (JSON), argv[2] the model path.
+_TRAIN = """
+import json, sys
+import fasttext
+fasttext.train_supervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])
+"""
+
+
 def build(ctx: StageContext) -> dict:
     """Train the classifier on the configured sources; validate it on the held-out share."""
     import fasttext
 
+    fasttext.FastText.eprint = lambda *a, **k: None  # its load_model warning about WordVectorModel
     s = ctx.settings
     counts = {split: {"hq": 0, "lq": 0} for split in ("train", "valid")}
-    paths = {split: ctx.work / f"{split}.txt" for split in ("train", "valid")}
-    ctx.work.mkdir(parents=True, exist_ok=True)
-    with open(paths["train"], "w") as train, open(paths["valid"], "w") as valid:
-        files = {"train": train, "valid": valid}
-        _examples(s["positives"], POSITIVE, "positives", s, files, counts)
-        _examples(s["negatives"], NEGATIVE, "negatives", s, files, counts)
+    lines: dict[str, list[str]] = {"train": [], "valid": []}
+    _examples(s["positives"], POSITIVE, "positives", s, lines, counts)
+    _examples(s["negatives"], NEGATIVE, "negatives", s, lines, counts)
     for split in ("train", "valid"):
         for cls in ("hq", "lq"):
             if not counts[split][cls]:
@@ -130,17 +139,24 @@ def build(ctx: StageContext) -> dict:
                     f"data.quality_model: no {'positive' if cls == 'hq' else 'negative'} document in the {split} split "
                     f"(too few documents, or valid_fraction {s['valid_fraction']})"
                 )
-    model = fasttext.train_supervised(
-        input=str(paths["train"]), epoch=s["epoch"], lr=s["lr"], wordNgrams=s["word_ngrams"], dim=s["dim"],
+    # Shuffled (seeded): SGD over all positives then all negatives diverges (fastText: NaN).
+    random.Random(s["seed"]).shuffle(lines["train"])
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    train = ctx.work / "train.txt"
+    train.write_text("".join(lines["train"]))
+    args = dict(
+        input=str(train), epoch=s["epoch"], lr=s["lr"], wordNgrams=s["word_ngrams"], dim=s["dim"],
         bucket=s["bucket"], minCount=s["min_count"], seed=s["seed"], thread=1, verbose=0,
     )
-    model.save_model(str(ctx.out / MODEL))
+    # A fresh interpreter: a second train_supervised in one process (fasttext 0.9.2 and
+    # 0.9.3 alike) gave other weights, often NaN, than the same call in a new process.
+    proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps(args), str(ctx.out / MODEL)], capture_output=True, text=True)
+    if proc.returncode:
+        error = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"data.quality_model: fastText training failed ({error}); a lower lr usually helps")
+    model = fasttext.load_model(str(ctx.out / MODEL))
     (ctx.out / META).write_text(json.dumps({"max_chars": s["max_chars"], "lowercase": s["lowercase"], "positive": POSITIVE, "negative": NEGATIVE}))
-    valid = []
-    with open(paths["valid"]) as f:
-        for line in f:
-            label, _, text = line.rstrip("\n").partition(" ")
-            valid.append((label, text))
+    valid = [tuple(line.rstrip("\n").split(" ", 1)) for line in lines["valid"]]
     metrics = _metrics(model, valid)  # the lines are prepared already
     log.info("quality_model: %s, validation %s", counts, metrics)
     return {"documents": counts, "valid": metrics, "labels": len(model.get_labels()), "words": len(model.words)}
