@@ -7,6 +7,7 @@ Errors are one line that names the config key, e.g.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import re
 from pathlib import Path
@@ -62,8 +63,10 @@ def validate(config: dict | None, source: str = "config", variants: bool = True)
     Raises UserError with one line naming the offending key. ``variants``: also validate
     each of ``config['variants']`` (lmbuild.variants).
     """
-    from lmbuild.data.lang import apply_preset  # data.clean.preset's settings under the user's
-
+    # data.clean.preset's settings under the user's. Imported by name: the plan's code sets
+    # follow import statements and every stage imports this module, but a preset only fills
+    # settings, which the keys cover already.
+    apply_preset = importlib.import_module("lmbuild.data.lang").apply_preset
     config = apply_preset(copy.deepcopy(config or {}))
     schema = load_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))

@@ -23,10 +23,11 @@ NOISE = "Home | About | Contact | Privacy Policy | Terms of Use | Sign in | Cart
 
 
 def sources(tmp: Path) -> dict:
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "pos.jsonl").write_text("".join(json.dumps({"text": f"{i}. {PROSE}"}) + "\n" for i in range(60)))
-    (tmp / "neg.jsonl").write_text("".join(json.dumps({"text": f"{i} {NOISE}"}) + "\n" for i in range(60)))
-    return {"positives": [{"type": "jsonl", "path": str(tmp / "pos.jsonl")}], "negatives": [{"type": "jsonl", "path": str(tmp / "neg.jsonl")}], "dim": 8, "bucket": 1000}
+    if not tmp.is_dir():  # once: the files enter the key by size and modification time
+        tmp.mkdir(parents=True)
+        (tmp / "pos.jsonl").write_text("".join(json.dumps({"text": f"{i}. {PROSE}"}) + "\n" for i in range(60)))
+        (tmp / "neg.jsonl").write_text("".join(json.dumps({"text": f"{i} {NOISE}"}) + "\n" for i in range(60)))
+    return {"positives": [{"type": "jsonl", "path": str(tmp / "pos.jsonl")}], "negatives": [{"type": "jsonl", "path": str(tmp / "neg.jsonl")}], "dim": 16, "bucket": 20000, "epoch": 5, "lr": 0.1}
 
 
 def test_without_a_classifier_no_key_but_its_own_depends_on_its_settings(tmp_path):
