@@ -5,10 +5,12 @@ under its reason and keep the dropped documents for inspection.
 Layout of the artifact::
 
     shard-00000.parquet ...          one per raw shard: the raw schema + lang, lang_score
+                                     (+ quality_score when a classifier scores them)
     dropped/shard-00000.parquet ...  dropped documents: id, source, reason, lang, lang_score,
                                      chars, text (bounded, see below)
     manifest.json                    counts: documents/bytes in and out, dropped per reason,
-                                     edits per kind (PII, C4 line removals), per shard
+                                     edits per kind (PII, C4 line removals, documents split
+                                     per word segmenter), drops per language, per shard
 
 The ``text`` column holds the normalised, edited text. ``lang`` / ``lang_score`` are
 fastText's top label and probability for prose, null for code.
@@ -23,6 +25,15 @@ Each document goes through, in order, stopping at the first drop:
   labels code by its comments, and the prose rules read ``pass``/``else:`` lines and
   short lines as spam: on CPython 3.11's standard library Gopher's repetition rules alone
   would drop 25 files that pass the length limits, among them ``contextlib.py``.
+
+The word rules (Gopher, FineWeb's newline ratio) split a document into words with the
+segmenter of its language (``data.clean.word_segmenters``, lmbuild.data.lang: Japanese,
+Chinese, Thai and Korean have dictionary segmenters; other languages split on whitespace).
+
+With ``data.clean.quality.enabled``, prose that passed the rules is scored by the
+``quality_model`` stage's fastText classifier (an input of this stage) and dropped under
+``threshold`` (``quality_score``) or outside each shard's ``top_fraction``
+(``quality_top_fraction``; the shard is written, then rewritten without them).
 
 Then PII redaction on the kept documents of both kinds.
 
@@ -43,8 +54,8 @@ it does not grow with the shard or corpus size; a single document is held whole 
 document is read, counted and dropped as ``too_long`` under the default ``max_chars``).
 
 What this stage does not do: remove boilerplate from web pages (the ``html`` source type
-extracts main text at ingest), toxic-content or model-based quality scoring, or fix
-encodings.
+extracts main text at ingest), toxic-content scoring, or fix encodings; ``top_fraction``
+is per shard, not a corpus-wide rank.
 """
 
 from __future__ import annotations
