@@ -118,3 +118,13 @@ def test_real_japanese_pages(pages):
     reps = run(ja, [repeated(t) for t in texts])
     # All dropped; one by language ID (its doubled English header fills the sampled prefix).
     assert None not in reps and clean.Counter(reps)["dup_line_frac"] >= 95, clean.Counter(reps)
+
+
+def test_the_manifest_counts_drops_per_language(tmp_path, pages):
+    from test_clean import make_raw, run_clean
+
+    (tmp_path / "ja.jsonl").write_text("".join(json.dumps({"text": p["text"]}, ensure_ascii=False) + "\n" for p in pages))
+    raw = make_raw(tmp_path, [{"type": "jsonl", "path": str(tmp_path / "ja.jsonl")}], shards=2)
+    counts, _ = run_clean(tmp_path, raw, settings(preset="ja"))
+    assert counts["dropped_by_lang"] == {"ja": {"gopher_alpha_words": 53, "fineweb_list_ratio": 4}}
+    assert counts["edits"]["words_sudachi"] == 100 and counts["documents_out"] == 43
