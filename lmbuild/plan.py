@@ -55,7 +55,12 @@ def _raw_settings(c: dict) -> dict:
 
 def _cleaned_inputs(c: dict) -> tuple[str, ...]:
     """The trained quality classifier is an input only when cleaning scores with it."""
-    return ("raw", "quality_model") if c["data"]["clean"]["quality"]["enabled"] else ("raw",)
+    if not c["data"]["clean"]["quality"]["enabled"]:
+        return ("raw",)
+    q = c["data"]["quality_model"]
+    if not q["positives"] or not q["negatives"]:
+        raise UserError("config: data.clean.quality.enabled needs data.quality_model.positives and data.quality_model.negatives")
+    return ("raw", "quality_model")
 
 
 def _tokenizer_inputs(c: dict) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lmbuild.config import validate
+from lmbuild.errors import UserError
 from lmbuild.plan import Plan
 from test_workflow import jobs_of_dry_run, smoke_config, snakemake
 
@@ -39,6 +40,8 @@ def test_without_a_classifier_no_key_but_its_own_depends_on_its_settings(tmp_pat
     used = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q"), "clean": {"quality": {"enabled": True}}}}))
     assert used.artifacts["cleaned"].inputs["quality_model"].key == trained.artifacts["quality_model"].key
     assert used.artifacts["raw"].key == base.artifacts["raw"].key and used.artifacts["cleaned"].key != base.artifacts["cleaned"].key
+    with pytest.raises(UserError, match="data.clean.quality.enabled needs data.quality_model.positives"):
+        Plan(validate({"data": {"clean": {"quality": {"enabled": True}}}}))
     # Its training files enter its key by size and modification time, as raw's do.
     os.utime(tmp_path / "q" / "neg.jsonl", ns=(1, 1))
     retouched = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q")}}))
