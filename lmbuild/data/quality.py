@@ -17,7 +17,10 @@ move others between splits. Training runs on one thread: fastText's multi-thread
 validation figures are for the positive class at a probability of 0.5.
 
 What it does not do: balance the classes (the counts are in the manifest), pick
-hyper-parameters, or read a pretrained classifier (DCLM's own is 3.9 GB and hub-only).
+hyper-parameters, stream (the prepared lines are held in memory, to shuffle them), or read
+a pretrained classifier (DCLM's own is hub-only). Training diverges (fastText's "Encountered
+NaN", reported as a config error) on tiny or near-duplicate data and with very small
+``bucket`` values: seen on 120 near-identical lines with ``bucket`` 1,000, not 20,000.
 """
 
 from __future__ import annotations
@@ -153,7 +156,7 @@ def build(ctx: StageContext) -> dict:
     proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps(args), str(ctx.out / MODEL)], capture_output=True, text=True)
     if proc.returncode:
         error = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UserError(f"data.quality_model: fastText training failed ({error}); a lower lr usually helps")
+        raise UserError(f"data.quality_model: fastText training failed ({error}); a lower lr or a larger bucket usually helps")
     model = fasttext.load_model(str(ctx.out / MODEL))
     (ctx.out / META).write_text(json.dumps({"max_chars": s["max_chars"], "lowercase": s["lowercase"], "positive": POSITIVE, "negative": NEGATIVE}))
     valid = [tuple(line.rstrip("\n").split(" ", 1)) for line in lines["valid"]]
