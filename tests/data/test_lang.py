@@ -5,6 +5,9 @@ manpages-ja 0.5.0.0.20221215 (JM Project translations, each under its original p
 DFSG-free licence), rendered with ``zcat page.gz | groff -k -Tutf8 -mandoc -P-cbou``: every
 3rd or so of the pages in man1..man8 with 1,500-5,000 characters, at least 20% of them
 kana or kanji.
+
+tests/data/manpages_zh.jsonl.gz: 60 real Chinese man pages (76 kB), Debian's manpages-zh
+(zh_CN and zh_TW), rendered and chosen the same way (at least 20% Han characters).
 """
 
 import copy
@@ -23,6 +26,7 @@ from lmbuild.data.filters import GopherQualityFilter
 from lmbuild.errors import UserError
 
 PAGES = Path(__file__).with_name("manpages_ja.jsonl.gz")
+PAGES_ZH = Path(__file__).with_name("manpages_zh.jsonl.gz")
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +86,19 @@ def test_gopher_quality_counts_segmented_words_as_datatrove_does():
     assert GopherQualityFilter(min_words=1, min_mean_word_length=1, stop_words=["の"]).check("東京", ["東京"]) == "gopher_stop_words"
 
 
-def salad(text: str, rng: random.Random) -> str:
-    """The page's own words shuffled, laid out in lines of the page's own line lengths."""
-    words = lang.segmenter("sudachi")(text)
+def salad(text: str, rng: random.Random, segmenter: str = "sudachi") -> str:
+    """The page's own words shuffled, laid out in lines of about the page's own line lengths."""
+    words = lang.segmenter(segmenter)(text)
     rng.shuffle(words)
-    lines, out = [line for line in text.split("\n") if line.strip()], []
-    for line in lines:
-        take = max(1, len(lang.segmenter("sudachi")(line)))
-        out.append("".join(words[:take]))
-        words = words[take:]
-    return "\n".join(out + ["".join(words)])
+    out, line = [], ""
+    lengths = iter([len(x.strip()) for x in text.split("\n") if x.strip()])
+    want = next(lengths, 80)
+    for w in words:
+        line += w
+        if len(line) >= want:
+            out.append(line)
+            line, want = "", next(lengths, 80)
+    return "\n".join(out + [line])
 
 
 def repeated(text: str) -> str:
@@ -128,3 +135,19 @@ def test_the_manifest_counts_drops_per_language(tmp_path, pages):
     counts, _ = run_clean(tmp_path, raw, settings(preset="ja"))
     assert counts["dropped_by_lang"] == {"ja": {"gopher_alpha_words": 53, "fineweb_list_ratio": 4}}
     assert counts["edits"]["words_sudachi"] == 100 and counts["documents_out"] == 43
+
+
+def test_real_chinese_pages():
+    with gzip.open(PAGES_ZH, "rt") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    english = run(Cleaner(settings(lang={"keep": ["zh"]}, word_segmenters={})), texts)
+    assert clean.Counter(english) == {None: 15, "gopher_stop_words": 25, "gopher_mean_word_length": 16, "gopher_alpha_words": 2, "fineweb_line_punct": 1, "dup_6_gram": 1}
+    # As with Japanese: FineWeb-2's letter-word share (0.735) is what drops man pages.
+    assert clean.Counter(run(Cleaner(settings(preset="zh")), texts)) == {None: 23, "gopher_alpha_words": 35, "fineweb_line_punct": 2}
+    zh = Cleaner(settings(preset="zh", gopher_quality={"min_alpha_words_frac": 0.6}))
+    assert sum(r is None for r in run(zh, texts)) >= 54
+    rng = random.Random(0)
+    salads = run(zh, [salad(t, rng, "jieba") for t in texts])
+    assert sum(r is not None for r in salads) >= 57, clean.Counter(salads)
+    reps = run(zh, [repeated(t) for t in texts])
+    assert None not in reps, clean.Counter(reps)
