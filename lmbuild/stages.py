@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+from lmbuild.errors import UserError
 from lmbuild.layer_plan import LAYER_PLAN_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,11 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...] | Callable[[dict], tuple[str, ...]]  # or config -> input stages
     settings: Callable[[dict], dict]  # validated config -> this stage's settings
     # Every script a rule of this stage runs (scripts/<name>.py first); their lmbuild imports
     # are followed to the stage's code set (lmbuild.plan.code_files).
     scripts: tuple[str, ...] = ()
+
+    def input_names(self, config: dict) -> tuple[str, ...]:
+        return self.inputs(config) if callable(self.inputs) else self.inputs
 
     @property
     def script(self) -> Path:
@@ -37,6 +41,16 @@ class Stage:
 def _raw_settings(c: dict) -> dict:
     d = c["data"]
     return {"sources": d["sources"], "shards": d["shards"]}
+
+
+def cleaned_inputs(c: dict) -> tuple[str, ...]:
+    """The trained quality classifier is an input only when cleaning scores with it."""
+    if not c["data"]["clean"]["quality"]["enabled"]:
+        return ("raw",)
+    q = c["data"]["quality_model"]
+    if not q["positives"] or not q["negatives"]:
+        raise UserError("config: data.clean.quality.enabled needs data.quality_model.positives and data.quality_model.negatives")
+    return ("raw", "quality_model")
 
 
 def tokenizer_inputs(c: dict) -> tuple[str, ...]:
@@ -72,9 +86,11 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("raw", (), _raw_settings),
-        Stage("cleaned", ("raw",), lambda c: c["data"]["clean"], ("cleaned_part",)),
+        # A fastText classifier for data.clean.quality (lmbuild.data.quality); built only when used.
+        Stage("quality_model", (), lambda c: c["data"]["quality_model"]),
+        Stage("cleaned", cleaned_inputs, lambda c: c["data"]["clean"], ("cleaned_part",)),
         Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket")),
-        Stage("tokenizer", ("deduplicated",), lambda c: c["tokenizer"]),
+        Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"]),
         Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"]),
         Stage("init_checkpoint", ("tokenizer",), _init_settings),
         Stage("trained_checkpoint", ("init_checkpoint", "shards"), lambda c: c["train"]),

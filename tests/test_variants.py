@@ -27,7 +27,7 @@ def test_a_variant_is_the_base_with_its_overrides_and_shares_equal_artifacts():
     assert plan.config["train"]["max_steps"] == 300
     base, var = keys(plan), keys(small)
     # Data stages and tokenizer are shared; the model chain is the variant's own.
-    assert {s for s in base if base[s] == var[s]} == {"raw", "cleaned", "deduplicated", "tokenizer", "shards"}
+    assert {s for s in base if base[s] == var[s]} == {"raw", "quality_model", "cleaned", "deduplicated", "tokenizer", "shards"}
     init = plan.artifacts["init_checkpoint"]
     assert init.inputs["source"] is small.artifacts["trained_checkpoint"]
     assert set(init.lineage()["inputs"]) == {"tokenizer", "source"}

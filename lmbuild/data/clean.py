@@ -5,10 +5,12 @@ under its reason and keep the dropped documents for inspection.
 Layout of the artifact::
 
     shard-00000.parquet ...          one per raw shard: the raw schema + lang, lang_score
+                                     (+ quality_score when a classifier scores them)
     dropped/shard-00000.parquet ...  dropped documents: id, source, reason, lang, lang_score,
                                      chars, text (bounded, see below)
     manifest.json                    counts: documents/bytes in and out, dropped per reason,
-                                     edits per kind (PII, C4 line removals), per shard
+                                     edits per kind (PII, C4 line removals, documents split
+                                     per word segmenter), drops per language, per shard
 
 The ``text`` column holds the normalised, edited text. ``lang`` / ``lang_score`` are
 fastText's top label and probability for prose, null for code.
@@ -23,6 +25,15 @@ Each document goes through, in order, stopping at the first drop:
   labels code by its comments, and the prose rules read ``pass``/``else:`` lines and
   short lines as spam: on CPython 3.11's standard library Gopher's repetition rules alone
   would drop 25 files that pass the length limits, among them ``contextlib.py``.
+
+The word rules (Gopher, FineWeb's newline ratio) split a document into words with the
+segmenter of its language (``data.clean.word_segmenters``, lmbuild.data.lang: Japanese,
+Chinese, Thai and Korean have dictionary segmenters; other languages split on whitespace).
+
+With ``data.clean.quality.enabled``, prose that passed the rules is scored by the
+``quality_model`` stage's fastText classifier (an input of this stage) and dropped under
+``threshold`` (``quality_score``) or outside each shard's ``top_fraction``
+(``quality_top_fraction``; the shard is written, then rewritten without them).
 
 Then PII redaction on the kept documents of both kinds.
 
@@ -43,14 +54,15 @@ it does not grow with the shard or corpus size; a single document is held whole 
 document is read, counted and dropped as ``too_long`` under the default ``max_chars``).
 
 What this stage does not do: remove boilerplate from web pages (the ``html`` source type
-extracts main text at ingest), toxic-content or model-based quality scoring, or fix
-encodings.
+extracts main text at ingest), toxic-content scoring, or fix encodings; ``top_fraction``
+is per shard, not a corpus-wide rank.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -76,6 +88,8 @@ from lmbuild.data.filters import (
     normalize,
 )
 from lmbuild.data.ingest import shard_name
+from lmbuild.data.lang import segmenter
+from lmbuild.data.quality import load_classifier, score
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 
@@ -106,13 +120,25 @@ DROPPED_DIR = "dropped"
 READ_ROWS = 256  # rows per record batch read from a raw shard
 REPETITION_CHARS = 256 << 10  # text per vectorised repetition call: fastest measured (64k-4M)
 COUNTS = ("documents_in", "documents_out", "bytes_in", "bytes_out")
+QUALITY_SCHEMA = SCHEMA.append(pa.field("quality_score", pa.float32()))
+
+
+def output_schema(settings: dict) -> pa.Schema:
+    """The kept shards' schema: ``quality_score`` only when a classifier scores them."""
+    return QUALITY_SCHEMA if settings["quality"]["enabled"] else SCHEMA
 
 
 class Cleaner:
     """The configured filters for one process, applied to record batches."""
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: dict, classifier: str | None = None):
         self.form = settings["normalization"]
+        self.segmenters = {lang: name for lang, name in settings["word_segmenters"].items() if name != "whitespace"}
+        q = settings["quality"]
+        self.classifier = classifier if q["enabled"] else None
+        if q["enabled"] and classifier is None:
+            raise UserError("data.clean.quality.enabled needs the quality_model artifact as an input")
+        self.quality_threshold = q["threshold"]
         self.length = LengthFilter(settings["min_chars"], settings["max_chars"])
         lang = settings["lang"]
         self.lang = LanguageFilter(lang["keep"], lang["threshold"])
@@ -127,18 +153,25 @@ class Cleaner:
         self.code = CodeFilter.from_settings(settings["code"]) if settings["code"]["enabled"] else None
         self.pii = PIIFormatter.from_settings(settings["pii"]) if settings["pii"]["enabled"] else None
 
-    def _repetition(self, texts: list[str]) -> list[str | None]:
+    def _repetition(self, texts: list[str], words: list[list[str] | None]) -> list[str | None]:
         out: list[str | None] = []
         start = size = 0
         for i, t in enumerate(texts):
             size += len(t)
             if size >= REPETITION_CHARS or i == len(texts) - 1:
-                out += self.repetition.check_batch(texts[start : i + 1])
+                out += self.repetition.check_batch(texts[start : i + 1], words[start : i + 1])
                 start, size = i + 1, 0
         return out
 
+    def words(self, text: str, lang: str | None) -> list[str] | None:
+        """The document's words by its language's segmenter; None: whitespace-separated."""
+        name = self.segmenters.get(lang)
+        return None if name is None else segmenter(name)(text)
+
     def batch(self, batch: pa.RecordBatch, edits: Counter) -> tuple[pa.RecordBatch, list[str | None], list, list, list[str]]:
-        """``(kept rows, reason per row, lang per row, score per row, edited text per row)``."""
+        """``(kept rows, reason per row, lang per row, score per row, edited text per row)``.
+
+        ``edits`` also counts the documents split by each segmenter (``words_<segmenter>``)."""
         texts = [normalize(t, self.form) for t in batch.column("text").to_pylist()]
         n = len(texts)
         kinds = [json.loads(m).get("kind") for m in batch.column("metadata").to_pylist()]
@@ -150,16 +183,30 @@ class Cleaner:
             langs[i], scores[i] = self.lang.identify(texts[i])
             reasons[i] = self.lang.decide(langs[i], scores[i])
         prose = [i for i in prose if reasons[i] is None]
+        words: list[list[str] | None] = [None] * n
+        for i in prose:
+            words[i] = self.words(texts[i], langs[i])
+            if words[i] is not None:
+                edits[f"words_{self.segmenters[langs[i]]}"] += 1
         if self.repetition is not None and prose:
-            for i, r in zip(prose, self._repetition([texts[i] for i in prose])):
+            for i, r in zip(prose, self._repetition([texts[i] for i in prose], [words[i] for i in prose])):
                 reasons[i] = r
             prose = [i for i in prose if reasons[i] is None]
         for f in self.prose:
             for i in prose:
-                text, reasons[i] = f.apply(texts[i])
+                text, reasons[i] = f.apply(texts[i], words[i])
                 if reasons[i] is None and len(text) != len(texts[i]):
                     edits[f"{f.name}_chars_removed"] += len(texts[i]) - len(text)
                     texts[i] = text
+                    if words[i] is not None:  # the next filters count the edited text's words
+                        words[i] = self.words(text, langs[i])
+            prose = [i for i in prose if reasons[i] is None]
+        quality: list[float | None] = [None] * n
+        if self.classifier is not None and prose:
+            for i, q in zip(prose, score(self.classifier, [texts[i] for i in prose])):
+                quality[i] = q
+                if self.quality_threshold is not None and q < self.quality_threshold:
+                    reasons[i] = "quality_score"
             prose = [i for i in prose if reasons[i] is None]
         if self.code is not None:
             for i in range(n):
@@ -171,17 +218,17 @@ class Cleaner:
                 texts[i], counts = self.pii.format(texts[i])
                 edits.update(counts)
         idx = pa.array(keep, pa.int64())
-        kept = pa.RecordBatch.from_arrays(
-            [
-                batch.column("id").take(idx),
-                pa.array([texts[i] for i in keep], pa.string()),
-                batch.column("source").take(idx),
-                batch.column("metadata").take(idx),
-                pa.array([langs[i] for i in keep], pa.string()),
-                pa.array([scores[i] for i in keep], pa.float32()),
-            ],
-            schema=SCHEMA,
-        )
+        columns = [
+            batch.column("id").take(idx),
+            pa.array([texts[i] for i in keep], pa.string()),
+            batch.column("source").take(idx),
+            batch.column("metadata").take(idx),
+            pa.array([langs[i] for i in keep], pa.string()),
+            pa.array([scores[i] for i in keep], pa.float32()),
+        ]
+        if self.classifier is not None:
+            columns.append(pa.array([quality[i] for i in keep], pa.float32()))
+        kept = pa.RecordBatch.from_arrays(columns, schema=QUALITY_SCHEMA if self.classifier is not None else SCHEMA)
         return kept, reasons, langs, scores, texts
 
 
@@ -226,11 +273,52 @@ def _text_bytes(col) -> int:
     return pc.sum(pc.binary_length(col)).as_py() or 0
 
 
-def clean_shard(job: tuple[str, str, dict]) -> dict:
-    """Clean the raw shard ``src`` into ``out/<name>`` and ``out/dropped/<name>``; return its counts."""
-    src, out, settings = job
+def _top_fraction(path: Path, fraction: float, side: "DroppedWriter", dropped: Counter, by_lang: Counter, counts: dict) -> None:
+    """Keep the ``fraction`` of the shard's scored documents with the highest scores (ties:
+    the earlier document); rewrite the shard without the others. Unscored (code) rows stay."""
+    table = pq.read_table(path)
+    q = table.column("quality_score").to_pylist()
+    scored = [i for i, v in enumerate(q) if v is not None]
+    n_keep = math.ceil(fraction * len(scored))
+    ranked = sorted(scored, key=lambda i: (-q[i], i))
+    drop = set(ranked[n_keep:])
+    if not drop:
+        return
+    keep = pa.array([i for i in range(table.num_rows) if i not in drop], pa.int64())
+    gone = table.take(pa.array(sorted(drop), pa.int64()))
+    texts, langs = gone.column("text").to_pylist(), gone.column("lang").to_pylist()
+    reasons = ["quality_top_fraction"] * gone.num_rows
+    for batch in gone.to_batches():
+        n = batch.num_rows
+        side.add(batch, reasons[:n], langs[:n], batch.column("lang_score").to_pylist(), texts[:n])
+        texts, langs, reasons = texts[n:], langs[n:], reasons[n:]
+    dropped["quality_top_fraction"] += gone.num_rows
+    for lang in gone.column("lang").to_pylist():
+        by_lang[(lang or "none", "quality_top_fraction")] += 1
+    counts["documents_out"] -= gone.num_rows
+    counts["bytes_out"] -= _text_bytes(gone.column("text"))
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table.take(keep), tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def _by_lang(by_lang: Counter) -> dict:
+    out: dict = {}
+    for (lang, reason), n in sorted(by_lang.items()):
+        out.setdefault(lang, {})[reason] = n
+    return out
+
+
+def clean_shard(job: tuple) -> dict:
+    """Clean the raw shard ``src`` into ``out/<name>`` and ``out/dropped/<name>``; return its counts.
+
+    ``job``: ``(src, out, settings)`` or ``(src, out, settings, classifier path)``.
+    """
+    src, out, settings = job[:3]
+    classifier = job[3] if len(job) > 3 else None
     src, out = Path(src), Path(out)
-    cleaner = Cleaner(settings)
+    cleaner = Cleaner(settings, classifier)
+    by_lang: Counter = Counter()
     dropped: Counter = Counter()
     edits: Counter = Counter()
     counts = dict.fromkeys(COUNTS, 0)
@@ -244,10 +332,11 @@ def clean_shard(job: tuple[str, str, dict]) -> dict:
     keep_dropped = settings["dropped"]
     side = DroppedWriter(out / DROPPED_DIR / src.name, keep_dropped["max_per_reason"], keep_dropped["max_chars"])
     try:
-        with pq.ParquetWriter(out / src.name, SCHEMA, compression="zstd") as writer:
+        with pq.ParquetWriter(out / src.name, output_schema(settings), compression="zstd") as writer:
             for batch in pf.iter_batches(batch_size=READ_ROWS, columns=["id", "text", "source", "metadata"]):
                 kept, reasons, langs, scores, texts = cleaner.batch(batch, edits)
                 dropped.update(r for r in reasons if r is not None)
+                by_lang.update((lang or "none", r) for lang, r in zip(langs, reasons) if r is not None)
                 side.add(batch, reasons, langs, scores, texts)
                 counts["documents_in"] += batch.num_rows
                 counts["bytes_in"] += _text_bytes(batch.column("text"))
@@ -255,9 +344,13 @@ def clean_shard(job: tuple[str, str, dict]) -> dict:
                 counts["bytes_out"] += _text_bytes(kept.column("text"))
                 if kept.num_rows:
                     writer.write_batch(kept)
+        top = settings["quality"]["top_fraction"]
+        if cleaner.classifier is not None and top is not None:
+            _top_fraction(out / src.name, top, side, dropped, by_lang, counts)
     finally:
         side.close()
     counts["dropped"] = dict(sorted(dropped.items()))
+    counts["dropped_by_lang"] = _by_lang(by_lang)
     counts["edits"] = dict(sorted(edits.items()))
     counts["dropped_kept"] = sum(side.kept.values())
     log.info("%s: %d -> %d documents, dropped %s, edits %s", src.name, counts["documents_in"], counts["documents_out"], counts["dropped"], counts["edits"])
@@ -275,7 +368,13 @@ def build_part(ctx: StageContext, part: int) -> dict:
     src = Path(ctx.inputs["raw"]) / shard_name(part)
     if not src.is_file():
         raise UserError(f"{src}: no such raw shard (data.shards smaller than part {part}?)")
-    return {"shard": src.name, **clean_shard((str(src), str(ctx.out), ctx.settings))}
+    return {"shard": src.name, **clean_shard((str(src), str(ctx.out), ctx.settings, _classifier(ctx)))}
+
+
+def _classifier(ctx: StageContext) -> str | None:
+    """The quality_model artifact's path, when cleaning scores with it."""
+    path = ctx.inputs.get("quality_model")
+    return None if path is None else str(path)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -308,12 +407,14 @@ def build(ctx: StageContext) -> dict:
         results = _gather([Path(p) for p in parts], ctx.out)
     else:
         shards = parquet_shards(ctx.inputs["raw"], "raw")
-        jobs = [(str(p), str(ctx.out), ctx.settings) for p in shards]
+        jobs = [(str(p), str(ctx.out), ctx.settings, _classifier(ctx)) for p in shards]
         workers = max(1, min(ctx.threads, len(jobs)))
         if workers > 1:
             # Once before the fork instead of once per worker: the model, and pyarrow's first
             # pa.array() call, which imports pandas (~0.6 s).
             load_lid_model()
+            if _classifier(ctx) is not None:
+                load_classifier(_classifier(ctx))
             pa.array([""])
             with _pool(workers) as pool:
                 results = pool.map(clean_shard, jobs, chunksize=1)
@@ -323,10 +424,13 @@ def build(ctx: StageContext) -> dict:
     total = {k: sum(r[k] for r in results) for k in COUNTS}
     dropped: Counter = Counter()
     edits: Counter = Counter()
+    by_lang: Counter = Counter()
     for r in results:
         dropped.update(r["dropped"])
         edits.update(r["edits"])
+        by_lang.update({(lang, reason): n for lang, reasons in r["dropped_by_lang"].items() for reason, n in reasons.items()})
     total["dropped"] = dict(sorted(dropped.items()))
+    total["dropped_by_lang"] = _by_lang(by_lang)
     total["edits"] = dict(sorted(edits.items()))
     total["dropped_kept"] = sum(r["dropped_kept"] for r in results)
     total["shards"] = [{k: r[k] for k in ("shard", *COUNTS)} for r in results]

