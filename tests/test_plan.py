@@ -97,8 +97,10 @@ def test_missing_source_files_are_a_config_error(tmp_path, monkeypatch):
 # (lmbuild.runner/artifact/errors are plumbing; config, plan and variants are parse-time only).
 CODE_SETS = {
     "raw": {"scripts/raw.py", "lmbuild/data/ingest.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
+    "quality_model": {"scripts/quality_model.py", "lmbuild/data/quality.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
     "cleaned": {
         "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/clean.py", "lmbuild/data/filters.py",
+        "lmbuild/data/lang.py", "lmbuild/data/quality.py",
         # clean.py names its shards with ingest.shard_name, which brings the readers along.
         "lmbuild/data/ingest.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
     },
