@@ -42,10 +42,14 @@ def test_without_a_classifier_no_key_but_its_own_depends_on_its_settings(tmp_pat
     assert used.artifacts["raw"].key == base.artifacts["raw"].key and used.artifacts["cleaned"].key != base.artifacts["cleaned"].key
     with pytest.raises(UserError, match="data.clean.quality.enabled needs data.quality_model.positives"):
         Plan(validate({"data": {"clean": {"quality": {"enabled": True}}}}))
-    # Its training files enter its key by size and modification time, as raw's do.
+    # Its training files enter its key by content, as raw's do: a touch keeps it, an edit does not.
     os.utime(tmp_path / "q" / "neg.jsonl", ns=(1, 1))
     retouched = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q")}}))
-    assert retouched.artifacts["quality_model"].key != trained.artifacts["quality_model"].key
+    assert retouched.artifacts["quality_model"].key == trained.artifacts["quality_model"].key
+    with open(tmp_path / "q" / "neg.jsonl", "a") as f:
+        f.write(json.dumps({"text": NOISE}) + "\n")
+    edited = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q")}}))
+    assert edited.artifacts["quality_model"].key != trained.artifacts["quality_model"].key
 
 
 def test_retraining_the_classifier_recleans_and_nothing_before(tmp_path):
