@@ -15,7 +15,7 @@ real `snakemake` command:
 - cores 1: `--cores 1`, uninterrupted, running beside the faults build.
 
 Then every file of every artifact is compared with the reference: byte for byte, except
-what records time or place (TIMING_FIELDS, MANIFEST_ONLY, NOT_COMPARED below).
+what records time or place (timing(), MANIFEST_ONLY, PROVENANCE, NOT_COMPARED below).
 
 Seeds: LMBUILD_FAULT_SEED (default 0) picks the kill points; the figures are printed.
 What this does not test: a kill of Snakemake itself (it leaves a lock; see the README), a
@@ -64,8 +64,12 @@ RULES = {
 }
 JOBS = {"cleaned_part": 2, "dedup_map": 2, "dedup_bucket": 2}  # smoke.yaml: 2 raw shards, 2 dedup buckets
 
-# Fields that measure time, in manifests and report.json at any depth.
-TIMING_FIELDS = {"started", "seconds", "train_seconds", "eval_seconds", "tokens_per_second"}
+# Fields that measure time, in manifests, report.json and loss_curve.csv at any depth: a key
+# named `started`, `tokens_per_second` or ending in `seconds` (seconds, train_seconds, ...).
+def timing(key: str) -> bool:
+    return key in ("started", "tokens_per_second") or key.endswith("seconds")
+
+
 # Manifest fields that record where and how a job ran, not what it made: `job` (host and
 # scheduler ids), `threads` (Snakemake gives a job min(threads, --cores)), and training's
 # `resumed_from_step` (None, or the checkpoint a rerun resumed from; also in report.json).
@@ -257,11 +261,26 @@ def kill_plan(reference: Watcher, seed: int) -> list[Kill]:
 
 
 def without(obj, fields: set):
+    """obj less timing fields and `fields`, at any depth."""
     if isinstance(obj, dict):
-        return {k: without(v, fields) for k, v in obj.items() if k not in fields}
+        return {k: without(v, fields) for k, v in obj.items() if k not in fields and not timing(k)}
     if isinstance(obj, list):
         return [without(v, fields) for v in obj]
     return obj
+
+
+def byte_compared(name: str) -> bool:
+    return not any(p.match(name) for p in NOT_COMPARED) and not name.endswith("/loss_curve.csv")
+
+
+def manifest(path: Path) -> dict:
+    """A manifest less what records time or place; its file list (if any) less the files that
+    are not compared byte for byte (they are compared by content below)."""
+    m = without(json.loads(path.read_text()), MANIFEST_ONLY | PROVENANCE)
+    prefix = str(Path(path.parent.parent.name, path.parent.name))
+    if isinstance(m.get("files"), dict):
+        m["files"] = {f: e for f, e in m["files"].items() if byte_compared(f"{prefix}/{f}")}
+    return m
 
 
 def artifact_files(work: Path) -> dict[str, Path]:
@@ -277,7 +296,7 @@ def artifact_files(work: Path) -> dict[str, Path]:
 
 def loss_curve(path: Path) -> list[dict]:
     with open(path) as f:
-        return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if not timing(k)} for row in csv.DictReader(f)]
 
 
 def differences(ref: Path, other: Path) -> tuple[int, list[str]]:
@@ -291,11 +310,9 @@ def differences(ref: Path, other: Path) -> tuple[int, list[str]]:
         compared += 1
         fa, fb = a[name], b[name]
         if name.endswith("/manifest.json"):
-            drop = TIMING_FIELDS | MANIFEST_ONLY | PROVENANCE
-            same = without(json.loads(fa.read_text()), drop) == without(json.loads(fb.read_text()), drop)
+            same = manifest(fa) == manifest(fb)
         elif name.startswith("eval_report/") and name.endswith("/report.json"):
-            drop = TIMING_FIELDS | PROVENANCE
-            same = without(json.loads(fa.read_text()), drop) == without(json.loads(fb.read_text()), drop)
+            same = without(json.loads(fa.read_text()), PROVENANCE) == without(json.loads(fb.read_text()), PROVENANCE)
         elif name.endswith("/loss_curve.csv"):
             same = loss_curve(fa) == loss_curve(fb)
         else:
@@ -365,3 +382,29 @@ def test_sigkill_every_rule_then_rerun_gives_the_same_artifacts(tmp_path):
     compared, diffs = differences(ref_dir, one_dir)
     print(f"  --cores 1 vs --cores 2: {compared} artifact files compared, {len(diffs)} differ")
     assert not diffs, diffs
+
+
+def test_the_comparison_sees_a_changed_byte_and_ignores_only_timings(tmp_path):
+    """The checker above can fail: one flipped byte, a changed count, a missing file."""
+
+    def build(root: Path, *, byte=b"\x00", steps=40, seconds=1.0, extra=False):
+        art = root / "artifacts" / "trained_checkpoint" / "0123456789abcdef"
+        (art / "tensorboard").mkdir(parents=True)
+        (art / "model.safetensors").write_bytes(b"weights" + byte)
+        (art / "tensorboard" / f"events.{seconds}").write_text("wall time")
+        (art / "loss_curve.csv").write_text(f"step,train_loss,tokens_per_second\n{steps},6.0,{1000 * seconds}\n")
+        counts = {"steps": steps, "train_seconds": seconds, "resumed_from_step": 10 if extra else None}
+        job = {"host": f"h{seconds}"}
+        (art / "manifest.json").write_text(json.dumps({"counts": counts, "started": str(seconds), "seconds": seconds, "threads": 2, "job": job}))
+        if extra:
+            (art / "extra.json").write_text("{}")
+        return root
+
+    ref = build(tmp_path / "a")
+    assert differences(ref, build(tmp_path / "b", seconds=2.0)) == (3, [])
+    assert differences(ref, build(tmp_path / "c", byte=b"\x01"))[1] == ["differs: trained_checkpoint/0123456789abcdef/model.safetensors"]
+    assert differences(ref, build(tmp_path / "d", steps=41))[1] == [
+        "differs: trained_checkpoint/0123456789abcdef/loss_curve.csv",
+        "differs: trained_checkpoint/0123456789abcdef/manifest.json",
+    ]
+    assert differences(ref, build(tmp_path / "e", extra=True))[1] == ["only in one build: trained_checkpoint/0123456789abcdef/extra.json"]
