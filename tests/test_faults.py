@@ -3,12 +3,12 @@
 Three builds of tests/smoke.yaml (with a checkpoint every 10 training steps), each with the
 real `snakemake` command:
 
-- reference: `--cores 2`, uninterrupted; a watcher records when each job started working
-  (its atomic ``.tmp-*-<pid>-*`` folder appeared), when it ended, and when training's
-  checkpoints appeared.
+- reference: `--cores 2`, uninterrupted; a watcher records when each job started, when each
+  line of its log appeared, when it ended, and when training's checkpoints appeared.
 - faults: `--cores 2 --keep-going` in another folder. The watcher SIGKILLs the job process
   (the script Snakemake started, ``.snakemake/scripts/tmp*.<script>.py``) of every rule at
-  seeded points: each job of every rule once (both cleaning parts, both dedup maps and
+  seeded points of its progress (after its k-th log line, plus a seeded part of the time to
+  the next one; see Kill): each job of every rule once (both cleaning parts, both dedup maps and
   buckets), training three times (before its first checkpoint, between two checkpoints, and
   the moment a checkpoint folder appears, i.e. mid-save). The same command is run again until
   it succeeds.
@@ -100,32 +100,58 @@ class Job:
     pid: int
     attempt: int  # how many processes of this script came before it in this build
     seen: float
-    work: float | None = None  # its atomic .tmp folder appeared
     end: float | None = None
     checkpoints: dict = field(default_factory=dict)  # folder name -> [appeared, complete]
-    kill_at: float | None = None
+    log: str | None = None  # its log file (the runner points fds 1 and 2 at it)
+    log_base: int | None = None  # lines already in it when this attempt started (a rerun appends)
+    lines: list = field(default_factory=list)  # when each line this attempt logged appeared
     killed: str | None = None  # the kill point, once the signal was delivered
+
+    def progress(self, now: float) -> None:
+        if self.log is None:
+            try:
+                target = os.readlink(f"/proc/{self.pid}/fd/2")
+            except OSError:
+                return
+            if not target.endswith(".log"):
+                return
+            self.log = target
+            self.log_base = None  # set below from the first read
+        try:
+            n = Path(self.log).read_bytes().count(b"\n")
+        except OSError:
+            return
+        if self.log_base is None:
+            # The first line of an attempt is the runner's "job host=..." line: what came before is an earlier attempt's.
+            text = Path(self.log).read_text(errors="replace").splitlines()
+            starts = [i for i, line in enumerate(text) if ": job host=" in line]
+            self.log_base = starts[-1] if starts else n
+        while self.log_base + len(self.lines) < n:
+            self.lines.append(now)
 
 
 @dataclass
 class Kill:
-    """Where to kill attempt `attempt` of `script`.
+    """Where to kill attempt `attempt` of `script`: at a point of its progress, not a time.
 
-    trigger "work": `delay` seconds after its atomic .tmp folder appeared, or `fallback`
-    seconds after it started, whichever comes first (a stage whose work takes milliseconds
-    may have its .tmp folder between two polls; a slow start then still gets its kill).
-    "checkpoint": `delay` seconds after a checkpoint it wrote is complete. "checkpoint-dir":
-    `delay` seconds after a checkpoint folder it writes appeared (mid-save).
+    trigger "line": when its log holds `line` lines (the runner's first line comes when the work
+    starts, its last after the artifact was renamed into place), then `delay` seconds of the
+    reference build's time, scaled by how fast this attempt reached its first line compared
+    with the reference (never slower: a fast machine must not outrun the kill).
+    "checkpoint": `delay` seconds after a checkpoint it wrote is complete. "checkpoint-dir": the
+    moment a checkpoint folder it writes appears (mid-save).
     """
 
     script: str
     attempt: int
     trigger: str
     delay: float
-    fallback: float | None = None
+    line: int = 0
+    reference_start: float = 1.0  # reference: seconds from the job's start to its first log line
 
     def label(self) -> str:
-        return f"{self.script}#{self.attempt} {self.trigger}+{self.delay:.2f}s"
+        at = f"line {self.line}" if self.trigger == "line" else self.trigger
+        return f"{self.script}#{self.attempt} {at} +{self.delay:.2f}s"
 
 
 def running(pid: int) -> bool:
@@ -177,7 +203,6 @@ class Watcher:
                 self.attempts[script] = n + 1
                 self.jobs[pid] = Job(script, pid, n, now)
         art = self.work / "artifacts"
-        tmps = [Path(p).name for depth in range(1, 5) for p in glob.glob(str(art / ("*/" * (depth - 1)) / ".tmp-*"))]
         ckpts = glob.glob(str(art / "_work" / "trained_checkpoint" / "*" / "trainer" / "checkpoint-*"))
         for pid, job in self.jobs.items():
             if job.end is not None:
@@ -185,8 +210,7 @@ class Watcher:
             if pid not in live or not running(pid):
                 job.end = now
                 continue
-            if job.work is None and any(f"-{pid}-" in t for t in tmps):
-                job.work = now
+            job.progress(now)
             if job.script == "trained_checkpoint":
                 for c in ckpts:
                     state = job.checkpoints.setdefault(Path(c).name, [now, None])
@@ -195,9 +219,11 @@ class Watcher:
             self.maybe_kill(job, now)
 
     def kill_point(self, job: Job, k: Kill) -> float | None:
-        if k.trigger == "work":
-            points = ([job.work + k.delay] if job.work is not None else []) + ([job.seen + k.fallback] if k.fallback is not None else [])
-            return min(points, default=None)
+        if k.trigger == "line":
+            if len(job.lines) < k.line:
+                return None
+            speed = min(1.0, max(0.1, (job.lines[0] - job.seen) / max(k.reference_start, 1e-3)))
+            return job.lines[k.line - 1] + k.delay * speed
         # Checkpoints already on disk when this attempt started are not its own.
         new = [s for s in job.checkpoints.values() if s[0] > job.seen]
         if k.trigger == "checkpoint-dir" and new:
@@ -216,8 +242,7 @@ class Watcher:
                 os.kill(job.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 return
-            where = "working" if job.work is not None else "starting"  # its .tmp folder seen or not
-            job.killed = f"{k.label()}: killed {now - job.seen:.2f}s after start, {where}"
+            job.killed = f"{k.label()}: killed {now - job.seen:.2f}s after start, after log line {len(job.lines)}"
 
     def run(self, cmd: list[str], log: Path) -> int:
         with open(log, "a") as out:
@@ -230,7 +255,7 @@ class Watcher:
 
 
 def kill_plan(reference: Watcher, seed: int) -> list[Kill]:
-    """Seeded kill points from the reference build's timings: every job of every rule once,
+    """Seeded kill points from the reference build's progress: every job of every rule once,
     training three times."""
     rng = random.Random(seed)
     first = {}
@@ -239,21 +264,23 @@ def kill_plan(reference: Watcher, seed: int) -> list[Kill]:
     plan = []
     for script in RULES.values():
         job = first[script]
-        assert job.end is not None, job
-        work = job.work if job.work is not None else job.end  # a .tmp folder that lived between two polls
+        assert job.end is not None and job.lines, job
+        times = job.lines + [job.end]
+        start = job.lines[0] - job.seen
         if script == "trained_checkpoint":
             done = sorted(s[1] for s in job.checkpoints.values() if s[1])
             assert len(done) >= 2, job.checkpoints
-            before = rng.uniform(0.2, 0.8) * (done[0] - work)
+            before = [i for i, t in enumerate(job.lines, 1) if t < done[0]]  # lines logged before the first checkpoint
+            line = rng.choice(before)
             plan += [
-                Kill(script, 0, "work", before, fallback=work - job.seen + before),  # before the first checkpoint
+                Kill(script, 0, "line", rng.uniform(0.0, 0.5) * (min(times[line], done[0]) - times[line - 1]), line, start),
                 Kill(script, 1, "checkpoint", rng.uniform(0.1, 0.7) * (done[1] - done[0])),  # between two
                 Kill(script, 2, "checkpoint-dir", 0.0),  # while the Trainer writes one
             ]
             continue
         for attempt in range(JOBS.get(script, 1)):
-            delay = rng.uniform(0.0, 0.6) * (job.end - work)
-            plan.append(Kill(script, attempt, "work", delay, fallback=work - job.seen + delay))
+            line = rng.randint(1, len(job.lines))
+            plan.append(Kill(script, attempt, "line", rng.uniform(0.0, 0.5) * (times[line] - times[line - 1]), line, start))
     return plan
 
 
@@ -359,7 +386,7 @@ def test_sigkill_every_rule_then_rerun_gives_the_same_artifacts(tmp_path):
         one_rc = one.wait(timeout=900)
 
     kills = sorted(j.killed for j in faults.jobs.values() if j.killed)
-    missed = sorted(k.label() for k in plan if k.label() not in kills)
+    missed = sorted(k.label() for k in plan if not any(x.startswith(k.label() + ":") for x in kills))
     killed_rules = {label.split("#")[0] for label in kills}
     print(f"\nseed {SEED}: {len(kills)} of {len(plan)} planned kills delivered, {len(runs)} snakemake runs, exit codes {runs}")
     for label in kills:
