@@ -307,6 +307,31 @@ def test_batch_size_must_split_over_the_gpus():
         train.training_arguments(s, "/nonexistent", bf16=False, world=4, resume=False)
 
 
+def test_speed_settings_reach_the_trainer():
+    s = lc.settings("trained_checkpoint", train={**SHORT, "compile": True, "compile_mode": "reduce-overhead"})
+    args = train.training_arguments(s, "/nonexistent", bf16=False, world=1, resume=False, liger=True)
+    assert args.torch_compile and args.torch_compile_mode == "reduce-overhead"
+    assert args.use_liger_kernel and args.liger_kernel_config["fused_linear_cross_entropy"]
+    plain = train.training_arguments(lc.settings("trained_checkpoint", train=SHORT), "/nonexistent", bf16=False, world=1, resume=False)
+    assert not plain.torch_compile and not plain.use_liger_kernel and plain.torch_compile_mode is None
+
+
+def test_kernels_auto_is_torch_and_sdpa_on_a_cpu(trained):
+    counts = json.loads((trained / "manifest.json").read_text())["counts"]
+    if not torch.cuda.is_available():
+        assert counts["kernels"] == "torch" and counts["attention"] == "sdpa"
+
+
+def test_fsdp_under_torchrun_with_one_process(inputs, trained, tmp_path):
+    """The path bench/gpu_check.sh takes to measure FSDP's overhead on one GPU: torchrun, one process, FSDP."""
+    ctx = _context(inputs, tmp_path, parallel="fsdp")
+    counts = train.launch(ctx, 1)
+    assert counts["processes"] == 1 and counts["parallel"] == "fsdp" and counts["steps"] == 20
+    fsdp, single = _weights(ctx.out), _weights(trained)
+    for k in single:
+        assert torch.allclose(fsdp[k], single[k], rtol=1e-3, atol=1e-4), k
+
+
 def test_bf16_setting():
     assert train.use_bf16(False) is False and train.use_bf16(True) is True
     assert train.use_bf16("auto") == train.bf16_available()
