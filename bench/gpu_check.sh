@@ -2,7 +2,7 @@
 # Issue 17's GPU measurements in one run (about 7 minutes on one H100/H200; more with more GPUs).
 #
 #   bench/gpu_check.sh             # on the GPU machine, from the repository root
-#   DRY=1 bench/gpu_check.sh       # the same commands, tiny, on any machine (the CPU too)
+#   DRY=1 bench/gpu_check.sh       # the same commands, tiny and uncompiled, on any machine (the CPU too)
 #
 # 1. MFU of bench/train_gpu.py (~125M Llama, sequence 2,048, batch 16, compiled, head size 128):
 #    baseline (transformers' layers), Liger's fused linear + cross-entropy and friends
@@ -39,6 +39,8 @@ train() {
 }
 
 BASE=(--batch 16 --seq 2048 --heads 6 --compile)
+# Dry: batch 2 and no cold CPU compile (minutes on 2 busy cores); train.compile's wiring is unit-tested.
+[ -n "${DRY:-}" ] && BASE=(--batch 2)
 train baseline "${BASE[@]}" --steps 60 --kernels torch
 if [ "$HAS_LIGER" = 1 ]; then
   train liger "${BASE[@]}" --steps 60 --kernels liger
