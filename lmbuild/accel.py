@@ -67,8 +67,9 @@ def attention(setting: str) -> str:
 def eval_dtype(setting: str) -> str:
     """``eval.dtype`` resolved: ``bfloat16`` or ``float32``.
 
-    auto is bf16 on a GPU with bf16 only. On a CPU even with avx512_bf16, bf16 weights round
-    every score for a small gain at our eval sizes (evaluation is not the bottleneck there).
+    auto is bf16 on a GPU with bf16 only. On a CPU fp32, also where the CPU has avx512_bf16
+    (there bf16 scored ~1.8x faster, bench/README.md): a CPU run's scores then do not depend on
+    which CPU ran it, and evaluation is not a CPU run's bottleneck; ``bfloat16`` opts in.
     """
     if setting == "auto":
         return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
