@@ -8,6 +8,9 @@ warmup steps, gradient checkpointing, 2 dataloader workers, a checkpoint saved e
 (save_total_limit 2), batch 2). Two variants of it: ``course-fp32`` (fp32 weights, ``bf16=False``:
 the issue's baseline) and ``course-bf16`` (as published: weights loaded in bf16, ``bf16=True``).
 
+``plain`` / ``plain-fp32``: the ceiling, a plain PyTorch loop (fused AdamW, bf16 autocast where
+the CPU has it / fp32), nothing else.
+
 Ours: ``lmbuild.train.train`` exactly as the stage runs it (fused AdamW, bf16 autocast over fp32
 weights where the CPU has bf16 arithmetic, no gradient checkpointing, equal-length blocks
 stacked, no per-step host work), with the same model, data, batch and steps; validation and
@@ -80,6 +83,25 @@ def course(ins: dict, out: Path, steps: int, batch: int, bf16: bool, saves: bool
     return (steps - WARMUP) * batch * data.seq_len / clock.seconds
 
 
+def plain(ins: dict, steps: int, batch: int, bf16: bool) -> float:
+    """The ceiling: a plain PyTorch loop over the same model, blocks and batch, fused AdamW, bf16
+    autocast where ``bf16``; no Trainer, no schedule, no clipping, no logging. Returns tokens/s."""
+    m = AutoModelForCausalLM.from_pretrained(ins["init_checkpoint"], dtype=torch.float32).train()
+    data = PackedBlocks(ins["shards"] / "train.bin")
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
+    for step in range(1, steps + 1):
+        if step == WARMUP + 1:
+            t0 = time.perf_counter()
+        ids = torch.stack([data[order[(step * batch + j) % len(data)]]["input_ids"] for j in range(batch)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = m(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return (steps - WARMUP) * batch * data.seq_len / (time.perf_counter() - t0)
+
+
 def ours(ins: dict, root: Path, steps: int, batch: int, threads: int, **overrides) -> float:
     s = lc.settings("trained_checkpoint", train={"max_steps": steps, "batch_size": batch, "warmup_steps": min(10, steps - 1), "eval_steps": 10_000,
                                                    "save_steps": 10_000, "eval_batches": 1, "logging_steps": 10, **overrides})
@@ -117,6 +139,8 @@ def main() -> None:
         "ours-fp32": lambda d: ours(ins, d, a.steps, a.batch, a.threads, bf16=False),
         "ours-ckpt": lambda d: ours(ins, d, a.steps, a.batch, a.threads, gradient_checkpointing=True),
         "ours-compile": lambda d: ours(ins, d, a.steps, a.batch, a.threads, compile=True),
+        "plain": lambda d: plain(ins, a.steps, a.batch, bf16=train.bf16_available()),
+        "plain-fp32": lambda d: plain(ins, a.steps, a.batch, bf16=False),
     }
     chosen = a.variants.split(",")
     figures: dict[str, list[float]] = {v: [] for v in chosen}

@@ -54,7 +54,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from transformers import GenerationConfig
 
-from lmbuild import cost, evaltasks, report
+from lmbuild import accel, cost, evaltasks, report
 from lmbuild.artifact import read_manifest, write_json
 from lmbuild.errors import UserError
 
@@ -362,8 +362,10 @@ def main_metric(results: dict, task: str, metrics: dict) -> str | None:
 
 
 @torch.no_grad()
-def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> list[dict]:
+def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int, dtype: str = "float32") -> list[dict]:
     """Greedy continuations of each prompt; stops early at the end-of-text token.
+
+    ``dtype`` bfloat16: under bf16 autocast, as the scoring.
 
     The prompt follows an end-of-text token, as a document does in training and in lm-eval's
     rolling windows. A prompt too long for the context keeps its end.
@@ -382,7 +384,8 @@ def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, 
         ids = prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"][-room:]
         ids = ids or [0]  # an empty prompt and no end-of-text token
         input_ids = torch.tensor([ids], device=device)
-        seq = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            seq = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
         new = seq[0, len(ids) :].tolist()
         out.append(
             {
@@ -514,7 +517,10 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldo
     tops, leaves = load_extra_tasks(tm, extra_names)
     samples = limit_samples(leaves, s.get("limit"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_args = {"pretrained": str(ckpt), "dtype": "float32", "trust_remote_code": False}
+    # eval.dtype bfloat16: bf16 autocast over the fp32 weights, as in training; log-softmax in fp32 either way.
+    dtype = accel.eval_dtype(s.get("dtype", "auto"))
+    model_args = {"pretrained": str(ckpt), "dtype": "float32", "mixed_precision_dtype": None if dtype == "float32" else dtype,
+                  "softmax_dtype": "float32", "trust_remote_code": False}
     lm = ResumableHFLM(**model_args, batch_size=s["batch_size"], device=device)
     seed = s["seed"]
     t0 = time.time()
@@ -542,7 +548,7 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldo
     token_loss = held["bits_per_byte"] * math.log(2) * heldout["bytes"] / n_tokens if held["bits_per_byte"] is not None else None
 
     t0 = time.time()
-    generations = generate_samples(lm.model, lm.tokenizer, list(s["prompts"]), s["max_new_tokens"], seed)
+    generations = generate_samples(lm.model, lm.tokenizer, list(s["prompts"]), s["max_new_tokens"], seed, dtype)
     gen_seconds = time.time() - t0
 
     counts = ck["manifest"].get("counts", {}) or {}
@@ -578,6 +584,7 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldo
         "lm_eval": {
             "model_args": model_args,
             "device": device,
+            "dtype": dtype,
             "samples_per_task": {t: (m.get("n_samples") or {}).get("effective") for t, m in metrics.items()},
             "seeds": {k: cfg.get(k) for k in ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")},
             "bootstrap_iters": cfg.get("bootstrap_iters"),
@@ -677,6 +684,7 @@ def build(ctx) -> dict:
         "heldout_token_perplexity": primary["headline"]["heldout_token_perplexity"],
         "heldout_docs": heldout["docs"],
         "generations": len(primary["generations"]),
+        "dtype": primary["lm_eval"]["dtype"],
         "seconds": data["seconds"]["total"],
     }
     for e in entries:

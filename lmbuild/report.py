@@ -160,7 +160,7 @@ def _kv_sections(data: dict) -> list[tuple[str, list[tuple[str, str]]]]:
         ("Evaluation settings", [(k, fmt(v)) for k, v in _flat(data.get("settings", {}))]),
         (
             "lm-eval",
-            [(k, fmt(v)) for k, v in _flat({k: lm[k] for k in ("model", "batch_size", "device", "limit", "max_length", "seeds", "bootstrap_iters", "include_path", "include_path_digest") if k in lm})]
+            [(k, fmt(v)) for k, v in _flat({k: lm[k] for k in ("model", "batch_size", "device", "dtype", "limit", "max_length", "seeds", "bootstrap_iters", "include_path", "include_path_digest") if k in lm})]
             + [(f"version {k}", fmt(v)) for k, v in (lm.get("versions") or {}).items()],
         ),
         ("Artifacts", [(k, fmt(v)) for k, v in _flat(data.get("artifacts", {}))]),

@@ -10,7 +10,10 @@ clipping, gradient accumulation, and one of two learning-rate schedules (``lr_sc
   trained further without restarting the schedule.
 
 bf16 autocast over fp32 weights where the hardware has bf16 arithmetic (``bf16: auto``),
-optional gradient checkpointing and ``torch.compile``. Validation loss on a fixed subset
+optional gradient checkpointing and ``torch.compile`` (``compile_mode``). On a GPU, where
+installed: Liger Kernel's fused linear + cross-entropy, RMSNorm, SwiGLU and RoPE
+(``kernels``), flash-attn (``attention``); elsewhere transformers' own layers and SDPA
+(:mod:`lmbuild.accel` resolves the ``auto`` choices). Validation loss on a fixed subset
 (``eval_batches * batch_size`` validation blocks spread evenly over the validation set) at
 step 0, every ``eval_steps`` and at the end.
 
@@ -65,6 +68,8 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.integrations import TensorBoardCallback
 
+from lmbuild import accel
+from lmbuild.accel import bf16_available, use_bf16  # noqa: F401 (the bench and tests read them here)
 from lmbuild.schedule import wsd_decay_steps
 from lmbuild.errors import UserError
 from lmbuild.model import count_parameters
@@ -80,21 +85,6 @@ SCHEDULERS = {"cosine": "cosine_with_min_lr", "wsd": "warmup_stable_decay"}
 
 class TrainingDiverged(UserError):
     """A non-finite loss or model: usually a learning rate too high for the model or data."""
-
-
-def bf16_available() -> bool:
-    """Whether the device does bf16 arithmetic natively (CPU: avx512_bf16 or AMX).
-
-    Without those instructions CPU bf16 is emulated and slower than fp32.
-    """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-
-
-def use_bf16(setting) -> bool:
-    return bf16_available() if setting == "auto" else bool(setting)
 
 
 def evenly_spaced(n: int, k: int) -> list[int]:
@@ -303,7 +293,7 @@ def check_resume(resume: Path, order: BlockOrder) -> None:
         )
 
 
-def training_arguments(s: dict, output_dir: Path, *, bf16: bool, world: int, resume: bool) -> TrainingArguments:
+def training_arguments(s: dict, output_dir: Path, *, bf16: bool, world: int, resume: bool, fsdp: bool = False, liger: bool = False) -> TrainingArguments:
     """TrainingArguments from the ``train`` settings; ``batch_size`` is split over ``world`` processes."""
     if s["batch_size"] % world:
         raise UserError(f"train.batch_size {s['batch_size']} is not divisible by the {world} processes (GPUs) given")
@@ -314,7 +304,11 @@ def training_arguments(s: dict, output_dir: Path, *, bf16: bool, world: int, res
         kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": s["min_lr_ratio"]}
     if s["gradient_checkpointing"]:
         kwargs.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
-    if world > 1 and s["parallel"] == "fsdp":
+    if s["compile"] and s["compile_mode"] != "default":
+        kwargs["torch_compile_mode"] = s["compile_mode"]
+    if liger:
+        kwargs.update(use_liger_kernel=True, liger_kernel_config=dict(accel.LIGER_CONFIG))
+    if fsdp:
         kwargs.update(fsdp=True, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"], "state_dict_type": "FULL_STATE_DICT"})
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -363,7 +357,8 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     shards, init = inputs["shards"], inputs["init_checkpoint"]
     meta = json.loads((shards / META).read_text())
     tokenizer = AutoTokenizer.from_pretrained(init)
-    model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
+    kernels, attention = accel.kernels(s["kernels"]), accel.attention(s["attention"])
+    model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=attention)
     if meta["vocab_size"] > model.config.vocab_size:
         raise UserError(f"{shards}: vocab_size {meta['vocab_size']} exceeds the model's {model.config.vocab_size} (a different tokenizer?)")
     if meta["seq_len"] > model.config.max_position_embeddings:
@@ -382,7 +377,9 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     checkpoints = work / "trainer"
     resume = last_checkpoint(checkpoints)
     start_step = checkpoint_step(resume) if resume else 0
-    args = training_arguments(s, checkpoints, bf16=bf16, world=world, resume=resume is not None)
+    # FSDP under torchrun, also with one process (its overhead on one GPU is measurable).
+    fsdp = s["parallel"] == "fsdp" and (world > 1 or "LOCAL_RANK" in os.environ)
+    args = training_arguments(s, checkpoints, bf16=bf16, world=world, resume=resume is not None, fsdp=fsdp, liger=kernels == "liger")
     tokens_per_step = per_step * meta["seq_len"]
     trainer = LMTrainer(
         model=model,
@@ -401,7 +398,8 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     if resume:
         check_resume(resume, trainer.order)
         log.info("resuming from %s", resume)
-    log.info("training %s on %d blocks (bf16=%s, %d process(es)), validating on %d blocks", init, len(train_data), bf16, world, len(val_subset))
+    log.info("training %s on %d blocks (bf16=%s, kernels=%s, attention=%s, %d process(es)), validating on %d blocks",
+             init, len(train_data), bf16, kernels, attention, world, len(val_subset))
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.time() - started
@@ -410,11 +408,11 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     if bad:
         raise TrainingDiverged(f"non-finite parameter {bad} after step {trainer.state.global_step}: the model is not saved")
 
-    if s["parallel"] == "fsdp" and world > 1:
+    if fsdp:
         trainer.save_model(str(out))  # gathers the full state dict; rank 0 writes
     if not trainer.is_world_process_zero():
         return None
-    if not (s["parallel"] == "fsdp" and world > 1):
+    if not fsdp:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(out)
         tokenizer.save_pretrained(out)
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle: never in an artifact
@@ -437,8 +435,10 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
         "eval_seconds": round(eval_seconds, 3),
         "tokens_per_second": round((trainer.state.global_step - start_step) * tokens_per_step / step_seconds),
         "bf16": bf16,
+        "kernels": kernels,
+        "attention": attention,
         "processes": world,
-        "parallel": s["parallel"] if world > 1 else None,
+        "parallel": "fsdp" if fsdp else ("ddp" if world > 1 else None),
         "parameters": count_parameters(trainer.accelerator.unwrap_model(trainer.model)),
         "resumed_from_step": start_step if resume else None,
     }

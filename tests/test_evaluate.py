@@ -400,3 +400,39 @@ def test_wikitext_from_the_local_release(inputs, tmp_path, shared_data):
         # Bits per byte of a random 512-token model: about log2(512) bits per token, < 1 token per byte.
         assert 1 < wt["metrics"]["bits_per_byte"]["value"] < 9
         assert wt["metrics"]["word_perplexity"]["value"] > wt["metrics"]["byte_perplexity"]["value"] > 1
+
+
+HELLASWAG_FIXTURE = Path(__file__).parent / "fixtures" / "hellaswag_val_60.jsonl"
+
+
+def test_bf16_scores_stay_within_the_standard_error_of_fp32(inputs, tmp_path):
+    """eval.dtype bfloat16 (bf16 autocast over the fp32 weights; native on a CPU with avx512_bf16,
+    emulated elsewhere) against float32 on one checkpoint: HellaSwag acc and acc_norm within
+    lm-eval's standard error of the fp32 figures, held-out bits/byte within 1%, and the dtype
+    recorded in report.json and the counts."""
+    spec = {"task": "hellaswag", "data": str(HELLASWAG_FIXTURE), "preprocessed": True}
+    one = {k: v for k, v in inputs.items() if k != "init_checkpoint"}
+    reports = {}
+    for dtype in ("float32", "bfloat16"):
+        ctx = make_ctx(tmp_path / dtype, one, tasks=[spec], prompts=["def main():"], dtype=dtype)
+        counts = evaluate.build(ctx)
+        reports[dtype] = json.loads((ctx.out / "report.json").read_text())
+        assert counts["dtype"] == reports[dtype]["lm_eval"]["dtype"] == dtype
+        assert reports[dtype]["lm_eval"]["model_args"]["mixed_precision_dtype"] == (None if dtype == "float32" else dtype)
+    fp32, bf16 = (reports[d]["checkpoints"][0]["metrics"] for d in ("float32", "bfloat16"))
+    assert fp32["hellaswag"]["n_samples"]["effective"] == 60
+    for m in ("acc", "acc_norm"):
+        ref = fp32["hellaswag"]["metrics"][m]
+        assert abs(bf16["hellaswag"]["metrics"][m]["value"] - ref["value"]) <= ref["stderr"], m
+    ref = fp32["lmbuild_heldout"]["metrics"]["bits_per_byte"]["value"]
+    assert bf16["lmbuild_heldout"]["metrics"]["bits_per_byte"]["value"] == pytest.approx(ref, rel=0.01)
+    assert bf16["lmbuild_heldout"]["metrics"]["bits_per_byte"]["value"] != ref  # bf16 did run
+
+
+def test_eval_dtype_auto_is_fp32_on_a_cpu(built):
+    ctx, counts = built
+    report = json.loads((ctx.out / "report.json").read_text())
+    import torch
+
+    expected = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    assert counts["dtype"] == report["lm_eval"]["dtype"] == expected

@@ -110,9 +110,9 @@ CODE_SETS = {
     "init_checkpoint": {"scripts/init_checkpoint.py", "lmbuild/model.py", "lmbuild/init.py", "lmbuild/layer_plan.py"},
     "trained_checkpoint": {
         "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
-        "lmbuild/layer_plan.py", "lmbuild/pack.py", "lmbuild/tokenizer.py",
+        "lmbuild/layer_plan.py", "lmbuild/pack.py", "lmbuild/tokenizer.py", "lmbuild/__init__.py", "lmbuild/accel.py",
     },
-    "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/report.py"},
+    "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/report.py", "lmbuild/accel.py"},
 }
 
 

@@ -45,9 +45,10 @@ def trained(inputs, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained_fp32(inputs, tmp_path_factory):
-    """The one-process run in fp32: where the CPU has bf16 (auto), bf16 rounding differs between
-    one process and two, so the multi-process comparison is made in fp32."""
+def trained_fp32(inputs, trained, tmp_path_factory):
+    """The ``trained`` run in fp32 (the same run where the CPU has no bf16 arithmetic)."""
+    if not train.use_bf16("auto"):
+        return trained
     return lc.run(train, "trained_checkpoint", lc.settings("trained_checkpoint", train={**SHORT, "bf16": False}), inputs, tmp_path_factory.mktemp("fp32"), threads=THREADS)
 
 
@@ -289,7 +290,8 @@ def test_torchrun_on_cpu_with_two_processes(inputs, trained_fp32, tmp_path, para
 
     The result matches the one-process run up to float rounding: the averaged gradient of two
     half batches of equal-length blocks is the full batch's mean gradient (FSDP: the same
-    update, with parameters and optimizer state sharded, gathered for the save).
+    update, with parameters and optimizer state sharded, gathered for the save). In fp32: under
+    bf16 autocast (a CPU with avx512_bf16) two half batches round differently from one.
     """
     ctx = _context(inputs, tmp_path, parallel=parallel, bf16=False)
     counts = train.build(ctx, nproc=2)
@@ -312,6 +314,31 @@ def test_batch_size_must_split_over_the_gpus():
     s = lc.settings("trained_checkpoint", train={**SHORT, "batch_size": 6})
     with pytest.raises(UserError, match="train.batch_size 6 is not divisible by the 4 processes"):
         train.training_arguments(s, "/nonexistent", bf16=False, world=4, resume=False)
+
+
+def test_speed_settings_reach_the_trainer():
+    s = lc.settings("trained_checkpoint", train={**SHORT, "compile": True, "compile_mode": "reduce-overhead"})
+    args = train.training_arguments(s, "/nonexistent", bf16=False, world=1, resume=False, liger=True)
+    assert args.torch_compile and args.torch_compile_mode == "reduce-overhead"
+    assert args.use_liger_kernel and args.liger_kernel_config["fused_linear_cross_entropy"]
+    plain = train.training_arguments(lc.settings("trained_checkpoint", train=SHORT), "/nonexistent", bf16=False, world=1, resume=False)
+    assert not plain.torch_compile and not plain.use_liger_kernel and plain.torch_compile_mode is None
+
+
+def test_kernels_auto_is_torch_and_sdpa_on_a_cpu(trained):
+    counts = json.loads((trained / "manifest.json").read_text())["counts"]
+    if not torch.cuda.is_available():
+        assert counts["kernels"] == "torch" and counts["attention"] == "sdpa"
+
+
+def test_fsdp_under_torchrun_with_one_process(inputs, trained, tmp_path):
+    """The path bench/gpu_check.sh takes to measure FSDP's overhead on one GPU: torchrun, one process, FSDP."""
+    ctx = _context(inputs, tmp_path, parallel="fsdp")
+    counts = train.launch(ctx, 1)
+    assert counts["processes"] == 1 and counts["parallel"] == "fsdp" and counts["steps"] == 20
+    fsdp, single = _weights(ctx.out), _weights(trained)
+    for k in single:
+        assert torch.allclose(fsdp[k], single[k], rtol=1e-3, atol=1e-4), k
 
 
 def test_bf16_setting():

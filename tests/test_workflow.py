@@ -230,6 +230,16 @@ def test_changing_one_value_reruns_exactly_downstream_and_reverting_reruns_nothi
     assert jobs_of_dry_run(snakemake(built, lr, "-n")) == {}
 
 
+@pytest.mark.parametrize("dotted,value,stages", [
+    ("train.kernels", "torch", ["trained_checkpoint", "eval_report"]),  # auto resolves to torch here, but the key follows the setting
+    ("train.compile_mode", "max-autotune", ["trained_checkpoint", "eval_report"]),
+    ("eval.dtype", "bfloat16", ["eval_report"]),
+])
+def test_speed_settings_enter_their_stage_keys(built, dotted, value, stages):
+    expected = {f"build_{s}": 1 for s in stages} | {"all": 1}
+    assert jobs_of_dry_run(snakemake(built, smoke_config(**{dotted: value}), "-n")) == expected
+
+
 def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
     cfg = smoke_config(**{"data.clean.min_chars": 150})
     jobs = jobs_of_dry_run(snakemake(built, cfg, "-n"))
