@@ -530,17 +530,9 @@ class GopherQualityFilter(Filter):
         mean = sum(map(len, words)) / n
         if (self.min_mean is not None and mean < self.min_mean) or (self.max_mean is not None and mean > self.max_mean):
             return "gopher_mean_word_length"
-        if self.max_symbol is not None:
-            hashes, ellipses = text.count("#"), text.count("...") + text.count("\u2026")
-            if hashes / n > self.max_symbol or ellipses / n > self.max_symbol:
-                return "gopher_symbol_ratio"
-        if self.max_bullet is not None or self.max_ellipsis is not None:
-            lines = [s for s in (line.strip() for line in text.split("\n")) if s]
-            if lines:
-                if self.max_bullet is not None and sum(s.startswith(("\u2022", "-", "*")) for s in lines) / len(lines) > self.max_bullet:
-                    return "gopher_bullet_lines"
-                if self.max_ellipsis is not None and sum(s.endswith(("...", "\u2026")) for s in lines) / len(lines) > self.max_ellipsis:
-                    return "gopher_ellipsis_lines"
+        reason = self._symbol_and_line_rules(text, n)
+        if reason:
+            return reason
         if self.min_alpha is not None and (n - len(_NO_LETTER_WORD.findall(text))) / n < self.min_alpha:
             return "gopher_alpha_words"
         if self.min_stop is not None and self.min_stop > 0:
@@ -554,6 +546,20 @@ class GopherQualityFilter(Filter):
                 return "gopher_stop_words"
         return None
 
+    def _symbol_and_line_rules(self, text: str, n: int) -> str | None:
+        """Gopher's "#" and ellipses per word (n words) and its bullet and ellipsis line rules."""
+        if self.max_symbol is not None:
+            hashes, ellipses = text.count("#"), text.count("...") + text.count("\u2026")
+            if hashes / n > self.max_symbol or ellipses / n > self.max_symbol:
+                return "gopher_symbol_ratio"
+        if self.max_bullet is not None or self.max_ellipsis is not None:
+            lines = [s for s in (line.strip() for line in text.split("\n")) if s]
+            if lines:
+                if self.max_bullet is not None and sum(s.startswith(("\u2022", "-", "*")) for s in lines) / len(lines) > self.max_bullet:
+                    return "gopher_bullet_lines"
+                if self.max_ellipsis is not None and sum(s.endswith(("...", "\u2026")) for s in lines) / len(lines) > self.max_ellipsis:
+                    return "gopher_ellipsis_lines"
+        return None
 
     def _check_segmented(self, text: str, words: list[str]) -> str | None:
         """The same rules on a segmenter's words, counted as datatrove counts them: punctuation
@@ -570,17 +576,9 @@ class GopherQualityFilter(Filter):
         mean = sum(map(len, real)) / max(len(real), 1)
         if (self.min_mean is not None and mean < self.min_mean) or (self.max_mean is not None and mean > self.max_mean):
             return "gopher_mean_word_length"
-        if self.max_symbol is not None:
-            hashes, ellipses = text.count("#"), text.count("...") + text.count("\u2026")
-            if hashes / n > self.max_symbol or ellipses / n > self.max_symbol:
-                return "gopher_symbol_ratio"
-        if self.max_bullet is not None or self.max_ellipsis is not None:
-            lines = [s for s in (line.strip() for line in text.split("\n")) if s]
-            if lines:
-                if self.max_bullet is not None and sum(s.startswith(("\u2022", "-", "*")) for s in lines) / len(lines) > self.max_bullet:
-                    return "gopher_bullet_lines"
-                if self.max_ellipsis is not None and sum(s.endswith(("...", "\u2026")) for s in lines) / len(lines) > self.max_ellipsis:
-                    return "gopher_ellipsis_lines"
+        reason = self._symbol_and_line_rules(text, n)
+        if reason:
+            return reason
         if self.min_alpha is not None and sum(1 for w in words if _ALPHA.search(w)) / n < self.min_alpha:
             return "gopher_alpha_words"
         if self.min_stop is not None and self.min_stop > 0:
