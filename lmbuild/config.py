@@ -188,7 +188,7 @@ def _check_init(m: dict, source: str) -> None:
 
 
 def reference_markdown() -> str:
-    """The config reference table for the README, generated from the schema."""
+    """The config reference table of docs/configuration.md, generated from the schema."""
     rows = ["| key | type | default | description |", "|---|---|---|---|"]
 
     def type_of(s: dict) -> str:
@@ -232,7 +232,7 @@ def update_readme(path: Path) -> bool:
 
 if __name__ == "__main__":
     # python -m lmbuild.config            prints the reference table
-    # python -m lmbuild.config README.md  rewrites the README's generated block
+    # python -m lmbuild.config docs/configuration.md  rewrites the generated block there
     import sys
 
     if len(sys.argv) > 1:

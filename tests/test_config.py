@@ -46,12 +46,12 @@ def test_bad_config_is_one_line_naming_the_key(cfg, expected):
     assert "\n" not in msg
 
 
-def test_readme_config_reference_is_generated_from_the_schema():
+def test_config_reference_is_generated_from_the_schema():
     from lmbuild.config import END, START, reference_markdown
 
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split(START, 1)[1].split(END, 1)[0]
-    assert block.strip() == reference_markdown().strip(), "run: python -m lmbuild.config README.md"
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    block = doc.split(START, 1)[1].split(END, 1)[0]
+    assert block.strip() == reference_markdown().strip(), "run: python -m lmbuild.config docs/configuration.md"
 
 
 @pytest.mark.parametrize(
