@@ -103,12 +103,17 @@ def code_files(stage_name: str) -> tuple[str, ...]:
     return tuple(sorted(str(f.relative_to(ROOT)) for f in files if f.exists()))
 
 
-@lru_cache(maxsize=None)
-def code_hash(stage_name: str) -> str:
+def files_hash(rels) -> str:
+    """sha256 over source files (paths relative to the repo root, and their bytes)."""
     h = hashlib.sha256()
-    for rel in code_files(stage_name):
+    for rel in rels:
         h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
     return h.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def code_hash(stage_name: str) -> str:
+    return files_hash(code_files(stage_name))
 
 
 # --------------------------------------------------------------------------- local files
@@ -344,10 +349,8 @@ def cost_plan_artifact(config: dict) -> Artifact:
     nothing depends on it, and it must not rebuild anything."""
     from lmbuild import cost
 
-    files = [PACKAGE / "cost.py", ROOT / "scripts" / "plan.py"]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    files = ("lmbuild/cost.py", "scripts/plan.py")
+    code = files_hash(files)
     s = cost.settings(config)
-    key = digest({"stage": "plan", "settings": s, "code": h.hexdigest()})[:KEY_LEN]
-    return Artifact("plan", key, f"{config['artifacts']}/plan/{key}", s, {}, h.hexdigest(), tuple(str(f.relative_to(ROOT)) for f in files))
+    key = digest({"stage": "plan", "settings": s, "code": code})[:KEY_LEN]
+    return Artifact("plan", key, f"{config['artifacts']}/plan/{key}", s, {}, code, files)
