@@ -13,6 +13,7 @@ from lmbuild.config import validate
 from lmbuild.errors import UserError
 from lmbuild.filestate import StateCache
 from lmbuild.plan import Plan, STAGES, cost_plan_artifact, write_spec
+from lmbuild.stages import FINAL
 
 # Build metadata of this working directory: the file-hash cache (lmbuild/filestate.py) and one
 # job spec per artifact, which is all a job reads besides its input artifacts.
