@@ -113,3 +113,9 @@ def test_ci_runs_the_readmes_test_command():
     assert re.search(rf"^{re.escape(pytest_cmd)} ", ci, re.M), f".ci/run does not run the README's {pytest_cmd!r}"
     default = next(b for b in blocks if "snakemake" in b and "pytest" not in b)
     assert default.startswith(f"{venv} && ") and default.endswith("&& .venv/bin/snakemake --cores 2"), default
+
+
+def test_every_benchmark_is_on_the_benchmarks_page():
+    page = (ROOT / "bench" / "README.md").read_text()
+    for path in sorted([*(ROOT / "bench").glob("*.py"), *(ROOT / "bench").glob("*.sh")]):
+        assert f"`bench/{path.name}`" in page, f"bench/README.md does not describe bench/{path.name}"
