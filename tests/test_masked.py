@@ -157,4 +157,4 @@ def test_the_validation_masks_are_fixed(inputs):
 )
 def test_config_refuses_what_an_encoder_cannot_be(model_settings, message):
     with pytest.raises(UserError, match=message):
-        lmconfig.validate({"model": {**TINY, **model_settings}})
+        lmconfig.validate({"model": {**TINY, **model_settings}, "pack": {"seq_len": SEQ}})
