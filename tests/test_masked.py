@@ -98,6 +98,15 @@ def test_downscale_keeps_the_first_and_last_layers(inputs, tmp_path):
     assert json.loads((new / "manifest.json").read_text())["counts"]["layer_plan"] == [0, 3]
 
 
+def test_pretrained_copies_every_layer_and_the_head(inputs, tmp_path):
+    tok, src = inputs["tokenizer"], inputs["init_checkpoint"]
+    settings = encoder_settings("init_checkpoint", model={**TINY, "init": "pretrained", "source": {"path": str(src)}}, pack={"seq_len": SEQ})
+    new = run(masked.build_init, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="copy")
+    a, b = load_file(src / "model.safetensors"), load_file(new / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert AutoTokenizer.from_pretrained(new).get_vocab() == AutoTokenizer.from_pretrained(src).get_vocab()
+
+
 def test_downscale_refuses_a_causal_source(inputs, tmp_path):
     from lmbuild import model as causal_model
 
