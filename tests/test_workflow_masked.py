@@ -51,7 +51,7 @@ def test_an_encoder_variant_beside_the_causal_model(tmp_path):
     assert enc["objective"] == "masked" and "causal" in enc["skipped"]["lm_eval"] and enc["generations"] == []
     assert 0 < enc["headline"]["masked_token_accuracy"] < 1
     assert 1 < enc["headline"]["pseudo_perplexity"] < 1025  # better than uniform over the vocabulary (~530 after 40 steps)
-    assert enc["headline"]["pseudo_perplexity_tokens"] == min(1024, enc["headline"]["pseudo_perplexity_candidates"])
+    assert enc["headline"]["pseudo_perplexity_tokens"] == 512 < enc["headline"]["pseudo_perplexity_candidates"]  # a sample
     assert reports[3]["lm_eval"]["evaluated"] == ["init_checkpoint", "trained_checkpoint"]
     own = {c["label"]: c["headline"] for c in reports[2]["checkpoints"]}
     assert own["trained_checkpoint"]["pseudo_perplexity"] < own["init_checkpoint"]["pseudo_perplexity"]
