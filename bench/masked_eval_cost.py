@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import lmbuild  # noqa: E402,F401 (sets the hub defaults before transformers is imported)
 import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
 from lmbuild import config as lmconfig  # noqa: E402
@@ -53,7 +54,7 @@ def main() -> None:
         root = Path(tmp)
         dedup = lc.write_deduplicated(root / "dedup", docs)
         tok_dir = lc.run(tokenizer, "tokenizer", lc.settings("tokenizer", tokenizer={"vocab_size": 8192}), {"deduplicated": dedup}, root)
-        tok = masked.with_mask_token(__import__("transformers").AutoTokenizer.from_pretrained(tok_dir))
+        tok = masked.with_mask_token(AutoTokenizer.from_pretrained(tok_dir))
     model_settings = {"objective": "masked", "hidden_size": a.hidden, "intermediate_size": int(a.hidden * 2.6875), "num_hidden_layers": a.layers,
                       "num_attention_heads": a.heads, "num_key_value_heads": a.heads, "max_position_embeddings": a.seq_len}
     s = stages.STAGES["init_checkpoint"].encoder_settings(lmconfig.validate({"model": model_settings, "pack": {"seq_len": a.seq_len}}))

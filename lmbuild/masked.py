@@ -46,6 +46,7 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, ModernBertConfig, ModernBertForMaskedLM, set_seed
 from transformers.integrations import TensorBoardCallback
 
+from lmbuild.accel import use_bf16
 from lmbuild.errors import UserError
 from lmbuild.init import remap_layers, resolve_source
 from lmbuild.layer_plan import layer_plan
@@ -63,7 +64,6 @@ from lmbuild.train import (
     loss_curve,
     non_finite_parameter,
     training_arguments,
-    use_bf16,
     write_curve,
 )
 
