@@ -206,3 +206,51 @@ def test_job_specs_hold_what_the_job_needs(tmp_path):
     before = (tmp_path / "trained_checkpoint" / f"{a.key}.json").stat().st_mtime_ns
     p.write_specs(tmp_path)  # unchanged content is not rewritten
     assert (tmp_path / "trained_checkpoint" / f"{a.key}.json").stat().st_mtime_ns == before
+
+
+# --------------------------------------------------------------------------- model.objective
+
+ENCODER = {"model": {"objective": "masked", "num_key_value_heads": 4}}
+MODEL_HALF = {"init_checkpoint", "trained_checkpoint", "eval_report"}
+
+
+def test_the_objective_and_its_settings_key_only_an_encoder():
+    """causal (the default) keeps every key it had before model.objective existed; masked re-keys the model half."""
+    base = keys({})
+    assert keys({"model": {"objective": "causal"}}) == base
+    assert keys({"train": {"mlm_probability": 0.3}, "eval": {"pseudo_perplexity_tokens": 5}}) == base
+    enc = keys(ENCODER)
+    assert changed(keys({"model": {"num_key_value_heads": 4}}), enc) == MODEL_HALF
+    assert changed(enc, keys({**ENCODER, "train": {"mlm_probability": 0.3}})) == {"trained_checkpoint", "eval_report"}
+    assert changed(enc, keys({**ENCODER, "eval": {"pseudo_perplexity_tokens": 5}})) == {"eval_report"}
+
+
+def test_causal_key_material_has_no_encoder_settings_or_code():
+    causal, enc = Plan(validate({})), Plan(validate(ENCODER))
+    for stage in MODEL_HALF:
+        a = causal.artifacts[stage]
+        assert not {"objective", *plan_mod.ENCODER_ONLY["train"], *plan_mod.ENCODER_ONLY["eval"]} & set(a.settings), stage
+        assert a.script == stage and not any("masked" in f for f in a.code_files), stage
+        e = enc.artifacts[stage]
+        assert e.script == f"{stage}_masked" and f"scripts/{stage}_masked.py" in e.code_files
+    assert "lmbuild/masked.py" in enc.artifacts["trained_checkpoint"].code_files
+    assert "lmbuild/train.py" in enc.artifacts["trained_checkpoint"].code_files  # it trains with train.py's pieces
+    assert "lmbuild/masked_eval.py" in enc.artifacts["eval_report"].code_files
+    assert enc.artifacts["trained_checkpoint"].settings["objective"] == "masked"
+    # The encoder's code is not the causal model's: editing it re-keys encoders only.
+    real = plan_mod.code_hash
+    try:
+        plan_mod.code_hash = lambda stage, entry=None: real(stage, entry) + ("edited" if "lmbuild/masked.py" in code_files(stage, entry) else "")
+        assert keys({}) == {s: a.key for s, a in causal.artifacts.items()}
+        assert changed({s: a.key for s, a in enc.artifacts.items()}, keys(ENCODER)) == MODEL_HALF
+    finally:
+        plan_mod.code_hash = real
+
+
+def test_a_report_with_an_encoder_variant_is_built_by_the_encoder_report():
+    p = Plan(validate({"variants": {"mlm": {"model.objective": "masked", "model.num_key_value_heads": 4}}}))
+    report = p.artifacts["eval_report"]
+    assert report.script == "eval_report_masked" and "pseudo_perplexity_tokens" in report.settings
+    assert "mlm__trained_checkpoint" in report.inputs
+    base = keys({})
+    assert {s: a.key for s, a in p.artifacts.items() if s != "eval_report"} == {s: k for s, k in base.items() if s != "eval_report"}
