@@ -1,5 +1,5 @@
 # lmbuild: LLM pretraining as one content-addressed build.
-#   snakemake --cores 2                 # the default target `all` = eval_report
+#   snakemake --cores 2                 # the default target `all` = report (the rendered page)
 #   snakemake --cores 2 tokenizer       # any stage by name
 # Every artifact lives at artifacts/<stage>/<key>/ (see lmbuild/plan.py); the config is
 # validated against lmbuild/config.schema.yaml before anything runs (rules/common.smk).
@@ -18,6 +18,7 @@ include: "rules/shards.smk"
 include: "rules/init_checkpoint.smk"
 include: "rules/trained_checkpoint.smk"
 include: "rules/eval_report.smk"
+include: "rules/report.smk"
 include: "rules/plan.smk"
 include: "rules/variants.smk"
 include: "rules/store.smk"
@@ -34,6 +35,7 @@ localrules:
     init_checkpoint,
     trained_checkpoint,
     eval_report,
+    report,
     build_plan,
     plan,
     gc,
@@ -44,7 +46,7 @@ localrules:
 rule all:
     default_target: True
     input:
-        PLAN.path("eval_report"),
+        PLAN.path("report"),
 
 
 rule raw:
@@ -90,3 +92,8 @@ rule trained_checkpoint:
 rule eval_report:
     input:
         PLAN.path("eval_report"),
+
+
+rule report:
+    input:
+        PLAN.path("report"),

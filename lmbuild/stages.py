@@ -25,6 +25,9 @@ class Stage:
     # Every script a rule of this stage runs (scripts/<name>.py first); their lmbuild imports
     # are followed to the stage's code set (lmbuild.plan.code_files).
     scripts: tuple[str, ...] = ()
+    # Data files the code reads (templates), repo-relative: part of the code set, since the
+    # import walk cannot see them.
+    files: tuple[str, ...] = ()
 
     def input_names(self, config: dict) -> tuple[str, ...]:
         return self.inputs(config) if callable(self.inputs) else self.inputs
@@ -96,6 +99,9 @@ STAGES: dict[str, Stage] = {
         Stage("trained_checkpoint", ("init_checkpoint", "shards"), lambda c: c["train"]),
         # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests).
         Stage("eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), lambda c: c["eval"]),
+        # The page over report.json (lmbuild.report): its own cheap step, so a change of the page
+        # re-renders in seconds and evaluates nothing. No settings of its own.
+        Stage("report", ("eval_report",), lambda c: {}, files=("lmbuild/templates/report.html.j2", "schemas/report.schema.json")),
     ]
 }
 TARGETS = list(STAGES)

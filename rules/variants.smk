@@ -1,6 +1,6 @@
 # Targets for the config's variants (`variants:` in the config, lmbuild/variants.py):
 #   snakemake --cores 2 small__trained_checkpoint   # one stage of variant `small`
-#   snakemake --cores 2 variants                    # every variant's eval_report
+#   snakemake --cores 2 variants                    # every variant's report
 # Their artifacts are built by the same build_<stage> rules as the base's.
 
 for _name, _vplan in PLAN.variants.items():
@@ -16,5 +16,5 @@ for _name, _vplan in PLAN.variants.items():
 
 rule variants:
     input:
-        [p.path("eval_report") for p in PLAN.variants.values()],
+        [p.path("report") for p in PLAN.variants.values()],
     localrule: True
