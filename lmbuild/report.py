@@ -203,7 +203,6 @@ def metrics_chart(data: dict) -> Markup | None:
         hib = next((m.get("higher_is_better") for m in ms if m.get("higher_is_better") is not None), None)
         ax.set_title(f"{task}: {name} {_arrow(hib)}".strip(), fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     return _svg(fig, "metrics")
 
 
@@ -224,7 +223,8 @@ def _run_label(cks: list[dict]) -> str:
 def metrics_vs_tokens_chart(data: dict) -> Markup | None:
     """One panel per metric: a line per training run through its checkpoints, against tokens seen."""
     runs = training_runs(data)
-    names = [(t, m) for t, m in metric_names(data) if any(_finite(_metric(c, t, m).get("value")) for cs in runs.values() for c in cs)]
+    # A metric is drawn where some run has it at two points or more: a line, not a dot.
+    names = [(t, m) for t, m in metric_names(data) if any(sum(_finite(_metric(c, t, m).get("value")) for c in cs) >= 2 for cs in runs.values())]
     if not runs or not names:
         return None
     fig, axes = _grid(len(names))

@@ -186,6 +186,7 @@ def test_metrics_against_tokens_seen_per_training_run():
     assert {r: [c["label"] for c in cs] for r, cs in runs.items()} == {INIT: ["init_checkpoint", "trained_checkpoint@200", "trained_checkpoint"]}
     chart = str(report.metrics_vs_tokens_chart(data))
     assert ">tokens seen</text>" in chart and ">mini_hellaswag: acc \u2191</text>" in chart
+    assert "masked_token_accuracy" not in chart  # one checkpoint has it: a point, not a line
     page = report.render_html(data)
     assert "Against tokens seen" in page and "trained_checkpoint@200 at 819,200" in page
     # A run of one checkpoint, or checkpoints nobody counted tokens for, draw no such chart.
