@@ -125,7 +125,7 @@ def _svg(fig: Figure, name: str) -> Markup:
     chart's clip-path ids their own names, since all charts share one HTML document."""
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": name}):
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     text = buf.getvalue()
     return Markup(text[text.index("<svg") :])
 

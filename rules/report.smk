@@ -18,7 +18,7 @@ rule build_report:
         "logs/report/{key}.log",
     conda:
         "../envs/train.yaml"
-    threads: 1
+    threads: stage_threads("report", 1)
     resources:
         mem_mb=res("report", "mem_mb", 2000),
         runtime=res("report", "runtime", 10),

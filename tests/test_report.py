@@ -202,6 +202,8 @@ def test_html_is_self_contained_and_escaped():
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page) and "<link" not in page and "@import" not in page
     assert not re.search(r"url\((?!#)", page)  # only the SVGs' own clip paths
     assert "<script" not in page
+    # No address but the SVG namespaces (names, never fetched): matplotlib's RDF metadata is left out.
+    assert set(re.findall(r"https?://[^\"\s<]*", page)) == {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
     assert "&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
     for section in ("evaluation", "generations", "training", "data", "tokenizer", "model", "lineage", "lm-eval"):
         assert f'id="{section}"' in page
