@@ -375,9 +375,9 @@ def test_local_task_files_enter_the_eval_report_key(tmp_path):
     after_yaml = keys()
     data.write_text('{"query": "a", "choices": ["b", "c"], "label": 1}\n')
     after_data = keys()
-    assert {s for s in base if base[s] != after_yaml[s]} == {"eval_report"}
+    assert {s for s in base if base[s] != after_yaml[s]} == {"eval_report", "report"}  # the page shows the new figures
     assert after_data["eval_report"] not in (base["eval_report"], after_yaml["eval_report"])
-    assert {s for s in base if s != "eval_report" and base[s] != after_data[s]} == set()
+    assert {s for s in base if s not in ("eval_report", "report") and base[s] != after_data[s]} == set()
     with pytest.raises(UserError, match=r"eval\.tasks\[0\]\.data: .*no such file"):
         validate_and_plan({"eval": {"tasks": [{"task": "hellaswag", "data": str(tmp_path / "missing.jsonl")}]}})
 
@@ -425,8 +425,9 @@ def test_bf16_scores_stay_within_the_standard_error_of_fp32(inputs, tmp_path):
         ctx = make_ctx(tmp_path / dtype, one, tasks=[spec], prompts=["def main():"], dtype=dtype)
         counts = evaluate.build(ctx)
         reports[dtype] = json.loads((ctx.out / "report.json").read_text())
-        assert counts["dtype"] == reports[dtype]["lm_eval"]["dtype"] == dtype
-        assert reports[dtype]["lm_eval"]["model_args"]["mixed_precision_dtype"] == (None if dtype == "float32" else dtype)
+        run = reports[dtype]["checkpoints"][0]["lm_eval"]
+        assert counts["dtype"] == run["dtype"] == dtype
+        assert run["model_args"]["mixed_precision_dtype"] == (None if dtype == "float32" else dtype)
     fp32, bf16 = (reports[d]["checkpoints"][0]["metrics"] for d in ("float32", "bfloat16"))
     assert fp32["hellaswag"]["n_samples"]["effective"] == 60
     for m in ("acc", "acc_norm"):
