@@ -23,9 +23,9 @@ lm-eval's request cache is keyed by request text, not by model: it is safe here 
 cache file belongs to one checkpoint of one artifact key (so one batch size). A resumed run may
 batch the remaining windows differently, which can move scores in the last float digits.
 
-What it does not do: train, render (the ``report`` stage, :mod:`lmbuild.report`, does), write ``manifest.json`` (the
-runner does), or reach the Hugging Face hub unless the user unsets ``HF_HUB_OFFLINE`` /
-``HF_DATASETS_OFFLINE``. Remote code is never trusted.
+What it does not do: train, render (the ``report`` stage does: :mod:`lmbuild.report`), write
+``manifest.json`` (the runner does), or reach the Hugging Face hub unless the user unsets
+``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``. Remote code is never trusted.
 """
 
 from __future__ import annotations
