@@ -38,8 +38,10 @@ HEADLINE_LABELS = {
     "heldout_token_perplexity": "held-out token perplexity",
     "heldout_word_perplexity": "held-out word perplexity",
     "heldout_bits_per_byte": "held-out bits per byte",
+    "heldout_byte_perplexity": "held-out byte perplexity",
     "heldout_docs": "held-out documents",
     "heldout_tokens": "held-out tokens",
+    "heldout_bytes": "held-out bytes",
 }
 HELDOUT_NOTE = (
     "Held-out loss is lm-eval's total negative log-likelihood of the held-out documents divided by "
@@ -318,8 +320,11 @@ def headline_sentence(h: dict) -> str:
 
 
 def headline_cards(c: dict) -> list[tuple[str, str]]:
-    """Every headline figure of a checkpoint (whatever it has), then its extra tasks' main metrics."""
-    cards = [(HEADLINE_LABELS.get(k, k.replace("_", " ")), fmt(v)) for k, v in c["headline"].items() if v is not None]
+    """Every headline figure of a checkpoint (whatever it has; the known ones first, in
+    HEADLINE_LABELS order), then its extra tasks' main metrics."""
+    order = {k: i for i, k in enumerate(HEADLINE_LABELS)}
+    figures = sorted((k for k, v in c["headline"].items() if v is not None), key=lambda k: (order.get(k, len(order)), k))
+    cards = [(HEADLINE_LABELS.get(k, k.replace("_", " ")), fmt(c["headline"][k])) for k in figures]
     for task, m in c["extra_tasks"].items():
         value = fmt(m.get("value")) + (f" \u00b1 {fmt(m['stderr'])}" if m.get("stderr") is not None else "")
         cards.append((f"{task} {m['metric']}", value))

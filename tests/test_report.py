@@ -226,6 +226,12 @@ def test_the_stage_renders_report_json(tmp_path):
     assert (tmp_path / "out" / "report.html").read_text() == report.render_html(sample_data())
 
 
+def test_headline_cards_show_every_figure_known_ones_first():
+    c = sample_data()["checkpoints"][2]
+    c["headline"] = {"zeta_score": 0.5, "heldout_docs": 20, "final_val_loss": 4.25, "heldout_tokens": None}
+    assert report.headline_cards(c) == [("final val loss", "4.25"), ("held-out documents", "20"), ("zeta score", "0.5"), ("mini_hellaswag acc", "0.3 \u00b1 0.0458")]
+
+
 def test_generations_are_side_by_side():
     page = report.render_html(sample_data())
     row = re.search(r"<tr><td><pre><span class=prompt>ROMEO:</span></pre></td>(.*?)</tr>", page, re.S).group(1)
