@@ -100,8 +100,10 @@ def code_modules(stage_name: str, entry: str | None = None) -> tuple[str, ...]:
 
 @lru_cache(maxsize=None)
 def code_files(stage_name: str, entry: str | None = None) -> tuple[str, ...]:
-    """The stage's scripts and the files of :func:`code_modules`, relative to the repo root."""
-    files = set(STAGES[stage_name].entry_paths(entry)) | {_module_path(m) for m in code_modules(stage_name, entry)}
+    """The stage's scripts, the files of :func:`code_modules` and the data files the stage
+    declares (``Stage.files``), relative to the repo root."""
+    stage = STAGES[stage_name]
+    files = set(stage.entry_paths(entry)) | {_module_path(m) for m in code_modules(stage_name, entry)} | {ROOT / f for f in stage.files}
     return tuple(sorted(str(f.relative_to(ROOT)) for f in files if f.exists()))
 
 

@@ -29,6 +29,9 @@ class Stage:
     # that builds it instead (scripts/<name>_masked.py), whose code set is its own, so the
     # encoder's code never enters a causal key. None: the stage is the same for both objectives.
     encoder_settings: Callable[[dict], dict] | None = None
+    # Data files the code reads (templates), repo-relative: part of the code set, since the
+    # import walk cannot see them.
+    files: tuple[str, ...] = ()
 
     def input_names(self, config: dict) -> tuple[str, ...]:
         return self.inputs(config) if callable(self.inputs) else self.inputs
@@ -125,6 +128,9 @@ STAGES: dict[str, Stage] = {
         # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests);
         # with an encoder among them, by lmbuild.masked_eval (the causal ones still by lmbuild.evaluate).
         Stage("eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), _causal("eval"), encoder_settings=lambda c: c["eval"]),
+        # The page over report.json (lmbuild.report): its own cheap step, so a change of the page
+        # re-renders in seconds and evaluates nothing. No settings of its own.
+        Stage("report", ("eval_report",), lambda c: {}, files=("lmbuild/templates/report.html.j2", "schemas/report.schema.json")),
     ]
 }
 TARGETS = list(STAGES)

@@ -24,7 +24,7 @@ def changed(a: dict, b: dict) -> set:
 def test_learning_rate_changes_training_and_eval_only():
     base = keys({})
     lr = keys({"train": {"learning_rate": 1e-4}})
-    assert changed(base, lr) == {"trained_checkpoint", "eval_report"}
+    assert changed(base, lr) == {"trained_checkpoint", "eval_report", "report"}
     assert keys({}) == base  # changing it back: the same addresses
 
 
@@ -37,13 +37,13 @@ def test_cleaning_setting_changes_cleaned_and_everything_after():
 def test_model_size_leaves_data_stages_alone():
     base = keys({})
     other = keys({"model": {"num_hidden_layers": 2}})
-    assert changed(base, other) == {"init_checkpoint", "trained_checkpoint", "eval_report"}
+    assert changed(base, other) == {"init_checkpoint", "trained_checkpoint", "eval_report", "report"}
 
 
 def test_seq_len_changes_shards_not_tokenizer():
     base = keys({})
     other = keys({"pack": {"seq_len": 128}})
-    assert changed(base, other) == {"shards", "trained_checkpoint", "eval_report"}
+    assert changed(base, other) == {"shards", "trained_checkpoint", "eval_report", "report"}
 
 
 def test_resources_are_not_part_of_any_key():
@@ -71,7 +71,7 @@ def test_code_change_rekeys_that_stage_and_downstream(monkeypatch):
         return "edited" if stage == "shards" else real(stage)
 
     monkeypatch.setattr(plan_mod, "code_hash", patched)
-    assert changed(base, keys({})) == {"shards", "trained_checkpoint", "eval_report"}
+    assert changed(base, keys({})) == {"shards", "trained_checkpoint", "eval_report", "report"}
 
 
 def test_local_source_files_enter_the_raw_key(tmp_path, monkeypatch):
@@ -112,7 +112,10 @@ CODE_SETS = {
         "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
         "lmbuild/layer_plan.py", "lmbuild/pack.py", "lmbuild/tokenizer.py", "lmbuild/__init__.py", "lmbuild/accel.py",
     },
-    "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/report.py", "lmbuild/accel.py"},
+    # Evaluation does not render: the page's code, template and schema are the report stage's.
+    "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/accel.py"},
+    # Stage.files: data files the import walk cannot see.
+    "report": {"scripts/report.py", "lmbuild/report.py", "lmbuild/templates/report.html.j2", "schemas/report.schema.json"},
 }
 
 
@@ -129,7 +132,9 @@ def test_no_stage_imports_parse_time_modules():
 
 def test_the_schedule_retrains_and_eval_task_code_does_not(monkeypatch):
     """Editing wsd_decay_steps (lmbuild/schedule.py) changes the training key; editing the
-    eval-task helpers (lmbuild/evaltasks.py) or config validation changes none but the report's."""
+    eval-task helpers (lmbuild/evaltasks.py) changes the evaluation and its page; editing the page
+    (template, renderer, report.json schema) re-renders it and evaluates nothing; config
+    validation changes no key."""
     base = keys({})
     real = plan_mod.code_hash
 
@@ -140,8 +145,11 @@ def test_the_schedule_retrains_and_eval_task_code_does_not(monkeypatch):
         return patched
 
     for rel, expected in [
-        ("lmbuild/schedule.py", {"trained_checkpoint", "eval_report"}),
-        ("lmbuild/evaltasks.py", {"eval_report"}),
+        ("lmbuild/schedule.py", {"trained_checkpoint", "eval_report", "report"}),
+        ("lmbuild/evaltasks.py", {"eval_report", "report"}),
+        ("lmbuild/templates/report.html.j2", {"report"}),
+        ("lmbuild/report.py", {"report"}),
+        ("schemas/report.schema.json", {"report"}),
         ("lmbuild/config.py", set()),
         ("lmbuild/runner.py", set()),
     ]:
