@@ -159,6 +159,9 @@ def _check_consistency(config: dict, source: str) -> None:
         if src["type"] != "embedded" and "parts" in src:
             raise UserError(f"{source}: data.sources[{i}].parts applies to type embedded only")
     _check_init(m, source)
+    kinds = sorted({k for v in config["data"]["mixture"].values() for k in v})
+    if len(kinds) > 1:
+        raise UserError(f"{source}: data.mixture: one kind (weight, tokens or epochs) for every source, got {', '.join(kinds)}")
     t = config["train"]
     if t["warmup_steps"] >= t["max_steps"]:
         raise UserError(f"{source}: train.warmup_steps must be smaller than train.max_steps")

@@ -82,6 +82,14 @@ def _init_settings(c: dict) -> dict:
     return {**m, "seed": c["train"]["seed"]} if init == "random" else m
 
 
+def _train_settings(c: dict) -> dict:
+    """train.*, and data.mixture when set: the mixture is applied when training samples blocks,
+    so it enters this key (and what is downstream) and no data stage's. Absent when empty, so
+    that a build without a mixture keeps its keys."""
+    m = c["data"]["mixture"]
+    return {**c["train"], "mixture": m} if m else c["train"]
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
@@ -91,9 +99,9 @@ STAGES: dict[str, Stage] = {
         Stage("cleaned", cleaned_inputs, lambda c: c["data"]["clean"], ("cleaned_part",)),
         Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket")),
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"]),
-        Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"]),
+        Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"], ("shards_part",)),
         Stage("init_checkpoint", ("tokenizer",), _init_settings),
-        Stage("trained_checkpoint", ("init_checkpoint", "shards"), lambda c: c["train"]),
+        Stage("trained_checkpoint", ("init_checkpoint", "shards"), _train_settings),
         # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests).
         Stage("eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), lambda c: c["eval"]),
     ]
