@@ -28,6 +28,7 @@ memory does not grow with the shard. This stage does not shuffle: training sampl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,12 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer
 
 from lmbuild.artifact import parquet_shards, read_manifest, write_json
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
-from lmbuild.tokenizer import iter_batches, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,10 @@ def fallback_validation_id(paths: list[Path], val_fraction: float) -> str | None
     Reads only the id column. UserError if the corpus has fewer than two documents.
     """
     n, lowest = 0, (2.0, None)
-    for batch in iter_batches(paths, ["id"], batch_size=65536):
-        for doc_id in batch["id"]:
+    for path in paths:
+        if "id" not in pq.read_schema(path).names:
+            raise UserError(f"{path}: missing column(s) ['id'] (not a deduplicated shard?)")
+        for doc_id in pq.read_table(path, columns=["id"]).column("id").to_pylist():
             n += 1
             h = hash_fraction(doc_id)
             if h < val_fraction and n >= 2:
@@ -123,13 +125,43 @@ class BlockWriter:
         return self.n_pending
 
 
-def load_tokenizer(path: Path):
-    """The tokenizer and its eos id; special-token text inside a document ("<|endoftext|>" in a
-    file about tokenizers) is encoded as plain text, so only the appended eos marks a boundary."""
-    tok = AutoTokenizer.from_pretrained(path)
+# Saved by transformers from a ``tokenizers`` tokenizer: tokenizer.json is the whole tokenizer.
+PLAIN_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+@dataclasses.dataclass
+class Tok:
+    """What packing needs of a tokenizer: its Rust backend, eos id and size (``len(tokenizer)``)."""
+
+    backend: Tokenizer
+    eos_token_id: int
+    vocab_size: int
+
+
+def load_tokenizer(path: Path) -> Tok:
+    """The tokenizer artifact at ``path``, for packing.
+
+    Read with ``tokenizers`` alone when transformers saved a plain ``tokenizers`` tokenizer
+    (importing transformers costs each part job ~2.5 s of CPU); any other class through
+    AutoTokenizer. Special-token text inside a document ("<|endoftext|>" in a file about
+    tokenizers) is encoded as plain text, so only the appended eos marks a boundary.
+    """
+    path = Path(path)
+    cfg_path, json_path = path / "tokenizer_config.json", path / "tokenizer.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    eos = cfg.get("eos_token")
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    if cfg.get("tokenizer_class") in PLAIN_CLASSES and json_path.is_file() and eos:
+        backend = Tokenizer.from_file(str(json_path))
+        tok = Tok(backend, backend.token_to_id(eos), backend.get_vocab_size(with_added_tokens=True))
+    else:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(path)
+        tok = Tok(hf.backend_tokenizer, hf.eos_token_id, len(hf))
     if tok.eos_token_id is None:
         raise UserError(f"{path}: tokenizer has no eos token")
-    tok.backend_tokenizer.encode_special_tokens = True
+    tok.backend.encode_special_tokens = True
     return tok
 
 
@@ -143,8 +175,8 @@ def with_eos(encodings: list, eos: int) -> np.ndarray:
 def pack_shard(path: Path, tok, settings: dict, fallback: str | None, out: Path) -> dict:
     """Tokenize and pack one deduplicated shard into ``out``; return its counts."""
     seq_len, frac = settings["seq_len"], settings["val_fraction"]
-    eos, dtype = tok.eos_token_id, token_dtype(len(tok))
-    backend = tok.backend_tokenizer
+    eos, dtype = tok.eos_token_id, token_dtype(tok.vocab_size)
+    backend = tok.backend
     stem = path.name.removesuffix(".parquet")
     (out / TOKENS).mkdir(parents=True, exist_ok=True)
     writers: dict[tuple[str, str], BlockWriter] = {}
@@ -181,6 +213,14 @@ def pack_shard(path: Path, tok, settings: dict, fallback: str | None, out: Path)
             "seconds": round(seconds, 3), "tokens_per_second": round(n_tokens / max(seconds, 1e-9))}
 
 
+def use_threads(threads: int) -> None:
+    """The ``tokenizers`` Rust pool on ``threads`` cores (the runner turns it off for every job,
+    since forked DataLoader workers deadlock on it; this stage forks nothing). As
+    lmbuild.tokenizer.use_threads, which this module does not import: it imports transformers."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+
+
 def _part_setup(ctx: StageContext):
     use_threads(ctx.threads)
     tok = load_tokenizer(ctx.inputs["tokenizer"])
@@ -194,7 +234,7 @@ def _tokenizer_info(ctx: StageContext, tok) -> dict:
         key = read_manifest(path).get("key")
     except (OSError, ValueError):
         key = None
-    return {"tokenizer": key, "vocab_size": len(tok), "eos_token_id": tok.eos_token_id, "dtype": token_dtype(len(tok)).name}
+    return {"tokenizer": key, "vocab_size": tok.vocab_size, "eos_token_id": tok.eos_token_id, "dtype": token_dtype(tok.vocab_size).name}
 
 
 def build_part(ctx: StageContext, part: int) -> dict:

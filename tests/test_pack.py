@@ -182,8 +182,19 @@ def test_uint32_for_large_vocabularies(tmp_path):
     assert len(data) == 4 and data[3]["input_ids"][-1].item() == 70000 + 31
 
 
+def test_plain_load_is_what_transformers_loads(tok_dir, monkeypatch):
+    """The tokenizers-only load (no transformers import in a part job) agrees with AutoTokenizer."""
+    hf = AutoTokenizer.from_pretrained(tok_dir)
+    plain = pack.load_tokenizer(tok_dir)
+    monkeypatch.setattr(pack, "PLAIN_CLASSES", ())
+    via_hf = pack.load_tokenizer(tok_dir)
+    assert (plain.eos_token_id, plain.vocab_size) == (via_hf.eos_token_id, via_hf.vocab_size) == (hf.eos_token_id, len(hf))
+    text = 'x = "<|endoftext|>"  # über'
+    assert plain.backend.encode(text, add_special_tokens=False).ids == via_hf.backend.encode(text, add_special_tokens=False).ids
+
+
 def test_with_eos_matches_the_python_loop(tok_dir):
     tok = pack.load_tokenizer(tok_dir)
-    encs = tok.backend_tokenizer.encode_batch_fast(["a = 1", "", "def f(): pass"], add_special_tokens=False)
+    encs = tok.backend.encode_batch_fast(["a = 1", "", "def f(): pass"], add_special_tokens=False)
     expected = [t for e in encs for t in [*e.ids, 0]]
     assert pack.with_eos(encs, 0).tolist() == expected

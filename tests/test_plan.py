@@ -116,7 +116,7 @@ CODE_SETS = {
     },
     "deduplicated": {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/dedup.py", "lmbuild/data/minhash.py"},
     "tokenizer": {"scripts/tokenizer.py", "lmbuild/tokenizer.py"},
-    "shards": {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/pack.py", "lmbuild/tokenizer.py"},
+    "shards": {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/pack.py"},
     "init_checkpoint": {"scripts/init_checkpoint.py", "lmbuild/model.py", "lmbuild/init.py", "lmbuild/layer_plan.py"},
     "trained_checkpoint": {
         "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
