@@ -134,11 +134,17 @@ def test_shards_have_the_right_shape(built):
     art = only(built, "shards")
     meta = json.loads((art / "meta.json").read_text())
     assert meta["seq_len"] == 64
+    index = json.loads((art / "index.json").read_text())
+    # One pack job per deduplicated shard (smoke: 2), each source packed apart.
+    assert [s["shard"] for s in index["shards"]] == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert set(index["sources"]) == {"shakespeare", "stdlib"} and index["tokenizer"] == only(built, "tokenizer").name
     for split in ("train", "val"):
-        blocks = np.memmap(art / f"{split}.bin", dtype=meta["dtype"], mode="r").reshape(-1, 64)
+        files = [np.memmap(art / e["path"], dtype=meta["dtype"], mode="r") for e in index["files"] if e["split"] == split and e["blocks"]]
+        blocks = np.concatenate(files).reshape(-1, 64)
         assert blocks.shape[0] == meta[f"{split}_blocks"] > 0
         assert blocks.max() < meta["vocab_size"]
-    assert (np.memmap(art / "train.bin", dtype=meta["dtype"], mode="r") == meta["eos_token_id"]).any()
+        if split == "train":
+            assert (blocks == meta["eos_token_id"]).any()
     docs = (art / "val_docs.jsonl").read_text().splitlines()
     assert len(docs) == meta["val_documents"] > 0
 
