@@ -54,9 +54,10 @@ INDEX = "index.json"
 TOKENS = "tokens"
 VAL_DOCS = "val_docs.jsonl"
 SPLITS = ("train", "val")
-# Documents per encode_batch call: enough to keep the Rust pool busy, small enough that a
-# batch of long documents stays a few MB (bench/shards_bench.py).
+# One encode_batch call: up to BATCH_DOCS documents and BATCH_CHARS characters (the encodings
+# hold ~100 bytes a token: ~50-100 MB for 2M characters), enough to keep the Rust pool busy.
 BATCH_DOCS = 1024
+BATCH_CHARS = 2 << 20
 
 
 def hash_fraction(doc_id: str) -> float:
@@ -72,9 +73,10 @@ def fallback_validation_id(paths: list[Path], val_fraction: float) -> str | None
     """
     n, lowest = 0, (2.0, None)
     for path in paths:
-        if "id" not in pq.read_schema(path).names:
+        f = pq.ParquetFile(path)  # not pq.read_table: that imports pyarrow.dataset (~1 s a job)
+        if "id" not in f.schema_arrow.names:
             raise UserError(f"{path}: missing column(s) ['id'] (not a deduplicated shard?)")
-        for doc_id in pq.read_table(path, columns=["id"]).column("id").to_pylist():
+        for doc_id in chain.from_iterable(b.column("id").to_pylist() for b in f.iter_batches(batch_size=65536, columns=["id"])):
             n += 1
             h = hash_fraction(doc_id)
             if h < val_fraction and n >= 2:
@@ -172,6 +174,20 @@ def with_eos(encodings: list, eos: int) -> np.ndarray:
     return np.fromiter(chain.from_iterable(chain.from_iterable((ids, (eos,)) for ids in lists)), np.int64, n)
 
 
+def batches(f: pq.ParquetFile):
+    """(ids, texts, sources) of at most BATCH_DOCS documents and BATCH_CHARS characters (a longer
+    document alone), read one record batch at a time."""
+    for batch in f.iter_batches(batch_size=BATCH_DOCS, columns=["id", "text", "source"]):
+        ids, texts, sources = (batch.column(c).to_pylist() for c in ("id", "text", "source"))
+        start = size = 0
+        for i, text in enumerate(texts):
+            if size and size + len(text) > BATCH_CHARS:
+                yield ids[start:i], texts[start:i], sources[start:i]
+                start, size = i, 0
+            size += len(text)
+        yield ids[start:], texts[start:], sources[start:]
+
+
 def pack_shard(path: Path, tok, settings: dict, fallback: str | None, out: Path) -> dict:
     """Tokenize and pack one deduplicated shard into ``out``; return its counts."""
     seq_len, frac = settings["seq_len"], settings["val_fraction"]
@@ -186,8 +202,7 @@ def pack_shard(path: Path, tok, settings: dict, fallback: str | None, out: Path)
     if missing:
         raise UserError(f"{path}: missing column(s) {sorted(missing)} (not a deduplicated shard?)")
     with open(out / VAL_DOCS, "w", encoding="utf-8") as val_docs:
-        for batch in f.iter_batches(batch_size=BATCH_DOCS, columns=["id", "text", "source"]):
-            ids, texts, sources = (batch.column(c).to_pylist() for c in ("id", "text", "source"))
+        for ids, texts, sources in batches(f):
             # The backend's batch encode runs on the Rust thread pool; no bos or other specials.
             encodings = backend.encode_batch_fast(texts, add_special_tokens=False)
             groups: dict[tuple[str, str], list] = defaultdict(list)

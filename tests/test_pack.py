@@ -133,6 +133,18 @@ def test_a_part_job_writes_what_the_gather_links(shards, tok_dir, tmp_path):
         pack.build_part(ctx, 3)
 
 
+def test_batch_sizes_do_not_change_the_output(shards, docs, tok_dir, tmp_path, monkeypatch):
+    """Memory is bounded by the batch (documents and characters), and the batch is invisible."""
+    monkeypatch.setattr(pack, "BATCH_DOCS", 3)
+    monkeypatch.setattr(pack, "BATCH_CHARS", 5000)
+    f = pq.ParquetFile(shards.parent.parent / "dedup" / "shard-00000.parquet")
+    sizes = [(len(ids), sum(map(len, texts))) for ids, texts, _ in pack.batches(f)]
+    assert sum(n for n, _ in sizes) == f.metadata.num_rows and all(n <= 3 and (c <= 5000 or n == 1) for n, c in sizes)
+    again = _pack(docs, tok_dir, tmp_path)
+    for name in ["index.json", "val_docs.jsonl"] + [e["path"] for e in _index(shards)["files"]]:
+        assert (again / name).read_bytes() == (shards / name).read_bytes(), name
+
+
 def test_val_split_is_by_id_hash_and_independent_of_order(shards, docs, tok_dir, tmp_path):
     val = [json.loads(line) for line in (shards / "val_docs.jsonl").read_text().splitlines()]
     by_id = {d["id"]: d["text"] for d in docs}
