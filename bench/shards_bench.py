@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -83,7 +82,9 @@ def _part(args) -> dict:
     t0 = time.time()
     runner.run(lambda ctx: pack.build_part(ctx, part), stage="shards_part", key=f"bench/{part:05d}", settings=settings, lineage={},
                inputs={"deduplicated": Path(art) / "dedup", "tokenizer": Path(art) / "tok"}, output=Path(out), threads=1)
-    return {"seconds": time.time() - t0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a spawned worker would report its big parent's.
+    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return {"seconds": time.time() - t0, "maxrss_mb": int(hwm.split()[1]) / 1024}
 
 
 def run_stage(art: Path, settings: dict, shards: int, cores: int) -> dict:
