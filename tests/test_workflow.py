@@ -249,8 +249,19 @@ def test_speed_settings_enter_their_stage_keys(built, dotted, value, stages):
 def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
     cfg = smoke_config(**{"data.clean.min_chars": 150})
     jobs = jobs_of_dry_run(snakemake(built, cfg, "-n"))
-    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"build_cleaned_part", "all", "dedup_map", "dedup_bucket"}
+    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"build_cleaned_part", "all", "dedup_map", "dedup_bucket", "build_shards_part"}
     assert jobs["build_cleaned_part"] == 2 and jobs["build_cleaned"] == 1  # one job per raw shard, one gather
+
+
+def test_a_pack_setting_plans_the_pack_jobs_and_after(built):
+    jobs = jobs_of_dry_run(snakemake(built, smoke_config(**{"pack.val_fraction": 0.1}), "-n"))
+    assert jobs == {"build_shards_part": 2, "build_shards": 1, "build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
+
+
+def test_a_mixture_plans_training_and_evaluation_only(built):
+    """data.mixture is applied when training samples blocks: nothing is re-cleaned or re-tokenized."""
+    mix = {"shakespeare": {"weight": 2}, "stdlib": {"weight": 1}}
+    assert jobs_of_dry_run(snakemake(built, smoke_config(**{"data.mixture": mix}), "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
 
 
 def test_cleaning_fans_out_one_job_per_shard(tmp_path):
