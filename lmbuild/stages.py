@@ -113,6 +113,17 @@ def _causal(section: str) -> Callable[[dict], dict]:
     return lambda c: {k: v for k, v in c[section].items() if k not in ENCODER_ONLY[section]}
 
 
+def _train_settings(c: dict, encoder: bool = False) -> dict:
+    """train.*, and data.mixture when set: the mixture is applied when training samples blocks,
+    so it enters this key (and what is downstream) and no data stage's. Absent when empty, so
+    that a build without a mixture keeps its keys. A causal run leaves out encoder-only settings."""
+    t = dict(c["train"]) if encoder else _causal("train")(c)
+    m = c["data"]["mixture"]
+    if m:
+        t["mixture"] = m
+    return {**t, "objective": "masked"} if encoder else t
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
@@ -122,9 +133,9 @@ STAGES: dict[str, Stage] = {
         Stage("cleaned", cleaned_inputs, lambda c: c["data"]["clean"], ("cleaned_part",)),
         Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket")),
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"]),
-        Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"]),
+        Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"], ("shards_part",)),
         Stage("init_checkpoint", ("tokenizer",), _init_settings, encoder_settings=_init_settings),
-        Stage("trained_checkpoint", ("init_checkpoint", "shards"), _causal("train"), encoder_settings=lambda c: {**c["train"], "objective": "masked"}),
+        Stage("trained_checkpoint", ("init_checkpoint", "shards"), _train_settings, encoder_settings=lambda c: _train_settings(c, encoder=True)),
         # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests);
         # with an encoder among them, by lmbuild.masked_eval (the causal ones still by lmbuild.evaluate).
         Stage("eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), _causal("eval"), encoder_settings=lambda c: c["eval"]),

@@ -130,3 +130,14 @@ def dedup_reduces(wc):
         f"bucket_{c:03d}": f"{ART}/_parts/deduplicated/{wc.key}/bucket-{c:03d}"
         for c in dedup_buckets(wc)
     }
+
+
+def shards_parts(wc):
+    """The shards gather's inputs: its input artifacts and one part per deduplicated shard
+    (as many as raw shards: cleaning and dedup keep the shard names)."""
+    a = artifact("shards", wc)
+    n = a.inputs["deduplicated"].inputs["cleaned"].inputs["raw"].settings["shards"]
+    return {
+        **{name: i.path for name, i in a.inputs.items()},
+        "parts": [f"{ART}/shards_parts/{wc.key}/{i:05d}" for i in range(n)],
+    }

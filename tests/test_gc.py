@@ -84,3 +84,12 @@ def test_what_another_process_holds_is_left_alone(tmp_path):
         holder.wait()
     paths = {e.path for e in scan(root, reachable, STAGES)}
     assert {old, tmp, lock} <= paths
+
+
+def test_shards_parts_are_collected_like_cleaned_parts(tmp_path):
+    root = tmp_path / "artifacts"
+    part = root / "shards_parts" / K[1] / "00000" / "tokens"
+    part.mkdir(parents=True)
+    (part / "shard-00000.train.0.bin").write_bytes(b"t" * 64)
+    kinds = {(e.kind, e.path.relative_to(root).as_posix()) for e in scan(root, set(), STAGES)}
+    assert kinds == {("parts", f"shards_parts/{K[1]}")}

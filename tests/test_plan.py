@@ -46,6 +46,16 @@ def test_seq_len_changes_shards_not_tokenizer():
     assert changed(base, other) == {"shards", "trained_checkpoint", "eval_report", "report"}
 
 
+def test_mixture_changes_training_and_eval_only():
+    """data.mixture is applied when training samples blocks: no data stage is rebuilt for it."""
+    base = keys({})
+    mixed = keys({"data": {"mixture": {"shakespeare": {"weight": 2}, "python_stdlib": {"weight": 1}}}})
+    assert changed(base, mixed) == {"trained_checkpoint", "eval_report"}
+    other = keys({"data": {"mixture": {"shakespeare": {"weight": 3}, "python_stdlib": {"weight": 1}}}})
+    assert changed(mixed, other) == {"trained_checkpoint", "eval_report"}
+    assert keys({"data": {"mixture": {}}}) == base  # no mixture: the keys of a build without one
+
+
 def test_resources_are_not_part_of_any_key():
     assert keys({}) == keys({"resources": {"trained_checkpoint": {"threads": 1, "mem_mb": 1}}})
 
@@ -106,11 +116,12 @@ CODE_SETS = {
     },
     "deduplicated": {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/dedup.py", "lmbuild/data/minhash.py"},
     "tokenizer": {"scripts/tokenizer.py", "lmbuild/tokenizer.py"},
-    "shards": {"scripts/shards.py", "lmbuild/pack.py", "lmbuild/tokenizer.py"},
+    "shards": {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/pack.py"},
     "init_checkpoint": {"scripts/init_checkpoint.py", "lmbuild/model.py", "lmbuild/init.py", "lmbuild/layer_plan.py"},
     "trained_checkpoint": {
         "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
-        "lmbuild/layer_plan.py", "lmbuild/pack.py", "lmbuild/tokenizer.py", "lmbuild/__init__.py", "lmbuild/accel.py",
+        # The datasets (lmbuild/blocks.py), not the packing code: editing pack.py rebuilds shards, and training through its key.
+        "lmbuild/layer_plan.py", "lmbuild/blocks.py", "lmbuild/__init__.py", "lmbuild/accel.py",
     },
     # Evaluation does not render: the page's code, template and schema are the report stage's.
     "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/accel.py"},

@@ -139,7 +139,14 @@ def test_an_edited_source_file_rebuilds_everything_from_raw(built):
 def test_one_value_plans_exactly_its_downstream(built):
     cfg = config("corpus/*.jsonl")
     cfg["pack"]["seq_len"] = 32
-    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {"build_shards": 1, "shards": 1}
+    # One pack job per deduplicated shard (smoke: 2) and the gather.
+    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {"build_shards_part": 2, "build_shards": 1, "shards": 1}
+
+
+def test_a_mixture_rebuilds_no_data_stage(built):
+    cfg = config("corpus/*.jsonl")
+    cfg["data"]["mixture"] = {"part": {"weight": 1}}
+    nothing_to_do(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
 
 
 def test_the_job_reads_where_the_files_are_now_and_names_them_by_content(built):
