@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import signal
 import sys
@@ -122,6 +123,29 @@ def run(
         return _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path)
 
 
+def peak_rss_mb() -> dict:
+    """Peak resident memory (MiB) of this process (``self``) and of its largest finished child
+    (``children``: a pool worker, a tokenizer or DuckDB helper process), from getrusage.
+
+    What a job's ``mem_mb`` must cover is at least ``self``, plus ``children`` times the
+    children that ran at once (getrusage keeps the largest one, not their sum)."""
+    kib = {who: resource.getrusage(w).ru_maxrss for who, w in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # Linux: KiB; macOS: bytes
+    return {who: round(v / scale, 1) for who, v in kib.items()}
+
+
+def parts_peak_rss_mb(key: str, ins: dict) -> dict | None:
+    """The largest peak among this artifact's fan-out parts (inputs whose manifest key is this
+    key, or ``<key>/<part>``): the parts are other jobs, and often temporary."""
+    peaks = []
+    for value in ins.values():
+        for path in value if isinstance(value, list) else [value]:
+            m = read_manifest(path)
+            if (m.get("key") == key or str(m.get("key", "")).startswith(f"{key}/")) and m.get("peak_rss_mb"):
+                peaks.append(m["peak_rss_mb"])
+    return max(peaks, key=lambda p: p["self"] + p["children"]) if peaks else None
+
+
 def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path) -> dict:
     started = time.time()
     job = job_environment()
@@ -146,6 +170,9 @@ def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpu
             "versions": _versions(),
             "log": str(log_path) if log_path else None,
             "hash_seconds": round(time.time() - hashed, 3),
+            # Measured after the build and the hashing: what this job's mem_mb had to cover.
+            "peak_rss_mb": peak_rss_mb(),
+            **({"parts_peak_rss_mb": parts} if (parts := parts_peak_rss_mb(key, ins)) else {}),
             "files": files,
         }
         write_json(tmp / MANIFEST, manifest)
