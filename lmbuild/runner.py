@@ -125,13 +125,25 @@ def run(
 
 def peak_rss_mb() -> dict:
     """Peak resident memory (MiB) of this process (``self``) and of its largest finished child
-    (``children``: a pool worker, a tokenizer or DuckDB helper process), from getrusage.
+    (``children``: a pool worker, a torchrun rank), measured when the build is done.
 
-    What a job's ``mem_mb`` must cover is at least ``self``, plus ``children`` times the
-    children that ran at once (getrusage keeps the largest one, not their sum)."""
-    kib = {who: resource.getrusage(w).ru_maxrss for who, w in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
-    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # Linux: KiB; macOS: bytes
-    return {who: round(v / scale, 1) for who, v in kib.items()}
+    ``self`` is the kernel's high-water mark of this process's own memory (``VmHWM`` in
+    /proc/self/status). Not getrusage's ru_maxrss: Linux carries that over an exec from the
+    process that forked this one, so a script that Snakemake starts would show Snakemake's
+    RSS (~176 MB) whatever it used. ``children`` is getrusage's (the largest child, not their
+    sum, and counting pages a forked child shares with this process): an upper bound per child.
+    What a job's ``mem_mb`` must cover is ``self`` plus ``children`` times the children that
+    ran at once.
+    """
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with open("/proc/self/status") as fh:
+            kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: ru_maxrss (bytes on macOS)
+        kib = kib / 1024 if sys.platform == "darwin" else kib
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    children = children / 1024 if sys.platform == "darwin" else children
+    return {"self": round(kib / 1024, 1), "children": round(children / 1024, 1)}
 
 
 def parts_peak_rss_mb(key: str, ins: dict) -> dict | None:
