@@ -232,6 +232,9 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stage = snakemake.params.stage
+    # The stage a user knows, in error lines: a fan-out job ("raw_part", "deduplicated.map-001")
+    # fails as its stage does.
+    shown = stage.split(".")[0].removesuffix("_part")
     # Everything the libraries print goes to the job's log; the terminal gets one line on error.
     err = os.fdopen(os.dup(2), "w")
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -266,13 +269,13 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
         logging.getLogger("lmbuild").info("%s %s done in %.1fs: %s", stage, snakemake.params.key, manifest["seconds"], manifest["counts"])
     except UserError as exc:
         logging.getLogger("lmbuild").error("%s", exc)
-        print(f"error: {stage}: {exc}", file=err, flush=True)
+        print(f"error: {shown}: {exc}", file=err, flush=True)
         sys.exit(1)
     except BaseException as exc:
         traceback.print_exc()
         cause = disk_error(exc)
         if cause:
-            print(f"error: {stage}: {cause} while writing {snakemake.output[0]}; no artifact was left", file=err, flush=True)
+            print(f"error: {shown}: {cause} while writing {snakemake.output[0]}; no artifact was left", file=err, flush=True)
             sys.exit(1)
-        print(f"error: {stage} failed with an internal error; traceback in {log_path}", file=err, flush=True)
+        print(f"error: {shown} failed with an internal error; traceback in {log_path}", file=err, flush=True)
         sys.exit(1)
