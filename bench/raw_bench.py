@@ -3,8 +3,9 @@
 Runs `snakemake raw` (then `cleaned` with --stage cleaned) in a fresh working directory on a
 corpus made by bench/raw_corpus.py, one job per file (`data.files_per_job: 1`), with
 `--notemp` so that the part jobs' manifests survive, and reads them: per job, the compressed
-bytes it read, the text bytes it wrote, its seconds and its peak RSS (lmbuild.runner). One
-job is one process on one core, so text MB per job-second is MB/s per core.
+bytes it read, the text bytes it wrote, its wall and CPU seconds and its peak RSS
+(lmbuild.runner). One job is one process on one core: text MB per CPU-second is MB/s per core
+of a machine that is not shared (wall MB/s on a loaded machine says less).
 
     python bench/raw_bench.py CORPUS_DIR WORK_DIR [--cores 2] [--stage raw|cleaned]
 writes bench/results/raw_ingest.json (and prints it).
@@ -59,12 +60,14 @@ def main() -> None:
             "part": m.parent.name, "file": src.name, "compressed_mb": round(src.stat().st_size / 2**20, 1),
             "documents": d["counts"]["documents"], "text_mb": round(text / 2**20, 1), "seconds": d["seconds"],
             "text_mb_per_s": round(text / 2**20 / d["seconds"], 1), "peak_rss_mb": d["peak_rss_mb"],
+            "cpu_seconds": d.get("cpu_seconds"),
+            "text_mb_per_cpu_s": round(text / 2**20 / d["cpu_seconds"]["self"], 1) if d.get("cpu_seconds") else None,
         })
     gathers = {}
     for stage in ("raw", "cleaned"):
         for m in (work / "artifacts" / stage).glob("*/manifest.json"):
             d = json.loads(m.read_text())
-            gathers[stage] = {"seconds": d["seconds"], "peak_rss_mb": d["peak_rss_mb"], "parts_peak_rss_mb": d.get("parts_peak_rss_mb")}
+            gathers[stage] = {"seconds": d["seconds"], "cpu_seconds": d.get("cpu_seconds"), "peak_rss_mb": d["peak_rss_mb"], "parts_peak_rss_mb": d.get("parts_peak_rss_mb")}
     out = {
         "command": " ".join(cmd), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor() or platform.machine(),
         "load_before_after": os.getloadavg(), "wall_seconds": round(wall, 1), "parts": parts, "gathers": gathers,

@@ -146,6 +146,15 @@ def peak_rss_mb() -> dict:
     return {"self": round(kib / 1024, 1), "children": round(children / 1024, 1)}
 
 
+def cpu_seconds() -> dict:
+    """User + system CPU seconds of this process and of its finished children."""
+    out = {}
+    for who, w in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN)):
+        r = resource.getrusage(w)
+        out[who] = round(r.ru_utime + r.ru_stime, 3)
+    return out
+
+
 def parts_peak_rss_mb(key: str, ins: dict) -> dict | None:
     """The largest peak among this artifact's fan-out parts (inputs whose manifest key is this
     key, or ``<key>/<part>``): the parts are other jobs, and often temporary."""
@@ -184,6 +193,9 @@ def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpu
             "hash_seconds": round(time.time() - hashed, 3),
             # Measured after the build and the hashing: what this job's mem_mb had to cover.
             "peak_rss_mb": peak_rss_mb(),
+            # CPU time of the job (user + system, itself and its finished children): on a shared
+            # or oversubscribed machine, throughput per CPU-second is what wall seconds are not.
+            "cpu_seconds": cpu_seconds(),
             **({"parts_peak_rss_mb": parts} if (parts := parts_peak_rss_mb(key, ins)) else {}),
             "files": files,
         }

@@ -158,6 +158,7 @@ def test_the_manifest_records_the_jobs_own_peak_not_its_parents(tmp_path):
     peak = read_manifest(out)["peak_rss_mb"]
     assert 150 < peak["self"] < 400, peak
     assert peak["children"] == 0
+    assert read_manifest(out)["cpu_seconds"]["self"] > 0  # touching 150 MB takes CPU time
     del held
 
 

@@ -86,7 +86,7 @@ def test_every_artifact_is_complete_with_lineage(built):
         m = json.loads((art / "manifest.json").read_text())
         assert m["stage"] == stage and m["key"] == art.name
         assert m["code_hash"] and m["code_files"]
-        assert m["peak_rss_mb"]["self"] > 0  # getrusage of the job (lmbuild.runner)
+        assert m["peak_rss_mb"]["self"] > 0 and m["cpu_seconds"]["self"] > 0  # the job's own (lmbuild.runner)
         for name, inp in m["inputs"].items():
             assert (built / inp["path"] / "manifest.json").is_file(), (stage, name)
             assert Path(inp["path"]).name == inp["key"]
