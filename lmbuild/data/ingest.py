@@ -1,10 +1,12 @@
-"""Stage ``raw``: read every configured source into N Parquet shards of one schema.
+"""Stage ``raw``: read every configured source into Parquet shards of one schema.
 
 Schema: ``id: string, text: string, source: string, metadata: string`` (metadata is a JSON
-object with at least ``kind``). Document k of the concatenated source streams goes to shard
-k mod N: deterministic, and shards come out within one document of each other in count.
-Shards are written with a ParquetWriter per shard from small buffers flushed by size, so
-memory stays bounded whatever the corpus size.
+object with at least ``kind``). Fanned out (``lmbuild.data.groups``): one job
+(:func:`build_part`) per group of input files writes its own run of shards, document k of its
+stream to the k mod n-th of them, and a gather (:func:`build`) hard-links the parts' shards
+into the artifact. With one group that is the single ingest: document k of the concatenated
+sources to shard k mod ``data.shards``. Shards are written with a ParquetWriter per shard from
+small buffers flushed by size, so memory stays bounded whatever the corpus size.
 
 Ids must be unique across all sources: downstream stages key on them (dedup keeps the
 smallest id; the validation split hashes them). Uniqueness is checked after writing with
