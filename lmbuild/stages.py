@@ -55,7 +55,7 @@ class Stage:
 
 def _raw_settings(c: dict) -> dict:
     d = c["data"]
-    return {"sources": d["sources"], "shards": d["shards"]}
+    return {"sources": d["sources"], "shards": d["shards"], "files_per_job": d["files_per_job"]}
 
 
 def cleaned_inputs(c: dict) -> tuple[str, ...]:
@@ -127,7 +127,8 @@ def _train_settings(c: dict, encoder: bool = False) -> dict:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
-        Stage("raw", (), _raw_settings),
+        # One job per group of input files (lmbuild.data.groups), then a gather.
+        Stage("raw", (), _raw_settings, ("raw_part",)),
         # A fastText classifier for data.clean.quality (lmbuild.data.quality); built only when used.
         Stage("quality_model", (), lambda c: c["data"]["quality_model"]),
         Stage("cleaned", cleaned_inputs, lambda c: c["data"]["clean"], ("cleaned_part",)),

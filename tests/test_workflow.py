@@ -86,6 +86,7 @@ def test_every_artifact_is_complete_with_lineage(built):
         m = json.loads((art / "manifest.json").read_text())
         assert m["stage"] == stage and m["key"] == art.name
         assert m["code_hash"] and m["code_files"]
+        assert m["peak_rss_mb"]["self"] > 0 and m["cpu_seconds"]["self"] > 0  # the job's own (lmbuild.runner)
         for name, inp in m["inputs"].items():
             assert (built / inp["path"] / "manifest.json").is_file(), (stage, name)
             assert Path(inp["path"]).name == inp["key"]
@@ -107,6 +108,8 @@ def test_raw_and_cleaned_shards(built):
     assert {"lang", "lang_score"} <= set(pq.read_schema(cleaned / "shard-00000.parquet").names)
     # The fan-out parts are temporary: gone once the gather has linked them in.
     assert not list((built / "artifacts" / "cleaned_parts").glob("*/[0-9]*"))
+    assert not list((built / "artifacts" / "raw_parts").glob("*/[0-9]*"))
+    assert json.loads((raw / "manifest.json").read_text())["parts_peak_rss_mb"]["self"] > 0  # the part jobs' peak
 
 
 def test_deduplicated_ran_as_map_reduce_jobs(built):
@@ -291,7 +294,7 @@ def test_a_mixture_plans_training_and_evaluation_only(built):
 
 def test_cleaning_fans_out_one_job_per_shard(tmp_path):
     jobs = jobs_of_dry_run(snakemake(tmp_path, smoke_config(**{"data.shards": 1000}), "-n", "cleaned"))
-    assert jobs == {"build_raw": 1, "build_cleaned_part": 1000, "build_cleaned": 1, "cleaned": 1}
+    assert jobs == {"build_raw_part": 1, "build_raw": 1, "build_cleaned_part": 1000, "build_cleaned": 1, "cleaned": 1}
 
 
 # --- bad input: a clear one-line error, a non-zero exit, and no artifact -----------------
