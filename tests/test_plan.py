@@ -50,9 +50,9 @@ def test_mixture_changes_training_and_eval_only():
     """data.mixture is applied when training samples blocks: no data stage is rebuilt for it."""
     base = keys({})
     mixed = keys({"data": {"mixture": {"shakespeare": {"weight": 2}, "python_stdlib": {"weight": 1}}}})
-    assert changed(base, mixed) == {"trained_checkpoint", "eval_report"}
+    assert changed(base, mixed) == {"trained_checkpoint", "eval_report", "report"}
     other = keys({"data": {"mixture": {"shakespeare": {"weight": 3}, "python_stdlib": {"weight": 1}}}})
-    assert changed(mixed, other) == {"trained_checkpoint", "eval_report"}
+    assert changed(mixed, other) == {"trained_checkpoint", "eval_report", "report"}
     assert keys({"data": {"mixture": {}}}) == base  # no mixture: the keys of a build without one
 
 
