@@ -20,6 +20,7 @@ include: "rules/trained_checkpoint.smk"
 include: "rules/eval_report.smk"
 include: "rules/plan.smk"
 include: "rules/variants.smk"
+include: "rules/sweep.smk"
 include: "rules/store.smk"
 
 

@@ -13,6 +13,7 @@ from lmbuild.config import validate
 from lmbuild.errors import UserError
 from lmbuild.filestate import StateCache
 from lmbuild.plan import Plan, STAGES, cost_plan_artifact, write_spec
+from lmbuild.tracking import settings as tracking_settings
 
 # Hub names fail at once instead of retrying for a minute; users with the hub set these to 0.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,7 +32,8 @@ try:
     PLAN = Plan(config, state=_state)
     COST_PLAN = cost_plan_artifact(config)
     _state.save()
-    PLAN.write_specs(SPECS)
+    # Tracking goes into the training and evaluation specs only, beside (not in) the settings.
+    PLAN.write_specs(SPECS, tracking_settings(config))
     write_spec(SPECS, "plan", COST_PLAN.key, COST_PLAN.spec())
 except UserError as exc:
     # One line naming the key, a non-zero exit, and nothing has run.
