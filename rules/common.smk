@@ -12,7 +12,13 @@ sys.path.insert(0, workflow.basedir)
 from lmbuild.config import validate
 from lmbuild.errors import UserError
 from lmbuild.filestate import StateCache
-from lmbuild.plan import Plan, STAGES, cost_plan_artifact, write_spec
+from lmbuild.plan import (
+    Plan,
+    STAGES,
+    cost_plan_artifact,
+    sweep_report_artifact,
+    write_spec,
+)
 from lmbuild.tracking import settings as tracking_settings
 
 # Hub names fail at once instead of retrying for a minute; users with the hub set these to 0.
@@ -128,3 +134,24 @@ def dedup_reduces(wc):
         f"bucket_{c:03d}": f"{ART}/_parts/deduplicated/{wc.key}/bucket-{c:03d}"
         for c in dedup_buckets(wc)
     }
+
+
+# The sweep's comparison report (rules/sweep.smk, lmbuild/sweep.py): None without a sweep.
+SWEEP = sweep_report_artifact(PLAN)
+if SWEEP is not None:
+    write_spec(SPECS, "sweep_report", SWEEP.key, SWEEP.spec())
+
+
+def sweep_report_inputs(wc):
+    """The runs' artifacts of the planned sweep report (an error for any other key)."""
+    if SWEEP is None or wc.key != SWEEP.key:
+        raise WorkflowError(
+            f"{ART}/sweep_report/{wc.key}: not the sweep report of the current config"
+        )
+    return {n: a.path for n, a in SWEEP.inputs.items()}
+
+
+def sweep_target(wc):
+    if SWEEP is None:
+        raise WorkflowError("config: sweep: no runs (set sweep.grid or sweep.random)")
+    return SWEEP.path

@@ -2,29 +2,8 @@
 # same build_<stage> rules (each training a job of its own, one SLURM job each under the
 # profile), and compared in one report:
 #   snakemake --cores 2 sweep    # every run's eval_report and artifacts/sweep_report/<key>/
-# Code: scripts/sweep_report.py -> lmbuild.sweep_report.build
-from lmbuild.plan import sweep_report_artifact
-
-SWEEP = sweep_report_artifact(PLAN)
-if SWEEP is not None:
-    write_spec(SPECS, "sweep_report", SWEEP.key, SWEEP.spec())
-
-
-def sweep_report_inputs(wc):
-    """The runs' artifacts of the planned sweep report (an error for any other key)."""
-    if SWEEP is None or wc.key != SWEEP.key:
-        raise WorkflowError(
-            f"{ART}/sweep_report/{wc.key}: not the sweep report of the current config"
-        )
-    return {n: a.path for n, a in SWEEP.inputs.items()}
-
-
-def sweep_target(wc):
-    if SWEEP is None:
-        raise WorkflowError("config: sweep: no runs (set sweep.grid or sweep.random)")
-    return SWEEP.path
-
-
+# Code: scripts/sweep_report.py -> lmbuild.sweep_report.build. SWEEP (the report's artifact) and
+# its input functions are planned in rules/common.smk with the rest.
 rule build_sweep_report:
     input:
         unpack(sweep_report_inputs),
