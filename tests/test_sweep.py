@@ -116,3 +116,43 @@ def test_bad_sweeps_stop_with_one_line_naming_the_key(sweep, message):
 def test_a_sweep_run_may_not_take_a_variants_name():
     with pytest.raises(UserError, match=r"^config: variants.seed_1: a variant has the name of a sweep run$"):
         plan({"grid": {"train.seed": [1]}}, variants={"seed_1": {"train.seed": 5}})
+
+
+def test_the_report_code_set_is_what_its_script_runs():
+    from lmbuild import plan as plan_mod
+    from lmbuild.plan import ROOT, SWEEP_REPORT_CODE
+
+    # The report module imports only plumbing, so its script, module and template are all its code.
+    assert plan_mod._imports(ROOT / "scripts" / "sweep_report.py") == {"lmbuild.runner", "lmbuild.runner.run_stage", "lmbuild.sweep_report", "lmbuild.sweep_report.build"}
+    assert {m for m in plan_mod._imports(ROOT / "lmbuild" / "sweep_report.py") if plan_mod._module_path(m)} <= plan_mod.PLUMBING
+    assert all((ROOT / f).is_file() for f in SWEEP_REPORT_CODE)
+
+
+# --------------------------------------------------------------------------- snakemake -n
+
+
+@pytest.mark.e2e
+def test_a_3x2_sweep_plans_the_shared_upstream_once(tmp_path):
+    from test_workflow import jobs_of_dry_run, smoke_config, snakemake
+
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "one").mkdir()
+    sweep = jobs_of_dry_run(snakemake(tmp_path / "sweep", smoke_config(**{"sweep.grid": {"train.learning_rate": [0.001, 0.003, 0.01], "model.num_hidden_layers": [1, 2]}}), "sweep", "-n"))
+    one = jobs_of_dry_run(snakemake(tmp_path / "one", smoke_config(), "-n"))
+    # One build of the smoke config: every data job once, one init, one training, one evaluation.
+    assert one["build_raw"] == 1 and one["build_trained_checkpoint"] == 1 and one["all"] == 1
+    data = {r: n for r, n in one.items() if r not in ("build_init_checkpoint", "build_trained_checkpoint", "build_eval_report", "all")}
+    assert {r: sweep[r] for r in data} == data  # the data stages and the tokenizer: once for six runs
+    assert sweep["build_init_checkpoint"] == 2  # one per depth: the learning rate is no init setting
+    assert sweep["build_trained_checkpoint"] == 6 and sweep["build_eval_report"] == 6
+    assert sweep["build_sweep_report"] == 1 and sweep["sweep"] == 1
+    separate = 6 * (sum(one.values()) - 1)
+    assert sum(sweep.values()) - 1 == sum(data.values()) + 2 + 6 + 6 + 1 < separate
+
+
+@pytest.mark.e2e
+def test_the_sweep_target_without_a_sweep_is_one_line(tmp_path):
+    from test_workflow import snakemake, smoke_config
+
+    proc = snakemake(tmp_path, smoke_config(), "sweep", "-n")
+    assert proc.returncode != 0 and "config: sweep: no runs (set sweep.grid or sweep.random)" in proc.stdout + proc.stderr
