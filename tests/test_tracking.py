@@ -93,3 +93,17 @@ def test_a_tracker_that_fails_is_one_warning(tmp_path, uri, caplog):
     assert warning.startswith("tracking: MLflow run of trained_checkpoint 0123456789abcdef not logged to ")
     assert "\n" not in warning
     assert [r.levelname for r in caplog.records if r.name == "lmbuild"] == ["WARNING"]
+
+
+def test_the_tracking_config_enters_no_key_and_only_the_tracked_specs(tmp_path):
+    from lmbuild.plan import Plan
+
+    a = Plan(validate({}))
+    b = Plan(validate({"tracking": {"mlflow": {"tracking_uri": "http://mlflow:5000", "experiment": "x"}}}))
+    assert {s: x.key for s, x in a.artifacts.items()} == {s: x.key for s, x in b.artifacts.items()}
+    b.write_specs(tmp_path, tracking.settings(b.config, tmp_path))
+    for spec in tmp_path.glob("*/*.json"):
+        data = json.loads(spec.read_text())
+        assert ("tracking" in data) == (data["stage"] in tracking.TRACKED), spec
+        if "tracking" in data:
+            assert data["tracking"] == {"mlflow": {"tracking_uri": "http://mlflow:5000", "experiment": "x"}}
