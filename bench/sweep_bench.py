@@ -1,6 +1,6 @@
 """A 2 x 2 sweep on the default corpus, timed, and the job counts of sweeps against separate builds.
 
-    .venv/bin/python bench/sweep_bench.py [--max-steps 60] [--workdir /tmp/lmbuild-sweep-bench]
+    .venv/bin/python bench/sweep_bench.py [--max-steps 10] [--workdir /tmp/lmbuild-sweep-bench]
 
 1. `snakemake -n` job counts: a 3 x 2 grid (train.learning_rate x model.num_hidden_layers) as
    one sweep, against the six runs as six separate builds, each in a fresh working directory
@@ -69,12 +69,20 @@ def with_overrides(base: dict, overrides: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", default="/tmp/lmbuild-sweep-bench")
-    ap.add_argument("--max-steps", type=int, default=60)
+    ap.add_argument("--max-steps", type=int, default=10)
     args = ap.parse_args()
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
     base = yaml.safe_load((ROOT / "config.yaml").read_text())
-    short = {"train.max_steps": args.max_steps, "train.warmup_steps": max(1, args.max_steps // 10), "train.eval_steps": max(1, args.max_steps // 3)}
+    # Shortened so that four runs fit a shared 2-core machine: fewer steps, validation on 2
+    # batches at the start, the middle and the end, 16 generated tokens per prompt.
+    short = {
+        "train.max_steps": args.max_steps,
+        "train.warmup_steps": max(1, args.max_steps // 10),
+        "train.eval_steps": max(1, args.max_steps // 2),
+        "train.eval_batches": 2,
+        "eval.max_new_tokens": 16,
+    }
     base = with_overrides(base, short)
 
     grid = {"train.learning_rate": [0.001, 0.002, 0.004], "model.num_hidden_layers": [2, 4]}
