@@ -27,6 +27,12 @@ import random
 
 from lmbuild.errors import UserError
 
+# The figures every run has (training's and the evaluation's counts, report.json's headline);
+# an eval.tasks task adds <task>/<metric>. lmbuild.sweep_report ranks by any of them.
+METRICS = (
+    "final_val_loss", "final_train_loss", "initial_val_loss", "heldout_bits_per_byte", "heldout_token_loss",
+    "heldout_token_perplexity", "heldout_word_perplexity", "heldout_byte_perplexity", "tokens_per_second", "train_seconds", "parameters",
+)
 RANDOM_DIGITS = 3  # significant digits of a drawn float: readable names, no spurious precision
 MAX_DRAWS_PER_RUN = 100  # a random space too small for `runs` distinct runs fails, not loops
 
@@ -118,6 +124,18 @@ def _points(sweep: dict, source: str) -> list[tuple[str, dict]]:
     return out
 
 
+def _check_metric(config: dict, source: str) -> None:
+    """sweep.metric names a figure the runs will have: a typo fails before anything trains."""
+    from lmbuild import evaltasks
+
+    metric = config["sweep"].get("metric", "final_val_loss")
+    tasks = [t["task"] for t in evaltasks.parse(config["eval"].get("tasks") or [])]
+    task, _, name = metric.partition("/")
+    if metric not in METRICS and not (name and task in tasks):
+        known = ", ".join([*METRICS, *(f"{t}/<metric>" for t in tasks)])
+        raise UserError(f"{source}: sweep.metric: {metric!r} is not a metric of the runs (one of: {known})")
+
+
 def expand(config: dict, source: str = "config") -> dict[str, dict]:
     """The sweep's runs as variants, ``{name: {dotted key: validated value}}`` in run order.
 
@@ -147,6 +165,7 @@ def expand(config: dict, source: str = "config") -> dict[str, dict]:
                 raise UserError(f"{where}: two runs have the same values after validation ({name})")
             continue  # a draw equal to a grid point: one run
         runs[name] = values
+    _check_metric(config, source)
     clash = sorted(set(runs) & set(config.get("variants") or {}))
     if clash:
         raise UserError(f"{source}: variants.{clash[0]}: a variant has the name of a sweep run")

@@ -105,12 +105,18 @@ def test_keys_with_the_same_last_part_are_named_by_their_whole_path():
         ({"random": {"runs": 1, "space": {"train.learning_rate": {"min": 0, "max": 1, "log": True}}}}, r"^config: sweep.random.space.train.learning_rate: log needs min > 0"),
         ({"random": {"runs": 1, "space": {"train.seed": {"min": 5, "max": 1}}}}, r"^config: sweep.random.space.train.seed: min \(5\) must be smaller than max \(1\)$"),
         ({"goal": "lowest"}, r"^config: sweep.goal: 'lowest' is not one of \['min', 'max'\]$"),
+        ({"grid": {"train.seed": [1]}, "metric": "val_loss"}, r"^config: sweep.metric: 'val_loss' is not a metric of the runs \(one of: final_val_loss, "),
+        ({"grid": {"train.seed": [1]}, "metric": "arc_easy/acc"}, r"^config: sweep.metric: 'arc_easy/acc' is not a metric of the runs"),
     ],
 )
 def test_bad_sweeps_stop_with_one_line_naming_the_key(sweep, message):
     with pytest.raises(UserError, match=message) as err:
         plan(sweep)
     assert "\n" not in str(err.value)
+
+
+def test_an_eval_task_metric_ranks():
+    assert plan({"grid": {"train.seed": [1]}, "metric": "arc_easy/acc", "goal": "max"}, eval={"tasks": ["arc_easy"]}).sweep_runs == {"seed_1": {"train.seed": 1}}
 
 
 def test_a_sweep_run_may_not_take_a_variants_name():

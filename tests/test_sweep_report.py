@@ -80,6 +80,12 @@ def test_a_metric_no_run_has_is_one_line(tmp_path):
 from test_workflow import jobs_of_dry_run, smoke_config, snakemake  # noqa: E402
 
 GRID = {"train.learning_rate": [0.001, 0.01]}
+# Shorter than the smoke run: the runs only need a loss curve of a few points each.
+SHORT = {"train.max_steps": 12, "train.warmup_steps": 2, "train.eval_steps": 6, "train.logging_steps": 3}
+
+
+def config(**overrides) -> dict:
+    return smoke_config(**SHORT, **overrides)
 
 
 def unused_port() -> int:
@@ -91,7 +97,7 @@ def unused_port() -> int:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, dict]:
     work = tmp_path_factory.mktemp("sweep")
-    cfg = smoke_config(**{"sweep.grid": GRID, "tracking.mlflow.experiment": "smoke"})
+    cfg = config(**{"sweep.grid": GRID, "tracking.mlflow.experiment": "smoke"})
     proc = snakemake(work, cfg, "sweep")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return work, cfg
@@ -140,12 +146,12 @@ def test_every_training_and_evaluation_is_an_mlflow_run(swept):
 def test_nothing_is_planned_when_nothing_changed_and_tracking_is_no_key(swept):
     work, cfg = swept
     assert jobs_of_dry_run(snakemake(work, cfg, "sweep", "-n")) == {}
-    moved = smoke_config(**{"sweep.grid": {"train.learning_rate": [0.01, "1e-3"]}, "tracking.mlflow.tracking_uri": "http://127.0.0.1:1", "tracking.mlflow.experiment": "other"})
+    moved = config(**{"sweep.grid": {"train.learning_rate": [0.01, "1e-3"]}, "tracking.mlflow.tracking_uri": "http://127.0.0.1:1", "tracking.mlflow.experiment": "other"})
     assert jobs_of_dry_run(snakemake(work, moved, "sweep", "-n")) == {}
-    off = smoke_config(**{"sweep.grid": GRID, "tracking.mlflow.enabled": False})
+    off = config(**{"sweep.grid": GRID, "tracking.mlflow.enabled": False})
     assert jobs_of_dry_run(snakemake(work, off, "sweep", "-n")) == {}
     # The ranking metric is the report's own setting: only the report is planned.
-    metric = smoke_config(**{"sweep.grid": GRID, "sweep.metric": "heldout_bits_per_byte"})
+    metric = config(**{"sweep.grid": GRID, "sweep.metric": "heldout_bits_per_byte"})
     assert jobs_of_dry_run(snakemake(work, metric, "sweep", "-n")) == {"build_sweep_report": 1, "sweep": 1}
 
 
@@ -153,7 +159,7 @@ def test_nothing_is_planned_when_nothing_changed_and_tracking_is_no_key(swept):
 def test_a_new_run_builds_only_its_model_and_a_tracker_that_is_down_only_warns(swept):
     work, _ = swept
     uri = f"http://127.0.0.1:{unused_port()}"
-    cfg = smoke_config(**{"sweep.grid": {"train.learning_rate": [0.001, 0.01, 0.003]}, "tracking.mlflow.tracking_uri": uri})
+    cfg = config(**{"sweep.grid": {"train.learning_rate": [0.001, 0.01, 0.003]}, "tracking.mlflow.tracking_uri": uri})
     planned = jobs_of_dry_run(snakemake(work, cfg, "sweep", "-n"))
     assert planned == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_sweep_report": 1, "sweep": 1}
     proc = snakemake(work, cfg, "sweep")
