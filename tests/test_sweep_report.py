@@ -98,7 +98,7 @@ def unused_port() -> int:
 def swept(tmp_path_factory) -> tuple[Path, dict]:
     work = tmp_path_factory.mktemp("sweep")
     cfg = config(**{"sweep.grid": GRID, "tracking.mlflow.experiment": "smoke"})
-    proc = snakemake(work, cfg, "sweep")
+    proc = snakemake(work, cfg, "sweep", timeout=2400)  # two trainings and evaluations; a busy machine
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return work, cfg
 
@@ -162,7 +162,7 @@ def test_a_new_run_builds_only_its_model_and_a_tracker_that_is_down_only_warns(s
     cfg = config(**{"sweep.grid": {"train.learning_rate": [0.001, 0.01, 0.003]}, "tracking.mlflow.tracking_uri": uri})
     planned = jobs_of_dry_run(snakemake(work, cfg, "sweep", "-n"))
     assert planned == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_sweep_report": 1, "sweep": 1}
-    proc = snakemake(work, cfg, "sweep")
+    proc = snakemake(work, cfg, "sweep", timeout=1800)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     warnings = re.findall(r"^warning: (\w+): tracking: MLflow run of \w+ [0-9a-f]{16} not logged to " + re.escape(uri) + ": .*$", out, re.M)
