@@ -73,6 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
+    load_before = os.getloadavg()
     base = yaml.safe_load((ROOT / "config.yaml").read_text())
     # Shortened so that four runs fit a shared 2-core machine: fewer steps, validation on 2
     # batches at the start, the middle and the end, 16 generated tokens per prompt.
@@ -113,7 +114,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "load_before": os.getloadavg(),
+        "load_before": load_before,
         "overrides": short,
         "grid_3x2": {"sweep_jobs": count(sweep_jobs), "sweep_by_rule": sweep_jobs, "six_separate_builds_jobs": count(separate), "separate_by_rule": dict(separate)},
         "sweep_2x2": {
