@@ -21,6 +21,7 @@ include: "rules/eval_report.smk"
 include: "rules/report.smk"
 include: "rules/plan.smk"
 include: "rules/variants.smk"
+include: "rules/sweep.smk"
 include: "rules/store.smk"
 
 

@@ -39,6 +39,8 @@ from lmbuild.data.files import match_files, relative_pattern
 from lmbuild.filestate import StateCache
 from lmbuild.keys import KEY_LEN, apply_patches, canonical, digest  # noqa: F401 (re-exported)
 from lmbuild.stages import ENCODER_ONLY, ROOT, STAGES, TARGETS, is_encoder  # noqa: F401 (re-exported)
+from lmbuild.sweep import expand
+from lmbuild.tracking import TRACKED
 from lmbuild.variants import variant_configs
 
 PACKAGE = ROOT / "lmbuild"
@@ -47,10 +49,10 @@ LOCAL_SOURCES = ("jsonl", "parquet", "text", "html")
 # Modules every job runs through that move bytes and write manifests but never compute an
 # artifact's content: their edits rebuild nothing, and the import walk stops at them. (A change
 # to one of them that must rebuild everything bumps lmbuild.keys.KEY_LEN or a stage's code.)
-PLUMBING = {"lmbuild.runner", "lmbuild.artifact", "lmbuild.errors"}
+PLUMBING = {"lmbuild.runner", "lmbuild.artifact", "lmbuild.errors", "lmbuild.tracking"}
 # Parse-time modules: a stage's code must not import them (tests/test_plan.py checks), since an
 # edit to config validation or to the planner itself must not retrain anything.
-PARSE_ONLY = {"lmbuild.config", "lmbuild.plan", "lmbuild.variants", "lmbuild.stages", "lmbuild.keys", "lmbuild.filestate"}
+PARSE_ONLY = {"lmbuild.config", "lmbuild.plan", "lmbuild.variants", "lmbuild.stages", "lmbuild.keys", "lmbuild.filestate", "lmbuild.sweep"}
 
 
 # --------------------------------------------------------------------------- code sets
@@ -316,8 +318,10 @@ class Plan:
         self.name = name
         self.root = config["artifacts"]
         self.artifacts: dict[str, Artifact] = {}
+        # The sweep's runs (lmbuild.sweep): variants that the sweep report compares, not the base's.
+        self.sweep_runs = expand(config) if _shared is None else {}
         # (variant configs, variant plans built so far, file-hash cache), shared with the variants.
-        self._configs, self.variants, self.state = _shared or (variant_configs(config), {}, state or StateCache())
+        self._configs, self.variants, self.state = _shared or (variant_configs(config, sweep_runs=self.sweep_runs), {}, state or StateCache())
         if _shared is None:  # the base: variants first, since its report compares their checkpoints
             for v in self._configs:
                 self.variant(v)
@@ -331,6 +335,8 @@ class Plan:
                 # The base's report sets every variant's trained model beside its own (lmbuild.evaluate
                 # labels each by its input name); a variant's own report has only its own.
                 for v, vplan in self.variants.items():
+                    if v in self.sweep_runs:
+                        continue  # compared in the sweep report (sweep_report_artifact)
                     ckpt = vplan.artifacts["trained_checkpoint"]
                     if ckpt.key != self.artifacts["trained_checkpoint"].key:
                         ins[f"{v}__trained_checkpoint"] = ckpt
@@ -370,10 +376,14 @@ class Plan:
     def all_artifacts(self) -> list[Artifact]:
         return list(self._by_key.values())
 
-    def write_specs(self, folder: str | os.PathLike) -> None:
-        """One job spec per artifact of the build (the base's and every variant's)."""
+    def write_specs(self, folder: str | os.PathLike, tracking: dict | None = None) -> None:
+        """One job spec per artifact of the build (the base's and every variant's); a tracked
+        stage's spec also carries ``tracking`` (lmbuild.tracking.settings), which no key covers."""
         for a in self.all_artifacts():
-            write_spec(folder, a.stage, a.key, a.spec())
+            spec = a.spec()
+            if tracking and a.stage in TRACKED:
+                spec["tracking"] = tracking
+            write_spec(folder, a.stage, a.key, spec)
 
 
 def cost_plan_artifact(config: dict) -> Artifact:
@@ -389,3 +399,20 @@ def cost_plan_artifact(config: dict) -> Artifact:
         s["train"] = {k: v for k, v in s["train"].items() if k not in ENCODER_ONLY["train"]}
     key = digest({"stage": "plan", "settings": s, "code": code})[:KEY_LEN]
     return Artifact("plan", key, f"{config['artifacts']}/plan/{key}", s, {}, code, files)
+
+
+SWEEP_REPORT_CODE = ("lmbuild/sweep_report.py", "lmbuild/templates/sweep_report.html.j2", "scripts/sweep_report.py")
+
+
+def sweep_report_artifact(plan: Plan) -> Artifact | None:
+    """``artifacts/sweep_report/<key>``: the sweep's comparison (lmbuild.sweep_report), or None
+    without a sweep. Not a STAGES stage (nothing depends on it); its inputs are every run's
+    ``eval_report`` and ``trained_checkpoint``, named ``<run>__<stage>``, so its key changes when
+    a run's does, and only the report is rebuilt when only sweep.metric or sweep.goal change."""
+    if not plan.sweep_runs:
+        return None
+    ins = {f"{run}__{stage}": plan.variants[run].artifacts[stage] for run in plan.sweep_runs for stage in ("trained_checkpoint", "eval_report")}
+    s = {"runs": plan.sweep_runs, "metric": plan.config["sweep"]["metric"], "goal": plan.config["sweep"]["goal"]}
+    code = files_hash(SWEEP_REPORT_CODE)
+    key = digest({"stage": "sweep_report", "settings": s, "code": code, "inputs": {n: a.key for n, a in ins.items()}})[:KEY_LEN]
+    return Artifact("sweep_report", key, f"{plan.root}/sweep_report/{key}", s, ins, code, SWEEP_REPORT_CODE)

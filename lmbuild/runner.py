@@ -102,8 +102,12 @@ def run(
     threads: int = 1,
     gpus: int = 0,
     log_path: Path | None = None,
+    on_built: Callable[[Path, dict], None] | None = None,
 ) -> dict:
     """Build one artifact atomically and write its manifest; return the manifest.
+
+    ``on_built(output, manifest)`` runs after this builder built it (not when it was reused):
+    experiment tracking (lmbuild.tracking), which must never fail the build.
 
     Every input artifact is checked against its manifest first (files present, sizes equal).
     One builder per key at a time: a second one waits on ``<work>.lock`` and then reuses the
@@ -120,7 +124,10 @@ def run(
         if is_complete(output):
             log.info("%s %s: built meanwhile by another builder; reused", stage, key)
             return read_manifest(output)
-        return _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path)
+        manifest = _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path)
+    if on_built is not None:
+        on_built(output, manifest)
+    return manifest
 
 
 def peak_rss_mb() -> dict:
@@ -236,6 +243,23 @@ def read_spec(path: str | os.PathLike) -> tuple[dict, dict]:
     return apply_patches(spec["settings"], spec["located"]), {"key_settings": spec["settings"], **lineage}
 
 
+def _tracker(spec_path, err) -> Callable[[Path, dict], None]:
+    """Log the finished artifact to the spec's tracker (lmbuild.tracking); a failure is one
+    warning line in the job's log and on the terminal, never an error."""
+    tracking = json.loads(Path(spec_path).read_text()).get("tracking")
+
+    def on_built(output: Path, manifest: dict) -> None:
+        if not tracking:
+            return
+        from lmbuild import tracking as tracker
+
+        warning = tracker.track(tracking, output, manifest)
+        if warning:
+            print(f"warning: {manifest['stage']}: {warning}", file=err, flush=True)
+
+    return on_built
+
+
 def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> None:
     """Entry point for ``scripts/<stage>.py``: read the ``snakemake`` object and its job spec, and run.
 
@@ -277,6 +301,7 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
             threads=snakemake.threads,
             gpus=int(snakemake.resources.get("gpu", 0) or 0),
             log_path=log_path,
+            on_built=_tracker(snakemake.params.spec, err),
         )
         logging.getLogger("lmbuild").info("%s %s done in %.1fs: %s", stage, snakemake.params.key, manifest["seconds"], manifest["counts"])
     except UserError as exc:

@@ -14,7 +14,8 @@ variant's ``trained_checkpoint`` (or ``init_checkpoint``) an input of ``init_che
 so its key enters every key downstream.
 
 What this module does not do: override inside lists (``data.sources`` is replaced whole), or
-vary ``artifacts``, ``resources`` or ``variants`` themselves (one build, one set of rules).
+vary ``artifacts``, ``resources``, ``tracking``, ``variants`` or ``sweep`` themselves (one build,
+one set of rules).
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ from lmbuild.config import validate
 from lmbuild.errors import UserError
 from lmbuild.layer_plan import layer_plan
 from lmbuild.stages import STAGES
+from lmbuild.sweep import expand
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
-NOT_PER_VARIANT = ("artifacts", "resources", "variants")
-RESERVED_NAMES = {"all", "variants"}
+NOT_PER_VARIANT = ("artifacts", "resources", "variants", "sweep", "tracking")
+RESERVED_NAMES = {"all", "variants", "sweep"}
 
 
 def apply_overrides(base: dict, overrides: dict, where: str) -> dict:
     """A copy of ``base`` (without its variants) with ``{dotted.key: value}`` set."""
     cfg = copy.deepcopy(base)
     cfg.pop("variants", None)
+    cfg.pop("sweep", None)  # a sweep's runs are variants of the base, not sweeps themselves
     for dotted, value in overrides.items():
         parts = str(dotted).split(".")
         if parts[0] in NOT_PER_VARIANT:
@@ -56,14 +59,16 @@ def source_variant(config: dict) -> str | None:
     return src.get("variant")
 
 
-def variant_configs(config: dict, source: str = "config") -> dict[str, dict]:
-    """Every variant's validated config; UserError naming the key for a bad override,
-    an unknown variant or a cycle of sources."""
-    variants = config.get("variants") or {}
+def variant_configs(config: dict, source: str = "config", sweep_runs: dict | None = None) -> dict[str, dict]:
+    """Every variant's validated config, the sweep's runs (``lmbuild.sweep.expand``, or
+    ``sweep_runs`` where the caller has them) included; UserError naming the key for a bad
+    override, an unknown variant or a cycle of sources."""
+    runs = expand(config, source) if sweep_runs is None else sweep_runs
+    variants = {**(config.get("variants") or {}), **runs}
     out = {}
     for name, overrides in variants.items():
         if not NAME.match(name) or name in RESERVED_NAMES or name in STAGES:
-            raise UserError(f"{source}: variants.{name}: a variant name is letters, digits and single underscores, not a stage name, 'all' or 'variants'")
+            raise UserError(f"{source}: variants.{name}: a variant name is letters, digits and single underscores, not a stage name, 'all', 'variants' or 'sweep'")
         cfg = validate(apply_overrides(config, overrides, f"{source}: variants.{name}"), source=f"{source}: variants.{name}")
         cfg["variants"] = variants  # its own source may be another variant
         out[name] = cfg

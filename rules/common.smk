@@ -13,7 +13,14 @@ from lmbuild.config import validate
 from lmbuild.data.groups import layout as raw_layout, shard_count as raw_shard_count
 from lmbuild.errors import UserError
 from lmbuild.filestate import StateCache
-from lmbuild.plan import Plan, STAGES, cost_plan_artifact, write_spec
+from lmbuild.plan import (
+    Plan,
+    STAGES,
+    cost_plan_artifact,
+    sweep_report_artifact,
+    write_spec,
+)
+from lmbuild.tracking import settings as tracking_settings
 from lmbuild.stages import FINAL
 
 # Build metadata of this working directory: the file-hash cache (lmbuild/filestate.py) and one
@@ -29,7 +36,8 @@ try:
     PLAN = Plan(config, state=_state)
     COST_PLAN = cost_plan_artifact(config)
     _state.save()
-    PLAN.write_specs(SPECS)
+    # Tracking goes into the training and evaluation specs only, beside (not in) the settings.
+    PLAN.write_specs(SPECS, tracking_settings(config))
     write_spec(SPECS, "plan", COST_PLAN.key, COST_PLAN.spec())
 except UserError as exc:
     # One line naming the key, a non-zero exit, and nothing has run.
@@ -148,3 +156,24 @@ def shards_parts(wc):
         **{name: i.path for name, i in a.inputs.items()},
         "parts": [f"{ART}/shards_parts/{wc.key}/{i:05d}" for i in range(n)],
     }
+
+
+# The sweep's comparison report (rules/sweep.smk, lmbuild/sweep.py): None without a sweep.
+SWEEP = sweep_report_artifact(PLAN)
+if SWEEP is not None:
+    write_spec(SPECS, "sweep_report", SWEEP.key, SWEEP.spec())
+
+
+def sweep_report_inputs(wc):
+    """The runs' artifacts of the planned sweep report (an error for any other key)."""
+    if SWEEP is None or wc.key != SWEEP.key:
+        raise WorkflowError(
+            f"{ART}/sweep_report/{wc.key}: not the sweep report of the current config"
+        )
+    return {n: a.path for n, a in SWEEP.inputs.items()}
+
+
+def sweep_target(wc):
+    if SWEEP is None:
+        raise WorkflowError("config: sweep: no runs (set sweep.grid or sweep.random)")
+    return SWEEP.path

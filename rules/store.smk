@@ -9,6 +9,7 @@ from lmbuild import store as _store
 REACHABLE = sorted(
     {(a.stage, a.key, a.path) for a in PLAN.all_artifacts()}
     | {("plan", COST_PLAN.key, COST_PLAN.path)}
+    | ({("sweep_report", SWEEP.key, SWEEP.path)} if SWEEP is not None else set())
 )
 
 if workflow.is_main_process:
@@ -28,7 +29,7 @@ rule gc:
     params:
         root=ART,
         reachable=[f"{s}/{k}" for s, k, _ in REACHABLE],
-        stages=[*STAGES, "plan"],
+        stages=[*STAGES, "plan", "sweep_report"],
         delete=False,
     script:
         "../scripts/gc.py"
@@ -38,7 +39,7 @@ use rule gc as gc_remove with:
     params:
         root=ART,
         reachable=[f"{s}/{k}" for s, k, _ in REACHABLE],
-        stages=[*STAGES, "plan"],
+        stages=[*STAGES, "plan", "sweep_report"],
         delete=True,
 
 
