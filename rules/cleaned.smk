@@ -18,10 +18,15 @@ rule build_cleaned_part:
         "logs/cleaned_parts/{key}/{part}.log",
     conda:
         "../envs/data.yaml"
+    # Parts are small jobs: on a cluster, --group-components build_cleaned_part=N submits N
+    # per SLURM job (profiles/slurm, docs/cluster.md). Locally groups are ignored.
+    group:
+        "build_cleaned_part"
     threads: 1
     resources:
         mem_mb=res("cleaned", "mem_mb", 2000),
         runtime=res("cleaned", "runtime", 30),
+        parallel_parts=1,
     params:
         stage="cleaned_part",
         key=lambda wc: f"{wc.key}/{wc.part}",

@@ -126,3 +126,22 @@ def dedup_reduces(wc):
         f"bucket_{c:03d}": f"{ART}/_parts/deduplicated/{wc.key}/bucket-{c:03d}"
         for c in dedup_buckets(wc)
     }
+
+
+def nodes(stage):
+    """Nodes per job of `stage` (resources.<stage>.nodes; only training has the key)."""
+    return res(stage, "nodes", 1)
+
+
+def job_gpus(stage):
+    """The `gpu` resource (sbatch --gpus, a count for the whole job): 0 on more than one node,
+    where GPUs are asked per node through `gres` instead."""
+    return gpus(stage) if nodes(stage) == 1 else 0
+
+
+def gres(stage):
+    """sbatch --gres (per node) for a multi-node job with GPUs: gpu:<model>:<gpu>, else ""."""
+    if nodes(stage) == 1 or not gpus(stage):
+        return ""
+    model = res(stage, "gpu_model", None)
+    return f"gpu:{model}:{gpus(stage)}" if model else f"gpu:{gpus(stage)}"

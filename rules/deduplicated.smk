@@ -16,10 +16,13 @@ rule dedup_map:
         part="[0-9]{3}",
     conda:
         "../envs/data.yaml"
+    group:
+        "dedup_map"
     threads: res("deduplicated", "threads", 2)
     resources:
         mem_mb=res("deduplicated", "mem_mb", 4000),
         runtime=res("deduplicated", "runtime", 30),
+        parallel_parts=1,
     params:
         stage=lambda wc: f"deduplicated.map-{wc.part}",
         part=lambda wc: int(wc.part),
@@ -40,10 +43,13 @@ rule dedup_bucket:
         bucket="[0-9]{3}",
     conda:
         "../envs/data.yaml"
+    group:
+        "dedup_bucket"
     threads: res("deduplicated", "threads", 2)
     resources:
         mem_mb=res("deduplicated", "mem_mb", 4000),
         runtime=res("deduplicated", "runtime", 30),
+        parallel_parts=1,
     params:
         stage=lambda wc: f"deduplicated.bucket-{wc.bucket}",
         bucket=lambda wc: int(wc.bucket),
