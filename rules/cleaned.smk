@@ -16,12 +16,12 @@ rule build_cleaned_part:
         temp(directory(f"{ART}/cleaned_parts/{{key}}/{{part}}")),
     log:
         "logs/cleaned_parts/{key}/{part}.log",
-    conda:
-        "../envs/data.yaml"
     # Parts are small jobs: on a cluster, --group-components build_cleaned_part=N submits N
     # per SLURM job (profiles/slurm, docs/cluster.md). Locally groups are ignored.
     group:
         "build_cleaned_part"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=res("cleaned", "mem_mb", 2000),

@@ -139,6 +139,11 @@ def job_gpus(stage):
     return gpus(stage) if nodes(stage) == 1 else 0
 
 
+def job_gpu_model(stage):
+    """gpu_model for the --gpus flag: "" on more than one node (the model goes into gres)."""
+    return gpu_model(stage) if nodes(stage) == 1 else ""
+
+
 def gres(stage):
     """sbatch --gres (per node) for a multi-node job with GPUs: gpu:<model>:<gpu>, else ""."""
     if nodes(stage) == 1 or not gpus(stage):

@@ -14,10 +14,10 @@ rule dedup_map:
         "logs/deduplicated/{key}/map-{part}.log",
     wildcard_constraints:
         part="[0-9]{3}",
-    conda:
-        "../envs/data.yaml"
     group:
         "dedup_map"
+    conda:
+        "../envs/data.yaml"
     threads: res("deduplicated", "threads", 2)
     resources:
         mem_mb=res("deduplicated", "mem_mb", 4000),
@@ -41,10 +41,10 @@ rule dedup_bucket:
         "logs/deduplicated/{key}/bucket-{bucket}.log",
     wildcard_constraints:
         bucket="[0-9]{3}",
-    conda:
-        "../envs/data.yaml"
     group:
         "dedup_bucket"
+    conda:
+        "../envs/data.yaml"
     threads: res("deduplicated", "threads", 2)
     resources:
         mem_mb=res("deduplicated", "mem_mb", 4000),

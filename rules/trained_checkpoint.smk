@@ -20,7 +20,7 @@ rule build_trained_checkpoint:
         # with nodes > 1, --nodes=<nodes> --gres=gpu:<gpu_model>:<gpu> (per node) instead of --gpus,
         # and the job launches one torchrun per node through srun (lmbuild.train.launch).
         gpu=job_gpus("trained_checkpoint"),
-        gpu_model=gpu_model("trained_checkpoint") if nodes("trained_checkpoint") == 1 else "",
+        gpu_model=job_gpu_model("trained_checkpoint"),
         gres=gres("trained_checkpoint"),
         gpus_per_node=gpus("trained_checkpoint"),
         nodes=nodes("trained_checkpoint"),

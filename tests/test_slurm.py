@@ -107,6 +107,17 @@ def test_cpu_stages_never_ask_for_a_gpu_and_gpu_stages_get_config_resources(tmp_
     assert (ev["gpu"], ev["gpu_model"]) == ("0", "")
 
 
+def test_multi_node_training_asks_for_nodes_and_gpus_per_node(tmp_path):
+    res = {"trained_checkpoint": {"nodes": 2, "gpu": 4, "gpu_model": "h100", "cpus_per_gpu": 3}}
+    jobs = dry_run_resources(tmp_path, smoke_config(resources=res))
+    train = jobs["build_trained_checkpoint"][0]
+    # --nodes=2 --gres=gpu:h100:4 (per node) and no --gpus (a count for the whole job).
+    assert (train["nodes"], train["gres"], train["gpu"], train["gpu_model"]) == ("2", "gpu:h100:4", "0", "")
+    assert (train["gpus_per_node"], train["cpus_per_gpu"], train["threads"]) == ("4", "3", 12)
+    for rule in CPU_RULES:
+        assert "nodes" not in jobs[rule][0] and "gres" not in jobs[rule][0], rule
+
+
 @pytest.mark.parametrize(
     "resources, message",
     [
@@ -117,6 +128,8 @@ def test_cpu_stages_never_ask_for_a_gpu_and_gpu_stages_get_config_resources(tmp_
         ({"trained_checkpoint": {"gpu_model": "'h100'"}}, "config: resources.trained_checkpoint.gpu_model: \"'h100'\" does not match"),
         ({"eval_report": {"cpus_per_gpu": 0}}, "config: resources.eval_report.cpus_per_gpu: 0 is less than the minimum of 1"),
         ({"shards": {"mem_mb": "4G"}}, "config: resources.shards.mem_mb: '4G' is not of type 'integer'"),
+        ({"eval_report": {"nodes": 2}}, "config: resources.eval_report.nodes: unknown key"),
+        ({"trained_checkpoint": {"nodes": 0}}, "config: resources.trained_checkpoint.nodes: 0 is less than the minimum of 1"),
     ],
 )
 def test_resource_keys_are_validated(resources, message):
