@@ -11,7 +11,7 @@ every input file through its state cache and computes every key, Snakemake build
 The baseline is a plain Snakemake workflow that the script writes into the same folder:
 the same rules (names, and the edges of lmbuild's `--rulegraph`), the same number of jobs per
 rule (from lmbuild's dry run), the same rule shape (named directory outputs, `log:`, `threads`,
-`resources`, `params: stage, key, spec` as functions of the wildcards), and the N input files
+`resources`, `params: stage, key, spec` as functions of the wildcards, a `script:`), and the N input files
 as the inputs of its first rule. A fan-out/fan-in between a 1-job rule and an N-job rule is
 all-to-all, as in lmbuild (one raw -> N parts -> one gather); two rules of equal counts B > 1
 are all-to-all up to 256 jobs (the dedup map -> bucket shuffle), one-to-one beyond.
@@ -136,8 +136,8 @@ def plain_workflow(work: Path, counts: dict[str, int], edges: list[tuple[str, st
             f"        stage='{rule}',",
             "        key=lambda wc: wc.i,",
             f"        spec=lambda wc: f'specs/{rule}/{{wc.i}}.json',",
-            "    shell:",
-            "        'mkdir -p {output} > {log}'",
+            "    script:",
+            "        'noop.py'",
             "",
         ]
     top = ups[target[0]]
@@ -151,6 +151,7 @@ def plain_workflow(work: Path, counts: dict[str, int], edges: list[tuple[str, st
     path = work / "plain" / "Snakefile"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+    (path.parent / "noop.py").write_text("from pathlib import Path\nPath(snakemake.output[0]).mkdir(parents=True)\n")
     data = path.parent / "data"
     if not data.exists():
         data.symlink_to(work / "data")
@@ -158,8 +159,11 @@ def plain_workflow(work: Path, counts: dict[str, int], edges: list[tuple[str, st
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:
+    """Run from the workflow's own folder: Snakemake looks for a workflow profile in the
+    current folder first, and the plain workflow must not pick up lmbuild's."""
+    cwd = cmd[cmd.index("--directory") + 1]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     seconds = time.perf_counter() - t0
     out = proc.stdout + proc.stderr
     if proc.returncode:
@@ -173,6 +177,7 @@ def profile(cmd: list[str], out: Path, top: int = 25) -> str:
     prof = cProfile.Profile()
     argv, here = sys.argv, os.getcwd()
     sys.argv = [str(SNAKEMAKE), *cmd[1:]]
+    os.chdir(cmd[cmd.index("--directory") + 1])
     from snakemake.cli import main as snakemake_main
 
     prof.enable()
