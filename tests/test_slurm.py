@@ -63,7 +63,8 @@ def dry_run_resources(workdir: Path, cfg: dict) -> dict[str, list[dict]]:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     jobs: dict[str, list[dict]] = {}
-    for block in re.split(r"\n(?:local)?rule ", out)[1:]:
+    # Jobs of a `group:` are printed indented under "Group job ...".
+    for block in re.split(r"\n\s*(?:local)?rule ", out)[1:]:
         name = block.split(":", 1)[0]
         found = {"threads": 1}
         for line in block.splitlines()[1:]:
