@@ -299,7 +299,7 @@ def test_torchrun_on_cpu_with_two_processes(inputs, trained_fp32, tmp_path, para
     """
     ctx = _context(inputs, tmp_path, parallel=parallel, bf16=False)
     counts = train.build(ctx, nproc=2)
-    assert counts["processes"] == 2 and counts["parallel"] == parallel and counts["steps"] == 20
+    assert counts["processes"] == 2 and counts["nodes"] == 1 and counts["parallel"] == parallel and counts["steps"] == 20
     assert counts["tokens_seen"] == 20 * BATCH * SEQ
     ddp, single = _weights(ctx.out), _weights(trained_fp32)
     for k in single:
