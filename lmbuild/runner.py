@@ -48,7 +48,8 @@ class StageContext:
     work:     a scratch directory outside the artifact that survives a crash (resumable state);
               removed after success.
     threads:  CPU threads the job was given.
-    gpus:     GPUs the job was given (resources gpu; 0 for CPU-only stages).
+    gpus:     GPUs the job was given per node (resources gpu; 0 for CPU-only stages).
+    nodes:    nodes the job was given (resources nodes; more than 1 only for training under SLURM).
     key:      this artifact's address.
     """
 
@@ -60,6 +61,7 @@ class StageContext:
     work: Path
     threads: int = 1
     gpus: int = 0
+    nodes: int = 1
 
     def input_manifest(self, stage: str) -> dict:
         return read_manifest(self.inputs[stage])
@@ -103,6 +105,7 @@ def run(
     gpus: int = 0,
     log_path: Path | None = None,
     on_built: Callable[[Path, dict], None] | None = None,
+    nodes: int = 1,
 ) -> dict:
     """Build one artifact atomically and write its manifest; return the manifest.
 
@@ -124,7 +127,7 @@ def run(
         if is_complete(output):
             log.info("%s %s: built meanwhile by another builder; reused", stage, key)
             return read_manifest(output)
-        manifest = _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path)
+        manifest = _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path, nodes)
     if on_built is not None:
         on_built(output, manifest)
     return manifest
@@ -174,13 +177,13 @@ def parts_peak_rss_mb(key: str, ins: dict) -> dict | None:
     return max(peaks, key=lambda p: p["self"] + p["children"]) if peaks else None
 
 
-def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path) -> dict:
+def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path, nodes=1) -> dict:
     started = time.time()
     job = job_environment()
     logging.getLogger("lmbuild").info("%s %s: job %s", stage, key, " ".join(f"{k}={v}" for k, v in job.items()))
     with atomic_dir(output) as tmp:
         work.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(stage, key, settings, ins, tmp, work, threads, gpus)
+        ctx = StageContext(stage, key, settings, ins, tmp, work, threads, gpus, nodes)
         counts = build(ctx) or {}
         hashed = time.time()
         files = file_entries(tmp)
@@ -299,9 +302,11 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
             inputs=inputs,
             output=Path(snakemake.output[0]),
             threads=snakemake.threads,
-            gpus=int(snakemake.resources.get("gpu", 0) or 0),
+            # Per node: a multi-node job asks for its GPUs per node (gres) and says how many.
+            gpus=int(snakemake.resources.get("gpus_per_node", snakemake.resources.get("gpu", 0)) or 0),
             log_path=log_path,
             on_built=_tracker(snakemake.params.spec, err),
+            nodes=int(snakemake.resources.get("nodes", 1) or 1),
         )
         logging.getLogger("lmbuild").info("%s %s done in %.1fs: %s", stage, snakemake.params.key, manifest["seconds"], manifest["counts"])
     except UserError as exc:

@@ -43,9 +43,10 @@ only: validation and checkpoint saves are left out) every ``logging_steps``, as 
 More than one GPU: ``build(ctx)`` with ``ctx.gpus`` = N > 1 (the rule's ``gpu`` resource,
 which the runner reads) runs the same training under ``torchrun --standalone --nproc_per_node N`` (DDP,
 or FSDP with ``parallel: fsdp``), launched from an argv list; ``nproc=1`` never touches
-torch.distributed.
+torch.distributed. More than one node (``ctx.nodes`` > 1, SLURM only): one torchrun per node
+through ``srun``, with a c10d rendezvous on the job's first node (:func:`launch`).
 
-What it does NOT do: multi-node launch, tensor/pipeline parallelism, or mixed fp8; the
+What it does NOT do: tensor/pipeline parallelism, or mixed fp8; multi-node outside SLURM; the
 artifact is the final fp32 model only (no optimizer state).
 """
 
@@ -440,6 +441,7 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
         "kernels": kernels,
         "attention": attention,
         "processes": world,
+        "nodes": world // int(os.environ.get("LOCAL_WORLD_SIZE", world)),
         "parallel": "fsdp" if fsdp else ("ddp" if world > 1 else None),
         "parameters": count_parameters(trainer.accelerator.unwrap_model(trainer.model)),
         "resumed_from_step": start_step if resume else None,
@@ -454,8 +456,37 @@ def torchrun_argv(nproc: int, spec: Path) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}", "-m", "lmbuild.train", str(spec)]
 
 
-def launch(ctx: StageContext, nproc: int) -> dict:
-    """Run :func:`train` under torchrun with ``nproc`` processes; return rank 0's counts."""
+def slurm_hosts() -> list[str]:
+    """This SLURM job's hosts, first one first (``scontrol show hostnames $SLURM_JOB_NODELIST``)."""
+    nodelist = os.environ.get("SLURM_JOB_NODELIST")
+    if not nodelist or not os.environ.get("SLURM_JOB_ID"):
+        raise UserError("resources.trained_checkpoint.nodes > 1 needs a SLURM job (no SLURM_JOB_NODELIST here): run with --profile profiles/slurm")
+    return subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True).stdout.split()
+
+
+def rendezvous_port(job_id: str) -> int:
+    """The c10d port on the first node: one per SLURM job id, so that two jobs sharing a node differ."""
+    return 29500 + int(job_id) % 10000
+
+
+def srun_torchrun_argv(nnodes: int, nproc: int, spec: Path, *, host: str, port: int, job_id: str, srun_nodes: int | None = None) -> list[str]:
+    """One torchrun agent per node through srun (an argv list; config never reaches a shell).
+
+    ``--overlap``: the job's own step (the SLURM plugin runs the job under ``srun -n1``) holds
+    the first node's CPUs. ``srun_nodes`` < ``nnodes`` puts several agents on one node (tests)."""
+    srun_nodes = nnodes if srun_nodes is None else srun_nodes
+    srun = ["srun", "--overlap", f"--nodes={int(srun_nodes)}", f"--ntasks={int(nnodes)}", f"--ntasks-per-node={-(-int(nnodes) // int(srun_nodes))}", "--kill-on-bad-exit=1"]
+    torchrun = [
+        sys.executable, "-m", "torch.distributed.run", f"--nnodes={int(nnodes)}", f"--nproc_per_node={int(nproc)}",
+        "--rdzv_backend=c10d", f"--rdzv_endpoint={host}:{int(port)}", f"--rdzv_id=lmbuild-{int(job_id)}",
+    ]
+    return [*srun, *torchrun, "-m", "lmbuild.train", str(spec)]
+
+
+def launch(ctx: StageContext, nproc: int, nodes: int = 1, *, srun_nodes: int | None = None) -> dict:
+    """Run :func:`train` under torchrun with ``nproc`` processes per node; return rank 0's counts.
+
+    On ``nodes`` > 1 (a SLURM job on that many nodes), one torchrun per node through srun."""
     spec = ctx.work / "launch.json"
     result, error = ctx.work / "counts.json", ctx.work / "error.txt"
     for stale in (result, error):
@@ -464,13 +495,19 @@ def launch(ctx: StageContext, nproc: int) -> dict:
         "settings": ctx.settings, "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out), "work": str(ctx.work),
         "threads": max(1, ctx.threads // nproc), "counts": str(result), "error": str(error),
     }))
-    argv = torchrun_argv(nproc, spec)
+    if nodes > 1:
+        hosts, job_id = slurm_hosts(), os.environ["SLURM_JOB_ID"]
+        if srun_nodes is None and len(hosts) != nodes:
+            raise UserError(f"resources.trained_checkpoint.nodes is {nodes} but SLURM gave this job {len(hosts)} node(s): {' '.join(hosts)}")
+        argv = srun_torchrun_argv(nodes, nproc, spec, host=hosts[0], port=rendezvous_port(job_id), job_id=job_id, srun_nodes=srun_nodes)
+    else:
+        argv = torchrun_argv(nproc, spec)
     log.info("launching %s", argv)
     rc = subprocess.run(argv, check=False).returncode
     if error.exists():
         raise UserError(error.read_text().strip())
     if rc != 0 or not result.exists():
-        raise RuntimeError(f"torchrun with {nproc} processes exited with status {rc}; the workers' tracebacks are in the job's log")
+        raise RuntimeError(f"torchrun with {nproc} processes on {nodes} node(s) exited with status {rc}; the workers' tracebacks are in the job's log")
     return json.loads(result.read_text())
 
 
@@ -480,8 +517,8 @@ def build(ctx: StageContext, nproc: int | None = None) -> dict:
     ``nproc`` defaults to ``ctx.gpus`` (the rule's ``gpu`` resource); tests pass it to run
     several CPU processes (gloo)."""
     nproc = max(1, ctx.gpus) if nproc is None else nproc
-    if nproc > 1:
-        return launch(ctx, nproc)
+    if nproc > 1 or ctx.nodes > 1:
+        return launch(ctx, nproc, ctx.nodes)
     return train(ctx.settings, ctx.inputs, ctx.out, ctx.work, ctx.threads)
 
 

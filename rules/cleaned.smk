@@ -16,12 +16,17 @@ rule build_cleaned_part:
         temp(directory(f"{ART}/cleaned_parts/{{key}}/{{part}}")),
     log:
         "logs/cleaned_parts/{key}/{part}.log",
+    # Parts are small jobs: on a cluster, --group-components build_cleaned_part=N submits N
+    # per SLURM job (profiles/slurm, docs/cluster.md). Locally groups are ignored.
+    group:
+        "build_cleaned_part"
     conda:
         "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=res("cleaned", "mem_mb", 2000),
         runtime=res("cleaned", "runtime", 30),
+        parallel_parts=1,
     params:
         stage="cleaned_part",
         key=lambda wc: f"{wc.key}/{wc.part}",

@@ -151,7 +151,9 @@ def shards_parts(wc):
     """The shards gather's inputs: its input artifacts and one part per deduplicated shard
     (as many as raw shards: cleaning and dedup keep the shard names)."""
     a = artifact("shards", wc)
-    n = raw_shard_count(a.inputs["deduplicated"].inputs["cleaned"].inputs["raw"].settings)
+    n = raw_shard_count(
+        a.inputs["deduplicated"].inputs["cleaned"].inputs["raw"].settings
+    )
     return {
         **{name: i.path for name, i in a.inputs.items()},
         "parts": [f"{ART}/shards_parts/{wc.key}/{i:05d}" for i in range(n)],
@@ -177,3 +179,27 @@ def sweep_target(wc):
     if SWEEP is None:
         raise WorkflowError("config: sweep: no runs (set sweep.grid or sweep.random)")
     return SWEEP.path
+
+
+def nodes(stage):
+    """Nodes per job of `stage` (resources.<stage>.nodes; only training has the key)."""
+    return res(stage, "nodes", 1)
+
+
+def job_gpus(stage):
+    """The `gpu` resource (sbatch --gpus, a count for the whole job): 0 on more than one node,
+    where GPUs are asked per node through `gres` instead."""
+    return gpus(stage) if nodes(stage) == 1 else 0
+
+
+def job_gpu_model(stage):
+    """gpu_model for the --gpus flag: "" on more than one node (the model goes into gres)."""
+    return gpu_model(stage) if nodes(stage) == 1 else ""
+
+
+def gres(stage):
+    """sbatch --gres (per node) for a multi-node job with GPUs: gpu:<model>:<gpu>, else ""."""
+    if nodes(stage) == 1 or not gpus(stage):
+        return ""
+    model = res(stage, "gpu_model", None)
+    return f"gpu:{model}:{gpus(stage)}" if model else f"gpu:{gpus(stage)}"

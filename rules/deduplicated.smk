@@ -14,12 +14,15 @@ rule dedup_map:
         "logs/deduplicated/{key}/map-{part}.log",
     wildcard_constraints:
         part="[0-9]{3}",
+    group:
+        "dedup_map"
     conda:
         "../envs/data.yaml"
     threads: res("deduplicated", "threads", 2)
     resources:
         mem_mb=res("deduplicated", "mem_mb", 4000),
         runtime=res("deduplicated", "runtime", 30),
+        parallel_parts=1,
     params:
         stage=lambda wc: f"deduplicated.map-{wc.part}",
         part=lambda wc: int(wc.part),
@@ -38,12 +41,15 @@ rule dedup_bucket:
         "logs/deduplicated/{key}/bucket-{bucket}.log",
     wildcard_constraints:
         bucket="[0-9]{3}",
+    group:
+        "dedup_bucket"
     conda:
         "../envs/data.yaml"
     threads: res("deduplicated", "threads", 2)
     resources:
         mem_mb=res("deduplicated", "mem_mb", 4000),
         runtime=res("deduplicated", "runtime", 30),
+        parallel_parts=1,
     params:
         stage=lambda wc: f"deduplicated.bucket-{wc.bucket}",
         bucket=lambda wc: int(wc.bucket),

@@ -15,12 +15,16 @@ rule build_raw_part:
         "logs/raw_parts/{key}/{part}.log",
     wildcard_constraints:
         part="[0-9]{5}",
+    # Grouped on a cluster like the cleaned parts (profiles/slurm group-components).
+    group:
+        "build_raw_part"
     conda:
         "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=res("raw", "mem_mb", 1000),
         runtime=res("raw", "runtime", 30),
+        parallel_parts=1,
     params:
         stage="raw_part",
         key=lambda wc: f"{wc.key}/{wc.part}",

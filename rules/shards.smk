@@ -12,12 +12,16 @@ rule build_shards_part:
         temp(directory(f"{ART}/shards_parts/{{key}}/{{part}}")),
     log:
         "logs/shards_parts/{key}/{part}.log",
+    # Grouped on a cluster like the cleaned parts (profiles/slurm group-components).
+    group:
+        "build_shards_part"
     conda:
         "../envs/data.yaml"
     threads: res("shards", "threads", 1)
     resources:
         mem_mb=res("shards", "mem_mb", 2000),
         runtime=res("shards", "runtime", 30),
+        parallel_parts=1,
     params:
         stage="shards_part",
         key=lambda wc: f"{wc.key}/{wc.part}",

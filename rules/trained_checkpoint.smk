@@ -16,9 +16,14 @@ rule build_trained_checkpoint:
     resources:
         mem_mb=res("trained_checkpoint", "mem_mb", 8000),
         runtime=res("trained_checkpoint", "runtime", 120),
-        # With gpu > 0 the SLURM plugin submits --gpus=<gpu_model>:<gpu> --cpus-per-gpu=<cpus_per_gpu>.
-        gpu=gpus("trained_checkpoint"),
-        gpu_model=gpu_model("trained_checkpoint"),
+        # With gpu > 0 the SLURM plugin submits --gpus=<gpu_model>:<gpu> --cpus-per-gpu=<cpus_per_gpu>;
+        # with nodes > 1, --nodes=<nodes> --gres=gpu:<gpu_model>:<gpu> (per node) instead of --gpus,
+        # and the job launches one torchrun per node through srun (lmbuild.train.launch).
+        gpu=job_gpus("trained_checkpoint"),
+        gpu_model=job_gpu_model("trained_checkpoint"),
+        gres=gres("trained_checkpoint"),
+        gpus_per_node=gpus("trained_checkpoint"),
+        nodes=nodes("trained_checkpoint"),
         cpus_per_gpu=cpus_per_gpu("trained_checkpoint", 2),
     params:
         stage="trained_checkpoint",

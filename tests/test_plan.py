@@ -58,6 +58,8 @@ def test_mixture_changes_training_and_eval_only():
 
 def test_resources_are_not_part_of_any_key():
     assert keys({}) == keys({"resources": {"trained_checkpoint": {"threads": 1, "mem_mb": 1}}})
+    # Nor the number of nodes training runs on (batch_size is global: the same data each step).
+    assert keys({}) == keys({"resources": {"trained_checkpoint": {"nodes": 4, "gpu": 8}}})
 
 
 def test_keys_are_stable_across_processes():

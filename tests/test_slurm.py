@@ -63,7 +63,8 @@ def dry_run_resources(workdir: Path, cfg: dict) -> dict[str, list[dict]]:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     jobs: dict[str, list[dict]] = {}
-    for block in re.split(r"\n(?:local)?rule ", out)[1:]:
+    # Jobs of a `group:` are printed indented under "Group job ...".
+    for block in re.split(r"\n\s*(?:local)?rule ", out)[1:]:
         name = block.split(":", 1)[0]
         found = {"threads": 1}
         for line in block.splitlines()[1:]:
@@ -107,6 +108,17 @@ def test_cpu_stages_never_ask_for_a_gpu_and_gpu_stages_get_config_resources(tmp_
     assert (ev["gpu"], ev["gpu_model"]) == ("0", "")
 
 
+def test_multi_node_training_asks_for_nodes_and_gpus_per_node(tmp_path):
+    res = {"trained_checkpoint": {"nodes": 2, "gpu": 4, "gpu_model": "h100", "cpus_per_gpu": 3}}
+    jobs = dry_run_resources(tmp_path, smoke_config(resources=res))
+    train = jobs["build_trained_checkpoint"][0]
+    # --nodes=2 --gres=gpu:h100:4 (per node) and no --gpus (a count for the whole job).
+    assert (train["nodes"], train["gres"], train["gpu"], train["gpu_model"]) == ("2", "gpu:h100:4", "0", "")
+    assert (train["gpus_per_node"], train["cpus_per_gpu"], train["threads"]) == ("4", "3", 12)
+    for rule in CPU_RULES:
+        assert "nodes" not in jobs[rule][0] and "gres" not in jobs[rule][0], rule
+
+
 @pytest.mark.parametrize(
     "resources, message",
     [
@@ -117,6 +129,8 @@ def test_cpu_stages_never_ask_for_a_gpu_and_gpu_stages_get_config_resources(tmp_
         ({"trained_checkpoint": {"gpu_model": "'h100'"}}, "config: resources.trained_checkpoint.gpu_model: \"'h100'\" does not match"),
         ({"eval_report": {"cpus_per_gpu": 0}}, "config: resources.eval_report.cpus_per_gpu: 0 is less than the minimum of 1"),
         ({"shards": {"mem_mb": "4G"}}, "config: resources.shards.mem_mb: '4G' is not of type 'integer'"),
+        ({"eval_report": {"nodes": 2}}, "config: resources.eval_report.nodes: unknown key"),
+        ({"trained_checkpoint": {"nodes": 0}}, "config: resources.trained_checkpoint.nodes: 0 is less than the minimum of 1"),
     ],
 )
 def test_resource_keys_are_validated(resources, message):
@@ -205,7 +219,7 @@ def sbatch_calls(output: str) -> dict[str, list[str]]:
     calls: dict[str, list[str]] = {}
     for line in output.splitlines():
         if line.startswith("sbatch call:"):
-            rule = re.search(r"--comment '?rule_(\w+?)_wildcards_", line).group(1)
+            rule = rule_of(re.search(r"--comment '?(\S+?)'? ", line).group(1))
             calls.setdefault(rule, []).append(line)
     return calls
 
@@ -313,8 +327,17 @@ def manifest(work: Path, stage: str) -> dict:
     return json.loads(path.read_text())
 
 
+# Grouped part rules (each its own `group:` of the rule's name): SLURM's comment for a group
+# job is rule_<group>[_...], without a `_wildcards_` part.
+GROUPED_RULES = ("build_raw_part", "build_cleaned_part", "build_shards_part", "dedup_map", "dedup_bucket")
+
+
 def rule_of(comment: str) -> str:
-    return re.match(r"rule_(\w+?)_wildcards_", comment).group(1)
+    m = re.match(r"rule_(\w+?)_wildcards_", comment)
+    if m:
+        return m.group(1)
+    (rule,) = [r for r in GROUPED_RULES if re.match(rf"rule_{r}(_|$)", comment)]
+    return rule
 
 
 @pytest.mark.e2e
@@ -322,9 +345,12 @@ def test_every_non_local_rule_ran_as_a_slurm_job(slurm_build):
     planned = job_stats(slurm_build["output"])
     remote = Counter({r: n for r, n in planned.items() if r in CPU_RULES | GPU_RULES})
     assert set(remote) == CPU_RULES | GPU_RULES
+    # The profile groups the part rules: ceil(jobs / group components) SLURM jobs each.
+    groups = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["group-components"]
+    submitted = Counter({r: -(-n // groups.get(r, 1)) for r, n in remote.items()})
     # One sacct row per job instance: count each job once (the requeued one has two rows).
     final = {j["JobIDRaw"]: j for j in slurm_build["sacct"] if j["State"] != "REQUEUED"}
-    assert Counter(rule_of(j["Comment"]) for j in final.values() if j["Comment"]) == remote
+    assert Counter(rule_of(j["Comment"]) for j in final.values() if j["Comment"]) == submitted
     assert {j["State"] for j in final.values()} == {"COMPLETED"}, final
     # Each stage's manifest names the SLURM job that built it.
     ids = {rule_of(j["Comment"]): j["JobIDRaw"] for j in final.values() if j["Comment"]}
@@ -392,3 +418,73 @@ def test_a_failing_job_fails_the_workflow_and_names_its_log(slurm_build):
     run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
     assert [j["State"] for j in sacct_jobs(run_uuid)] == ["FAILED"]
     assert not [p for p in (work / "artifacts" / "raw").glob("*") if not p.name.startswith(".")]
+
+
+# ---------------------------------------------------------------- grouped part jobs
+
+# Four raw shards and two hash buckets: 4 cleaned parts, 2 dedup maps, 2 dedup buckets.
+GROUP_DATA = {"shards": 4}
+# Two parts per SLURM job: 4 + 2 + 2 part jobs go out as 2 + 1 + 1 SLURM jobs.
+GROUP_ARGS = ("--group-components", "build_cleaned_part=2", "dedup_map=2", "dedup_bucket=2")
+
+
+def group_config() -> dict:
+    cfg = smoke_config(data=GROUP_DATA, resources={"default": {"threads": 1, "mem_mb": 1000, "runtime": 5}})
+    assert cfg["data"]["dedup"]["buckets"] == 2
+    return cfg
+
+
+def local_snakemake(workdir: Path, cfg: dict, *args: str, limit: int = 600) -> subprocess.CompletedProcess:
+    cfg_path = write_config(workdir, cfg)
+    cmd = ["timeout", "-s", "KILL", str(limit), str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    return subprocess.run([*cmd, *args, "--configfile", str(cfg_path)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def local_dedup(tmp_path_factory) -> Path:
+    """`deduplicated` of the grouping config, built locally (no cluster, groups ignored)."""
+    work = tmp_path_factory.mktemp("local_dedup")
+    proc = local_snakemake(work, group_config(), "--cores", "2", "deduplicated")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return work
+
+
+@pytest.mark.e2e
+def test_grouping_settings_plan_nothing(local_dedup):
+    """Groups are scheduling, not content: under the SLURM profile, with its groups or others,
+    the locally built artifacts are up to date and no key changes."""
+    for extra in ((), GROUP_ARGS, ("--group-components", "build_cleaned_part=1", "--groups", "build_cleaned=build_cleaned_part")):
+        # The target first: --group-components takes every following word.
+        proc = local_snakemake(local_dedup, group_config(), "deduplicated", "-n", "--profile", str(ROOT / "profiles" / "slurm"), *extra, limit=120)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert "Nothing to be done" in out and "Group job" not in out, (extra, out[-3000:])
+
+
+@pytest.mark.e2e
+def test_grouped_parts_go_out_as_fewer_slurm_jobs_and_build_the_same_artifact(cluster, local_dedup, tmp_path):
+    proc = slurm_snakemake(cluster, tmp_path, group_config(), "deduplicated", *GROUP_ARGS, limit=900)
+    try:
+        output, _ = proc.communicate()
+    finally:
+        cancel_jobs_in(tmp_path)
+    assert proc.returncode == 0, output[-6000:]
+    planned = job_stats(output)
+    assert {r: planned[r] for r in GROUPED_RULES} == {"build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2}
+    run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
+    jobs = sacct_jobs(run_uuid)
+    assert {j["State"] for j in jobs} == {"COMPLETED"}, jobs
+    submitted = Counter(rule_of(j["Comment"]) for j in jobs)
+    # 11 rule jobs, 7 SLURM jobs: each group job ran two parts.
+    assert submitted == Counter(build_raw=1, build_cleaned_part=2, build_cleaned=1, dedup_map=1, dedup_bucket=1, build_deduplicated=1)
+    assert sum(len(c) for c in sbatch_calls(output).values()) == 7
+    # The same key and the same bytes as the ungrouped local build.
+    (ref,) = (local_dedup / "artifacts" / "deduplicated").glob("*/manifest.json")
+    (got,) = (tmp_path / "artifacts" / "deduplicated").glob("*/manifest.json")
+    assert got.parent.name == ref.parent.name
+    assert json.loads(got.read_text())["files"] == json.loads(ref.read_text())["files"]
+    (cleaned,) = (tmp_path / "artifacts" / "cleaned").glob("*/manifest.json")
+    assert json.loads(cleaned.read_text())["job"]["slurm_job_id"] in {j["JobIDRaw"] for j in jobs}
+    # And locally, without the profile, nothing is planned either.
+    proc = local_snakemake(tmp_path, group_config(), "--cores", "2", "-n", "deduplicated", limit=120)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]

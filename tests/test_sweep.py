@@ -147,7 +147,7 @@ def test_a_3x2_sweep_plans_the_shared_upstream_once(tmp_path):
     one = jobs_of_dry_run(snakemake(tmp_path / "one", smoke_config(), "-n"))
     # One build of the smoke config: every data job once, one init, one training, one evaluation.
     assert one["build_raw"] == 1 and one["build_trained_checkpoint"] == 1 and one["all"] == 1
-    data = {r: n for r, n in one.items() if r not in ("build_init_checkpoint", "build_trained_checkpoint", "build_eval_report", "all")}
+    data = {r: n for r, n in one.items() if r not in ("build_init_checkpoint", "build_trained_checkpoint", "build_eval_report", "build_report", "all")}
     assert {r: sweep[r] for r in data} == data  # the data stages and the tokenizer: once for six runs
     assert sweep["build_init_checkpoint"] == 2  # one per depth: the learning rate is no init setting
     assert sweep["build_trained_checkpoint"] == 6 and sweep["build_eval_report"] == 6

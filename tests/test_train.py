@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ import lm_corpus as lc  # noqa: E402
 from lmbuild import model, pack, tokenizer, train  # noqa: E402
 from lmbuild.errors import UserError  # noqa: E402
 from lmbuild.runner import StageContext  # noqa: E402
+from conftest import ROOT  # noqa: E402
+from test_slurm import cluster  # noqa: E402,F401 (the fixture: a running SLURM cluster, or a skip)
 
 SEQ, BATCH = 32, 8
 # One torch thread: a tiny model gains nothing from two, and on a busy machine two OpenMP
@@ -311,7 +315,7 @@ def test_torchrun_on_cpu_with_two_processes(inputs, trained_fp32, tmp_path, para
     """
     ctx = _context(inputs, tmp_path, parallel=parallel, bf16=False)
     counts = train.build(ctx, nproc=2)
-    assert counts["processes"] == 2 and counts["parallel"] == parallel and counts["steps"] == 20
+    assert counts["processes"] == 2 and counts["nodes"] == 1 and counts["parallel"] == parallel and counts["steps"] == 20
     assert counts["tokens_seen"] == 20 * BATCH * SEQ
     ddp, single = _weights(ctx.out), _weights(trained_fp32)
     for k in single:
@@ -324,6 +328,56 @@ def test_torchrun_argv_is_a_list_without_a_shell(tmp_path):
     argv = train.torchrun_argv(4, tmp_path / "launch.json")
     assert argv[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=4" in argv
     assert argv[-1] == str(tmp_path / "launch.json")
+
+
+def test_srun_torchrun_argv_is_one_agent_per_node_with_a_c10d_rendezvous(tmp_path):
+    argv = train.srun_torchrun_argv(4, 8, tmp_path / "launch.json", host="gpu-017", port=train.rendezvous_port("123456"), job_id="123456")
+    assert argv[:6] == ["srun", "--overlap", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    torchrun = argv[argv.index("torch.distributed.run") - 2 :]
+    assert torchrun[1:3] == ["-m", "torch.distributed.run"] and "--standalone" not in torchrun
+    assert {"--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu-017:32956", "--rdzv_id=lmbuild-123456"} <= set(torchrun)
+    assert argv[-1] == str(tmp_path / "launch.json")
+    # Two agents on one node (how the tests run it on a one-node cluster).
+    assert train.srun_torchrun_argv(2, 1, tmp_path / "l.json", host="h", port=1, job_id="1", srun_nodes=1)[2:5] == ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2"]
+
+
+def test_more_than_one_node_outside_slurm_is_one_line_error(inputs, tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    ctx = _context(inputs, tmp_path)
+    ctx.nodes = 2
+    with pytest.raises(UserError, match=r"^resources.trained_checkpoint.nodes > 1 needs a SLURM job"):
+        train.build(ctx)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_two_torchrun_agents_as_two_nodes_under_slurm(cluster, inputs, trained_fp32, tmp_path):
+    """Multi-node as far as one machine allows: a SLURM job whose step (as the SLURM plugin
+    runs a job: ``srun -n1``) launches through srun two torchrun agents, each a "node" with one
+    process, meeting at a c10d rendezvous on the first (only) host over gloo. The weights equal
+    the one-process run's, as with torchrun on one node."""
+    ctx = _context(inputs, tmp_path, bf16=False)
+    ctx.nodes = 2
+    call = tmp_path / "job.py"
+    call.write_text(
+        "import json, logging\nfrom pathlib import Path\nlogging.basicConfig(level=logging.INFO)\nfrom lmbuild import train\nfrom lmbuild.runner import StageContext\n"
+        f"ctx = StageContext(**json.loads(Path({str(tmp_path / 'ctx.json')!r}).read_text()))\n"
+        "ctx.inputs = {k: Path(v) for k, v in ctx.inputs.items()}; ctx.out, ctx.work = Path(ctx.out), Path(ctx.work)\n"
+        "counts = train.launch(ctx, 1, 2, srun_nodes=1)\n"
+        f"Path({str(tmp_path / 'counts.json')!r}).write_text(json.dumps(counts))\n"
+    )
+    (tmp_path / "ctx.json").write_text(json.dumps({**ctx.__dict__, "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out), "work": str(ctx.work)}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    sbatch = ["sbatch", "--wait", "--parsable", "-p", cluster["partition"], "-A", cluster["account"], "--nodes=1", "--ntasks=2", "--cpus-per-task=1",
+              "--mem=3000", "-t", "15", "-o", str(tmp_path / "slurm-%j.log"), "-D", str(tmp_path), "--wrap", f"srun -n1 {sys.executable} {call}"]
+    proc = subprocess.run(["timeout", "-s", "KILL", "900", *sbatch], capture_output=True, text=True, env=env)
+    logs = "".join(p.read_text() for p in tmp_path.glob("slurm-*.log"))
+    assert proc.returncode == 0, (proc.stderr, logs[-4000:])
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    assert counts["processes"] == 2 and counts["nodes"] == 2 and counts["parallel"] == "ddp" and counts["steps"] == 20
+    assert "--rdzv_backend=c10d" in logs and "--nnodes=2" in logs
+    multi, single = _weights(ctx.out), _weights(trained_fp32)
+    for k in single:
+        assert torch.allclose(multi[k], single[k], rtol=1e-3, atol=1e-4), k
 
 
 def test_batch_size_must_split_over_the_gpus():
