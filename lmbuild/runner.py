@@ -49,6 +49,8 @@ class StageContext:
     threads:  CPU threads the job was given.
     gpus:     GPUs the job was given (resources gpu; 0 for CPU-only stages).
     key:      this artifact's address.
+    lineage:  the plan's lineage of this artifact (code_hash, inputs), as the manifest records it.
+    store:    the artifact store's root (None where the job has none): caches beside artifacts.
     """
 
     stage: str
@@ -59,6 +61,8 @@ class StageContext:
     work: Path
     threads: int = 1
     gpus: int = 0
+    lineage: dict = dataclasses.field(default_factory=dict)
+    store: Path | None = None
 
     def input_manifest(self, stage: str) -> dict:
         return read_manifest(self.inputs[stage])
@@ -128,7 +132,7 @@ def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpu
     logging.getLogger("lmbuild").info("%s %s: job %s", stage, key, " ".join(f"{k}={v}" for k, v in job.items()))
     with atomic_dir(output) as tmp:
         work.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(stage, key, settings, ins, tmp, work, threads, gpus)
+        ctx = StageContext(stage, key, settings, ins, tmp, work, threads, gpus, lineage, output.parent.parent)
         counts = build(ctx) or {}
         hashed = time.time()
         files = file_entries(tmp)

@@ -6,7 +6,20 @@ It lives apart from ``lmbuild.config`` so that it is in the ``trained_checkpoint
 
 from __future__ import annotations
 
+# The wsd settings that fix only where the run ends and how it decays; every stable-phase step
+# is the same without them (lmbuild.train's stable cache is keyed on the rest).
+LENGTH_KEYS = ("max_steps", "decay_fraction", "decay_steps", "keep_steps")
+
 
 def wsd_decay_steps(train: dict) -> int:
-    """Steps of the final decay of the warmup-stable-decay schedule."""
+    """Steps of the final decay of the warmup-stable-decay schedule: ``decay_steps`` where set,
+    else ``decay_fraction`` of ``max_steps``."""
+    if train.get("decay_steps") is not None:
+        return int(train["decay_steps"])
     return max(1, round(train["max_steps"] * train["decay_fraction"]))
+
+
+def wsd_decay_start(train: dict) -> int:
+    """The last step of the stable phase: steps before it use a learning rate that does not
+    depend on the run's length (warmup, then the constant peak)."""
+    return train["max_steps"] - wsd_decay_steps(train)
