@@ -3,7 +3,10 @@
 What it does:
   * finds the checkpoints among its inputs by their manifests (``init_checkpoint``,
     ``trained_checkpoint``, and any other ``*checkpoint`` artifact the rule wires in under
-    its own input name, e.g. a variant's), each labelled by its input name;
+    its own input name, e.g. a variant's), each labelled by its input name, and the
+    checkpoints a trained one kept along the way (``train.keep_steps``: its manifest's
+    ``kept``), labelled ``<input name>@step-<n>``; every entry records ``step`` and
+    ``tokens_seen``, so the report can draw each metric against tokens seen;
   * writes a local lm-eval task, ``lmbuild_heldout``, into the scratch dir: rolling
     log-likelihood (word/byte perplexity, bits per byte, as lm-eval's wikitext task) over the
     first ``eval.val_docs`` held-out validation documents of the ``shards`` artifact;
@@ -453,6 +456,11 @@ def find_checkpoints(inputs: dict[str, Path]) -> list[dict]:
         except (OSError, ValueError):
             continue
         if str(manifest.get("stage", "")).endswith("checkpoint"):
+            # Kept checkpoints first: the entries of one run in the order of tokens seen.
+            for kept in (manifest.get("counts") or {}).get("kept") or []:
+                counts = {"steps": kept["step"], "tokens_seen": kept["tokens_seen"]}
+                out.append({"label": f"{name}@step-{kept['step']}", "path": Path(path) / kept["path"],
+                            "manifest": {"stage": "kept_checkpoint", "key": f"{manifest.get('key')}@step-{kept['step']}", "counts": counts}})
             out.append({"label": name, "path": Path(path), "manifest": manifest})
     if not out:
         raise UserError("eval_report: no checkpoint among the inputs (" + ", ".join(inputs) + ")")
@@ -570,11 +578,15 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldo
         if metric is not None:
             extra_main[name] = {"metric": metric, **metrics[name]["metrics"][metric]}
     cfg = results.get("config", {})
+    initial = ck["manifest"].get("stage") == "init_checkpoint"
     entry = {
         "label": label,
         "stage": ck["manifest"].get("stage"),
         "key": ck["manifest"].get("key"),
         "path": str(ckpt),
+        # Training steps and tokens behind this checkpoint in this build (0 for the initial model).
+        "step": 0 if initial else counts.get("steps"),
+        "tokens_seen": 0 if initial else counts.get("tokens_seen"),
         "headline": headline,
         "metrics": metrics,
         "extra_tasks": extra_main,

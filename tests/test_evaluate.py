@@ -436,3 +436,22 @@ def test_eval_dtype_auto_is_fp32_on_a_cpu(built):
 
     expected = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
     assert counts["dtype"] == report["lm_eval"]["dtype"] == expected
+
+
+def test_kept_checkpoints_are_evaluated_with_their_tokens_seen(inputs, tmp_path):
+    """A trained checkpoint's kept steps (train.keep_steps, counts.kept) each get an entry in
+    report.json, in the order of tokens seen, with ``step`` and ``tokens_seen``."""
+    trained = make_checkpoint(tmp_path / "trained")
+    for step, seed in ((10, 5), (20, 6)):
+        make_checkpoint(trained / "steps" / str(step), seed=seed)
+    manifest = json.loads((trained / "manifest.json").read_text())
+    manifest["counts"]["kept"] = [{"step": s, "tokens_seen": s * 2048, "path": f"steps/{s}"} for s in (10, 20)]
+    (trained / "manifest.json").write_text(json.dumps(manifest))
+    ctx = make_ctx(tmp_path, {**inputs, "trained_checkpoint": trained}, val_docs=2, prompts=["def f():"], max_new_tokens=4)
+    counts = evaluate.build(ctx)
+    data = json.loads((ctx.out / "report.json").read_text())
+    assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint@step-10", "trained_checkpoint@step-20", "trained_checkpoint"]
+    assert [(e["step"], e["tokens_seen"]) for e in data["checkpoints"]] == [(0, 0), (10, 20480), (20, 40960), (None, 61440)]
+    assert data["primary"] == "trained_checkpoint"
+    figures = [counts[f"{label}/heldout_bits_per_byte"] for label in counts["checkpoints"]]
+    assert len(set(figures)) == 4  # four different models, each evaluated
