@@ -72,7 +72,8 @@ from transformers.integrations import TensorBoardCallback
 
 from lmbuild import accel
 from lmbuild.accel import bf16_available, use_bf16  # noqa: F401 (the bench and tests read them here)
-from lmbuild.schedule import LENGTH_KEYS, wsd_decay_start, wsd_decay_steps
+from lmbuild import schedule
+from lmbuild.schedule import wsd_decay_start, wsd_decay_steps
 from lmbuild.errors import UserError
 from lmbuild.model import count_parameters
 from lmbuild.pack import META, PackedBlocks
@@ -498,17 +499,14 @@ def is_model_file(path: Path) -> bool:
 
 
 def stable_key(s: dict, inputs: dict[str, Path], lineage: dict) -> str:
-    """The run's identity without its length: train settings less :data:`LENGTH_KEYS`, the
-    stage's code hash and the input artifacts' keys. Two wsd runs that share it take the same
-    steps up to the start of either one's decay."""
+    """:func:`lmbuild.schedule.stable_key` of this job: its input artifacts' keys from their manifests."""
     keys = {}
     for name, path in sorted(inputs.items()):
         try:
             keys[name] = json.loads((Path(path) / "manifest.json").read_text())["key"]
         except (OSError, ValueError, KeyError):
             keys[name] = None
-    material = {"settings": {k: v for k, v in sorted(s.items()) if k not in LENGTH_KEYS}, "code": lineage.get("code_hash"), "inputs": keys}
-    return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    return schedule.stable_key(s, lineage.get("code_hash"), keys)
 
 
 class StableCache:

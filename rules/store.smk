@@ -4,12 +4,16 @@
 # command builds, hold the build lock of every planned artifact not complete yet, so that a
 # second checkout building the same keys into the same store waits and then reuses them.
 from lmbuild import store as _store
+from lmbuild.plan import stable_cache_keys
 
 # Every artifact this config and its variants reach, and the cost plan's.
 REACHABLE = sorted(
     {(a.stage, a.key, a.path) for a in PLAN.all_artifacts()}
     | {("plan", COST_PLAN.key, COST_PLAN.path)}
 )
+
+# The stable-phase caches (lmbuild.train) its wsd runs continue from: gc keeps them.
+STABLE_KEYS = stable_cache_keys(PLAN)
 
 if workflow.is_main_process:
     for _line in _store.recover(ART):
@@ -27,7 +31,7 @@ rule gc:
         "../envs/data.yaml"
     params:
         root=ART,
-        reachable=[f"{s}/{k}" for s, k, _ in REACHABLE],
+        reachable=[f"{s}/{k}" for s, k, _ in REACHABLE] + [f"_stable/{k}" for k in STABLE_KEYS],
         stages=[*STAGES, "plan"],
         delete=False,
     script:
@@ -37,7 +41,7 @@ rule gc:
 use rule gc as gc_remove with:
     params:
         root=ART,
-        reachable=[f"{s}/{k}" for s, k, _ in REACHABLE],
+        reachable=[f"{s}/{k}" for s, k, _ in REACHABLE] + [f"_stable/{k}" for k in STABLE_KEYS],
         stages=[*STAGES, "plan"],
         delete=True,
 
