@@ -12,8 +12,10 @@ REACHABLE = sorted(
     | {("plan", COST_PLAN.key, COST_PLAN.path)}
 )
 
-# The stable-phase caches (lmbuild.train) its wsd runs continue from: gc keeps them.
-STABLE_KEYS = stable_cache_keys(PLAN)
+# What gc keeps: those, and the stable-phase caches (lmbuild.train) its wsd runs continue from.
+GC_KEEPS = [f"{s}/{k}" for s, k, _ in REACHABLE] + [
+    f"_stable/{k}" for k in stable_cache_keys(PLAN)
+]
 
 if workflow.is_main_process:
     for _line in _store.recover(ART):
@@ -31,7 +33,7 @@ rule gc:
         "../envs/data.yaml"
     params:
         root=ART,
-        reachable=[f"{s}/{k}" for s, k, _ in REACHABLE] + [f"_stable/{k}" for k in STABLE_KEYS],
+        reachable=GC_KEEPS,
         stages=[*STAGES, "plan"],
         delete=False,
     script:
@@ -41,7 +43,7 @@ rule gc:
 use rule gc as gc_remove with:
     params:
         root=ART,
-        reachable=[f"{s}/{k}" for s, k, _ in REACHABLE] + [f"_stable/{k}" for k in STABLE_KEYS],
+        reachable=GC_KEEPS,
         stages=[*STAGES, "plan"],
         delete=True,
 
