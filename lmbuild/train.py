@@ -6,8 +6,24 @@ clipping, gradient accumulation, and one of two learning-rate schedules (``lr_sc
 - ``cosine``: linear warmup, then cosine decay to ``learning_rate * min_lr_ratio``.
 - ``wsd``: warmup-stable-decay (Hu et al. 2024, "MiniCPM", arXiv:2404.06395): linear warmup,
   a constant learning rate, then a decay over the last ``decay_fraction`` of the steps (10% as
-  in MiniCPM) to ``learning_rate * min_lr_ratio``; a stable-phase checkpoint can be decayed or
-  trained further without restarting the schedule.
+  in MiniCPM; ``decay_steps`` sets it in steps) to ``learning_rate * min_lr_ratio``.
+
+Continue, don't restart (wsd): the stable phase does not depend on the run's length, so its
+checkpoints go to a cache beside the artifacts, ``<store>/_stable/<stable key>/step-<n>/``
+(:class:`StableCache`; the key is the run's identity without its length,
+:func:`lmbuild.schedule.stable_key`): the end of the stable phase and the kept steps in it. A
+run with a longer stable phase (a raised ``max_steps``), or a decay branched from a kept step
+(``max_steps`` S + ``decay_steps`` D), starts at the newest cached step at or before its own
+decay start and ends bit-identical to a straight run on CPU. Cosine runs train from step 0:
+their learning rate at every step depends on ``max_steps``.
+
+Kept checkpoints: at each of ``keep_steps`` the model is saved (a forced Trainer save) and
+ends up in the artifact as ``steps/<n>/``, a ``from_pretrained`` folder with
+``checkpoint.json`` (step, tokens seen); the manifest lists them under ``kept``.
+
+Loss spikes (``spike``): :class:`SpikeRule`, skip the batch or roll back to the newest
+checkpoint and skip the data read since then (:class:`BlockOrder` ``skips``); the manifest
+counts every skipped step and rollback under ``spikes``.
 
 bf16 autocast over fp32 weights where the hardware has bf16 arithmetic (``bf16: auto``),
 optional gradient checkpointing and ``torch.compile`` (``compile_mode``). On a GPU, where
@@ -45,7 +61,9 @@ or FSDP with ``parallel: fsdp``), launched from an argv list; ``nproc=1`` never 
 torch.distributed.
 
 What it does NOT do: multi-node launch, tensor/pipeline parallelism, or mixed fp8; the
-artifact is the final fp32 model only (no optimizer state).
+artifact holds fp32 models only (the final one and the kept steps', no optimizer state); the
+stable cache is not used under FSDP (sharded checkpoints) and is tested bit-exact on one CPU
+process only.
 """
 
 from __future__ import annotations
