@@ -295,7 +295,11 @@ class LMTrainer(Trainer):
         if self.spike:
             self._step_losses.append(loss.detach())
             if len(self._step_losses) == self.args.gradient_accumulation_steps:
-                self.spike_check(float(torch.stack(self._step_losses).float().sum()))
+                total = torch.stack(self._step_losses).float().sum()
+                if self.args.world_size > 1:  # one decision for all processes: the mean of their losses
+                    torch.distributed.all_reduce(total)
+                    total /= self.args.world_size
+                self.spike_check(float(total))
         return loss
 
     def spike_check(self, loss: float) -> None:
