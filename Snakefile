@@ -1,5 +1,5 @@
 # lmbuild: LLM pretraining as one content-addressed build.
-#   snakemake --cores 2                 # the default target `all` = eval_report
+#   snakemake --cores 2                 # the default target `all`: the last stage (lmbuild.stages.FINAL)
 #   snakemake --cores 2 tokenizer       # any stage by name
 # Every artifact lives at artifacts/<stage>/<key>/ (see lmbuild/plan.py); the config is
 # validated against lmbuild/config.schema.yaml before anything runs (rules/common.smk).
@@ -25,15 +25,6 @@ include: "rules/store.smk"
 
 localrules:
     all,
-    raw,
-    quality_model,
-    cleaned,
-    deduplicated,
-    tokenizer,
-    shards,
-    init_checkpoint,
-    trained_checkpoint,
-    eval_report,
     build_plan,
     plan,
     gc,
@@ -44,49 +35,17 @@ localrules:
 rule all:
     default_target: True
     input:
-        PLAN.path("eval_report"),
+        PLAN.path(FINAL),
 
 
-rule raw:
-    input:
-        PLAN.path("raw"),
+# One target rule per stage of the table (`snakemake tokenizer`), and per stage of each variant
+# (`snakemake small__tokenizer`); the build_<stage> rules of rules/<stage>.smk make the artifacts.
+for _prefix, _plan in [("", PLAN), *((f"{n}__", p) for n, p in PLAN.variants.items())]:
+    for _stage in STAGES:
 
-
-rule quality_model:
-    input:
-        PLAN.path("quality_model"),
-
-
-rule cleaned:
-    input:
-        PLAN.path("cleaned"),
-
-
-rule deduplicated:
-    input:
-        PLAN.path("deduplicated"),
-
-
-rule tokenizer:
-    input:
-        PLAN.path("tokenizer"),
-
-
-rule shards:
-    input:
-        PLAN.path("shards"),
-
-
-rule init_checkpoint:
-    input:
-        PLAN.path("init_checkpoint"),
-
-
-rule trained_checkpoint:
-    input:
-        PLAN.path("trained_checkpoint"),
-
-
-rule eval_report:
-    input:
-        PLAN.path("eval_report"),
+        rule:
+            name:
+                f"{_prefix}{_stage}"
+            input:
+                _plan.path(_stage),
+            localrule: True

@@ -1,4 +1,4 @@
-"""Time the default run (config.yaml) from nothing, and print the figures the README quotes.
+"""Time the default run (config.yaml) from nothing, and print the figures bench/README.md quotes.
 
     .venv/bin/python bench/default_run.py [--configfile config.yaml] [--workdir /tmp/lmbuild-bench]
 

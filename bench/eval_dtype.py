@@ -25,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import lmbuild  # noqa: E402,F401 (sets the hub defaults before transformers is imported)
 import torch  # noqa: E402
 
 import test_evaluate as te  # noqa: E402

@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import os
 
-# Set before transformers/datasets/huggingface_hub are imported: they read these at import.
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
-
+# HF_HUB_OFFLINE / HF_DATASETS_OFFLINE: set by lmbuild/__init__.py, imported before this module.
 import csv
 import importlib.metadata
 import json

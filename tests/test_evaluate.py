@@ -12,11 +12,11 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import vendored
 
+from lmbuild import evaluate
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
-
-evaluate = pytest.importorskip("lmbuild.evaluate")
 
 EOS = "<|endoftext|>"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -267,8 +267,8 @@ def test_interrupted_run_resumes_from_the_cache(inputs, tmp_path, monkeypatch):
     assert resumed.docs == 2 + 4  # the documents the crash lost, then the second checkpoint
 
 
-def test_local_multiple_choice_task(inputs, tmp_path, shared_data):
-    items = [json.loads(line) for line in (shared_data / "eval" / "hellaswag_val.jsonl").open().readlines()[:12]]
+def test_local_multiple_choice_task(inputs, tmp_path):
+    items = [json.loads(line) for line in HELLASWAG_FIXTURE.read_text().splitlines()[:12]]
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     data = tasks / "items.jsonl"
@@ -302,19 +302,19 @@ def test_builtin_task_names_are_found(tmp_path):
     assert evaluate._absent_from_builtin_yaml(["hellaswag", "wikitext", "no_such_task_xyz"]) == ["no_such_task_xyz"]
 
 
-HELLASWAG_DOCS = 40  # of 10,042: enough for a stderr, ~10 s per checkpoint on 2 cores
+HELLASWAG_DOCS = 40  # of the 60 vendored: enough for a stderr, ~10 s per checkpoint on 2 cores
 
 
-def test_hellaswag_from_the_local_file(inputs, tmp_path, shared_data):
+def test_hellaswag_from_the_local_file(inputs, tmp_path):
     """lm-eval's own hellaswag task (prompts, metrics) scored on the local preprocessed copy."""
-    data = shared_data / "eval" / "hellaswag_val.jsonl"
+    data = HELLASWAG_FIXTURE
     spec = {"task": "hellaswag", "data": str(data), "preprocessed": True}
     ctx = make_ctx(tmp_path, inputs, tasks=[spec], limit=HELLASWAG_DOCS, prompts=[])
     counts = evaluate.build(ctx)
     report = json.loads((ctx.out / "report.json").read_text())
     for ck in report["checkpoints"]:
         hs = ck["metrics"]["hellaswag"]
-        assert hs["n_samples"] == {"original": 10042, "effective": HELLASWAG_DOCS}
+        assert hs["n_samples"] == {"original": 60, "effective": HELLASWAG_DOCS}
         for m in ("acc", "acc_norm"):
             value, stderr = hs["metrics"][m]["value"], hs["metrics"][m]["stderr"]
             # A random tiny model: near chance (1/4); the binomial stderr of a mean over 40 items.
@@ -381,13 +381,16 @@ def validate_and_plan(cfg: dict):
     return Plan(validate(cfg))
 
 
-def test_wikitext_from_the_local_release(inputs, tmp_path, shared_data):
+def test_wikitext_from_the_local_release(inputs, tmp_path):
     """lm-eval's wikitext task (its detokenizer and word counts come through `include`) on the
-    shared WikiText-2 release, split into articles as the hub's document-level copy is."""
+    vendored head of the WikiText-2 release, split into articles as the hub's document-level copy is."""
     from lmbuild import evaltasks
 
-    pages = evaltasks.wikitext_pages(shared_data / "eval" / "wikitext2" / "test.txt")
-    assert len(pages) == 62  # the document-level test split lm-eval's task reads has 62 articles
+    release = vendored.unpack("wikitext2_valid_head.txt.gz", tmp_path / "release")
+    pages = evaltasks.wikitext_pages(release)
+    # The excerpt holds the validation split's first 23 articles, whole, each under its title.
+    assert len(pages) == 23 and pages[0].startswith(" = Homarus gammarus = \n")
+    assert all(p.startswith(" = ") for p in pages) and "".join(pages) == release.read_text().split("\n", 1)[1]
     folder = tmp_path / "wikitext"
     folder.mkdir()
     (folder / "test.jsonl").write_text("".join(json.dumps({"page": p}) + "\n" for p in pages[:1]))

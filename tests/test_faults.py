@@ -18,7 +18,7 @@ Then every file of every artifact is compared with the reference: byte for byte,
 what records time or place (timing(), MANIFEST_ONLY, PROVENANCE, NOT_COMPARED below).
 
 Seeds: LMBUILD_FAULT_SEED (default 0) picks the kill points; the figures are printed.
-What this does not test: a kill of Snakemake itself (it leaves a lock; see the README), a
+What this does not test: a kill of Snakemake itself (it leaves a lock; see docs/design.md), a
 kill of the shared store or of torchrun workers, a full disk.
 """
 

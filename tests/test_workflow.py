@@ -268,7 +268,7 @@ def assert_failed_cleanly(proc, tmp_path: Path, stage: str, pattern: str):
     lines = [l for l in out.splitlines() if l.startswith("error: ")]
     assert lines and re.search(pattern, lines[0]), out[-3000:]
     assert not artifact_dirs(tmp_path, stage)
-    assert not list((tmp_path / "artifacts").glob(f"{stage}/.tmp-*")) if (tmp_path / "artifacts").exists() else True
+    assert not list(tmp_path.glob(f"artifacts/{stage}/.tmp-*"))  # no half-written folder left behind
 
 
 GOOD_LINE = json.dumps({"text": "A reasonably long English sentence about nothing in particular. " * 8})

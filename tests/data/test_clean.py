@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 import pytest
+import vendored
 
 from lmbuild.config import validate
 from lmbuild.data import clean, ingest
@@ -53,13 +54,13 @@ def write_jsonl(path: Path, records) -> str:
     return str(path)
 
 
-def test_real_mix(tmp_path, shared_data):
+def test_real_mix(tmp_path):
     spam = write_jsonl(tmp_path / "spam.jsonl", [{"text": "click here to win a prize now\n" * 20}])
     sources = [
         {"type": "embedded", "name": "plays", "parts": ["shakespeare"], "max_docs": 3},
         {"type": "embedded", "name": "code", "parts": ["python_stdlib"], "max_docs": 40},
-        {"type": "jsonl", "name": "en", "path": str(shared_data / "langid" / "fortunes_en.jsonl"), "max_docs": 100},
-        {"type": "jsonl", "name": "de", "path": str(shared_data / "langid" / "fortunes_de.jsonl"), "max_docs": 100},
+        {"type": "jsonl", "name": "en", "path": str(vendored.path("fortunes_en.jsonl.gz")), "max_docs": 100},
+        {"type": "jsonl", "name": "de", "path": str(vendored.path("fortunes_de.jsonl.gz")), "max_docs": 100},
         {"type": "jsonl", "name": "spam", "path": spam},
     ]
     raw = make_raw(tmp_path, sources, shards=3)
@@ -130,9 +131,9 @@ def test_every_document_dropped_is_an_error(tmp_path):
         run_clean(tmp_path, raw, settings)
 
 
-def kjv_chapters(shared_data, n: int) -> list[str]:
+def kjv_chapters(n: int) -> list[str]:
     """The first ``n`` chapters of the King James Bible, each a real prose document."""
-    text = (shared_data / "corpus" / "kjv.txt").read_text(encoding="utf-8")
+    text = vendored.text("kjv_head.txt.gz")
     chapters = re.split(r"\n(?=\S[^\n]* \d+\n)", text)
     return [c.strip() + "\n" for c in chapters if c.strip()][:n]
 
@@ -152,8 +153,8 @@ WEB_PAGE = "\n".join(
 ) + "\n"
 
 
-def test_quality_rules_on_real_prose(tmp_path, shared_data):
-    chapters = kjv_chapters(shared_data, 31)
+def test_quality_rules_on_real_prose(tmp_path):
+    chapters = kjv_chapters(31)
     chapters, spare = chapters[:30], chapters[30]
     junk = [
         {"text": spare.replace("\n", "\nLorem ipsum dolor sit amet.\n", 1)},  # placeholder text in real prose
@@ -238,11 +239,11 @@ print(json.dumps({"counts": counts, "max_rss_mb": hwm / 1024}))
 """
 
 
-def test_a_50_mb_document_is_dropped_with_bounded_memory(tmp_path, shared_data):
+def test_a_50_mb_document_is_dropped_with_bounded_memory(tmp_path):
     import subprocess
     import sys
 
-    chapters = kjv_chapters(shared_data, 20)
+    chapters = kjv_chapters(20)
     big = " ".join(chapters) * (50_000_000 // len(" ".join(chapters)) + 1)
     with open(tmp_path / "big.jsonl", "w") as fh:
         for c in chapters[:10]:

@@ -27,6 +27,7 @@ from lmbuild.runner import StageContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import planted  # noqa: E402
+import vendored  # noqa: E402
 
 SETTINGS = validate({"data": {"dedup": {"memory_limit": "512MB"}}})["data"]["dedup"]
 
@@ -277,11 +278,12 @@ def test_components_match_breadth_first_search():
 # --- decontamination ------------------------------------------------------------------------------
 
 
-def test_decontamination_against_hellaswag_and_wikitext(tmp_path, shared_data):
-    hellaswag = shared_data / "eval" / "hellaswag_val.jsonl"
-    item = json.loads(hellaswag.read_text().splitlines()[123])
+def test_decontamination_against_hellaswag_and_wikitext(tmp_path):
+    hellaswag = vendored.path("hellaswag_val_60.jsonl")
+    item = json.loads(hellaswag.read_text().splitlines()[23])
     ending = item["choices"][item["label"]]
-    wiki = (shared_data / "eval" / "wikitext2" / "valid.txt").read_text().split("\n")
+    wikitext = vendored.unpack("wikitext2_valid_head.txt.gz", tmp_path / "wikitext2")
+    wiki = wikitext.read_text().split("\n")
     para = next(p for p in wiki if len(p.split()) > 80 and "@" not in p and "<unk>" not in p)
     code = real_code(4)
     words = para.split()
@@ -297,14 +299,14 @@ def test_decontamination_against_hellaswag_and_wikitext(tmp_path, shared_data):
             "ngram": 13,
             "eval": [
                 {"path": str(hellaswag), "fields": ["query", "choices"]},
-                {"path": str(shared_data / "eval" / "wikitext2" / "*.txt"), "fields": ["text"]},
+                {"path": str(wikitext.parent / "*.txt"), "fields": ["text"]},
             ],
         }
     )
     counts, out = run(tmp_path, write_cleaned(tmp_path / "cleaned", [docs]), settings=s)
     assert set(read(out)["id"].to_pylist()) == {"t:clean", "t:twelve"}
     assert counts["dropped"] == {"contaminated": 2}
-    assert counts["contaminated_by_eval"] == {str(hellaswag): 1, str(shared_data / "eval" / "wikitext2" / "*.txt"): 1}
+    assert counts["contaminated_by_eval"] == {str(hellaswag): 1, str(wikitext.parent / "*.txt"): 1}
 
 
 def test_eval_data_content_enters_the_key(tmp_path, monkeypatch):

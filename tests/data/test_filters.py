@@ -8,6 +8,7 @@ import re
 from collections import Counter
 
 import pytest
+import vendored
 
 from lmbuild.data.embedded import iter_python_stdlib, iter_shakespeare
 from lmbuild.data.filters import (
@@ -147,18 +148,17 @@ def test_length_and_normalisation():
     assert normalize(decomposed, "none") is decomposed
 
 
-def fortunes(shared_data, lang):
-    with open(shared_data / "langid" / f"fortunes_{lang}.jsonl", encoding="utf-8") as fh:
-        return [json.loads(line)["text"] for line in fh]
+def fortunes(lang):
+    return [json.loads(line)["text"] for line in vendored.text(f"fortunes_{lang}.jsonl.gz").splitlines()]
 
 
-def test_language_id_on_real_fortunes(shared_data):
+def test_language_id_on_real_fortunes():
     f = LanguageFilter(keep=["en"], threshold=0.5)
     for lang in ("en", "de"):
-        labels = [f.identify(t)[0] for t in fortunes(shared_data, lang)]
+        labels = [f.identify(t)[0] for t in fortunes(lang)]
         accuracy = labels.count(lang) / len(labels)
         assert accuracy >= 0.97, (lang, accuracy)
-    en, de = fortunes(shared_data, "en"), fortunes(shared_data, "de")
+    en, de = fortunes("en"), fortunes("de")
     assert sum(f.check(t) is None for t in en) / len(en) >= 0.95
     assert sum(f.check(t) == "lang" for t in de) / len(de) >= 0.97
 
@@ -174,14 +174,14 @@ def test_language_filter_keep_list_threshold_and_blank():
     assert LanguageFilter().check("") == "lang"
 
 
-def real_prose(shared_data) -> str:
+def real_prose() -> str:
     """A real English paragraph-rich text: the first chapters of Genesis (KJV), ~5 kB."""
-    return (shared_data / "corpus" / "kjv.txt").read_text(encoding="utf-8")[:5000]
+    return vendored.text("kjv_head.txt.gz")[:5000]
 
 
-def test_gopher_quality_rules(shared_data):
+def test_gopher_quality_rules():
     f = GopherQualityFilter()
-    prose = real_prose(shared_data)
+    prose = real_prose()
     assert f.check(prose) is None
     assert all(f.check(t) is None for t in real_texts()[:8])  # Shakespeare acts
     words = prose.split()
@@ -203,7 +203,7 @@ def test_gopher_quality_rules(shared_data):
     assert GopherQualityFilter(**off).check("1 2 3 #") is None
 
 
-def test_c4_rules_edit_and_drop(shared_data):
+def test_c4_rules_edit_and_drop():
     page = "\n".join([
         "Welcome to our site",  # no terminal punctuation: removed when that rule is on
         "The river rose three feet overnight, and the bridge was closed.[1]",
@@ -238,13 +238,13 @@ def test_c4_rules_edit_and_drop(shared_data):
     assert C4Filter().check("\n".join(page.split("\n")[:3])) == "c4_too_few_sentences"
     assert C4Filter(min_sentences=None).check("One short line here.") is None
     # Real prose survives with its words; KJV verses end in punctuation.
-    kjv_text, kjv_reason = C4Filter().apply(real_prose(shared_data))
+    kjv_text, kjv_reason = C4Filter().apply(real_prose())
     assert kjv_reason is None and "In the beginning God created the heaven and the earth." in kjv_text
 
 
-def test_fineweb_rules(shared_data):
+def test_fineweb_rules():
     f = FineWebFilter()
-    prose = real_prose(shared_data)
+    prose = real_prose()
     assert f.check(prose) is None
     no_punct = "\n".join(line.rstrip(".:;!?") for line in prose.split("\n"))
     assert f.check(no_punct) == "fineweb_line_punct"

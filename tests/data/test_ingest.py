@@ -6,6 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import vendored
 
 from lmbuild.data import ingest
 from lmbuild.errors import UserError
@@ -68,8 +69,8 @@ def test_more_shards_than_documents(tmp_path):
     assert [t.num_rows for t in read(ctx.out)] == [1, 1, 0, 0]
 
 
-def test_fortunes_keep_their_fields(tmp_path, shared_data):
-    path = str(shared_data / "langid" / "fortunes_it.jsonl")
+def test_fortunes_keep_their_fields(tmp_path):
+    path = str(vendored.path("fortunes_it.jsonl.gz"))
     ctx = ctx_for(tmp_path, [{"type": "jsonl", "path": path, "name": "it"}], shards=2)
     counts = ingest.build(ctx)
     assert counts["documents"] == 400

@@ -3,7 +3,7 @@
 Positives are real prose; negatives are machine-made from real text: the same kind of prose
 with its words shuffled, web boilerplate assembled from navigation and legal phrases, and
 lines of real Python source. CI's test uses the embedded corpus (Shakespeare, the stdlib);
-test_separates_real_prose_from_machine_text uses WikiText-2 and the KJV of ../shared/data.
+test_separates_real_prose_from_machine_text uses the WikiText-2 and KJV excerpts of tests/fixtures.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import vendored
 
 from lmbuild.config import validate
 from lmbuild.data import clean, quality
@@ -151,16 +152,17 @@ def test_a_class_with_no_documents_is_an_error(tmp_path):
         quality.build(StageContext("quality_model", "t", cfg["data"]["quality_model"], {}, *stage(tmp_path, "q2"), 1))
 
 
-def test_separates_real_prose_from_machine_text(tmp_path, shared_data):
+def test_separates_real_prose_from_machine_text(tmp_path):
     rng = random.Random(1)
-    wiki = (shared_data / "eval" / "wikitext2" / "valid.txt").read_text() + (shared_data / "eval" / "wikitext2" / "test.txt").read_text()
+    wiki = vendored.text("wikitext2_valid_head.txt.gz")
     articles = [a for a in re.split(r"\n (?== [^=])", wiki) if len(a) > 1000]
     wiki_passages = [p for a in articles for p in passages(a)]
-    kjv = passages((shared_data / "corpus" / "kjv.txt").read_text())
+    kjv = passages(vendored.text("kjv_head.txt.gz"))
     rng.shuffle(wiki_passages)
     rng.shuffle(kjv)
-    prose = wiki_passages[:1000] + kjv[:1000]
-    held = wiki_passages[1000:1200] + kjv[1000:1200]
+    assert len(wiki_passages) >= 200 and len(kjv) >= 200  # what the excerpts hold
+    prose = wiki_passages[:160] + kjv[:160]
+    held = wiki_passages[160:200] + kjv[160:200]
     code = code_passages(2400)
     counts, model = train(tmp_path, prose, negatives(prose[::2], code[:1000], rng))
     print("quality_model on WikiText-2 + KJV:", json.dumps(counts))

@@ -14,6 +14,7 @@ from lmbuild.data.sources import iter_source, source_name
 from lmbuild.errors import UserError
 
 from bad_files import corrupt_parquet
+import vendored
 
 
 def docs(src, index=0):
@@ -145,8 +146,8 @@ def test_hf_unreachable_is_one_line(chdir):
     assert "\n" not in msg
 
 
-def test_real_fortunes(shared_data):
-    out = docs({"type": "jsonl", "path": str(shared_data / "langid" / "fortunes_de.jsonl"), "name": "de"})
+def test_real_fortunes():
+    out = docs({"type": "jsonl", "path": str(vendored.path("fortunes_de.jsonl.gz")), "name": "de"})
     assert len(out) == 400
     assert all(len(t) >= 100 and m == {"lang": "de"} for _, t, m in out)
     assert len({d[0] for d in out}) == 400
