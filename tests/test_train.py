@@ -52,7 +52,7 @@ def trained_fp32(inputs, trained, tmp_path_factory):
 
 
 def _context(inputs, tmp_path, **overrides) -> StageContext:
-    (tmp_path / "out").mkdir()
+    (tmp_path / "out").mkdir(parents=True)
     (tmp_path / "work").mkdir(exist_ok=True)
     settings = lc.settings("trained_checkpoint", train={**SHORT, **overrides})
     return StageContext("trained_checkpoint", "test", settings, inputs, tmp_path / "out", tmp_path / "work", threads=THREADS)
@@ -497,3 +497,13 @@ def test_spike_rule_waits_for_half_a_window_and_leaves_spikes_out_of_the_mean():
     rule.history.clear()
     assert [rule.observe(x) for x in (1.0, 1.0, 5.0, 5.0, 1.0, 5.0)] == [False, False, False, True, False, False]
     assert list(rule.history) == [1.0, 1.0, 1.0]
+
+
+def test_spike_rule_under_torchrun_decides_as_one_process(inputs, tmp_path):
+    """Two processes decide on the mean of their losses: the same steps are skipped as in one
+    process (a factor just above 1 makes every rise of the loss a spike)."""
+    rule = {"action": "skip", "factor": 1.02, "window": 4}
+    one = train.build(_context(inputs, tmp_path / "one", bf16=False, spike=rule))
+    two = train.build(_context(inputs, tmp_path / "two", bf16=False, spike=rule), nproc=2)
+    assert one["spikes"]["skipped_steps"], "no step was skipped: the test tests nothing"
+    assert two["spikes"]["skipped_steps"] == one["spikes"]["skipped_steps"]
