@@ -507,3 +507,20 @@ def test_spike_rule_under_torchrun_decides_as_one_process(inputs, tmp_path):
     two = train.build(_context(inputs, tmp_path / "two", bf16=False, spike=rule), nproc=2)
     assert one["spikes"]["skipped_steps"], "no step was skipped: the test tests nothing"
     assert two["spikes"]["skipped_steps"] == one["spikes"]["skipped_steps"]
+
+
+def test_a_resumed_run_keeps_the_spike_rules_state(inputs, tmp_path, monkeypatch):
+    """The running mean is in every checkpoint: resumed at step 10, the rule still has its
+    history and skips the spike at step 12, as the uninterrupted run did (same weights)."""
+    rule = {"action": "skip", "window": 8}
+    _inject(monkeypatch, {12})
+    first = train.build(_context(inputs, tmp_path, bf16=False, spike=rule))
+    assert first["spikes"]["skipped_steps"] == [12]
+    ckpt = tmp_path / "work" / "trainer" / "checkpoint-10"
+    assert json.loads((ckpt / train.SPIKE_STATE).read_text())["history"]  # 8 losses kept, 10 seen
+    shutil.rmtree(tmp_path / "work" / "trainer" / "checkpoint-20")
+    shutil.move(tmp_path / "out", tmp_path / "uninterrupted")
+    _inject(monkeypatch, {12})  # the spike again, in the resumed run
+    again = train.build(_context(inputs, tmp_path, bf16=False, spike=rule))
+    assert again["resumed_from_step"] == 10 and again["spikes"]["skipped_steps"] == [12]
+    assert _same_weights(tmp_path / "out", tmp_path / "uninterrupted")
