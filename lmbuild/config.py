@@ -159,6 +159,8 @@ def _check_consistency(config: dict, source: str) -> None:
         if src["type"] != "embedded" and "parts" in src:
             raise UserError(f"{source}: data.sources[{i}].parts applies to type embedded only")
     _check_init(m, source)
+    if m["objective"] == "masked":
+        _check_masked(m, source)
     t = config["train"]
     if t["warmup_steps"] >= t["max_steps"]:
         raise UserError(f"{source}: train.warmup_steps must be smaller than train.max_steps")
@@ -188,6 +190,17 @@ def _check_init(m: dict, source: str) -> None:
     wanted = {"pretrained": [], "downscale": ["layer_plan", "downscale_keep"], "upscale": ["layer_plan", "upscale_drop"]}[init]
     if any(k not in wanted for k in given) or (wanted and len(given) != 1):
         raise UserError(f"{source}: model.init {init} takes {' or '.join(f'model.{k}' for k in wanted) or 'no layer plan'} (given: {', '.join(given) or 'none'})")
+
+
+def _check_masked(m: dict, source: str) -> None:
+    """An encoder (lmbuild.masked: ModernBERT) has full multi-head attention and no upscale."""
+    if m["num_key_value_heads"] != m["num_attention_heads"]:
+        raise UserError(
+            f"{source}: model.objective masked builds a ModernBERT encoder, which has no grouped-query attention: "
+            f"set model.num_key_value_heads ({m['num_key_value_heads']}) to model.num_attention_heads ({m['num_attention_heads']})"
+        )
+    if m["init"] == "upscale":
+        raise UserError(f"{source}: model.objective masked takes model.init random, pretrained or downscale (not upscale)")
 
 
 def reference_markdown() -> str:

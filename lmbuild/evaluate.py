@@ -19,16 +19,16 @@ What it does:
   * greedy sample generations for ``eval.prompts`` from each checkpoint; tokens per word and
     per byte of its tokenizer on the held-out text; its parameters and FLOPs per token;
   * the lineage: every upstream artifact's manifest (key, settings, inputs, counts);
-  * writes ``report.json``, ``report.html``, ``report.md`` and ``loss_curve.png`` (rendered by
-    :mod:`lmbuild.report`) and returns the headline figures for the manifest.
+  * writes ``report.json`` in the one shape of ``schemas/report.schema.json`` (every figure per
+    checkpoint under ``checkpoints``) and returns the headline figures for the manifest.
 
 lm-eval's request cache is keyed by request text, not by model: it is safe here because each
 cache file belongs to one checkpoint of one artifact key (so one batch size). A resumed run may
 batch the remaining windows differently, which can move scores in the last float digits.
 
-What it does not do: train, render (see ``lmbuild.report``), write ``manifest.json`` (the
-runner does), or reach the Hugging Face hub unless the user unsets ``HF_HUB_OFFLINE`` /
-``HF_DATASETS_OFFLINE``. Remote code is never trusted.
+What it does not do: train, render (the ``report`` stage does: :mod:`lmbuild.report`), write
+``manifest.json`` (the runner does), or reach the Hugging Face hub unless the user unsets
+``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``. Remote code is never trusted.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ import yaml
 from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
+from lm_eval.tasks._yaml_loader import load_yaml
 from transformers import GenerationConfig
 
-from lmbuild import accel, cost, evaltasks, report
+from lmbuild import accel, cost, evaltasks
 from lmbuild.artifact import read_manifest, write_json
 from lmbuild.errors import UserError
 
@@ -225,25 +226,6 @@ def limit_samples(leaves: dict[str, Any], limit: int | None) -> dict[str, list[i
     return {name: list(range(min(limit, len(task.eval_docs)))) for name, task in leaves.items()}
 
 
-class _PlainLoader(yaml.SafeLoader):
-    """Reads lm-eval task YAMLs for their plain fields; ``!function`` tags stay strings."""
-
-
-_PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix}")
-
-
-def _plain_config(path: Path, depth: int = 0) -> dict:
-    """A task YAML with its ``include`` chain merged (local keys win), as lm-eval merges it."""
-    cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader) or {}  # noqa: S506 - a SafeLoader
-    inc = cfg.pop("include", None)
-    if not inc or depth > 8:
-        return cfg
-    merged: dict = {}
-    for i in inc if isinstance(inc, list) else [inc]:
-        merged.update(_plain_config(path.parent / i if not Path(i).is_absolute() else Path(i), depth + 1))
-    return {**merged, **cfg}
-
-
 def find_task_yaml(name: str, folders: list[Path]) -> Path | None:
     """The YAML file that defines task ``name`` (``task: name``) in ``folders``, first match."""
     pattern = re.compile(rf"^task:\s*[\"']?{re.escape(name)}[\"']?\s*$", re.M)
@@ -274,7 +256,12 @@ def write_local_data_task(spec: dict, index: int, task_dir: Path, include_path: 
     base = find_task_yaml(spec["task"], folders)
     if base is None:
         raise UserError(f"{where}.task: no lm-eval task named {spec['task']!r} (built in or in eval.include_path) to read local data for")
-    plain = _plain_config(base)
+    # lm-eval's own loader, as its TaskManager reads a task: the include chain merged, local
+    # keys winning, ``!function`` tags left unresolved (nothing of the task is imported here).
+    try:
+        plain = load_yaml(base, resolve_func=False, recursive=True)
+    except Exception as exc:  # noqa: BLE001 (a malformed YAML or include cycle in the user's folder)
+        raise UserError(f"{where}.task: lm-eval could not read {base}: {_first_line(exc)}") from exc
     files = evaltasks.data_files(spec["data"], f"{where}.data")
     scored = plain.get("test_split") or plain.get("validation_split")
     if not scored:
@@ -456,8 +443,10 @@ def find_checkpoints(inputs: dict[str, Path]) -> list[dict]:
             # Kept checkpoints first: the entries of one run in the order of tokens seen.
             for kept in (manifest.get("counts") or {}).get("kept") or []:
                 counts = {"steps": kept["step"], "tokens_seen": kept["tokens_seen"]}
+                # The run's inputs: the report draws it on the same line as the final model (training_run).
                 out.append({"label": f"{name}@step-{kept['step']}", "path": Path(path) / kept["path"],
-                            "manifest": {"stage": "kept_checkpoint", "key": f"{manifest.get('key')}@step-{kept['step']}", "counts": counts}})
+                            "manifest": {"stage": "kept_checkpoint", "key": f"{manifest.get('key')}@step-{kept['step']}", "counts": counts,
+                                         "inputs": manifest.get("inputs") or {}}})
             out.append({"label": name, "path": Path(path), "manifest": manifest})
     if not out:
         raise UserError("eval_report: no checkpoint among the inputs (" + ", ".join(inputs) + ")")
@@ -481,6 +470,18 @@ def walk_lineage(inputs: dict[str, Path]) -> dict[str, dict]:
         out[ref]["path"] = str(path)
         todo.extend(Path(i["path"]) for i in (m.get("inputs") or {}).values() if i.get("path"))
     return out
+
+
+def training_run(manifest: dict) -> str | None:
+    """The training run a checkpoint belongs to: the key of the init_checkpoint it starts from
+    (its own key for an init_checkpoint). Checkpoints of one run share it, so the report can
+    draw each metric against tokens seen along the run."""
+    if manifest.get("stage") == "init_checkpoint":
+        return manifest.get("key")
+    for i in (manifest.get("inputs") or {}).values():
+        if i.get("stage") == "init_checkpoint":
+            return i.get("key")
+    return manifest.get("key")
 
 
 def tokenizer_stats(tokenizer, texts: list[str]) -> dict:
@@ -575,15 +576,16 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldo
         if metric is not None:
             extra_main[name] = {"metric": metric, **metrics[name]["metrics"][metric]}
     cfg = results.get("config", {})
-    initial = ck["manifest"].get("stage") == "init_checkpoint"
+    stage = ck["manifest"].get("stage")
     entry = {
         "label": label,
-        "stage": ck["manifest"].get("stage"),
+        "stage": stage,
         "key": ck["manifest"].get("key"),
         "path": str(ckpt),
-        # Training steps and tokens behind this checkpoint in this build (0 for the initial model).
-        "step": 0 if initial else counts.get("steps"),
-        "tokens_seen": 0 if initial else counts.get("tokens_seen"),
+        "run": training_run(ck["manifest"]),
+        # Training steps and tokens behind this checkpoint: 0 for a fresh init; None where nobody counted.
+        "step": counts.get("steps", 0 if stage == "init_checkpoint" else None),
+        "tokens_seen": counts.get("tokens_seen", 0 if stage == "init_checkpoint" else None),
         "headline": headline,
         "metrics": metrics,
         "extra_tasks": extra_main,
@@ -647,26 +649,17 @@ def build(ctx) -> dict:
     primary = next((e for e in entries if e["label"] == "trained_checkpoint"), (trained or entries)[-1])
 
     shards_manifest = read_manifest(shards)
+    # One shape (schemas/report.schema.json): every figure of a checkpoint under its entry in
+    # `checkpoints`; `primary` names the headline one instead of copying its figures.
     data = {
         "key": ctx.key,
         "primary": primary["label"],
         "checkpoints": entries,
-        # The primary (the build's trained) checkpoint's figures, at the top level.
-        "headline": primary["headline"],
-        "extra_tasks": primary["extra_tasks"],
-        "metrics": primary["metrics"],
-        "generations": primary["generations"],
-        "training": {
-            **{k: v for k, v in (primary.get("training") or {}).items() if k != "loss_curve"},
-            "model": primary["model"]["config"],
-        },
-        "loss_curve": (primary.get("training") or {}).get("loss_curve", []),
         "settings": dict(s),
         "artifacts": {
             "eval_report": ctx.key,
             **{e["label"]: e["key"] for e in entries},
             "shards": shards_manifest.get("key"),
-            "trained_checkpoint_inputs": {n: i.get("key") for n, i in (primary_manifest(checkpoints, primary).get("inputs") or {}).items()},
         },
         "lineage": walk_lineage(inputs),
         "lm_eval": {
@@ -679,12 +672,11 @@ def build(ctx) -> dict:
             "include_path_digest": _folder_digest(include_path),
             "local_files": evaltasks.fingerprint(s),
             "versions": _versions(),
-            **primary["lm_eval"],
         },
         "seconds": {e["label"]: e["seconds"] for e in entries},
     }
     data["seconds"]["total"] = round(time.time() - started, 3)
-    write_outputs(data, Path(ctx.out))
+    write_json(Path(ctx.out) / "report.json", data)
 
     out = {
         "checkpoints": [e["label"] for e in entries],
@@ -704,19 +696,6 @@ def build(ctx) -> dict:
         out[f"{name}/{entry['metric']}"] = entry["value"]
     log.info("%s: held-out bits/byte %s over %d docs in %.1fs", primary["label"], out["heldout_bits_per_byte"], heldout["docs"], data["seconds"]["total"])
     return out
-
-
-def primary_manifest(checkpoints: list[dict], primary: dict) -> dict:
-    return next(c["manifest"] for c in checkpoints if c["label"] == primary["label"])
-
-
-def write_outputs(data: dict, out: Path) -> None:
-    """report.json, loss_curve.png, report.html (PNG embedded) and report.md into ``out``."""
-    write_json(out / "report.json", data)
-    png = report.loss_curve_png(data["loss_curve"], data["headline"].get("heldout_token_loss"))
-    (out / "loss_curve.png").write_bytes(png)
-    (out / "report.html").write_text(report.render_html(data, png), encoding="utf-8")
-    (out / "report.md").write_text(report.render_markdown(data, "loss_curve.png"), encoding="utf-8")
 
 
 def _versions() -> dict:

@@ -38,7 +38,7 @@ from lmbuild.errors import UserError
 from lmbuild.data.files import match_files, relative_pattern
 from lmbuild.filestate import StateCache
 from lmbuild.keys import KEY_LEN, apply_patches, canonical, digest  # noqa: F401 (re-exported)
-from lmbuild.stages import ROOT, STAGES, TARGETS  # noqa: F401 (re-exported)
+from lmbuild.stages import ENCODER_ONLY, ROOT, STAGES, TARGETS, is_encoder  # noqa: F401 (re-exported)
 from lmbuild.variants import variant_configs
 
 PACKAGE = ROOT / "lmbuild"
@@ -80,9 +80,11 @@ def _imports(path: Path) -> set[str]:
 
 
 @lru_cache(maxsize=None)
-def code_modules(stage_name: str) -> tuple[str, ...]:
-    """Every lmbuild module the stage's scripts reach through imports, plumbing excluded."""
-    todo = [m for s in STAGES[stage_name].script_paths for m in _imports(s)]
+def code_modules(stage_name: str, entry: str | None = None) -> tuple[str, ...]:
+    """Every lmbuild module the stage's scripts reach through imports, plumbing excluded.
+
+    ``entry``: another entry script of the stage (an encoder's, ``Stage.entry``) instead of its own."""
+    todo = [m for s in STAGES[stage_name].entry_paths(entry) for m in _imports(s)]
     seen: set[str] = set()
     while todo:
         mod = todo.pop()
@@ -97,9 +99,11 @@ def code_modules(stage_name: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def code_files(stage_name: str) -> tuple[str, ...]:
-    """The stage's scripts and the files of :func:`code_modules`, relative to the repo root."""
-    files = set(STAGES[stage_name].script_paths) | {_module_path(m) for m in code_modules(stage_name)}
+def code_files(stage_name: str, entry: str | None = None) -> tuple[str, ...]:
+    """The stage's scripts, the files of :func:`code_modules` and the data files the stage
+    declares (``Stage.files``), relative to the repo root."""
+    stage = STAGES[stage_name]
+    files = set(stage.entry_paths(entry)) | {_module_path(m) for m in code_modules(stage_name, entry)} | {ROOT / f for f in stage.files}
     return tuple(sorted(str(f.relative_to(ROOT)) for f in files if f.exists()))
 
 
@@ -112,8 +116,8 @@ def files_hash(rels) -> str:
 
 
 @lru_cache(maxsize=None)
-def code_hash(stage_name: str) -> str:
-    return files_hash(code_files(stage_name))
+def code_hash(stage_name: str, entry: str | None = None) -> str:
+    return files_hash(code_files(stage_name, entry))
 
 
 # --------------------------------------------------------------------------- local files
@@ -248,6 +252,7 @@ class Artifact:
     code_hash: str
     code_files: tuple[str, ...] = ()
     located: list = dataclasses.field(default_factory=list)  # [where, field, path]: apply_patches
+    script: str = ""  # the rule's entry script, scripts/<script>.py (Stage.entry; default the stage's name)
 
     def lineage(self) -> dict:
         """What the manifest records beside the settings."""
@@ -295,7 +300,6 @@ class Plan:
                 self.variant(v)
         for name, stage in STAGES.items():
             inputs = stage.input_names(config)
-            loc = _locate(name, stage.settings(config), self.state)
             ins = {i: self.artifacts[i] for i in inputs}
             src = config["model"]["source"] or {}
             if name == "init_checkpoint" and config["model"]["init"] != "random" and "variant" in src:
@@ -307,15 +311,20 @@ class Plan:
                     ckpt = vplan.artifacts["trained_checkpoint"]
                     if ckpt.key != self.artifacts["trained_checkpoint"].key:
                         ins[f"{v}__trained_checkpoint"] = ckpt
+            # An encoder (model.objective masked), or a report on one: its own settings and entry script.
+            encoder = config["model"]["objective"] == "masked" or (name == "eval_report" and any(is_encoder(a.settings) for a in ins.values()))
+            entry = stage.entry(encoder)
+            loc = _locate(name, (stage.encoder_settings if entry else stage.settings)(config), self.state)
+            code = code_hash(name, entry) if entry else code_hash(name)
             material = {
                 "stage": name,
                 "settings": loc.key_settings,
-                "code": code_hash(name),
+                "code": code,
                 "inputs": {i: a.key for i, a in ins.items()},
                 "environment": _environment(name, loc.key_settings),
             }
             key = digest(material)[:KEY_LEN]
-            self.artifacts[name] = Artifact(name, key, f"{self.root}/{name}/{key}", loc.key_settings, ins, code_hash(name), code_files(name), loc.patches)
+            self.artifacts[name] = Artifact(name, key, f"{self.root}/{name}/{key}", loc.key_settings, ins, code, code_files(name, entry), loc.patches, entry or name)
         if _shared is None:  # the base: index every artifact of the build
             plans = [self, *self.variants.values()]
             self._by_key = {(a.stage, a.key): a for p in plans for a in p.artifacts.values()}
@@ -363,5 +372,8 @@ def cost_plan_artifact(config: dict) -> Artifact:
     files = ("lmbuild/cost.py", "scripts/plan.py")
     code = files_hash(files)
     s = cost.settings(config)
+    if config["model"]["objective"] == "causal":  # the encoder's keys stay out of a causal plan's key
+        s["model"] = {k: v for k, v in s["model"].items() if k != "objective"}
+        s["train"] = {k: v for k, v in s["train"].items() if k not in ENCODER_ONLY["train"]}
     key = digest({"stage": "plan", "settings": s, "code": code})[:KEY_LEN]
     return Artifact("plan", key, f"{config['artifacts']}/plan/{key}", s, {}, code, files)

@@ -25,9 +25,20 @@ class Stage:
     # Every script a rule of this stage runs (scripts/<name>.py first); their lmbuild imports
     # are followed to the stage's code set (lmbuild.plan.code_files).
     scripts: tuple[str, ...] = ()
+    # An encoder's artifact (model.objective masked; lmbuild.masked): its settings, and the script
+    # that builds it instead (scripts/<name>_masked.py), whose code set is its own, so the
+    # encoder's code never enters a causal key. None: the stage is the same for both objectives.
+    encoder_settings: Callable[[dict], dict] | None = None
+    # Data files the code reads (templates), repo-relative: part of the code set, since the
+    # import walk cannot see them.
+    files: tuple[str, ...] = ()
 
     def input_names(self, config: dict) -> tuple[str, ...]:
         return self.inputs(config) if callable(self.inputs) else self.inputs
+
+    def entry(self, encoder: bool) -> str | None:
+        """The entry script's name when it is not scripts/<name>.py (an encoder's)."""
+        return f"{self.name}_masked" if encoder and self.encoder_settings else None
 
     @property
     def script(self) -> Path:
@@ -36,6 +47,10 @@ class Stage:
     @property
     def script_paths(self) -> list[Path]:
         return [self.script, *(ROOT / "scripts" / f"{s}.py" for s in self.scripts)]
+
+    def entry_paths(self, entry: str | None) -> list[Path]:
+        """The scripts an artifact built by ``entry`` (:meth:`entry`) runs."""
+        return self.script_paths if entry is None else [ROOT / "scripts" / f"{entry}.py"]
 
 
 def _raw_settings(c: dict) -> dict:
@@ -66,6 +81,7 @@ def _init_settings(c: dict) -> dict:
     variant's name, so renaming a variant rebuilds nothing.
     """
     m = dict(c["model"])
+    objective = m.pop("objective")
     init = m["init"]
     copied = ("initializer_range",)
     drop = {
@@ -78,8 +94,23 @@ def _init_settings(c: dict) -> dict:
         m.pop(k)
     if init != "random" and "variant" in m["source"]:
         m["source"] = {"stage": m["source"].get("stage", "trained_checkpoint")}
+    if objective != "causal":  # absent for causal, so the key of a causal model never changed
+        m["objective"] = objective
     # Random init reads train.seed: the seed is one public setting for the whole model half.
     return {**m, "seed": c["train"]["seed"]} if init == "random" else m
+
+
+# Settings that only an encoder reads (model.objective masked): left out of causal keys.
+ENCODER_ONLY = {"train": ("mlm_probability",), "eval": ("pseudo_perplexity_tokens",)}
+
+
+def is_encoder(settings: dict) -> bool:
+    """An init or trained checkpoint's settings (as the plan keeps them) are an encoder's."""
+    return settings.get("objective") == "masked"
+
+
+def _causal(section: str) -> Callable[[dict], dict]:
+    return lambda c: {k: v for k, v in c[section].items() if k not in ENCODER_ONLY[section]}
 
 
 STAGES: dict[str, Stage] = {
@@ -92,10 +123,14 @@ STAGES: dict[str, Stage] = {
         Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket")),
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"]),
         Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"]),
-        Stage("init_checkpoint", ("tokenizer",), _init_settings),
-        Stage("trained_checkpoint", ("init_checkpoint", "shards"), lambda c: c["train"]),
-        # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests).
-        Stage("eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), lambda c: c["eval"]),
+        Stage("init_checkpoint", ("tokenizer",), _init_settings, encoder_settings=_init_settings),
+        Stage("trained_checkpoint", ("init_checkpoint", "shards"), _causal("train"), encoder_settings=lambda c: {**c["train"], "objective": "masked"}),
+        # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests);
+        # with an encoder among them, by lmbuild.masked_eval (the causal ones still by lmbuild.evaluate).
+        Stage("eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), _causal("eval"), encoder_settings=lambda c: c["eval"]),
+        # The page over report.json (lmbuild.report): its own cheap step, so a change of the page
+        # re-renders in seconds and evaluates nothing. No settings of its own.
+        Stage("report", ("eval_report",), lambda c: {}, files=("lmbuild/templates/report.html.j2", "schemas/report.schema.json")),
     ]
 }
 TARGETS = list(STAGES)

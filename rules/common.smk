@@ -62,6 +62,13 @@ def stage_spec(stage):
     return lambda wc: f"{SPECS}/{stage}/{artifact(stage, wc).key}.json"
 
 
+def stage_script(stage):
+    """params.script: the entry script's name (scripts/<name>.py); a stage's own, or another one
+    for an encoder (lmbuild.stages.Stage.entry). Its code is in the key, so it agrees with it.
+    """
+    return lambda wc: artifact(stage, wc).script
+
+
 def res(stage, name, fallback):
     """A resource of `stage` from config `resources`, else `resources.default`, else fallback."""
     per = config["resources"]

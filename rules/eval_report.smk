@@ -1,4 +1,5 @@
-# lm-eval held-out perplexity (+ configured tasks), sample generations, report.json and report.html.
+# lm-eval held-out perplexity (+ configured tasks), sample generations: report.json (the page is
+# the report stage, rules/report.smk).
 # Code: scripts/eval_report.py -> lmbuild.evaluate.build
 
 
@@ -6,13 +7,7 @@ rule build_eval_report:
     input:
         unpack(stage_inputs("eval_report")),
     output:
-        # `snakemake --report report.zip` includes the page (it is self-contained).
-        report(
-            directory(f"{ART}/eval_report/{{key}}"),
-            htmlindex="report.html",
-            caption="eval_report.rst",
-            category="Evaluation",
-        ),
+        directory(f"{ART}/eval_report/{{key}}"),
     log:
         "logs/eval_report/{key}.log",
     conda:
@@ -29,5 +24,7 @@ rule build_eval_report:
         stage="eval_report",
         key=lambda wc: wc.key,
         spec=stage_spec("eval_report"),
+        # scripts/eval_report.py, or eval_report_masked.py for an encoder (lmbuild.stages.Stage.entry).
+        script=stage_script("eval_report"),
     script:
-        "../scripts/eval_report.py"
+        "../scripts/{params.script}.py"

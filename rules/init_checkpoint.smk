@@ -20,5 +20,7 @@ rule build_init_checkpoint:
         stage="init_checkpoint",
         key=lambda wc: wc.key,
         spec=stage_spec("init_checkpoint"),
+        # scripts/init_checkpoint.py, or init_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry).
+        script=stage_script("init_checkpoint"),
     script:
-        "../scripts/init_checkpoint.py"
+        "../scripts/{params.script}.py"

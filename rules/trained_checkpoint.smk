@@ -24,5 +24,7 @@ rule build_trained_checkpoint:
         stage="trained_checkpoint",
         key=lambda wc: wc.key,
         spec=stage_spec("trained_checkpoint"),
+        # scripts/trained_checkpoint.py, or trained_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry).
+        script=stage_script("trained_checkpoint"),
     script:
-        "../scripts/trained_checkpoint.py"
+        "../scripts/{params.script}.py"

@@ -1,4 +1,4 @@
-"""Rule build_eval_report: lm-eval held-out perplexity (+ configured tasks), sample generations, report.json and report.html."""
+"""Rule build_eval_report: lm-eval held-out perplexity (+ configured tasks), sample generations, report.json."""
 
 import sys
 from pathlib import Path

@@ -76,7 +76,9 @@ def test_every_stage_has_its_rule_script_module_and_docs_row(stage):
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_the_config_a_stage_reads_is_a_schema_section_in_the_reference_and_the_row(stage):
     reads = config_read(stage)
-    assert reads, f"stage {stage} reads no config"
+    if not reads:  # a stage without settings (the report page): its row says so
+        assert design_row(stage)[5].startswith("none"), f"docs/design.md, row {stage}: it reads no config"
+        return
     schema = lmconfig.load_schema()
     reference = (ROOT / "docs" / "configuration.md").read_text()
     row = design_row(stage)[5]

@@ -1,4 +1,4 @@
-"""lmbuild.evaluate on a tiny real checkpoint: lm-eval held-out perplexity, extra tasks, cache, report files.
+"""lmbuild.evaluate on a tiny real checkpoint: lm-eval held-out perplexity, extra tasks, cache, report.json.
 
 The fixture trains a byte-level BPE on Python standard-library source, saves a seeded tiny
 Llama with it, a well-formed manifest and loss curve, and a shards folder of real held-out text.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sysconfig
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import vendored
 
 from lmbuild import evaluate
+from lmbuild import report as report_mod
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 
@@ -110,9 +112,26 @@ def built(inputs, tmp_path_factory):
     return ctx, evaluate.build(ctx)
 
 
+def by_label(data: dict) -> dict:
+    return {c["label"]: c for c in data["checkpoints"]}
+
+
+def test_report_json_is_in_the_schema(built):
+    """One shape: the real report.json passes schemas/report.schema.json (what the report stage
+    checks before it renders), with no top-level copy of the headline checkpoint's figures."""
+    ctx, _ = built
+    data = report_mod.load(ctx.out / "report.json")
+    assert set(data) == {"key", "primary", "checkpoints", "settings", "artifacts", "lineage", "lm_eval", "seconds"}
+    init, trained = by_label(data)["init_checkpoint"], by_label(data)["trained_checkpoint"]
+    # Both belong to the run that starts at the init checkpoint, at 0 and at 61,440 tokens.
+    assert (init["run"], init["tokens_seen"]) == ("initkey000000001", 0)
+    assert (trained["run"], trained["tokens_seen"]) == ("initkey000000001", 61440)
+    assert sorted(p.name for p in ctx.out.iterdir()) == ["report.json"]  # the page is the report stage's
+
+
 def test_report_json_has_heldout_perplexity(built):
     ctx, counts = built
-    data = json.loads((ctx.out / "report.json").read_text())
+    data = by_label(json.loads((ctx.out / "report.json").read_text()))["trained_checkpoint"]
     held = data["metrics"]["lmbuild_heldout"]
     for m in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
         assert math.isfinite(held["metrics"][m]["value"]), m
@@ -123,14 +142,14 @@ def test_report_json_has_heldout_perplexity(built):
     assert 4.5 < data["headline"]["heldout_token_loss"] < 8.0
     assert data["headline"]["heldout_docs"] == 4
     assert data["training"]["summary"]["final_val_loss"] == 4.1
-    assert data["artifacts"] == {"eval_report": "evalkey000000001", "trained_checkpoint": "trainedkey000001",
-                                 "init_checkpoint": "initkey000000001", "shards": "shardskey0000001",
-                                 "trained_checkpoint_inputs": {"init_checkpoint": "initkey000000001", "shards": "shardskey0000001"}}
-    assert data["lm_eval"]["batch_size"] == 4 and data["lm_eval"]["versions"]["lm_eval"]
-    assert len(data["loss_curve"]) == 4
+    assert len(data["training"]["loss_curve"]) == 4
+    top = json.loads((ctx.out / "report.json").read_text())
+    assert top["artifacts"] == {"eval_report": "evalkey000000001", "trained_checkpoint": "trainedkey000001",
+                                "init_checkpoint": "initkey000000001", "shards": "shardskey0000001"}
+    assert top["lm_eval"]["batch_size"] == 4 and top["lm_eval"]["versions"]["lm_eval"]
     assert counts["heldout_word_perplexity"] == held["metrics"]["word_perplexity"]["value"]
     assert counts["generations"] == 2
-    assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint"] and data["primary"] == "trained_checkpoint"
+    assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint"] and top["primary"] == "trained_checkpoint"
     json.dumps(counts, allow_nan=False)
     json.loads((ctx.out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
     assert not (ctx.out / "manifest.json").exists()
@@ -146,15 +165,14 @@ def test_a_variants_model_sits_beside_the_builds_own(inputs, tmp_path):
     data = json.loads((ctx.out / "report.json").read_text())
     assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint", "small__trained_checkpoint"]
     assert data["primary"] == "trained_checkpoint"
-    by_label = {e["label"]: e for e in data["checkpoints"]}
-    assert by_label["small__trained_checkpoint"]["model"]["config"]["hidden_size"] == 48
+    assert by_label(data)["small__trained_checkpoint"]["model"]["config"]["hidden_size"] == 48
     assert counts["small__trained_checkpoint/heldout_bits_per_byte"] != counts["trained_checkpoint/heldout_bits_per_byte"]
-    assert "small__trained_checkpoint" in (ctx.out / "report.html").read_text()
+    assert "small__trained_checkpoint" in report_mod.render_html(report_mod.load(ctx.out / "report.json"))
 
 
 def test_generations_for_each_prompt(built):
     ctx, _ = built
-    gens = json.loads((ctx.out / "report.json").read_text())["generations"]
+    gens = by_label(json.loads((ctx.out / "report.json").read_text()))["trained_checkpoint"]["generations"]
     assert [g["prompt"] for g in gens] == ["def main():", HTML_PROMPT]
     for g in gens:
         assert 1 <= g["new_tokens"] <= 12 and g["completion"]
@@ -166,7 +184,7 @@ def test_generations_are_greedy(built, inputs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ctx, _ = built
-    gens = json.loads((ctx.out / "report.json").read_text())["generations"]
+    gens = by_label(json.loads((ctx.out / "report.json").read_text()))["trained_checkpoint"]["generations"]
     model = AutoModelForCausalLM.from_pretrained(inputs["trained_checkpoint"]).eval()
     tok = AutoTokenizer.from_pretrained(inputs["trained_checkpoint"])
     ids = [tok.eos_token_id] + tok("def main():", add_special_tokens=False)["input_ids"]
@@ -180,31 +198,20 @@ def test_generations_are_greedy(built, inputs):
     assert gens[0]["completion"] == tok.decode(new) and gens[0]["new_tokens"] == len(new)
 
 
-def test_html_report(built):
+def test_the_page_renders_the_real_report_json(built):
+    """The report stage's renderer over this report.json: every metric, the training charts and
+    the metrics against tokens seen (init at 0, trained at 61,440), text escaped."""
     ctx, _ = built
-    page = (ctx.out / "report.html").read_text()
-    data = json.loads((ctx.out / "report.json").read_text())
-    assert "<svg" in page and "<polyline" in page  # the training charts, inline
+    data = report_mod.load(ctx.out / "report.json")
+    page = report_mod.render_html(data)
+    assert page.count("<svg") >= 4 and "Against tokens seen" in page
     assert "lmbuild_heldout" in page and "word_perplexity" in page and "bits_per_byte" in page
-    from lmbuild.report import fmt
-
-    assert fmt(data["metrics"]["lmbuild_heldout"]["metrics"]["word_perplexity"]["value"]) in page
-    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; def" in page
-    assert "http://" not in page and "https://" not in page and "<link" not in page
-    md = (ctx.out / "report.md").read_text()
-    assert "](loss_curve.png)" in md and "lmbuild_heldout" in md
-
-
-def test_loss_curve_png_is_real(built):
-    import numpy as np
-    from matplotlib import image
-
-    ctx, _ = built
-    png = ctx.out / "loss_curve.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    pixels = image.imread(png)
-    assert pixels.shape[0] > 200 and pixels.shape[1] > 300
-    assert float(np.std(pixels[..., :3])) > 0.02  # not blank
+    value = by_label(data)["trained_checkpoint"]["metrics"]["lmbuild_heldout"]["metrics"]["word_perplexity"]["value"]
+    assert report_mod.fmt(value) in page
+    assert "<script>" not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; def" in page
+    # No address but the SVG namespaces (names, never fetched).
+    assert set(re.findall(r"https?://[^\"\s<]*", page)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+    assert "<link" not in page
 
 
 def test_unknown_task_is_a_user_error(inputs, tmp_path):
@@ -288,13 +295,14 @@ def test_local_multiple_choice_task(inputs, tmp_path):
     ctx = make_ctx(tmp_path, inputs, tasks=["mini_hellaswag"], include_path=str(tasks), limit=8, prompts=[])
     counts = evaluate.build(ctx)
     report = json.loads((ctx.out / "report.json").read_text())
-    acc = report["metrics"]["mini_hellaswag"]["metrics"]["acc"]
+    trained = by_label(report)["trained_checkpoint"]
+    acc = trained["metrics"]["mini_hellaswag"]["metrics"]["acc"]
     assert 0 <= acc["value"] <= 1 and acc["stderr"] is not None and acc["stderr"] > 0
-    assert report["metrics"]["mini_hellaswag"]["n_samples"]["effective"] == 8  # eval.limit
-    assert report["metrics"]["lmbuild_heldout"]["n_samples"]["effective"] == 4  # not limited
+    assert trained["metrics"]["mini_hellaswag"]["n_samples"]["effective"] == 8  # eval.limit
+    assert trained["metrics"]["lmbuild_heldout"]["n_samples"]["effective"] == 4  # not limited
     assert counts["mini_hellaswag/acc"] == acc["value"]
     assert report["lm_eval"]["include_path_digest"]
-    assert "mini_hellaswag" in (ctx.out / "report.html").read_text()
+    assert "mini_hellaswag" in report_mod.render_html(report_mod.load(ctx.out / "report.json"))
 
 
 def test_builtin_task_names_are_found(tmp_path):
@@ -327,7 +335,7 @@ def test_hellaswag_from_the_local_file(inputs, tmp_path):
     assert local["include"].endswith("hellaswag/hellaswag.yaml") and local["process_docs"] is None
     assert local["dataset_kwargs"]["data_files"] == {"validation": str(data.resolve())}
     assert report["lm_eval"]["local_files"]["data"]["hellaswag"]
-    page = (ctx.out / "report.html").read_text()
+    page = report_mod.render_html(report_mod.load(ctx.out / "report.json"))
     assert "hellaswag" in page and "acc_norm" in page
 
 
@@ -367,9 +375,9 @@ def test_local_task_files_enter_the_eval_report_key(tmp_path):
     after_yaml = keys()
     data.write_text('{"query": "a", "choices": ["b", "c"], "label": 1}\n')
     after_data = keys()
-    assert {s for s in base if base[s] != after_yaml[s]} == {"eval_report"}
+    assert {s for s in base if base[s] != after_yaml[s]} == {"eval_report", "report"}  # the page shows the new figures
     assert after_data["eval_report"] not in (base["eval_report"], after_yaml["eval_report"])
-    assert {s for s in base if s != "eval_report" and base[s] != after_data[s]} == set()
+    assert {s for s in base if s not in ("eval_report", "report") and base[s] != after_data[s]} == set()
     with pytest.raises(UserError, match=r"eval\.tasks\[0\]\.data: .*no such file"):
         validate_and_plan({"eval": {"tasks": [{"task": "hellaswag", "data": str(tmp_path / "missing.jsonl")}]}})
 
@@ -420,8 +428,9 @@ def test_bf16_scores_stay_within_the_standard_error_of_fp32(inputs, tmp_path):
         ctx = make_ctx(tmp_path / dtype, one, tasks=[spec], prompts=["def main():"], dtype=dtype)
         counts = evaluate.build(ctx)
         reports[dtype] = json.loads((ctx.out / "report.json").read_text())
-        assert counts["dtype"] == reports[dtype]["lm_eval"]["dtype"] == dtype
-        assert reports[dtype]["lm_eval"]["model_args"]["mixed_precision_dtype"] == (None if dtype == "float32" else dtype)
+        run = reports[dtype]["checkpoints"][0]["lm_eval"]
+        assert counts["dtype"] == run["dtype"] == dtype
+        assert run["model_args"]["mixed_precision_dtype"] == (None if dtype == "float32" else dtype)
     fp32, bf16 = (reports[d]["checkpoints"][0]["metrics"] for d in ("float32", "bfloat16"))
     assert fp32["hellaswag"]["n_samples"]["effective"] == 60
     for m in ("acc", "acc_norm"):
@@ -438,7 +447,26 @@ def test_eval_dtype_auto_is_fp32_on_a_cpu(built):
     import torch
 
     expected = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
-    assert counts["dtype"] == report["lm_eval"]["dtype"] == expected
+    assert counts["dtype"] == by_label(report)["trained_checkpoint"]["lm_eval"]["dtype"] == expected
+
+
+def test_local_data_reads_the_include_chain_with_lm_evals_loader(tmp_path):
+    """A task in eval.include_path whose splits come from a YAML it includes (and a `!function`
+    helper lm-eval must not import here): the local-data task scores the split the chain names."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "_base.yaml").write_text("dataset_path: somewhere/on_the_hub\nvalidation_split: dev\ntest_split: null\noutput_type: multiple_choice\n")
+    (tasks / "mine.yaml").write_text("include: _base.yaml\ntask: my_task\nprocess_docs: !function utils.process_docs\n")
+    data = tmp_path / "dev.jsonl"
+    data.write_text('{"query": "q", "choices": ["a", "b"], "label": 0}\n')
+    out = evaluate.write_local_data_task({"task": "my_task", "data": str(data), "preprocessed": False}, 0, tmp_path / "work", tasks)
+    cfg = yaml_load(out)
+    assert cfg["include"] == str(tasks / "mine.yaml") and cfg["dataset_path"] == "json"
+    assert cfg["validation_split"] == "dev" and cfg["test_split"] is None
+    assert cfg["dataset_kwargs"]["data_files"] == {"dev": str(data)}
+    (tasks / "mine.yaml").write_text("include: _missing.yaml\ntask: my_task\n")
+    with pytest.raises(UserError, match=r"^eval.tasks\[0\].task: lm-eval could not read .*mine.yaml"):
+        evaluate.write_local_data_task({"task": "my_task", "data": str(data), "preprocessed": False}, 0, tmp_path / "work", tasks)
 
 
 def test_kept_checkpoints_are_evaluated_with_their_tokens_seen(inputs, tmp_path):
@@ -456,5 +484,6 @@ def test_kept_checkpoints_are_evaluated_with_their_tokens_seen(inputs, tmp_path)
     assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint@step-10", "trained_checkpoint@step-20", "trained_checkpoint"]
     assert [(e["step"], e["tokens_seen"]) for e in data["checkpoints"]] == [(0, 0), (10, 20480), (20, 40960), (None, 61440)]
     assert data["primary"] == "trained_checkpoint"
+    assert len({e["run"] for e in data["checkpoints"]}) == 1  # one training run: one line per metric in the report
     figures = [counts[f"{label}/heldout_bits_per_byte"] for label in counts["checkpoints"]]
     assert len(set(figures)) == 4  # four different models, each evaluated

@@ -78,7 +78,7 @@ PROVENANCE = {"resumed_from_step"}
 # Files that hold wall-clock times by design: TensorBoard event files (named after the time,
 # host and pid; one per attempt, crashed ones kept) and the report's renderings of its timings
 # (throughput chart, timing table), whose data is report.json, compared.
-NOT_COMPARED = [re.compile(r"^trained_checkpoint/[^/]+/tensorboard/"), re.compile(r"^eval_report/[^/]+/report\.(html|md)$")]
+NOT_COMPARED = [re.compile(r"^trained_checkpoint/[^/]+/tensorboard/"), re.compile(r"^report/[^/]+/report\.html$")]
 
 
 def config() -> dict:

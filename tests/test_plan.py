@@ -24,7 +24,7 @@ def changed(a: dict, b: dict) -> set:
 def test_learning_rate_changes_training_and_eval_only():
     base = keys({})
     lr = keys({"train": {"learning_rate": 1e-4}})
-    assert changed(base, lr) == {"trained_checkpoint", "eval_report"}
+    assert changed(base, lr) == {"trained_checkpoint", "eval_report", "report"}
     assert keys({}) == base  # changing it back: the same addresses
 
 
@@ -37,13 +37,13 @@ def test_cleaning_setting_changes_cleaned_and_everything_after():
 def test_model_size_leaves_data_stages_alone():
     base = keys({})
     other = keys({"model": {"num_hidden_layers": 2}})
-    assert changed(base, other) == {"init_checkpoint", "trained_checkpoint", "eval_report"}
+    assert changed(base, other) == {"init_checkpoint", "trained_checkpoint", "eval_report", "report"}
 
 
 def test_seq_len_changes_shards_not_tokenizer():
     base = keys({})
     other = keys({"pack": {"seq_len": 128}})
-    assert changed(base, other) == {"shards", "trained_checkpoint", "eval_report"}
+    assert changed(base, other) == {"shards", "trained_checkpoint", "eval_report", "report"}
 
 
 def test_resources_are_not_part_of_any_key():
@@ -71,7 +71,7 @@ def test_code_change_rekeys_that_stage_and_downstream(monkeypatch):
         return "edited" if stage == "shards" else real(stage)
 
     monkeypatch.setattr(plan_mod, "code_hash", patched)
-    assert changed(base, keys({})) == {"shards", "trained_checkpoint", "eval_report"}
+    assert changed(base, keys({})) == {"shards", "trained_checkpoint", "eval_report", "report"}
 
 
 def test_local_source_files_enter_the_raw_key(tmp_path, monkeypatch):
@@ -112,7 +112,10 @@ CODE_SETS = {
         "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
         "lmbuild/layer_plan.py", "lmbuild/pack.py", "lmbuild/tokenizer.py", "lmbuild/__init__.py", "lmbuild/accel.py",
     },
-    "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/report.py", "lmbuild/accel.py"},
+    # Evaluation does not render: the page's code, template and schema are the report stage's.
+    "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/accel.py"},
+    # Stage.files: data files the import walk cannot see.
+    "report": {"scripts/report.py", "lmbuild/report.py", "lmbuild/templates/report.html.j2", "schemas/report.schema.json"},
 }
 
 
@@ -129,7 +132,9 @@ def test_no_stage_imports_parse_time_modules():
 
 def test_the_schedule_retrains_and_eval_task_code_does_not(monkeypatch):
     """Editing wsd_decay_steps (lmbuild/schedule.py) changes the training key; editing the
-    eval-task helpers (lmbuild/evaltasks.py) or config validation changes none but the report's."""
+    eval-task helpers (lmbuild/evaltasks.py) changes the evaluation and its page; editing the page
+    (template, renderer, report.json schema) re-renders it and evaluates nothing; config
+    validation changes no key."""
     base = keys({})
     real = plan_mod.code_hash
 
@@ -140,8 +145,11 @@ def test_the_schedule_retrains_and_eval_task_code_does_not(monkeypatch):
         return patched
 
     for rel, expected in [
-        ("lmbuild/schedule.py", {"trained_checkpoint", "eval_report"}),
-        ("lmbuild/evaltasks.py", {"eval_report"}),
+        ("lmbuild/schedule.py", {"trained_checkpoint", "eval_report", "report"}),
+        ("lmbuild/evaltasks.py", {"eval_report", "report"}),
+        ("lmbuild/templates/report.html.j2", {"report"}),
+        ("lmbuild/report.py", {"report"}),
+        ("schemas/report.schema.json", {"report"}),
         ("lmbuild/config.py", set()),
         ("lmbuild/runner.py", set()),
     ]:
@@ -206,3 +214,51 @@ def test_job_specs_hold_what_the_job_needs(tmp_path):
     before = (tmp_path / "trained_checkpoint" / f"{a.key}.json").stat().st_mtime_ns
     p.write_specs(tmp_path)  # unchanged content is not rewritten
     assert (tmp_path / "trained_checkpoint" / f"{a.key}.json").stat().st_mtime_ns == before
+
+
+# --------------------------------------------------------------------------- model.objective
+
+ENCODER = {"model": {"objective": "masked", "num_key_value_heads": 4}}
+MODEL_HALF = {"init_checkpoint", "trained_checkpoint", "eval_report"}
+
+
+def test_the_objective_and_its_settings_key_only_an_encoder():
+    """causal (the default) keeps every key it had before model.objective existed; masked re-keys the model half."""
+    base = keys({})
+    assert keys({"model": {"objective": "causal"}}) == base
+    assert keys({"train": {"mlm_probability": 0.3}, "eval": {"pseudo_perplexity_tokens": 5}}) == base
+    enc = keys(ENCODER)
+    assert changed(keys({"model": {"num_key_value_heads": 4}}), enc) == MODEL_HALF
+    assert changed(enc, keys({**ENCODER, "train": {"mlm_probability": 0.3}})) == {"trained_checkpoint", "eval_report"}
+    assert changed(enc, keys({**ENCODER, "eval": {"pseudo_perplexity_tokens": 5}})) == {"eval_report"}
+
+
+def test_causal_key_material_has_no_encoder_settings_or_code():
+    causal, enc = Plan(validate({})), Plan(validate(ENCODER))
+    for stage in MODEL_HALF:
+        a = causal.artifacts[stage]
+        assert not {"objective", *plan_mod.ENCODER_ONLY["train"], *plan_mod.ENCODER_ONLY["eval"]} & set(a.settings), stage
+        assert a.script == stage and not any("masked" in f for f in a.code_files), stage
+        e = enc.artifacts[stage]
+        assert e.script == f"{stage}_masked" and f"scripts/{stage}_masked.py" in e.code_files
+    assert "lmbuild/masked.py" in enc.artifacts["trained_checkpoint"].code_files
+    assert "lmbuild/train.py" in enc.artifacts["trained_checkpoint"].code_files  # it trains with train.py's pieces
+    assert "lmbuild/masked_eval.py" in enc.artifacts["eval_report"].code_files
+    assert enc.artifacts["trained_checkpoint"].settings["objective"] == "masked"
+    # The encoder's code is not the causal model's: editing it re-keys encoders only.
+    real = plan_mod.code_hash
+    try:
+        plan_mod.code_hash = lambda stage, entry=None: real(stage, entry) + ("edited" if "lmbuild/masked.py" in code_files(stage, entry) else "")
+        assert keys({}) == {s: a.key for s, a in causal.artifacts.items()}
+        assert changed({s: a.key for s, a in enc.artifacts.items()}, keys(ENCODER)) == MODEL_HALF
+    finally:
+        plan_mod.code_hash = real
+
+
+def test_a_report_with_an_encoder_variant_is_built_by_the_encoder_report():
+    p = Plan(validate({"variants": {"mlm": {"model.objective": "masked", "model.num_key_value_heads": 4}}}))
+    report = p.artifacts["eval_report"]
+    assert report.script == "eval_report_masked" and "pseudo_perplexity_tokens" in report.settings
+    assert "mlm__trained_checkpoint" in report.inputs
+    base = keys({})
+    assert {s: a.key for s, a in p.artifacts.items() if s != "eval_report"} == {s: k for s, k in base.items() if s != "eval_report"}

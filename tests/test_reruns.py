@@ -106,17 +106,22 @@ def test_touched_and_moved_sources_plan_nothing(built):
 def test_a_copy_of_the_project_elsewhere_reuses_the_store(built, tmp_path):
     """The checkout copied to another folder, run from a new working directory whose config
     points at the first one's artifacts (a lab's shared store): nothing to build."""
-    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    clone = tmp_path / "clone"
-    for rel in tracked:
-        if (ROOT / rel).is_file():
-            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / rel, clone / rel)
+    clone = copy_checkout(tmp_path / "clone")
     work = tmp_path / "work"
     work.mkdir()
     shutil.copytree(built / "corpus", work / "corpus")
     cfg = config("corpus/*.jsonl", artifacts=str(built / "artifacts"))
     nothing_to_do(run(work, yaml.safe_dump(cfg), TARGET, "-n", snakefile=clone / "Snakefile"))
+
+
+def copy_checkout(clone: Path) -> Path:
+    """The checkout's tracked and untracked-but-not-ignored files, copied to ``clone``."""
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for rel in tracked:
+        if (ROOT / rel).is_file():
+            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / rel, clone / rel)
+    return clone
 
 
 def test_an_edited_source_file_rebuilds_everything_from_raw(built):

@@ -38,7 +38,7 @@ def test_a_variant_is_the_base_with_its_overrides_and_shares_equal_artifacts():
 def test_the_source_variant_key_enters_the_downstream_keys():
     base = keys(Plan(validate(solar())))
     longer = keys(Plan(validate(solar(small={**SMALL, "train.max_steps": 120}))))
-    assert {s for s in base if base[s] != longer[s]} == {"init_checkpoint", "trained_checkpoint", "eval_report"}
+    assert {s for s in base if base[s] != longer[s]} == {"init_checkpoint", "trained_checkpoint", "eval_report", "report"}
     from_init = validate(solar())
     from_init["model"]["source"]["stage"] = "init_checkpoint"
     other = Plan(validate(from_init))
@@ -48,7 +48,7 @@ def test_the_source_variant_key_enters_the_downstream_keys():
 
 def test_renaming_a_variant_rebuilds_only_the_report_that_shows_its_name():
     a, b = keys(Plan(validate(solar()))), keys(Plan(validate({"model": {**UPSCALE, "source": {"variant": "tiny"}}, "variants": {"tiny": dict(SMALL)}})))
-    assert {s for s in a if a[s] != b[s]} == {"eval_report"}
+    assert {s for s in a if a[s] != b[s]} == {"eval_report", "report"}
 
 
 def test_the_base_report_evaluates_every_variants_trained_model():
@@ -79,7 +79,7 @@ def test_copying_inits_ignore_initializer_range_and_seed(tmp_path):
     base = keys(Plan(validate(cfg)))
     assert keys(Plan(validate({"model": {**cfg["model"], "initializer_range": 0.5}}))) == base
     changed = keys(Plan(validate({**cfg, "train": {"seed": 7}})))
-    assert {s for s in base if base[s] != changed[s]} == {"trained_checkpoint", "eval_report"}
+    assert {s for s in base if base[s] != changed[s]} == {"trained_checkpoint", "eval_report", "report"}
 
 
 def test_a_local_source_folder_enters_the_init_key(tmp_path):
@@ -88,7 +88,7 @@ def test_a_local_source_folder_enters_the_init_key(tmp_path):
     before = keys(Plan(validate(cfg)))
     (tmp_path / "model.safetensors").write_bytes(b"x")
     after = keys(Plan(validate(cfg)))
-    assert {s for s in before if before[s] != after[s]} == {"init_checkpoint", "trained_checkpoint", "eval_report"}
+    assert {s for s in before if before[s] != after[s]} == {"init_checkpoint", "trained_checkpoint", "eval_report", "report"}
 
 
 def test_chained_variants():

@@ -24,7 +24,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report"]
+STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report", "report"]
 
 
 def smoke_config(**overrides) -> dict:
@@ -38,11 +38,11 @@ def smoke_config(**overrides) -> dict:
     return cfg
 
 
-def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900, snakefile: Path = ROOT / "Snakefile") -> subprocess.CompletedProcess:
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     # Targets go before --configfile: after it Snakemake would read them as more config files.
-    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
+    cmd = [str(SNAKEMAKE), "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -164,13 +164,17 @@ def test_trained_model_loads_generates_and_learned(built):
 
 
 def test_report_holds_the_metrics(built):
+    from lmbuild.report import load
+
     art = only(built, "eval_report")
-    report = json.loads((art / "report.json").read_text())
+    report = load(art / "report.json")  # in schemas/report.schema.json
     text = json.dumps(report)
     assert "perplexity" in text
-    assert len(report["generations"]) == 3
-    html = (art / "report.html").read_text()
-    assert "<svg" in html and 'id="lineage"' in html
+    trained = report["checkpoints"][1]
+    assert len(trained["generations"]) == 3
+    html = (only(built, "report") / "report.html").read_text()
+    assert "<svg" in html and 'id="lineage"' in html and "Against tokens seen" in html
+    assert json.loads((only(built, "report") / "manifest.json").read_text())["inputs"]["eval_report"]["key"] == art.name
     assert [c["label"] for c in report["checkpoints"]] == ["init_checkpoint", "trained_checkpoint"]
     # Every number in the report is a real, finite measurement.
     def numbers(x):
@@ -183,11 +187,11 @@ def test_report_holds_the_metrics(built):
         elif isinstance(x, float):
             yield x
 
-    assert all(math.isfinite(v) for v in numbers(report["metrics"]))
+    assert all(math.isfinite(v) for v in numbers(trained["metrics"]))
 
 
 def test_snakemake_report_bundles_the_page(built, tmp_path):
-    """`snakemake --report x.zip` includes the eval_report artifact with report.html as its index."""
+    """`snakemake --report x.zip` includes the report artifact with report.html as its index."""
     import zipfile
 
     out = tmp_path / "snakemake-report.zip"
@@ -196,11 +200,32 @@ def test_snakemake_report_bundles_the_page(built, tmp_path):
     names = zipfile.ZipFile(out).namelist()
     pages = [n for n in names if n.endswith("/report.html") and "/data/" in n]  # not Snakemake's own index
     assert pages, names[:50]
-    assert zipfile.ZipFile(out).read(pages[0]) == (only(built, "eval_report") / "report.html").read_bytes()
+    assert zipfile.ZipFile(out).read(pages[0]) == (only(built, "report") / "report.html").read_bytes()
 
 
 def test_rerun_is_a_no_op(built):
     assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
+
+
+def test_an_edit_of_the_page_re_renders_and_evaluates_nothing(built, tmp_path):
+    """The checkout copied and its page template (CSS) edited: `snakemake -n` over the same
+    artifacts plans the report alone; the copy unedited plans nothing. Then the edited page is
+    built, beside the first (another key), and the evaluation is the same artifact."""
+    from test_reruns import copy_checkout
+
+    clone = copy_checkout(tmp_path / "clone")
+    cfg = smoke_config()
+    run = lambda *args: snakemake(built, cfg, *args, snakefile=clone / "Snakefile")  # noqa: E731
+    assert jobs_of_dry_run(run("-n")) == {}
+    template = clone / "lmbuild" / "templates" / "report.html.j2"
+    template.write_text(template.read_text().replace("h1{font-size:1.6rem;", "h1{font-size:1.8rem;"))
+    assert jobs_of_dry_run(run("-n")) == {"build_report": 1, "all": 1}
+    proc = run()
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    pages = artifact_dirs(built, "report")
+    assert len(pages) == 2 and len(artifact_dirs(built, "eval_report")) == 1
+    assert sum("h1{font-size:1.8rem;" in (p / "report.html").read_text() for p in pages) == 1
+    assert jobs_of_dry_run(snakemake(built, cfg, "-n")) == {}  # the original checkout: its page is still there
 
 
 def test_the_same_settings_in_another_order_and_notation_rerun_nothing(built):
@@ -220,7 +245,7 @@ def test_the_same_settings_in_another_order_and_notation_rerun_nothing(built):
 
 def test_changing_one_value_reruns_exactly_downstream_and_reverting_reruns_nothing(built):
     lr = smoke_config(**{"train.learning_rate": 0.001})
-    assert jobs_of_dry_run(snakemake(built, lr, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
+    assert jobs_of_dry_run(snakemake(built, lr, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
     proc = snakemake(built, lr)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert len(artifact_dirs(built, "trained_checkpoint")) == 2
@@ -231,9 +256,9 @@ def test_changing_one_value_reruns_exactly_downstream_and_reverting_reruns_nothi
 
 
 @pytest.mark.parametrize("dotted,value,stages", [
-    ("train.kernels", "torch", ["trained_checkpoint", "eval_report"]),  # auto resolves to torch here, but the key follows the setting
-    ("train.compile_mode", "max-autotune", ["trained_checkpoint", "eval_report"]),
-    ("eval.dtype", "bfloat16", ["eval_report"]),
+    ("train.kernels", "torch", ["trained_checkpoint", "eval_report", "report"]),  # auto resolves to torch here, but the key follows the setting
+    ("train.compile_mode", "max-autotune", ["trained_checkpoint", "eval_report", "report"]),
+    ("eval.dtype", "bfloat16", ["eval_report", "report"]),
 ])
 def test_speed_settings_enter_their_stage_keys(built, dotted, value, stages):
     expected = {f"build_{s}": 1 for s in stages} | {"all": 1}
