@@ -5,8 +5,8 @@ What it does:
     ``trained_checkpoint``, and any other ``*checkpoint`` artifact the rule wires in under
     its own input name, e.g. a variant's), each labelled by its input name, and the
     checkpoints a trained one kept along the way (``train.keep_steps``: its manifest's
-    ``kept``), labelled ``<input name>@step-<n>``; every entry records ``step`` and
-    ``tokens_seen``, so the report can draw each metric against tokens seen;
+    ``kept``), labelled ``<input name>@step-<n>`` and drawn on the same training run; every
+    entry records ``tokens_seen``, so the report can draw each metric against tokens seen;
   * writes a local lm-eval task, ``lmbuild_heldout``, into the scratch dir: rolling
     log-likelihood (word/byte perplexity, bits per byte, as lm-eval's wikitext task) over the
     first ``eval.val_docs`` held-out validation documents of the ``shards`` artifact;
@@ -583,8 +583,7 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldo
         "key": ck["manifest"].get("key"),
         "path": str(ckpt),
         "run": training_run(ck["manifest"]),
-        # Training steps and tokens behind this checkpoint: 0 for a fresh init; None where nobody counted.
-        "step": counts.get("steps", 0 if stage == "init_checkpoint" else None),
+        # Training tokens behind this checkpoint: 0 for a fresh init; None where nobody counted.
         "tokens_seen": counts.get("tokens_seen", 0 if stage == "init_checkpoint" else None),
         "headline": headline,
         "metrics": metrics,
