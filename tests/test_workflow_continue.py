@@ -36,7 +36,7 @@ def test_raising_max_steps_plans_training_and_trains_only_the_new_steps(built):
     longer = wsd(**{"train.max_steps": 60})
     # A new key (the length is a setting), so training and everything after it is planned...
     assert jobs_of_dry_run(snakemake(built, longer, "trained_checkpoint", "-n")) == TRAINING
-    assert jobs_of_dry_run(snakemake(built, longer, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
+    assert jobs_of_dry_run(snakemake(built, longer, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
     proc = snakemake(built, longer, "trained_checkpoint")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     # ...but the job starts at the cached end of the 40-step run's stable phase.
