@@ -45,7 +45,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, Trainin
 
 import lm_corpus as lc  # noqa: E402
 from lmbuild import model, pack, tokenizer, train  # noqa: E402
-from lmbuild.pack import PackedBlocks  # noqa: E402
+from lmbuild.blocks import ShardedBlocks  # noqa: E402
 
 WARMUP = 5
 
@@ -78,7 +78,7 @@ def course(ins: dict, out: Path, steps: int, batch: int, bf16: bool, saves: bool
         save_steps=3, save_total_limit=2, seed=0, use_cpu=True, disable_tqdm=True,
     )
     clock = Clock()
-    data = PackedBlocks(ins["shards"] / "train.bin")
+    data = ShardedBlocks(ins["shards"])
     Trainer(model=m, args=args, train_dataset=data, callbacks=[clock]).train()
     return (steps - WARMUP) * batch * data.seq_len / clock.seconds
 
@@ -87,7 +87,7 @@ def plain(ins: dict, steps: int, batch: int, bf16: bool) -> float:
     """The ceiling: a plain PyTorch loop over the same model, blocks and batch, fused AdamW, bf16
     autocast where ``bf16``; no Trainer, no schedule, no clipping, no logging. Returns tokens/s."""
     m = AutoModelForCausalLM.from_pretrained(ins["init_checkpoint"], dtype=torch.float32).train()
-    data = PackedBlocks(ins["shards"] / "train.bin")
+    data = ShardedBlocks(ins["shards"])
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
     for step in range(1, steps + 1):
@@ -114,7 +114,7 @@ def ours(ins: dict, root: Path, steps: int, batch: int, threads: int, **override
         train.train(s, ins, out, work, threads)
     finally:
         train.CurveCallback.on_step_end = end
-    seq = PackedBlocks(ins["shards"] / "train.bin").seq_len
+    seq = ShardedBlocks(ins["shards"]).seq_len
     return (steps - WARMUP) * batch * seq / clock.seconds
 
 

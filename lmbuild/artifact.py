@@ -55,6 +55,16 @@ def is_complete(artifact: Path) -> bool:
         return False
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard link ``src`` at ``dst`` (a gather job's way of taking a part's file: no copy, and
+    the part may be deleted afterwards), else copy it (another file system)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def write_json(path: Path, obj) -> None:
     """Write JSON through a temporary file and a rename, so a reader never sees half of it."""
     path = Path(path)

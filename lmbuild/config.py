@@ -161,6 +161,9 @@ def _check_consistency(config: dict, source: str) -> None:
     _check_init(m, source)
     if m["objective"] == "masked":
         _check_masked(m, source)
+    kinds = sorted({k for v in config["data"]["mixture"].values() for k in v})
+    if len(kinds) > 1:
+        raise UserError(f"{source}: data.mixture: one kind (weight, tokens or epochs) for every source, got {', '.join(kinds)}")
     t = config["train"]
     if t["warmup_steps"] >= t["max_steps"]:
         raise UserError(f"{source}: train.warmup_steps must be smaller than train.max_steps")

@@ -4,7 +4,7 @@ longer reach, and what crashed or finished builds left behind (DVC's ``gc``, Baz
 ``snakemake gc`` lists, ``snakemake gc_remove`` removes:
   * artifacts ``<store>/<stage>/<key>`` whose (stage, key) the plan does not reach;
   * temporary folders ``.tmp-*`` whose writer is dead (their flock is free);
-  * fan-out parts (``cleaned_parts/<key>``, ``_parts/deduplicated/<key>``) of an artifact
+  * fan-out parts (``raw_parts/<key>``, ``cleaned_parts/<key>``, ``_parts/deduplicated/<key>``, ``shards_parts/<key>``) of an artifact
     that is complete or unreachable, and empty part folders;
   * ``_work`` scratch of an artifact that is complete or unreachable (a reachable, unfinished
     one keeps its scratch: training resumes from it), and free lock files;
@@ -30,7 +30,7 @@ from pathlib import Path
 from lmbuild.artifact import is_complete, try_lock
 
 KEY = re.compile(r"[0-9a-f]{16}")
-PART_FOLDERS = {"cleaned_parts": "cleaned", "_parts/deduplicated": "deduplicated"}
+PART_FOLDERS = {"raw_parts": "raw", "cleaned_parts": "cleaned", "_parts/deduplicated": "deduplicated", "shards_parts": "shards"}
 
 
 @dataclasses.dataclass

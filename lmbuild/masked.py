@@ -51,7 +51,7 @@ from lmbuild.errors import UserError
 from lmbuild.init import remap_layers, resolve_source
 from lmbuild.layer_plan import layer_plan
 from lmbuild.model import count_parameters, flops_per_token
-from lmbuild.pack import META, PackedBlocks
+from lmbuild.blocks import META, ShardedBlocks, training_blocks
 from lmbuild.runner import StageContext
 from lmbuild.train import (
     CurveCallback,
@@ -259,8 +259,8 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int)
     if meta["seq_len"] > model.config.max_position_embeddings:
         raise UserError(f"{shards}: seq_len {meta['seq_len']} exceeds model.max_position_embeddings {model.config.max_position_embeddings}")
 
-    train_data = InputIds(PackedBlocks(shards / "train.bin", meta["seq_len"], meta["dtype"]))
-    val_data = PackedBlocks(shards / "val.bin", meta["seq_len"], meta["dtype"])
+    train_data = InputIds(training_blocks(shards, s.get("mixture") or {}, s["seed"]))
+    val_data = ShardedBlocks(shards, "val")
     per_step = s["batch_size"] * s["gradient_accumulation_steps"]
     if len(train_data) < per_step:
         raise UserError(f"{shards}: {len(train_data)} training blocks, fewer than one step's train.batch_size * train.gradient_accumulation_steps = {per_step}")

@@ -178,25 +178,48 @@ class _Locator:
         self._set(where, field, {"sha256": self.state.folder_digest(p) if p.is_dir() else self.state.digest(p)}, path)
 
 
-def _locate_source(loc: _Locator, where: list, src: dict, what: str) -> None:
-    """A ``data.sources``-style entry: local files by content, a hub dataset by its commit."""
+def _locate_source(loc: _Locator, where: list, src: dict, what: str, fan_out: bool = False) -> None:
+    """A ``data.sources``-style entry: local files by content, a hub dataset by its commit.
+
+    ``fan_out`` (stage raw): a hub dataset also gets ``data_files``, the number of data files
+    that raw's jobs split it by (lmbuild.data.groups); None where it cannot be listed (hub
+    off), and then one job reads it all."""
     if src["type"] in LOCAL_SOURCES:
         loc.files(where, "path", src["path"], f"{what}.path")
     elif src["type"] == "hf":
-        if Path(src["path"]).expanduser().is_dir():  # a dataset saved locally
+        node = loc.key_settings
+        for p in where:
+            node = node[p]
+        local = Path(src["path"]).expanduser().is_dir()
+        if local:  # a dataset saved locally
             loc.folder(where, "path", src["path"])
         else:
-            node = loc.key_settings
-            for p in where:
-                node = node[p]
             node["resolved_revision"] = resolve_hf_revision(src["path"], src.get("revision"), what)
+        if fan_out:
+            node["data_files"] = _hf_data_files({**src, "resolved_revision": node.get("resolved_revision")}, where[-1], local)
+
+
+def _hf_data_files(src: dict, index: int, local: bool) -> int | None:
+    """The data files of a hub dataset (or a local dataset folder), as ``datasets`` lists them
+    for streaming: a local folder's errors are the user's (one line); a hub name is listed only
+    where the hub is on, and an unreachable hub leaves the count unknown (the job says why)."""
+    from lmbuild.data.sources import hf_data_files
+
+    if local:
+        return hf_data_files(src, index)
+    if _hub_offline() or os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return None
+    try:
+        return hf_data_files(src, index)
+    except UserError:
+        return None
 
 
 def _locate(stage: str, settings: dict, state: StateCache) -> _Locator:
     loc = _Locator(settings, state)
     if stage == "raw":
         for i, src in enumerate(settings["sources"]):
-            _locate_source(loc, ["sources", i], src, f"data.sources[{i}]")
+            _locate_source(loc, ["sources", i], src, f"data.sources[{i}]", fan_out=True)
     elif stage == "quality_model":
         for side in ("positives", "negatives"):
             for i, src in enumerate(settings[side]):

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import signal
 import sys
@@ -126,6 +127,50 @@ def run(
         return _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path)
 
 
+def peak_rss_mb() -> dict:
+    """Peak resident memory (MiB) of this process (``self``) and of its largest finished child
+    (``children``: a pool worker, a torchrun rank), measured when the build is done.
+
+    ``self`` is the kernel's high-water mark of this process's own memory (``VmHWM`` in
+    /proc/self/status). Not getrusage's ru_maxrss: Linux carries that over an exec from the
+    process that forked this one, so a script that Snakemake starts would show Snakemake's
+    RSS (~176 MB) whatever it used. ``children`` is getrusage's (the largest child, not their
+    sum, and counting pages a forked child shares with this process): an upper bound per child.
+    What a job's ``mem_mb`` must cover is ``self`` plus ``children`` times the children that
+    ran at once.
+    """
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with open("/proc/self/status") as fh:
+            kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: ru_maxrss (bytes on macOS)
+        kib = kib / 1024 if sys.platform == "darwin" else kib
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    children = children / 1024 if sys.platform == "darwin" else children
+    return {"self": round(kib / 1024, 1), "children": round(children / 1024, 1)}
+
+
+def cpu_seconds() -> dict:
+    """User + system CPU seconds of this process and of its finished children."""
+    out = {}
+    for who, w in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN)):
+        r = resource.getrusage(w)
+        out[who] = round(r.ru_utime + r.ru_stime, 3)
+    return out
+
+
+def parts_peak_rss_mb(key: str, ins: dict) -> dict | None:
+    """The largest peak among this artifact's fan-out parts (inputs whose manifest key is this
+    key, or ``<key>/<part>``): the parts are other jobs, and often temporary."""
+    peaks = []
+    for value in ins.values():
+        for path in value if isinstance(value, list) else [value]:
+            m = read_manifest(path)
+            if (m.get("key") == key or str(m.get("key", "")).startswith(f"{key}/")) and m.get("peak_rss_mb"):
+                peaks.append(m["peak_rss_mb"])
+    return max(peaks, key=lambda p: p["self"] + p["children"]) if peaks else None
+
+
 def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path) -> dict:
     started = time.time()
     job = job_environment()
@@ -150,6 +195,12 @@ def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpu
             "versions": _versions(),
             "log": str(log_path) if log_path else None,
             "hash_seconds": round(time.time() - hashed, 3),
+            # Measured after the build and the hashing: what this job's mem_mb had to cover.
+            "peak_rss_mb": peak_rss_mb(),
+            # CPU time of the job (user + system, itself and its finished children): on a shared
+            # or oversubscribed machine, throughput per CPU-second is what wall seconds are not.
+            "cpu_seconds": cpu_seconds(),
+            **({"parts_peak_rss_mb": parts} if (parts := parts_peak_rss_mb(key, ins)) else {}),
             "files": files,
         }
         write_json(tmp / MANIFEST, manifest)
@@ -197,6 +248,9 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stage = snakemake.params.stage
+    # The stage a user knows, in error lines: a fan-out job ("raw_part", "deduplicated.map-001")
+    # fails as its stage does.
+    shown = stage.split(".")[0].removesuffix("_part")
     # Everything the libraries print goes to the job's log; the terminal gets one line on error.
     err = os.fdopen(os.dup(2), "w")
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -231,13 +285,13 @@ def run_stage(snakemake: Any, build: Callable[[StageContext], dict | None]) -> N
         logging.getLogger("lmbuild").info("%s %s done in %.1fs: %s", stage, snakemake.params.key, manifest["seconds"], manifest["counts"])
     except UserError as exc:
         logging.getLogger("lmbuild").error("%s", exc)
-        print(f"error: {stage}: {exc}", file=err, flush=True)
+        print(f"error: {shown}: {exc}", file=err, flush=True)
         sys.exit(1)
     except BaseException as exc:
         traceback.print_exc()
         cause = disk_error(exc)
         if cause:
-            print(f"error: {stage}: {cause} while writing {snakemake.output[0]}; no artifact was left", file=err, flush=True)
+            print(f"error: {shown}: {cause} while writing {snakemake.output[0]}; no artifact was left", file=err, flush=True)
             sys.exit(1)
-        print(f"error: {stage} failed with an internal error; traceback in {log_path}", file=err, flush=True)
+        print(f"error: {shown} failed with an internal error; traceback in {log_path}", file=err, flush=True)
         sys.exit(1)

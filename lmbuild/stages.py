@@ -55,7 +55,7 @@ class Stage:
 
 def _raw_settings(c: dict) -> dict:
     d = c["data"]
-    return {"sources": d["sources"], "shards": d["shards"]}
+    return {"sources": d["sources"], "shards": d["shards"], "files_per_job": d["files_per_job"]}
 
 
 def cleaned_inputs(c: dict) -> tuple[str, ...]:
@@ -113,18 +113,30 @@ def _causal(section: str) -> Callable[[dict], dict]:
     return lambda c: {k: v for k, v in c[section].items() if k not in ENCODER_ONLY[section]}
 
 
+def _train_settings(c: dict, encoder: bool = False) -> dict:
+    """train.*, and data.mixture when set: the mixture is applied when training samples blocks,
+    so it enters this key (and what is downstream) and no data stage's. Absent when empty, so
+    that a build without a mixture keeps its keys. A causal run leaves out encoder-only settings."""
+    t = dict(c["train"]) if encoder else _causal("train")(c)
+    m = c["data"]["mixture"]
+    if m:
+        t["mixture"] = m
+    return {**t, "objective": "masked"} if encoder else t
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
-        Stage("raw", (), _raw_settings),
+        # One job per group of input files (lmbuild.data.groups), then a gather.
+        Stage("raw", (), _raw_settings, ("raw_part",)),
         # A fastText classifier for data.clean.quality (lmbuild.data.quality); built only when used.
         Stage("quality_model", (), lambda c: c["data"]["quality_model"]),
         Stage("cleaned", cleaned_inputs, lambda c: c["data"]["clean"], ("cleaned_part",)),
         Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket")),
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"]),
-        Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"]),
+        Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"], ("shards_part",)),
         Stage("init_checkpoint", ("tokenizer",), _init_settings, encoder_settings=_init_settings),
-        Stage("trained_checkpoint", ("init_checkpoint", "shards"), _causal("train"), encoder_settings=lambda c: {**c["train"], "objective": "masked"}),
+        Stage("trained_checkpoint", ("init_checkpoint", "shards"), _train_settings, encoder_settings=lambda c: _train_settings(c, encoder=True)),
         # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests);
         # with an encoder among them, by lmbuild.masked_eval (the causal ones still by lmbuild.evaluate).
         Stage("eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), _causal("eval"), encoder_settings=lambda c: c["eval"]),

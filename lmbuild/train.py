@@ -33,8 +33,9 @@ installed: Liger Kernel's fused linear + cross-entropy, RMSNorm, SwiGLU and RoPE
 (``eval_batches * batch_size`` validation blocks spread evenly over the validation set) at
 step 0, every ``eval_steps`` and at the end.
 
-Data order: a permutation of the training blocks drawn from ``seed`` and the epoch
-(:class:`BlockOrder`). Every checkpoint holds ``data_order.json`` (seed, epoch, blocks
+Data order: a permutation of the training blocks (every token shard as one dataset, or the
+epoch that ``data.mixture`` draws from them: :mod:`lmbuild.blocks`) drawn from ``seed`` and
+the epoch (:class:`BlockOrder`). Every checkpoint holds ``data_order.json`` (seed, epoch, blocks
 consumed, a hash of the permutation); a resume checks that it draws the same permutation and
 the Trainer skips the blocks already consumed, so a resumed run sees the same blocks in the
 same order as one that never stopped. ``batch_size`` is global: with N processes each gets
@@ -94,7 +95,7 @@ from lmbuild import schedule
 from lmbuild.schedule import wsd_decay_start, wsd_decay_steps
 from lmbuild.errors import UserError
 from lmbuild.model import count_parameters
-from lmbuild.pack import META, PackedBlocks
+from lmbuild.blocks import META, ShardedBlocks, tokens_per_source, training_blocks
 from lmbuild.runner import StageContext
 
 log = logging.getLogger(__name__)
@@ -614,8 +615,9 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     if meta["seq_len"] > config.max_position_embeddings:
         raise UserError(f"{shards}: seq_len {meta['seq_len']} exceeds model.max_position_embeddings {config.max_position_embeddings}")
 
-    train_data = PackedBlocks(shards / "train.bin", meta["seq_len"], meta["dtype"])
-    val_data = PackedBlocks(shards / "val.bin", meta["seq_len"], meta["dtype"])
+    # Every token shard as one dataset; data.mixture (s["mixture"], absent when empty) picks the blocks of an epoch.
+    train_data = training_blocks(shards, s.get("mixture") or {}, s["seed"])
+    val_data = ShardedBlocks(shards, "val")
     per_step = s["batch_size"] * s["gradient_accumulation_steps"]
     if len(train_data) < per_step:
         raise UserError(
@@ -758,6 +760,7 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
             "action": spike["action"], "skipped_steps": trainer.spike.skipped, "rollbacks": rollbacks,
             "skips": len(trainer.spike.skipped) + len(rollbacks),
         },
+        "tokens_per_source": tokens_per_source(train_data, trainer.order, trainer.state.global_step * per_step),
     }
     log.info("trained_checkpoint: %s", counts)
     return counts

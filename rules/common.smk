@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, workflow.basedir)
 
 from lmbuild.config import validate
+from lmbuild.data.groups import layout as raw_layout, shard_count as raw_shard_count
 from lmbuild.errors import UserError
 from lmbuild.filestate import StateCache
 from lmbuild.plan import Plan, STAGES, cost_plan_artifact, write_spec
@@ -103,10 +104,16 @@ def gpu_model(stage):
     return (res(stage, "gpu_model", None) or "") if gpus(stage) else ""
 
 
+def raw_parts(wc):
+    """The raw gather's inputs: one part per group of input files (lmbuild.data.groups)."""
+    n = len(raw_layout(artifact("raw", wc).settings))
+    return {"parts": [f"{ART}/raw_parts/{wc.key}/{i:05d}" for i in range(n)]}
+
+
 def cleaned_parts(wc):
-    """The gather's inputs: the raw artifact and one part per raw shard (count from config)."""
+    """The gather's inputs: the raw artifact and one part per raw shard (as the raw plan has them)."""
     a = artifact("cleaned", wc)
-    n = a.inputs["raw"].settings["shards"]
+    n = raw_shard_count(a.inputs["raw"].settings)
     return {
         "raw": a.inputs["raw"].path,
         "parts": [f"{ART}/cleaned_parts/{wc.key}/{i:05d}" for i in range(n)],
@@ -129,4 +136,15 @@ def dedup_reduces(wc):
     return {
         f"bucket_{c:03d}": f"{ART}/_parts/deduplicated/{wc.key}/bucket-{c:03d}"
         for c in dedup_buckets(wc)
+    }
+
+
+def shards_parts(wc):
+    """The shards gather's inputs: its input artifacts and one part per deduplicated shard
+    (as many as raw shards: cleaning and dedup keep the shard names)."""
+    a = artifact("shards", wc)
+    n = raw_shard_count(a.inputs["deduplicated"].inputs["cleaned"].inputs["raw"].settings)
+    return {
+        **{name: i.path for name, i in a.inputs.items()},
+        "parts": [f"{ART}/shards_parts/{wc.key}/{i:05d}" for i in range(n)],
     }

@@ -1,10 +1,38 @@
-# Ingest the configured sources into Parquet shards (id, text, source, metadata).
-# Code: scripts/raw.py -> lmbuild.data.ingest.build
+# Stage raw, fanned out: one job per group of input files (data.files_per_job files; a hub
+# dataset by its own data files), each writing its run of Parquet shards (id, text, source,
+# metadata), then a gather job that links the shards into the artifact, checks that ids are
+# unique and writes the manifest. The groups are known at parse time (lmbuild.data.groups).
+# Code: scripts/raw_part.py -> lmbuild.data.ingest.build_part; scripts/raw.py -> build
+
+
+rule build_raw_part:
+    input:
+        unpack(stage_inputs("raw")),
+    output:
+        # temp: the gather hard-links the shards into the artifact, then the part goes.
+        temp(directory(f"{ART}/raw_parts/{{key}}/{{part}}")),
+    log:
+        "logs/raw_parts/{key}/{part}.log",
+    wildcard_constraints:
+        part="[0-9]{5}",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=res("raw", "mem_mb", 1000),
+        runtime=res("raw", "runtime", 30),
+    params:
+        stage="raw_part",
+        key=lambda wc: f"{wc.key}/{wc.part}",
+        part=lambda wc: int(wc.part),
+        spec=stage_spec("raw"),
+    script:
+        "../scripts/raw_part.py"
 
 
 rule build_raw:
     input:
-        unpack(stage_inputs("raw")),
+        unpack(raw_parts),
     output:
         directory(f"{ART}/raw/{{key}}"),
     log:
@@ -13,7 +41,7 @@ rule build_raw:
         "../envs/data.yaml"
     threads: res("raw", "threads", 1)
     resources:
-        mem_mb=res("raw", "mem_mb", 2000),
+        mem_mb=1500,
         runtime=res("raw", "runtime", 30),
     params:
         stage="raw",

@@ -1,19 +1,44 @@
-# Tokenize, append EOS, pack into seq_len blocks; hold out validation documents by id hash.
-# Code: scripts/shards.py -> lmbuild.pack.build
+# Stage shards, fanned out: one job per deduplicated shard (tokenize, append EOS, pack into
+# seq_len blocks per split and source; validation documents held out by id hash), then a
+# gather job that links the token files into the artifact and writes its index.
+# Code: scripts/shards_part.py -> lmbuild.pack.build_part; scripts/shards.py -> build
+
+
+rule build_shards_part:
+    input:
+        unpack(stage_inputs("shards")),
+    output:
+        # temp: the gather hard-links the files into the artifact, then the part goes.
+        temp(directory(f"{ART}/shards_parts/{{key}}/{{part}}")),
+    log:
+        "logs/shards_parts/{key}/{part}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: res("shards", "threads", 1)
+    resources:
+        mem_mb=res("shards", "mem_mb", 2000),
+        runtime=res("shards", "runtime", 30),
+    params:
+        stage="shards_part",
+        key=lambda wc: f"{wc.key}/{wc.part}",
+        part=lambda wc: int(wc.part),
+        spec=stage_spec("shards"),
+    script:
+        "../scripts/shards_part.py"
 
 
 rule build_shards:
     input:
-        unpack(stage_inputs("shards")),
+        unpack(shards_parts),
     output:
         directory(f"{ART}/shards/{{key}}"),
     log:
         "logs/shards/{key}.log",
     conda:
         "../envs/data.yaml"
-    threads: res("shards", "threads", 2)
+    threads: 1
     resources:
-        mem_mb=res("shards", "mem_mb", 4000),
+        mem_mb=500,
         runtime=res("shards", "runtime", 30),
     params:
         stage="shards",

@@ -1,4 +1,4 @@
-"""Rule build_raw: Ingest the configured sources into Parquet shards (id, text, source, metadata)."""
+"""Rule build_raw: gather the raw parts (one per group of input files) into the artifact; check ids are unique."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Rule build_shards: Tokenize, append EOS, pack into seq_len blocks; hold out validation documents by id hash."""
+"""Rule build_shards: gather the token shards (one part per deduplicated shard) into the artifact and its index."""
 
 import sys
 from pathlib import Path

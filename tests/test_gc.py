@@ -115,3 +115,12 @@ def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
     job = train.stable_key(a.spec()["settings"], inputs, a.lineage())
     assert stable_cache_keys(plan) == [job]
     assert stable_cache_keys(Plan(validate({"artifacts": str(tmp_path / "a")}))) == []  # cosine: no cache
+
+
+def test_shards_parts_are_collected_like_cleaned_parts(tmp_path):
+    root = tmp_path / "artifacts"
+    part = root / "shards_parts" / K[1] / "00000" / "tokens"
+    part.mkdir(parents=True)
+    (part / "shard-00000.train.0.bin").write_bytes(b"t" * 64)
+    kinds = {(e.kind, e.path.relative_to(root).as_posix()) for e in scan(root, set(), STAGES)}
+    assert kinds == {("parts", f"shards_parts/{K[1]}")}

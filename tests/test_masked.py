@@ -18,6 +18,7 @@ import lm_corpus as lc  # noqa: E402
 from lmbuild import config as lmconfig  # noqa: E402
 from lmbuild import masked, pack, runner, stages, tokenizer  # noqa: E402
 from lmbuild.errors import UserError  # noqa: E402
+from lmbuild.blocks import ShardedBlocks  # noqa: E402
 
 SEQ, BATCH, THREADS = 32, 8, 1
 TINY = {"objective": "masked", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": SEQ}
@@ -119,7 +120,7 @@ def test_downscale_refuses_a_causal_source(inputs, tmp_path):
 
 def test_collator_masks_about_15_percent_seeded_and_never_the_separator(inputs):
     tok = AutoTokenizer.from_pretrained(inputs["init_checkpoint"])
-    blocks = pack.PackedBlocks(inputs["shards"] / "train.bin")
+    blocks = ShardedBlocks(inputs["shards"], "train")
     batch = [masked.InputIds(blocks)[i] for i in range(32)]
     a = masked.mlm_collator(tok, 0.15, 7)(batch)
     b = masked.mlm_collator(tok, 0.15, 7)(batch)
@@ -152,7 +153,7 @@ def test_training_learns_and_saves_an_encoder(trained):
 
 def test_the_validation_masks_are_fixed(inputs):
     tok = AutoTokenizer.from_pretrained(inputs["init_checkpoint"])
-    blocks = pack.PackedBlocks(inputs["shards"] / "val.bin")
+    blocks = ShardedBlocks(inputs["shards"], "val")
     fixed = masked.FixedMasking(blocks, tok, 0.15, 3)
     assert torch.equal(fixed[1]["labels"], fixed[1]["labels"]) and not torch.equal(fixed[0]["labels"], fixed[1]["labels"])
 

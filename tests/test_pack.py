@@ -1,4 +1,4 @@
-"""The shards stage: document-level validation split, EOS-separated packing, .bin layout."""
+"""The shards stage: document-level validation split, EOS-separated packing per shard and source, the index."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import torch
 from transformers import AutoTokenizer  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import pack, tokenizer  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from lmbuild import blocks, pack, tokenizer  # noqa: E402
+from lmbuild.runner import StageContext  # noqa: E402
 from lmbuild.errors import UserError  # noqa: E402
 
 SEQ = 32
@@ -46,46 +49,98 @@ def shards(docs, tok_dir, tmp_path_factory):
     return _pack(docs, tok_dir, tmp_path_factory.mktemp("pack"))
 
 
-def test_layout_and_meta(shards):
+def _index(art):
+    return json.loads((art / "index.json").read_text())
+
+
+def _bin(art, entry):
+    return np.fromfile(art / entry["path"], dtype="<u2")
+
+
+def test_layout_index_and_meta(shards):
     meta = json.loads((shards / "meta.json").read_text())
+    index = _index(shards)
     counts = json.loads((shards / "manifest.json").read_text())["counts"]
     assert meta["dtype"] == "uint16" and meta["seq_len"] == SEQ and meta["vocab_size"] == 512 and meta["eos_token_id"] == 0
+    assert index["tokenizer"] == "test" and index["seq_len"] == SEQ  # the tokenizer artifact's key
+    assert [s["shard"] for s in index["shards"]] == [f"shard-{i:05d}.parquet" for i in range(3)]
     for split in ("train", "val"):
-        assert meta[f"{split}_blocks"] > 0 and meta[f"{split}_documents"] > 0
+        files = [e for e in index["files"] if e["split"] == split]
+        assert meta[f"{split}_blocks"] == sum(e["blocks"] for e in files) > 0
+        assert meta[f"{split}_documents"] == sum(e["documents"] for e in files) > 0
         assert meta[f"{split}_tokens"] == meta[f"{split}_blocks"] * SEQ
-        assert (shards / f"{split}.bin").stat().st_size == meta[f"{split}_tokens"] * 2
         assert counts[f"{split}_blocks"] == meta[f"{split}_blocks"]
+        for e in files:
+            assert (shards / e["path"]).stat().st_size == e["tokens"] * 2 == e["blocks"] * SEQ * 2
     assert meta["train_documents"] + meta["val_documents"] == 41
-    assert counts["tokens_per_second"] > 0
-
-    data = pack.PackedBlocks(shards / "train.bin")
-    assert len(data) == meta["train_blocks"]
-    item = data[len(data) - 1]
-    assert item["input_ids"].shape == (SEQ,) and item["input_ids"].dtype == torch.long
-    assert torch.equal(item["input_ids"], item["labels"])
-    raw = np.fromfile(shards / "train.bin", dtype="<u2").reshape(-1, SEQ)
-    assert torch.equal(item["input_ids"], torch.from_numpy(raw[-1].astype(np.int64)))
+    # Both sources are packed apart and counted in the index and the manifest.
+    assert set(index["sources"]) == {"python_stdlib", "test"} == set(counts["tokens_per_source"])
+    assert sum(r["blocks"] for r in index["shards"]) == meta["train_blocks"] + meta["val_blocks"]
+    assert counts["tokens_per_second"] > 0 and counts["parts"] == 3
 
 
-def test_stream_is_documents_plus_eos_minus_tail(shards, docs, tok_dir):
-    """Each split is exactly its documents' tokens, each followed by EOS, cut to whole blocks."""
+def test_training_reads_every_shard_as_one_dataset(shards):
+    index = _index(shards)
+    data = blocks.ShardedBlocks(shards, "train")
+    train = [e for e in index["files"] if e["split"] == "train" and e["blocks"]]
+    assert len(train) > 1 and len(data) == sum(e["blocks"] for e in train)
+    whole = np.concatenate([_bin(shards, e).reshape(-1, SEQ) for e in train])
+    for i in (0, len(data) // 2, len(data) - 1):
+        item = data[i]
+        assert item["input_ids"].shape == (SEQ,) and item["input_ids"].dtype == torch.long
+        assert torch.equal(item["input_ids"], item["labels"])
+        assert torch.equal(item["input_ids"], torch.from_numpy(whole[i].astype(np.int64)))
+    with pytest.raises(IndexError):
+        data[len(data)]
+    assert [data.sources[k] for k in data.source_ids[data.starts[:-1]]] == [e["source"] for e in train]
+
+
+def test_each_file_is_its_documents_plus_eos_minus_tail(shards, tok_dir):
+    """A (shard, split, source) file is exactly its documents' tokens in shard order, each
+    followed by EOS, cut to whole blocks: no block mixes sources."""
     tok = AutoTokenizer.from_pretrained(tok_dir)
     val_ids = {json.loads(line)["id"] for line in (shards / "val_docs.jsonl").read_text().splitlines()}
-    counts = json.loads((shards / "manifest.json").read_text())["counts"]
-    for split in ("train", "val"):
+    dedup = shards.parent.parent / "dedup"
+    for e in _index(shards)["files"]:
+        shard = e["path"].split("/")[-1].split(".")[0] + ".parquet"
+        rows = pq.read_table(dedup / shard).to_pylist()
         expected = []
-        for d in sorted(docs, key=lambda d: d["id"]):
-            if (d["id"] in val_ids) == (split == "val"):
+        for d in rows:
+            if d["source"] == e["source"] and (d["id"] in val_ids) == (e["split"] == "val"):
                 expected += tok(d["text"], add_special_tokens=False, split_special_tokens=True)["input_ids"] + [tok.eos_token_id]
-        got = np.fromfile(shards / f"{split}.bin", dtype="<u2")
-        assert len(got) == len(expected) - counts[f"{split}_dropped_tokens"]
-        assert 0 <= counts[f"{split}_dropped_tokens"] < SEQ
+        got = _bin(shards, e)
+        assert len(got) == len(expected) - e["dropped_tokens"] and 0 <= e["dropped_tokens"] < SEQ
         assert got.tolist() == expected[: len(got)]
     # EOS appears once per document (the quoted special token stays text), and decodes back.
-    train = np.fromfile(shards / "train.bin", dtype="<u2")
-    n_docs = json.loads((shards / "meta.json").read_text())["train_documents"]
-    assert (train == tok.eos_token_id).sum() in (n_docs, n_docs - 1)  # the last EOS may be in the tail
-    assert "<|endoftext|>\n" in tok.decode(train.tolist())
+    quoted = [e for e in _index(shards)["files"] if e["source"] == "test"]
+    assert len(quoted) == 1 and quoted[0]["blocks"] == 1  # 46 tokens: the EOS is in the dropped tail
+    assert (_bin(shards, quoted[0]) == tok.eos_token_id).sum() == 0
+    assert 'EOS = "<|endoftext|>"\n' in tok.decode(_bin(shards, quoted[0]).tolist())
+
+
+def test_a_part_job_writes_what_the_gather_links(shards, tok_dir, tmp_path):
+    dedup = shards.parent.parent / "dedup"
+    ctx = StageContext("shards_part", "test/00001", lc.settings("shards", pack={"seq_len": SEQ, "val_fraction": VAL}),
+                       {"deduplicated": dedup, "tokenizer": tok_dir}, tmp_path / "out", tmp_path / "work", threads=1)
+    ctx.out.mkdir()
+    counts = pack.build_part(ctx, 1)
+    assert counts["shard"] == "shard-00001.parquet" and counts["files"]
+    for e in counts["files"]:
+        assert (ctx.out / e["path"]).read_bytes() == (shards / e["path"]).read_bytes()
+    with pytest.raises(UserError, match="no shard number 3"):
+        pack.build_part(ctx, 3)
+
+
+def test_batch_sizes_do_not_change_the_output(shards, docs, tok_dir, tmp_path, monkeypatch):
+    """Memory is bounded by the batch (documents and characters), and the batch is invisible."""
+    monkeypatch.setattr(pack, "BATCH_DOCS", 3)
+    monkeypatch.setattr(pack, "BATCH_CHARS", 5000)
+    f = pq.ParquetFile(shards.parent.parent / "dedup" / "shard-00000.parquet")
+    sizes = [(len(ids), sum(map(len, texts))) for ids, texts, _ in pack.batches(f)]
+    assert sum(n for n, _ in sizes) == f.metadata.num_rows and all(n <= 3 and (c <= 5000 or n == 1) for n, c in sizes)
+    again = _pack(docs, tok_dir, tmp_path)
+    for name in ["index.json", "val_docs.jsonl"] + [e["path"] for e in _index(shards)["files"]]:
+        assert (again / name).read_bytes() == (shards / name).read_bytes(), name
 
 
 def test_val_split_is_by_id_hash_and_independent_of_order(shards, docs, tok_dir, tmp_path):
@@ -104,8 +159,9 @@ def test_val_split_is_by_id_hash_and_independent_of_order(shards, docs, tok_dir,
 
 def test_repeat_build_is_identical(shards, docs, tok_dir, tmp_path):
     again = _pack(docs, tok_dir, tmp_path)
-    for name in ("train.bin", "val.bin", "meta.json", "val_docs.jsonl"):
-        assert (again / name).read_bytes() == (shards / name).read_bytes()
+    names = ["index.json", "meta.json", "val_docs.jsonl"] + [e["path"] for e in _index(shards)["files"]]
+    for name in names:
+        assert (again / name).read_bytes() == (shards / name).read_bytes(), name
 
 
 def test_at_least_one_validation_document(docs, tok_dir, tmp_path):
@@ -132,5 +188,23 @@ def test_uint32_for_large_vocabularies(tmp_path):
     assert pack.token_dtype(65536) == np.dtype("<u2") and pack.token_dtype(65537) == np.dtype("<u4")
     ids = np.arange(70000, 70000 + 4 * 8, dtype="<u4")
     ids.tofile(tmp_path / "train.bin")
-    data = pack.PackedBlocks(tmp_path / "train.bin", seq_len=8, dtype="uint32")
+    data = blocks.PackedBlocks(tmp_path / "train.bin", seq_len=8, dtype="uint32")
     assert len(data) == 4 and data[3]["input_ids"][-1].item() == 70000 + 31
+
+
+def test_plain_load_is_what_transformers_loads(tok_dir, monkeypatch):
+    """The tokenizers-only load (no transformers import in a part job) agrees with AutoTokenizer."""
+    hf = AutoTokenizer.from_pretrained(tok_dir)
+    plain = pack.load_tokenizer(tok_dir)
+    monkeypatch.setattr(pack, "PLAIN_CLASSES", ())
+    via_hf = pack.load_tokenizer(tok_dir)
+    assert (plain.eos_token_id, plain.vocab_size) == (via_hf.eos_token_id, via_hf.vocab_size) == (hf.eos_token_id, len(hf))
+    text = 'x = "<|endoftext|>"  # über'
+    assert plain.backend.encode(text, add_special_tokens=False).ids == via_hf.backend.encode(text, add_special_tokens=False).ids
+
+
+def test_with_eos_matches_the_python_loop(tok_dir):
+    tok = pack.load_tokenizer(tok_dir)
+    encs = tok.backend.encode_batch_fast(["a = 1", "", "def f(): pass"], add_special_tokens=False)
+    expected = [t for e in encs for t in [*e.ids, 0]]
+    assert pack.with_eos(encs, 0).tolist() == expected

@@ -46,6 +46,16 @@ def test_seq_len_changes_shards_not_tokenizer():
     assert changed(base, other) == {"shards", "trained_checkpoint", "eval_report", "report"}
 
 
+def test_mixture_changes_training_and_eval_only():
+    """data.mixture is applied when training samples blocks: no data stage is rebuilt for it."""
+    base = keys({})
+    mixed = keys({"data": {"mixture": {"shakespeare": {"weight": 2}, "python_stdlib": {"weight": 1}}}})
+    assert changed(base, mixed) == {"trained_checkpoint", "eval_report", "report"}
+    other = keys({"data": {"mixture": {"shakespeare": {"weight": 3}, "python_stdlib": {"weight": 1}}}})
+    assert changed(mixed, other) == {"trained_checkpoint", "eval_report", "report"}
+    assert keys({"data": {"mixture": {}}}) == base  # no mixture: the keys of a build without one
+
+
 def test_resources_are_not_part_of_any_key():
     assert keys({}) == keys({"resources": {"trained_checkpoint": {"threads": 1, "mem_mb": 1}}})
 
@@ -96,21 +106,25 @@ def test_missing_source_files_are_a_config_error(tmp_path, monkeypatch):
 # Each stage's code set, stated: the scripts its rules run and every module they import
 # (lmbuild.runner/artifact/errors are plumbing; config, plan and variants are parse-time only).
 CODE_SETS = {
-    "raw": {"scripts/raw.py", "lmbuild/data/ingest.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
+    "raw": {
+        "scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/ingest.py", "lmbuild/data/groups.py",
+        "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
+    },
     "quality_model": {"scripts/quality_model.py", "lmbuild/data/quality.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
     "cleaned": {
         "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/clean.py", "lmbuild/data/filters.py",
         "lmbuild/data/lang.py", "lmbuild/data/quality.py",
         # clean.py names its shards with ingest.shard_name, which brings the readers along.
-        "lmbuild/data/ingest.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
+        "lmbuild/data/ingest.py", "lmbuild/data/groups.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
     },
     "deduplicated": {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/dedup.py", "lmbuild/data/minhash.py"},
     "tokenizer": {"scripts/tokenizer.py", "lmbuild/tokenizer.py"},
-    "shards": {"scripts/shards.py", "lmbuild/pack.py", "lmbuild/tokenizer.py"},
+    "shards": {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/pack.py"},
     "init_checkpoint": {"scripts/init_checkpoint.py", "lmbuild/model.py", "lmbuild/init.py", "lmbuild/layer_plan.py"},
     "trained_checkpoint": {
         "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
-        "lmbuild/layer_plan.py", "lmbuild/pack.py", "lmbuild/tokenizer.py", "lmbuild/__init__.py", "lmbuild/accel.py",
+        # The datasets (lmbuild/blocks.py), not the packing code: editing pack.py rebuilds shards, and training through its key.
+        "lmbuild/layer_plan.py", "lmbuild/blocks.py", "lmbuild/__init__.py", "lmbuild/accel.py",
     },
     # Evaluation does not render: the page's code, template and schema are the report stage's.
     "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/accel.py"},
@@ -262,3 +276,23 @@ def test_a_report_with_an_encoder_variant_is_built_by_the_encoder_report():
     assert "mlm__trained_checkpoint" in report.inputs
     base = keys({})
     assert {s: a.key for s, a in p.artifacts.items() if s != "eval_report"} == {s: k for s, k in base.items() if s != "eval_report"}
+
+
+def test_hf_folder_fans_raw_out_by_its_data_files(tmp_path):
+    """A dataset folder (Parquet shards as the hub serves them): the plan counts its data files
+    through datasets, and raw runs one job per files_per_job of them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lmbuild.data.groups import layout
+
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    for f in range(5):
+        pq.write_table(pa.table({"text": [f"row {f}"]}), tmp_path / "ds" / "data" / f"train-{f:05d}-of-00005.parquet")
+    cfg = {"data": {"sources": [{"type": "hf", "path": str(tmp_path / "ds")}], "files_per_job": 2}}
+    raw = Plan(validate(cfg)).artifacts["raw"]
+    assert raw.settings["sources"][0]["data_files"] == 5
+    assert [g.items for g in layout(raw.settings)] == [((0, 0, 2),), ((0, 2, 4),), ((0, 4, 5),)]
+    # A hub name with the hub off: unknown, one job reads it all (and the job says why it cannot).
+    hub = Plan(validate({"data": {"sources": [{"type": "hf", "path": "org/data"}]}})).artifacts["raw"]
+    assert hub.settings["sources"][0]["data_files"] is None and len(layout(hub.settings)) == 1

@@ -43,6 +43,7 @@ def config(source_glob: str, artifacts: str = "artifacts") -> dict:
     cfg = smoke_config()
     cfg["artifacts"] = artifacts
     cfg["data"]["sources"] = [{"type": "jsonl", "path": source_glob, "text_field": "body", "id_field": "uid", "kind": "code"}]
+    cfg["data"]["files_per_job"] = 1  # raw fanned out: a job per file, and so 3 shards and 3 cleaning jobs
     return cfg
 
 
@@ -130,16 +131,44 @@ def test_an_edited_source_file_rebuilds_everything_from_raw(built):
     try:
         f.write_bytes(original.replace(b'"uid": "', b'"uid": "x', 1))
         jobs = jobs_of_dry_run(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
-        assert set(jobs) >= {"build_raw", "build_cleaned", "build_deduplicated", "build_tokenizer", "build_shards"}
+        # Every raw part reruns (they share raw's key, which covers every file), and all downstream.
+        assert jobs == RAW_ONWARD
     finally:
         f.write_bytes(original)
     nothing_to_do(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
 
 
+RAW_ONWARD = {
+    "build_raw_part": 3, "build_raw": 1, "build_cleaned_part": 3, "build_cleaned": 1, "dedup_map": 2, "dedup_bucket": 2,
+    "build_deduplicated": 1, "build_tokenizer": 1, "build_shards": 1, "shards": 1,
+}  # fmt: skip
+
+
+def test_the_fan_out_follows_the_files(built):
+    """files_per_job 1 over 3 files: 3 raw jobs, 3 shards, 3 cleaning jobs (not data.shards' 2).
+    files_per_job is part of raw's key (it decides which documents share a shard): a new value
+    plans raw onward, with 2 raw jobs and 2 shards for 2 files per job."""
+    raw = json.loads(next((built / "artifacts" / "raw").glob("*/manifest.json")).read_text())
+    assert raw["counts"]["jobs"] == 3 and len(raw["counts"]["shards"]) == 3 and raw["parts_peak_rss_mb"]["self"] > 0
+    cleaned = json.loads(next((built / "artifacts" / "cleaned").glob("*/manifest.json")).read_text())
+    assert [s["shard"] for s in cleaned["counts"]["shards"]] == [f"shard-{i:05d}.parquet" for i in range(3)]
+    cfg = config("corpus/*.jsonl")
+    cfg["data"]["files_per_job"] = 2
+    jobs = jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
+    assert jobs == {**RAW_ONWARD, "build_raw_part": 2, "build_cleaned_part": 2}
+
+
 def test_one_value_plans_exactly_its_downstream(built):
     cfg = config("corpus/*.jsonl")
     cfg["pack"]["seq_len"] = 32
-    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {"build_shards": 1, "shards": 1}
+    # One pack job per deduplicated shard (smoke: 2) and the gather.
+    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {"build_shards_part": 2, "build_shards": 1, "shards": 1}
+
+
+def test_a_mixture_rebuilds_no_data_stage(built):
+    cfg = config("corpus/*.jsonl")
+    cfg["data"]["mixture"] = {"part": {"weight": 1}}
+    nothing_to_do(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
 
 
 def test_the_job_reads_where_the_files_are_now_and_names_them_by_content(built):

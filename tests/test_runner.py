@@ -123,3 +123,54 @@ def test_a_second_builder_of_the_same_key_waits_and_reuses(tmp_path):
     assert "lmbuild: waiting for another builder of toy 0123456789abcdef" in out2[1]
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
     assert not [p for p in (tmp_path / "artifacts" / "_work").rglob("*") if p.is_file()]  # scratch and lock gone
+
+
+PEAK_JOB = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from lmbuild.runner import run
+
+def build(ctx):
+    block = bytearray(150 << 20)
+    for i in range(0, len(block), 4096):  # touched, so resident
+        block[i] = 1
+    return {}
+
+run(build, stage="toy", key="0123456789abcdef", settings={}, lineage={}, inputs={}, output=Path(sys.argv[1]))
+"""
+
+
+def test_the_manifest_records_the_jobs_own_peak_not_its_parents(tmp_path):
+    """A job started by a big process (Snakemake, here this test holding 400 MB): the manifest's
+    peak is the job's own ~150 MB. getrusage's ru_maxrss would say >= 400 (Linux carries the
+    parent's over fork and exec)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    held = bytearray(400 << 20)
+    for i in range(0, len(held), 4096):
+        held[i] = 1
+    out = tmp_path / "artifacts" / "toy" / "0123456789abcdef"
+    subprocess.run([sys.executable, "-c", PEAK_JOB, str(out), str(ROOT)], check=True)
+    peak = read_manifest(out)["peak_rss_mb"]
+    assert 150 < peak["self"] < 400, peak
+    assert peak["children"] == 0
+    assert read_manifest(out)["cpu_seconds"]["self"] > 0  # touching 150 MB takes CPU time
+    del held
+
+
+def test_a_gather_records_its_parts_peak(tmp_path):
+    key = "0123456789abcdef"
+    parts = []
+    for i in range(2):
+        p = tmp_path / "artifacts" / "toy_parts" / key / f"{i:05d}"
+        run(_build_seen, stage="toy_part", key=f"{key}/{i:05d}", settings={}, lineage={}, inputs={}, output=p)
+        parts.append(p)
+    out = tmp_path / "artifacts" / "toy" / key
+    run(_build_seen, stage="toy", key=key, settings={}, lineage={}, inputs={"parts": parts}, output=out)
+    m = read_manifest(out)
+    assert m["parts_peak_rss_mb"] == max((read_manifest(p)["peak_rss_mb"] for p in parts), key=lambda r: r["self"] + r["children"])
+    assert "parts_peak_rss_mb" not in read_manifest(parts[0])

