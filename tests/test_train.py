@@ -499,7 +499,9 @@ def test_spike_rollback_skips_the_data_window(inputs, tmp_path, monkeypatch):
     assert c["steps"] == 20 and c["spikes"]["skips"] == 1
     assert [{k: r[k] for k in ("step", "to_step", "skipped_blocks")} for r in c["spikes"]["rollbacks"]] == [{"step": 15, "to_step": 10, "skipped_blocks": 5 * BATCH}]
     assert [step for step, _ in seen] == list(range(1, 16)) + list(range(11, 21))
-    data = pack.PackedBlocks(inputs["shards"] / "train.bin", SEQ, json.loads((inputs["shards"] / "meta.json").read_text())["dtype"])
+    from lmbuild.blocks import training_blocks
+
+    data = training_blocks(inputs["shards"], {}, 42)  # what training reads
     plain = list(train.BlockOrder(len(data), 42))
     block = lambda position: data[plain[position]]["input_ids"].tolist()  # noqa: E731
     assert seen[10][1] == block(10 * BATCH)  # step 11 before the rollback
