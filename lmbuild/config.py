@@ -173,6 +173,9 @@ def _check_consistency(config: dict, source: str) -> None:
             f"{source}: train.warmup_steps ({t['warmup_steps']}) plus the wsd decay ({wsd_decay_steps(t)} steps, "
             f"train.decay_fraction {t['decay_fraction']:g}) exceed train.max_steps ({t['max_steps']})"
         )
+    late = [k for k in t["keep_steps"] if k > t["max_steps"]]
+    if late:
+        raise UserError(f"{source}: train.keep_steps {late} exceed train.max_steps ({t['max_steps']})")
 
 
 def _check_init(m: dict, source: str) -> None:

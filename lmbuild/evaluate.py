@@ -3,7 +3,10 @@
 What it does:
   * finds the checkpoints among its inputs by their manifests (``init_checkpoint``,
     ``trained_checkpoint``, and any other ``*checkpoint`` artifact the rule wires in under
-    its own input name, e.g. a variant's), each labelled by its input name;
+    its own input name, e.g. a variant's), each labelled by its input name, and the
+    checkpoints a trained one kept along the way (``train.keep_steps``: its manifest's
+    ``kept``), labelled ``<input name>@step-<n>`` and drawn on the same training run; every
+    entry records ``tokens_seen``, so the report can draw each metric against tokens seen;
   * writes a local lm-eval task, ``lmbuild_heldout``, into the scratch dir: rolling
     log-likelihood (word/byte perplexity, bits per byte, as lm-eval's wikitext task) over the
     first ``eval.val_docs`` held-out validation documents of the ``shards`` artifact;
@@ -437,6 +440,13 @@ def find_checkpoints(inputs: dict[str, Path]) -> list[dict]:
         except (OSError, ValueError):
             continue
         if str(manifest.get("stage", "")).endswith("checkpoint"):
+            # Kept checkpoints first: the entries of one run in the order of tokens seen.
+            for kept in (manifest.get("counts") or {}).get("kept") or []:
+                counts = {"steps": kept["step"], "tokens_seen": kept["tokens_seen"]}
+                # The run's inputs: the report draws it on the same line as the final model (training_run).
+                out.append({"label": f"{name}@step-{kept['step']}", "path": Path(path) / kept["path"],
+                            "manifest": {"stage": "kept_checkpoint", "key": f"{manifest.get('key')}@step-{kept['step']}", "counts": counts,
+                                         "inputs": manifest.get("inputs") or {}}})
             out.append({"label": name, "path": Path(path), "manifest": manifest})
     if not out:
         raise UserError("eval_report: no checkpoint among the inputs (" + ", ".join(inputs) + ")")

@@ -7,7 +7,10 @@ longer reach, and what crashed or finished builds left behind (DVC's ``gc``, Baz
   * fan-out parts (``raw_parts/<key>``, ``cleaned_parts/<key>``, ``_parts/deduplicated/<key>``, ``shards_parts/<key>``) of an artifact
     that is complete or unreachable, and empty part folders;
   * ``_work`` scratch of an artifact that is complete or unreachable (a reachable, unfinished
-    one keeps its scratch: training resumes from it), and free lock files.
+    one keeps its scratch: training resumes from it), and free lock files;
+  * stable-phase caches ``_stable/<key>`` (lmbuild.train: where a longer wsd run continues)
+    that no wsd run of the config reaches (``("_stable", key)`` not in ``reachable``), and
+    their dead writers' temporary folders. A reachable cache is kept whole.
 The listing says how many bytes removal frees (a hard-linked file counts only if every link
 goes: the cleaned artifact links its parts' files).
 
@@ -32,7 +35,7 @@ PART_FOLDERS = {"raw_parts": "raw", "cleaned_parts": "cleaned", "_parts/deduplic
 
 @dataclasses.dataclass
 class Entry:
-    kind: str  # artifact | temp | parts | work | lock | empty
+    kind: str  # artifact | temp | parts | work | lock | empty | stable
     path: Path
     why: str
 
@@ -104,6 +107,15 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str]) -> list
                 elif (p.is_dir() and KEY.fullmatch(key) and done(stage, key) and not _busy(Path(f"{p}.lock"))
                       and not _busy(root / "_locks" / f"{stage}-{key}.lock")):
                     out.append(Entry("work", p, f"scratch of a {'complete' if (stage, key) in reachable else 'unreachable'} {stage} artifact"))
+    stable = root / "_stable"
+    if stable.is_dir():
+        for p in sorted(stable.iterdir()):
+            if not (p.is_dir() and KEY.fullmatch(p.name)):
+                continue
+            if ("_stable", p.name) not in reachable:
+                out.append(Entry("stable", p, "stable-phase cache that no wsd run of the config reaches"))
+            else:
+                out += [Entry("temp", t, "temporary folder of a dead writer") for t in sorted(p.glob(".tmp-*")) if not _busy(t)]
     locks = root / "_locks"
     if locks.is_dir():
         for p in sorted(locks.glob("*.lock")):

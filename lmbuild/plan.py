@@ -386,6 +386,17 @@ class Plan:
             write_spec(folder, a.stage, a.key, spec)
 
 
+def stable_cache_keys(plan: Plan) -> list[str]:
+    """The stable-phase cache entries (``<store>/_stable/<key>``, lmbuild.train) that the wsd
+    runs of the build reach: ``gc`` keeps them."""
+    from lmbuild.schedule import stable_key
+
+    return sorted({
+        stable_key(a.settings, a.code_hash, {n: i.key for n, i in a.inputs.items()})
+        for a in plan.all_artifacts() if a.stage == "trained_checkpoint" and a.settings.get("lr_scheduler") == "wsd"
+    })
+
+
 def cost_plan_artifact(config: dict) -> Artifact:
     """``artifacts/plan/<key>``: what the run will cost (lmbuild.cost). Not a STAGES stage:
     nothing depends on it, and it must not rebuild anything."""

@@ -51,6 +51,8 @@ class StageContext:
     gpus:     GPUs the job was given per node (resources gpu; 0 for CPU-only stages).
     nodes:    nodes the job was given (resources nodes; more than 1 only for training under SLURM).
     key:      this artifact's address.
+    lineage:  the plan's lineage of this artifact (code_hash, inputs), as the manifest records it.
+    store:    the artifact store's root (None where the job has none): caches beside artifacts.
     """
 
     stage: str
@@ -62,6 +64,8 @@ class StageContext:
     threads: int = 1
     gpus: int = 0
     nodes: int = 1
+    lineage: dict = dataclasses.field(default_factory=dict)
+    store: Path | None = None
 
     def input_manifest(self, stage: str) -> dict:
         return read_manifest(self.inputs[stage])
@@ -183,7 +187,7 @@ def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpu
     logging.getLogger("lmbuild").info("%s %s: job %s", stage, key, " ".join(f"{k}={v}" for k, v in job.items()))
     with atomic_dir(output) as tmp:
         work.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(stage, key, settings, ins, tmp, work, threads, gpus, nodes)
+        ctx = StageContext(stage, key, settings, ins, tmp, work, threads, gpus, nodes, lineage, output.parent.parent)
         counts = build(ctx) or {}
         hashed = time.time()
         files = file_entries(tmp)

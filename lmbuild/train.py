@@ -6,8 +6,24 @@ clipping, gradient accumulation, and one of two learning-rate schedules (``lr_sc
 - ``cosine``: linear warmup, then cosine decay to ``learning_rate * min_lr_ratio``.
 - ``wsd``: warmup-stable-decay (Hu et al. 2024, "MiniCPM", arXiv:2404.06395): linear warmup,
   a constant learning rate, then a decay over the last ``decay_fraction`` of the steps (10% as
-  in MiniCPM) to ``learning_rate * min_lr_ratio``; a stable-phase checkpoint can be decayed or
-  trained further without restarting the schedule.
+  in MiniCPM; ``decay_steps`` sets it in steps) to ``learning_rate * min_lr_ratio``.
+
+Continue, don't restart (wsd): the stable phase does not depend on the run's length, so its
+checkpoints go to a cache beside the artifacts, ``<store>/_stable/<stable key>/step-<n>/``
+(:class:`StableCache`; the key is the run's identity without its length,
+:func:`lmbuild.schedule.stable_key`): the end of the stable phase and the kept steps in it. A
+run with a longer stable phase (a raised ``max_steps``), or a decay branched from a kept step
+(``max_steps`` S + ``decay_steps`` D), starts at the newest cached step at or before its own
+decay start and ends bit-identical to a straight run on CPU. Cosine runs train from step 0:
+their learning rate at every step depends on ``max_steps``.
+
+Kept checkpoints: at each of ``keep_steps`` the model is saved (a forced Trainer save) and
+ends up in the artifact as ``steps/<n>/``, a ``from_pretrained`` folder with
+``checkpoint.json`` (step, tokens seen); the manifest lists them under ``kept``.
+
+Loss spikes (``spike``): :class:`SpikeRule`, skip the batch or roll back to the newest
+checkpoint and skip the data read since then (:class:`BlockOrder` ``skips``); the manifest
+counts every skipped step and rollback under ``spikes``.
 
 bf16 autocast over fp32 weights where the hardware has bf16 arithmetic (``bf16: auto``),
 optional gradient checkpointing and ``torch.compile`` (``compile_mode``). On a GPU, where
@@ -47,7 +63,9 @@ torch.distributed. More than one node (``ctx.nodes`` > 1, SLURM only): one torch
 through ``srun``, with a c10d rendezvous on the job's first node (:func:`launch`).
 
 What it does NOT do: tensor/pipeline parallelism, or mixed fp8; multi-node outside SLURM; the
-artifact is the final fp32 model only (no optimizer state).
+artifact holds fp32 models only (the final one and the kept steps', no optimizer state); the
+stable cache is not used under FSDP (sharded checkpoints) and is tested bit-exact on one CPU
+process only.
 """
 
 from __future__ import annotations
@@ -62,17 +80,20 @@ import shutil
 import subprocess
 import sys
 import time
+import types
+from collections import deque
 from pathlib import Path
 
 import torch
 from torch.utils.data import Sampler, Subset
 from torch.utils.tensorboard import SummaryWriter
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.integrations import TensorBoardCallback
 
 from lmbuild import accel
 from lmbuild.accel import bf16_available, use_bf16  # noqa: F401 (the bench and tests read them here)
-from lmbuild.schedule import wsd_decay_steps
+from lmbuild import schedule
+from lmbuild.schedule import wsd_decay_start, wsd_decay_steps
 from lmbuild.errors import UserError
 from lmbuild.model import count_parameters
 from lmbuild.blocks import META, ShardedBlocks, tokens_per_source, training_blocks
@@ -82,11 +103,24 @@ log = logging.getLogger(__name__)
 
 CURVE_COLUMNS = ["step", "tokens", "train_loss", "val_loss", "learning_rate", "grad_norm", "tokens_per_second"]
 DATA_ORDER = "data_order.json"
+SPIKE_STATE = "spike_state.json"  # the spike rule's running mean, in every checkpoint
+STABLE_MARK = "stable.json"  # written last into a stable-cache entry: marks it complete
+KEPT_MARK = "checkpoint.json"  # step and tokens seen of a kept checkpoint (steps/<n>/)
+# A Trainer checkpoint's files that are not the model: what a kept (from_pretrained) folder leaves out.
+TRAINER_ONLY = {"trainer_state.json", DATA_ORDER, SPIKE_STATE, STABLE_MARK}
 SCHEDULERS = {"cosine": "cosine_with_min_lr", "wsd": "warmup_stable_decay"}
 
 
 class TrainingDiverged(UserError):
     """A non-finite loss or model: usually a learning rate too high for the model or data."""
+
+
+class RollBack(Exception):
+    """Raised by the spike rule (action rollback) at ``step``, before that step's update."""
+
+    def __init__(self, step: int, loss: float, mean: float):
+        super().__init__(f"loss spike at step {step}: {loss:.4g} against a running mean of {mean:.4g}")
+        self.step, self.loss, self.mean = step, loss, mean
 
 
 def evenly_spaced(n: int, k: int) -> list[int]:
@@ -119,10 +153,20 @@ class BlockOrder(Sampler[int]):
     The permutation is a function of (seed, epoch, number of blocks) alone, so it can be
     recorded in a checkpoint (:meth:`state`) and checked on resume. It does NOT shard: under
     DDP accelerate splits each global batch of this order between the processes.
+
+    ``skips``: ``(at, length)`` pairs from spike rollbacks: from position ``at`` of the stream
+    the Trainer reads (epochs laid end to end), the order jumps ``length`` blocks ahead, so the
+    data window that caused a spike is never read again. Each epoch still yields ``n`` blocks,
+    so the Trainer's step and epoch counting is unchanged.
     """
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, skips=()):
         self.n, self.seed, self.epoch = n, seed, 0
+        self.skips = sorted({(int(a), int(b)) for a, b in skips})
+
+    def source(self, position: int) -> int:
+        """Where stream ``position`` reads in the unskipped order."""
+        return position + sum(length for at, length in self.skips if at <= position)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -132,7 +176,17 @@ class BlockOrder(Sampler[int]):
         return torch.randperm(self.n, generator=g)
 
     def __iter__(self):
-        return iter(self.permutation().tolist())
+        if not self.skips:
+            return iter(self.permutation().tolist())
+        perms: dict[int, list[int]] = {}
+
+        def block(position: int) -> int:
+            q = self.source(position)
+            if q // self.n not in perms:
+                perms[q // self.n] = self.permutation(q // self.n).tolist()
+            return perms[q // self.n][q % self.n]
+
+        return (block(self.epoch * self.n + i) for i in range(self.n))
 
     def __len__(self) -> int:
         return self.n
@@ -147,6 +201,7 @@ class BlockOrder(Sampler[int]):
             "blocks_consumed": blocks_consumed,
             "permutation_sha256": hashlib.sha256(perm.numpy().tobytes()).hexdigest(),
             "first_blocks": perm[:8].tolist(),
+            "skips": [list(w) for w in self.skips],
         }
 
 
@@ -155,6 +210,51 @@ def non_finite_parameter(model: torch.nn.Module) -> str | None:
         if not torch.isfinite(p.detach()).all():
             return name
     return None
+
+
+class SpikeRule:
+    """Loss spikes (``train.spike``): a step whose loss is above ``factor`` times the mean of the
+    last ``window`` accepted step losses, ``patience`` steps in a row, is acted on.
+
+    - ``skip``: that batch makes no optimizer update (OLMo 2, Team OLMo 2024, arXiv:2501.00656,
+      skips such steps in OLMo-core's SkipStepAdamW: a rolling interval of 128 steps, no
+      decision before half of it is filled; this rule takes both).
+    - ``rollback``: training goes back to the last checkpoint and skips the data between it and
+      the spike (PaLM, Chowdhery et al. 2022, arXiv:2204.02311, sec. 5.1: "restart from a
+      checkpoint roughly 100 steps before the spike, and skip roughly 200-500 data batches").
+
+    Neither paper gives a ratio to the mean (OLMo-core uses mean + 6 standard deviations);
+    ``factor`` 2 is far above the step-to-step noise of a training loss. A spike's loss does not
+    enter the mean. The rule reads the loss on the host every step: on a GPU that is one
+    synchronisation per step, paid only when the rule is on. It does NOT look at gradient norms.
+    """
+
+    def __init__(self, settings: dict):
+        self.action = settings["action"]
+        self.factor, self.window, self.patience = settings["factor"], settings["window"], settings["patience"]
+        self.history: deque[float] = deque(maxlen=self.window)
+        self.run = 0  # spiking steps in a row
+        self.skipped: list[int] = []
+
+    def mean(self) -> float | None:
+        return sum(self.history) / len(self.history) if len(self.history) >= max(1, self.window // 2) else None
+
+    def observe(self, loss: float) -> bool:
+        """Whether this step's loss calls for the action."""
+        mean = self.mean()
+        if mean is not None and loss > self.factor * mean:
+            self.run += 1
+            return self.run >= self.patience
+        self.run = 0
+        self.history.append(loss)
+        return False
+
+    def state(self) -> dict:
+        return {"history": list(self.history), "run": self.run, "skipped": list(self.skipped)}
+
+    def load(self, state: dict) -> None:
+        self.history = deque(state["history"], maxlen=self.window)
+        self.run, self.skipped = state["run"], list(state["skipped"])
 
 
 class LMTrainer(Trainer):
@@ -166,12 +266,19 @@ class LMTrainer(Trainer):
       order in the checkpoint.
     - ``log`` adds ``tokens_seen`` and ``tokens_per_second`` (wall time since the last log,
       less the time spent validating and saving).
+    - the spike rule (:class:`SpikeRule`) sees each step's loss before its update; ``skip``
+      drops the update in the optimizer's ``step``, ``rollback`` raises :class:`RollBack`.
+    - ``after_save(folder, step)`` runs after each complete checkpoint (kept steps, stable cache).
     """
 
-    def __init__(self, *args, tokens_per_step: int, seed: int, **kwargs):
+    def __init__(self, *args, tokens_per_step: int, seed: int, skips=(), spike: dict | None = None, after_save=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.tokens_per_step = tokens_per_step
-        self.order = BlockOrder(len(self.train_dataset), seed)
+        self.order = BlockOrder(len(self.train_dataset), seed, skips)
+        self.spike = SpikeRule(spike) if spike and spike["action"] != "none" else None
+        self._step_losses: list[torch.Tensor] = []  # this optimizer step's micro-batch losses
+        self._skip_update = False
+        self.after_save = after_save
         self._mark: tuple[float, int] | None = None  # (time, step) of the last throughput figure; set at this process's first step
         self._excluded = 0.0  # seconds spent validating or saving since then
         self.eval_seconds = 0.0  # this process's validation time
@@ -185,9 +292,49 @@ class LMTrainer(Trainer):
             self._mark, self._excluded = (time.perf_counter(), self.state.global_step), 0.0
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._losses.append((self.state.global_step + 1, loss.detach()))
-        if loss.device.type == "cpu":
+        if loss.device.type == "cpu" or self.spike:
             self.check_losses()  # free on CPU: before this step's optimizer update
+        if self.spike:
+            self._step_losses.append(loss.detach())
+            if len(self._step_losses) == self.args.gradient_accumulation_steps:
+                total = torch.stack(self._step_losses).float().sum()
+                if self.args.world_size > 1:  # one decision for all processes: the mean of their losses
+                    torch.distributed.all_reduce(total)
+                    total /= self.args.world_size
+                self.spike_check(float(total))
         return loss
+
+    def spike_check(self, loss: float) -> None:
+        """The spike rule on this step's loss (summed over its micro-batches)."""
+        self._step_losses.clear()
+        step, mean = self.state.global_step + 1, self.spike.mean()
+        if not self.spike.observe(loss):
+            return
+        if self.spike.action == "rollback":
+            raise RollBack(step, loss, mean)
+        log.warning("loss spike at step %d: %.4g against a running mean of %.4g; the batch is skipped", step, loss, mean)
+        self.spike.skipped.append(step)
+        self._skip_update = True
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer whose ``step`` does nothing after a skipped batch.
+
+        Bound as a method so that the LR scheduler's own wrapper of ``step`` still works; the
+        scheduler steps either way, so a skipped batch still counts as a step.
+        """
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if self.spike and self.spike.action == "skip" and not getattr(optimizer, "_lmbuild_guarded", False):
+            original = type(optimizer).step
+
+            def step(opt, *args, **kwargs):
+                if self._skip_update:
+                    self._skip_update = False
+                    return None
+                return original(opt, *args, **kwargs)
+
+            optimizer.step = types.MethodType(step, optimizer)
+            optimizer._lmbuild_guarded = True
+        return optimizer
 
     def check_losses(self) -> None:
         """Raise on the first non-finite loss since the last check.
@@ -231,7 +378,11 @@ class LMTrainer(Trainer):
             blocks = step * self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
             state = self.order.state(blocks // len(self.order), blocks)
             (folder / DATA_ORDER).write_text(json.dumps(state, indent=1))
+            if self.spike:
+                (folder / SPIKE_STATE).write_text(json.dumps(self.spike.state()))
         super()._save_checkpoint(model, trial)
+        if self.args.should_save and self.after_save:
+            self.after_save(folder, step)
         self._excluded += time.perf_counter() - started
 
     def log(self, logs, start_time=None):
@@ -249,11 +400,17 @@ class LMTrainer(Trainer):
 
 
 class CurveCallback(TrainerCallback):
-    """Logs the last step too, and raises on a non-finite validation loss or gradient norm."""
+    """Logs the last step too, saves at ``save_at`` (kept steps, the end of a wsd stable phase)
+    and raises on a non-finite validation loss or gradient norm."""
+
+    def __init__(self, save_at=()):
+        self.save_at = set(save_at)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
             control.should_log = True
+        if state.global_step in self.save_at:
+            control.should_save = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for name in ("eval_loss", "grad_norm"):
@@ -349,9 +506,102 @@ def training_arguments(s: dict, output_dir: Path, *, bf16: bool, world: int, res
     )
 
 
-def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int, world: int = 1) -> dict | None:
+def _link_files(src: Path, dest: Path, keep=lambda p: True) -> None:
+    """Hard-link (copy across file systems) the files of ``src`` that ``keep`` into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and keep(f):
+            try:
+                os.link(f, dest / f.name)
+            except OSError:
+                shutil.copy2(f, dest / f.name)
+
+
+def is_model_file(path: Path) -> bool:
+    """Whether a Trainer checkpoint's file belongs to the model folder (not optimizer, RNG, state)."""
+    return path.name not in TRAINER_ONLY and path.suffix not in (".pt", ".pth", ".bin")
+
+
+def stable_key(s: dict, inputs: dict[str, Path], lineage: dict) -> str:
+    """:func:`lmbuild.schedule.stable_key` of this job: its input artifacts' keys from their manifests."""
+    keys = {}
+    for name, path in sorted(inputs.items()):
+        try:
+            keys[name] = json.loads((Path(path) / "manifest.json").read_text())["key"]
+        except (OSError, ValueError, KeyError):
+            keys[name] = None
+    return schedule.stable_key(s, lineage.get("code_hash"), keys)
+
+
+class StableCache:
+    """``<store>/_stable/<stable_key>/step-<n>/``: Trainer checkpoints of a wsd run's stable phase.
+
+    A wsd run writes the checkpoint at the end of its stable phase and those of its kept steps
+    in the stable phase here (hard links of the work folder's, written through a temporary folder
+    and a rename, ``stable.json`` last); a run with the same stable key and at least that long a
+    stable phase resumes from the newest one instead of step 0. Entries hold the optimizer,
+    scheduler and RNG state as torch files, which the Trainer loads with ``weights_only=True``;
+    they are never part of an artifact. ``snakemake gc`` lists them (lmbuild.gc).
+    """
+
+    def __init__(self, store: Path, key: str):
+        self.key, self.folder = key, Path(store) / "_stable" / key
+
+    def entry(self, step: int) -> Path:
+        return self.folder / f"step-{step}"
+
+    def steps(self) -> list[int]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(int(p.name[5:]) for p in self.folder.iterdir() if p.name.startswith("step-") and p.name[5:].isdigit() and (p / STABLE_MARK).is_file())
+
+    def put(self, checkpoint: Path, step: int, info: dict) -> bool:
+        if self.entry(step).is_dir():
+            return False
+        tmp = self.folder / f".tmp-step-{step}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _link_files(checkpoint, tmp, lambda f: f.name != STABLE_MARK)
+        (tmp / STABLE_MARK).write_text(json.dumps({"stable_key": self.key, "step": step, **info}, indent=1))
+        try:
+            os.rename(tmp, self.entry(step))
+        except OSError:  # another run wrote it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        return True
+
+
+def kept_folder(work: Path, step: int) -> Path:
+    return work / "kept" / f"step-{step}"
+
+
+def choose_resume(work_ckpt: Path | None, cache: StableCache | None, decay_start: int, keep: list[int], work: Path) -> tuple[Path | None, bool]:
+    """The checkpoint to start from: this key's newest work checkpoint, or a later stable-cache
+    entry at or before ``decay_start`` whose earlier kept steps are all at hand. (path, from cache)."""
+    start = checkpoint_step(work_ckpt) if work_ckpt else 0
+    if cache is None:
+        return work_ckpt, False
+    at_hand = set(cache.steps()) | {k for k in keep if kept_folder(work, k).is_dir()}
+    usable = [t for t in cache.steps() if start < t <= decay_start and all(k in at_hand for k in keep if k <= t)]
+    if usable:
+        return cache.entry(max(usable)), True
+    return work_ckpt, False
+
+
+def _skips(resume: Path | None, work: Path) -> list:
+    """Data windows skipped by rollbacks: those the checkpoint records, and this run's own."""
+    windows = []
+    if resume and (resume / DATA_ORDER).is_file():
+        windows += json.loads((resume / DATA_ORDER).read_text()).get("skips", [])
+    spikes = work / "spikes.json"
+    if spikes.is_file():
+        windows += json.loads(spikes.read_text())["skips"]
+    return windows
+
+
+def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int, world: int = 1, store: Path | None = None, lineage: dict | None = None) -> dict | None:
     """Train in this process (one rank of ``world``); rank 0 writes the artifact into ``out``.
 
+    ``store``: the artifact store, whose stable cache a wsd run reads and writes (None: none).
     Returns the counts on rank 0, None on the others.
     """
     torch.set_num_threads(threads)
@@ -360,11 +610,11 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     meta = json.loads((shards / META).read_text())
     tokenizer = AutoTokenizer.from_pretrained(init)
     kernels, attention = accel.kernels(s["kernels"]), accel.attention(s["attention"])
-    model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=attention)
-    if meta["vocab_size"] > model.config.vocab_size:
-        raise UserError(f"{shards}: vocab_size {meta['vocab_size']} exceeds the model's {model.config.vocab_size} (a different tokenizer?)")
-    if meta["seq_len"] > model.config.max_position_embeddings:
-        raise UserError(f"{shards}: seq_len {meta['seq_len']} exceeds model.max_position_embeddings {model.config.max_position_embeddings}")
+    config = AutoConfig.from_pretrained(init)
+    if meta["vocab_size"] > config.vocab_size:
+        raise UserError(f"{shards}: vocab_size {meta['vocab_size']} exceeds the model's {config.vocab_size} (a different tokenizer?)")
+    if meta["seq_len"] > config.max_position_embeddings:
+        raise UserError(f"{shards}: seq_len {meta['seq_len']} exceeds model.max_position_embeddings {config.max_position_embeddings}")
 
     # Every token shard as one dataset; data.mixture (s["mixture"], absent when empty) picks the blocks of an epoch.
     train_data = training_blocks(shards, s.get("mixture") or {}, s["seed"])
@@ -378,33 +628,80 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     val_subset = Subset(val_data, evenly_spaced(len(val_data), s["eval_batches"] * s["batch_size"]))
     bf16 = use_bf16(s["bf16"])
     checkpoints = work / "trainer"
-    resume = last_checkpoint(checkpoints)
-    start_step = checkpoint_step(resume) if resume else 0
     # FSDP under torchrun, also with one process (its overhead on one GPU is measurable).
     fsdp = s["parallel"] == "fsdp" and (world > 1 or "LOCAL_RANK" in os.environ)
-    args = training_arguments(s, checkpoints, bf16=bf16, world=world, resume=resume is not None, fsdp=fsdp, liger=kernels == "liger")
     tokens_per_step = per_step * meta["seq_len"]
-    trainer = LMTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_data,
-        eval_dataset=val_subset,
-        processing_class=tokenizer,
-        # Blocks are equal-length: stack them. The Trainer's default with a tokenizer pads each batch
-        # through Python lists (76 ms for 16 x 2048 tokens here) and adds an all-ones attention mask.
-        data_collator=default_data_collator,
-        tokens_per_step=tokens_per_step,
-        seed=s["seed"],
-        # Events go to the work folder first so that those of a crashed attempt are kept too.
-        callbacks=[CurveCallback()] + ([TensorBoardCallback(SummaryWriter(log_dir=str(work / "tensorboard")))] if args.should_save else []),
-    )
-    if resume:
-        check_resume(resume, trainer.order)
-        log.info("resuming from %s", resume)
-    log.info("training %s on %d blocks (bf16=%s, kernels=%s, attention=%s, %d process(es)), validating on %d blocks",
-             init, len(train_data), bf16, kernels, attention, world, len(val_subset))
-    started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    keep = sorted(s.get("keep_steps") or [])
+    spike = s.get("spike") or {"action": "none"}
+    # The stable cache: wsd only (a cosine schedule depends on the length at every step), and
+    # not under FSDP, whose checkpoints are sharded per process.
+    wsd = s["lr_scheduler"] == "wsd"
+    decay_start = wsd_decay_start(s) if wsd else 0
+    cache = StableCache(store, stable_key(s, inputs, lineage or {})) if wsd and store is not None and not fsdp else None
+    cached: list[int] = []
+    save_at = set(keep) | ({decay_start} if cache else set())
+
+    def after_save(folder: Path, step: int) -> None:
+        info = {"tokens_seen": step * tokens_per_step}
+        if step in keep and not kept_folder(work, step).is_dir():
+            tmp = work / "kept" / f".tmp-{step}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            _link_files(folder, tmp, is_model_file)
+            (tmp / KEPT_MARK).write_text(json.dumps({"step": step, **info}))
+            os.rename(tmp, kept_folder(work, step))
+        if cache and step <= decay_start and (step in keep or step == decay_start) and cache.put(folder, step, info):
+            cached.append(step)
+
+    tensorboard = SummaryWriter(log_dir=str(work / "tensorboard")) if int(os.environ.get("RANK", "0")) == 0 else None
+    spikes_file = work / "spikes.json"
+    rollbacks = json.loads(spikes_file.read_text())["rollbacks"] if spikes_file.is_file() else []
+    first_start = None
+    while True:
+        resume, from_cache = choose_resume(last_checkpoint(checkpoints), cache, decay_start, keep, work)
+        start_step = checkpoint_step(resume) if resume and not from_cache else (int(resume.name[5:]) if resume else 0)
+        first_start = start_step if first_start is None else first_start
+        model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=attention)
+        args = training_arguments(s, checkpoints, bf16=bf16, world=world, resume=resume is not None, fsdp=fsdp, liger=kernels == "liger")
+        trainer = LMTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_data,
+            eval_dataset=val_subset,
+            processing_class=tokenizer,
+            # Blocks are equal-length: stack them. The Trainer's default with a tokenizer pads each batch
+            # through Python lists (76 ms for 16 x 2048 tokens here) and adds an all-ones attention mask.
+            data_collator=default_data_collator,
+            tokens_per_step=tokens_per_step,
+            seed=s["seed"],
+            skips=_skips(resume, work),
+            spike=spike,
+            after_save=after_save,
+            # Events go to the work folder first so that those of a crashed attempt are kept too.
+            callbacks=[CurveCallback(save_at)] + ([TensorBoardCallback(tensorboard)] if tensorboard and args.should_save else []),
+        )
+        if resume:
+            check_resume(resume, trainer.order)
+            if trainer.spike and (resume / SPIKE_STATE).is_file():
+                trainer.spike.load(json.loads((resume / SPIKE_STATE).read_text()))
+            log.info("resuming from %s%s", resume, " (the stable-phase cache)" if from_cache else "")
+        log.info("training %s on %d blocks (bf16=%s, kernels=%s, attention=%s, %d process(es)), validating on %d blocks",
+                 init, len(train_data), bf16, kernels, attention, world, len(val_subset))
+        started = time.time()
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            break
+        except RollBack as rb:
+            # Back to the newest checkpoint; the blocks read from there up to the spike are never read again.
+            back, back_cached = choose_resume(last_checkpoint(checkpoints), cache, decay_start, keep, work)
+            to = 0 if back is None else (int(back.name[5:]) if back_cached else checkpoint_step(back))
+            window = [to * per_step, (rb.step - to) * per_step]
+            rollbacks.append({"step": rb.step, "to_step": to, "loss": rb.loss, "mean": rb.mean, "skipped_blocks": window[1]})
+            log.warning("%s: rolling back to step %d and skipping %d blocks", rb, to, window[1])
+            if len(rollbacks) > spike["max_rollbacks"]:
+                raise TrainingDiverged(f"{rb}: more than train.spike.max_rollbacks ({spike['max_rollbacks']}) rollbacks") from None
+            old = json.loads(spikes_file.read_text()) if spikes_file.is_file() else {"skips": []}
+            spikes_file.write_text(json.dumps({"skips": old["skips"] + [window], "rollbacks": rollbacks}))
+            del trainer, model
     train_seconds = time.time() - started
     trainer.check_losses()
     bad = non_finite_parameter(trainer.model)
@@ -423,7 +720,17 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     rows = loss_curve(history, tokens_per_step)
     val = [r["val_loss"] for r in rows if r["val_loss"] is not None]
     write_curve(out / "loss_curve.csv", rows)
+    if tensorboard:
+        tensorboard.close()
     shutil.copytree(work / "tensorboard", out / "tensorboard")
+    kept = []
+    for k in keep:
+        src = kept_folder(work, k) if kept_folder(work, k).is_dir() else (cache.entry(k) if cache else None)
+        if src is None or not src.is_dir():
+            raise RuntimeError(f"kept step {k}: no checkpoint was saved at that step")
+        _link_files(src, out / "steps" / str(k), is_model_file)
+        (out / "steps" / str(k) / KEPT_MARK).write_text(json.dumps({"step": k, "tokens_seen": k * tokens_per_step}))
+        kept.append({"step": k, "tokens_seen": k * tokens_per_step, "path": f"steps/{k}"})
 
     # Throughput of this process's steps, leaving out the time spent validating.
     eval_seconds = trainer.eval_seconds
@@ -444,7 +751,17 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
         "nodes": world // int(os.environ.get("LOCAL_WORLD_SIZE", world)),
         "parallel": "fsdp" if fsdp else ("ddp" if world > 1 else None),
         "parameters": count_parameters(trainer.accelerator.unwrap_model(trainer.model)),
-        "resumed_from_step": start_step if resume else None,
+        "resumed_from_step": first_start or None,
+        # Steps this job computed (the last attempt; a rollback's discarded steps not counted).
+        "steps_trained": trainer.state.global_step - start_step,
+        "stable": None if cache is None else {
+            "key": cache.key, "decay_start": decay_start, "continued_from_step": start_step if from_cache else None, "cached_steps": cached,
+        },
+        "kept": kept,
+        "spikes": None if trainer.spike is None else {
+            "action": spike["action"], "skipped_steps": trainer.spike.skipped, "rollbacks": rollbacks,
+            "skips": len(trainer.spike.skipped) + len(rollbacks),
+        },
         "tokens_per_source": tokens_per_source(train_data, trainer.order, trainer.state.global_step * per_step),
     }
     log.info("trained_checkpoint: %s", counts)
@@ -494,6 +811,7 @@ def launch(ctx: StageContext, nproc: int, nodes: int = 1, *, srun_nodes: int | N
     spec.write_text(json.dumps({
         "settings": ctx.settings, "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out), "work": str(ctx.work),
         "threads": max(1, ctx.threads // nproc), "counts": str(result), "error": str(error),
+        "store": str(ctx.store) if ctx.store else None, "lineage": ctx.lineage,
     }))
     if nodes > 1:
         hosts, job_id = slurm_hosts(), os.environ["SLURM_JOB_ID"]
@@ -519,7 +837,7 @@ def build(ctx: StageContext, nproc: int | None = None) -> dict:
     nproc = max(1, ctx.gpus) if nproc is None else nproc
     if nproc > 1 or ctx.nodes > 1:
         return launch(ctx, nproc, ctx.nodes)
-    return train(ctx.settings, ctx.inputs, ctx.out, ctx.work, ctx.threads)
+    return train(ctx.settings, ctx.inputs, ctx.out, ctx.work, ctx.threads, store=ctx.store, lineage=ctx.lineage)
 
 
 def _worker(spec_path: str) -> int:
@@ -528,7 +846,8 @@ def _worker(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        counts = train(spec["settings"], {k: Path(v) for k, v in spec["inputs"].items()}, Path(spec["out"]), Path(spec["work"]), spec["threads"], world)
+        counts = train(spec["settings"], {k: Path(v) for k, v in spec["inputs"].items()}, Path(spec["out"]), Path(spec["work"]), spec["threads"], world,
+                       Path(spec["store"]) if spec.get("store") else None, spec.get("lineage"))
     except UserError as exc:
         Path(spec["error"]).write_text(f"{exc}\n")
         raise

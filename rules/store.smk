@@ -4,6 +4,7 @@
 # command builds, hold the build lock of every planned artifact not complete yet, so that a
 # second checkout building the same keys into the same store waits and then reuses them.
 from lmbuild import store as _store
+from lmbuild.plan import stable_cache_keys
 
 # Every artifact this config and its variants reach, and the cost plan's.
 REACHABLE = sorted(
@@ -11,6 +12,11 @@ REACHABLE = sorted(
     | {("plan", COST_PLAN.key, COST_PLAN.path)}
     | ({("sweep_report", SWEEP.key, SWEEP.path)} if SWEEP is not None else set())
 )
+
+# What gc keeps: those, and the stable-phase caches (lmbuild.train) its wsd runs continue from.
+GC_KEEPS = [f"{s}/{k}" for s, k, _ in REACHABLE] + [
+    f"_stable/{k}" for k in stable_cache_keys(PLAN)
+]
 
 if workflow.is_main_process:
     for _line in _store.recover(ART):
@@ -28,7 +34,7 @@ rule gc:
         "../envs/data.yaml"
     params:
         root=ART,
-        reachable=[f"{s}/{k}" for s, k, _ in REACHABLE],
+        reachable=GC_KEEPS,
         stages=[*STAGES, "plan", "sweep_report"],
         delete=False,
     script:
@@ -38,7 +44,7 @@ rule gc:
 use rule gc as gc_remove with:
     params:
         root=ART,
-        reachable=[f"{s}/{k}" for s, k, _ in REACHABLE],
+        reachable=GC_KEEPS,
         stages=[*STAGES, "plan", "sweep_report"],
         delete=True,
 

@@ -36,6 +36,10 @@ def test_shipped_configs_are_valid(name):
             {"train": {"lr_scheduler": "wsd", "max_steps": 100, "warmup_steps": 60, "decay_fraction": 0.5}},
             "config: train.warmup_steps (60) plus the wsd decay (50 steps, train.decay_fraction 0.5) exceed train.max_steps (100)",
         ),
+        ({"train": {"max_steps": 10, "warmup_steps": 2, "keep_steps": [5, 11]}}, "config: train.keep_steps [11] exceed train.max_steps (10)"),
+        ({"train": {"keep_steps": [5, 5]}}, "config: train.keep_steps: [5, 5] has non-unique elements"),
+        ({"train": {"spike": {"action": "restart"}}}, "config: train.spike.action: 'restart' is not one of"),
+        ({"train": {"lr_scheduler": "wsd", "max_steps": 100, "warmup_steps": 60, "decay_steps": 41}}, "config: train.warmup_steps (60) plus the wsd decay (41 steps"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(cfg, expected):

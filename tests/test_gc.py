@@ -86,6 +86,37 @@ def test_what_another_process_holds_is_left_alone(tmp_path):
     assert {old, tmp, lock} <= paths
 
 
+def test_stable_caches_that_no_wsd_run_reaches_are_listed(tmp_path):
+    root = tmp_path / "artifacts"
+    kept, old = root / "_stable" / K[0] / "step-10", root / "_stable" / K[1] / "step-10"
+    for p in (kept, old):
+        p.mkdir(parents=True)
+        (p / "optimizer.pt").write_bytes(b"o" * 70)
+    (root / "_stable" / K[0] / ".tmp-step-20-123").mkdir()  # a dead writer's
+    entries = scan(root, {("_stable", K[0])}, STAGES)
+    assert {(e.kind, e.path.relative_to(root).as_posix()) for e in entries} == {("stable", f"_stable/{K[1]}"), ("temp", f"_stable/{K[0]}/.tmp-step-20-123")}
+    gc(root, {("_stable", K[0])}, STAGES, do_remove=True)
+    assert kept.is_dir() and not old.parent.exists()
+
+
+def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
+    """lmbuild.plan.stable_cache_keys (what gc keeps) is the key the training job writes under."""
+    from lmbuild import train
+    from lmbuild.config import validate
+    from lmbuild.plan import Plan, stable_cache_keys
+
+    plan = Plan(validate({"train": {"lr_scheduler": "wsd"}, "artifacts": str(tmp_path / "a")}))
+    a = plan.artifacts["trained_checkpoint"]
+    inputs = {}
+    for name, artifact in a.inputs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(f'{{"key": "{artifact.key}"}}')
+        inputs[name] = tmp_path / name
+    job = train.stable_key(a.spec()["settings"], inputs, a.lineage())
+    assert stable_cache_keys(plan) == [job]
+    assert stable_cache_keys(Plan(validate({"artifacts": str(tmp_path / "a")}))) == []  # cosine: no cache
+
+
 def test_shards_parts_are_collected_like_cleaned_parts(tmp_path):
     root = tmp_path / "artifacts"
     part = root / "shards_parts" / K[1] / "00000" / "tokens"

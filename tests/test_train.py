@@ -56,7 +56,7 @@ def trained_fp32(inputs, trained, tmp_path_factory):
 
 
 def _context(inputs, tmp_path, **overrides) -> StageContext:
-    (tmp_path / "out").mkdir()
+    (tmp_path / "out").mkdir(parents=True)
     (tmp_path / "work").mkdir(exist_ok=True)
     settings = lc.settings("trained_checkpoint", train={**SHORT, **overrides})
     return StageContext("trained_checkpoint", "test", settings, inputs, tmp_path / "out", tmp_path / "work", threads=THREADS)
@@ -422,3 +422,178 @@ def test_validation_subset_is_spread_over_the_whole_set(n, k):
     assert len(idx) == min(n, k) == len(set(idx))
     assert idx[0] == 0 and max(idx) < n
     assert max(idx) >= n - -(-n // min(n, k))  # reaches the last blocks, not only the first
+
+
+# --------------------------------------------------------------------------- continue, keep, spikes
+
+WSD = {**SHORT, "lr_scheduler": "wsd", "bf16": False, "eval_steps": 5}
+
+
+def _run(inputs, root, **overrides) -> Path:
+    """A trained_checkpoint artifact in the store ``root`` (its stable cache at root/_stable)."""
+    return lc.run(train, "trained_checkpoint", lc.settings("trained_checkpoint", train={**WSD, **overrides}), inputs, root, key=f"k{len(list(root.glob('trained_checkpoint/*')))}", threads=THREADS)
+
+
+def _counts(artifact: Path) -> dict:
+    return json.loads((artifact / "manifest.json").read_text())["counts"]
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = _weights(a), _weights(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _curve(artifact: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in csv.DictReader(open(artifact / "loss_curve.csv"))]
+
+
+def test_wsd_continues_from_the_stable_phase_bit_for_bit(inputs, tmp_path):
+    """max_steps 12 (decay 2: stable to step 10), then 20 (decay 4) in the same store: the second
+    run starts at the cached step 10, trains 10 steps, and equals a straight 20-step run; a
+    decay branch (max_steps 14, decay_steps 4) also starts at step 10 and trains only its decay."""
+    store, straight_store = tmp_path / "store", tmp_path / "straight"
+    short = _run(inputs, store, max_steps=12, decay_steps=2, keep_steps=[5])
+    c = _counts(short)
+    assert c["stable"]["decay_start"] == 10 and c["stable"]["cached_steps"] == [5, 10] and c["stable"]["continued_from_step"] is None
+    assert c["steps_trained"] == 12
+    entry = store / "_stable" / c["stable"]["key"] / "step-10"
+    assert json.loads((entry / train.STABLE_MARK).read_text())["step"] == 10 and (entry / "optimizer.pt").is_file()
+
+    longer = _run(inputs, store, max_steps=20, decay_steps=4, keep_steps=[5, 18])
+    c = _counts(longer)
+    assert c["stable"]["key"] == _counts(short)["stable"]["key"]
+    assert c["stable"]["continued_from_step"] == 10 and c["steps_trained"] == 10 and c["steps"] == 20
+    assert c["stable"]["cached_steps"] == [16]
+
+    straight = _run(inputs, straight_store, max_steps=20, decay_steps=4, keep_steps=[5, 18])
+    s = _counts(straight)
+    assert s["stable"]["continued_from_step"] is None and s["steps_trained"] == 20
+    assert _same_weights(longer, straight)
+    assert _curve(longer) == _curve(straight)  # the stable part's log history comes along
+    for k in (5, 18):
+        assert _same_weights(longer / "steps" / str(k), straight / "steps" / str(k))
+    assert c["kept"] == s["kept"] == [{"step": 5, "tokens_seen": 5 * BATCH * SEQ, "path": "steps/5"}, {"step": 18, "tokens_seen": 18 * BATCH * SEQ, "path": "steps/18"}]
+
+    branch = _run(inputs, store, max_steps=14, decay_steps=4)
+    b = _counts(branch)
+    assert b["stable"]["continued_from_step"] == 10 and b["steps_trained"] == 4
+    lrs = [float(r["learning_rate"]) for r in csv.DictReader(open(branch / "loss_curve.csv")) if r["learning_rate"]]
+    assert WSD["learning_rate"] * 0.1 <= lrs[-1] < WSD["learning_rate"] * 0.5  # decaying towards min_lr_ratio within its 4 steps
+
+
+def test_a_cached_step_past_the_decay_start_is_not_used(inputs, tmp_path):
+    """A shorter stable phase than the cached one (max_steps 12, decay 4: stable to 8) cannot use
+    step 10, whose steps 9-10 ran at the peak rate: it trains from step 0."""
+    store = tmp_path / "store"
+    _run(inputs, store, max_steps=12, decay_steps=2)
+    c = _counts(_run(inputs, store, max_steps=12, decay_steps=4))
+    assert c["stable"]["continued_from_step"] is None and c["steps_trained"] == 12
+
+
+def test_cosine_runs_train_from_scratch_and_cache_nothing(inputs, tmp_path):
+    c = _counts(_run(inputs, tmp_path, lr_scheduler="cosine", max_steps=10, keep_steps=[4]))
+    assert c["stable"] is None and c["steps_trained"] == 10 and not (tmp_path / "_stable").exists()
+    kept = tmp_path / "trained_checkpoint" / "k0" / "steps" / "4"
+    assert json.loads((kept / train.KEPT_MARK).read_text()) == {"step": 4, "tokens_seen": 4 * BATCH * SEQ}
+    assert not any(p.suffix in (".pt", ".pth", ".bin") for p in kept.iterdir())  # a model folder, no trainer state
+    assert AutoModelForCausalLM.from_pretrained(kept).config.num_hidden_layers == TINY["num_hidden_layers"]
+    AutoTokenizer.from_pretrained(kept)
+
+
+def test_stable_key_leaves_out_only_the_length():
+    s = lc.settings("trained_checkpoint", train=WSD)
+    key = lambda **o: train.stable_key({**s, **o}, {}, {"code_hash": "c"})  # noqa: E731
+    assert key() == key(max_steps=999, decay_fraction=0.5, decay_steps=7, keep_steps=[3])
+    assert key() != key(learning_rate=0.02) and key() != key(seed=1)
+    assert train.stable_key(s, {}, {"code_hash": "other"}) != key()
+
+
+def _inject(monkeypatch, at: set[int], factor=50.0, seen=None):
+    """Multiply the training loss of the given steps by ``factor`` (once per step number), and
+    record each step's first input block."""
+    original = train.LMTrainer.compute_loss
+    done = set()
+
+    def spiky(self, model, inputs, *a, **k):
+        out = original(self, model, inputs, *a, **k)
+        if not model.training:  # validation
+            return out
+        step = self.state.global_step + 1
+        if seen is not None:
+            seen.append((step, inputs["input_ids"][0].tolist()))
+        if step in at and step not in done:
+            done.add(step)
+            return out * factor if not isinstance(out, tuple) else (out[0] * factor, *out[1:])
+        return out
+
+    monkeypatch.setattr(train.LMTrainer, "compute_loss", spiky)
+
+
+def test_spike_skip_makes_no_update_for_that_batch(inputs, tmp_path, monkeypatch):
+    _inject(monkeypatch, {12})
+    params = {}
+    original = train.CurveCallback.on_step_end
+
+    def record(self, args, state, control, **kwargs):
+        params[state.global_step] = next(kwargs["model"].parameters()).detach().clone()
+        return original(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(train.CurveCallback, "on_step_end", record)
+    c = _counts(_run(inputs, tmp_path, lr_scheduler="cosine", spike={"action": "skip", "window": 8}))
+    assert c["spikes"]["skipped_steps"] == [12] and c["spikes"]["skips"] == 1 and c["spikes"]["rollbacks"] == []
+    assert torch.equal(params[12], params[11]) and not torch.equal(params[13], params[12])
+
+
+def test_spike_rollback_skips_the_data_window(inputs, tmp_path, monkeypatch):
+    """A spike at step 15 rolls back to checkpoint 10 and skips the 5 steps of data after it:
+    the redone step 11 reads what step 16 read before."""
+    seen: list = []
+    _inject(monkeypatch, {15}, seen=seen)
+    c = _counts(_run(inputs, tmp_path, lr_scheduler="cosine", spike={"action": "rollback", "window": 8}))
+    assert c["steps"] == 20 and c["spikes"]["skips"] == 1
+    assert [{k: r[k] for k in ("step", "to_step", "skipped_blocks")} for r in c["spikes"]["rollbacks"]] == [{"step": 15, "to_step": 10, "skipped_blocks": 5 * BATCH}]
+    assert [step for step, _ in seen] == list(range(1, 16)) + list(range(11, 21))
+    from lmbuild.blocks import training_blocks
+
+    data = training_blocks(inputs["shards"], {}, 42)  # what training reads
+    plain = list(train.BlockOrder(len(data), 42))
+    block = lambda position: data[plain[position]]["input_ids"].tolist()  # noqa: E731
+    assert seen[10][1] == block(10 * BATCH)  # step 11 before the rollback
+    assert seen[15][1] == block(15 * BATCH)  # step 11 after it reads what step 16 would have
+    skipped = train.BlockOrder(len(data), 42, [(10 * BATCH, 5 * BATCH)])
+    assert list(skipped)[:10 * BATCH] == plain[:10 * BATCH] and list(skipped)[10 * BATCH:len(data) - 5 * BATCH] == plain[15 * BATCH:]
+
+
+def test_spike_rule_waits_for_half_a_window_and_leaves_spikes_out_of_the_mean():
+    rule = train.SpikeRule({"action": "skip", "factor": 2.0, "window": 4, "patience": 2})
+    assert not rule.observe(100.0)  # no mean yet (window / 2 = 2 losses)
+    rule.history.clear()
+    assert [rule.observe(x) for x in (1.0, 1.0, 5.0, 5.0, 1.0, 5.0)] == [False, False, False, True, False, False]
+    assert list(rule.history) == [1.0, 1.0, 1.0]
+
+
+def test_spike_rule_under_torchrun_decides_as_one_process(inputs, tmp_path):
+    """Two processes decide on the mean of their losses: the same steps are skipped as in one
+    process (a factor just above 1 makes every rise of the loss a spike)."""
+    rule = {"action": "skip", "factor": 1.02, "window": 4}
+    one = train.build(_context(inputs, tmp_path / "one", bf16=False, spike=rule))
+    two = train.build(_context(inputs, tmp_path / "two", bf16=False, spike=rule), nproc=2)
+    assert one["spikes"]["skipped_steps"], "no step was skipped: the test tests nothing"
+    assert two["spikes"]["skipped_steps"] == one["spikes"]["skipped_steps"]
+
+
+def test_a_resumed_run_keeps_the_spike_rules_state(inputs, tmp_path, monkeypatch):
+    """The running mean is in every checkpoint: resumed at step 10, the rule still has its
+    history and skips the spike at step 12, as the uninterrupted run did (same weights)."""
+    rule = {"action": "skip", "window": 8}
+    _inject(monkeypatch, {12})
+    first = train.build(_context(inputs, tmp_path, bf16=False, spike=rule))
+    assert first["spikes"]["skipped_steps"] == [12]
+    ckpt = tmp_path / "work" / "trainer" / "checkpoint-10"
+    assert json.loads((ckpt / train.SPIKE_STATE).read_text())["history"]  # 8 losses kept, 10 seen
+    shutil.rmtree(tmp_path / "work" / "trainer" / "checkpoint-20")
+    shutil.move(tmp_path / "out", tmp_path / "uninterrupted")
+    _inject(monkeypatch, {12})  # the spike again, in the resumed run
+    again = train.build(_context(inputs, tmp_path, bf16=False, spike=rule))
+    assert again["resumed_from_step"] == 10 and again["spikes"]["skipped_steps"] == [12]
+    assert _same_weights(tmp_path / "out", tmp_path / "uninterrupted")

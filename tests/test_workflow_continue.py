@@ -1,0 +1,58 @@
+"""Experiments as builds (issue 14): a longer wsd run continues from the stable phase, kept
+checkpoints, and `snakemake -n` agreeing with the keys for both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
+
+pytestmark = pytest.mark.e2e
+
+TRAINING = {"build_trained_checkpoint": 1, "trained_checkpoint": 1}
+
+
+def wsd(**overrides) -> dict:
+    # 40 steps, decay 10%: the stable phase ends at step 36.
+    return smoke_config(**{"train.lr_scheduler": "wsd", **overrides})
+
+
+def manifest(path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    work = tmp_path_factory.mktemp("continue")
+    proc = snakemake(work, wsd(), "trained_checkpoint")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return work
+
+
+def test_raising_max_steps_plans_training_and_trains_only_the_new_steps(built):
+    assert jobs_of_dry_run(snakemake(built, wsd(), "trained_checkpoint", "-n")) == {}
+    longer = wsd(**{"train.max_steps": 60})
+    # A new key (the length is a setting), so training and everything after it is planned...
+    assert jobs_of_dry_run(snakemake(built, longer, "trained_checkpoint", "-n")) == TRAINING
+    assert jobs_of_dry_run(snakemake(built, longer, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
+    proc = snakemake(built, longer, "trained_checkpoint")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    # ...but the job starts at the cached end of the 40-step run's stable phase.
+    new = [p for p in artifact_dirs(built, "trained_checkpoint") if manifest(p)["settings"]["max_steps"] == 60]
+    counts = manifest(new[0])["counts"]
+    assert counts["steps"] == 60 and counts["stable"]["continued_from_step"] == 36 and counts["steps_trained"] == 24
+    assert sorted(p.name for p in (built / "artifacts" / "_stable" / counts["stable"]["key"]).iterdir()) == ["step-36", "step-54"]
+    # Both lengths are built: neither plans anything now.
+    assert jobs_of_dry_run(snakemake(built, wsd(), "trained_checkpoint", "-n")) == {}
+    assert jobs_of_dry_run(snakemake(built, longer, "trained_checkpoint", "-n")) == {}
+    # gc keeps the cache this config's wsd run reaches.
+    proc = snakemake(built, wsd(), "gc")
+    assert proc.returncode == 0 and "_stable" not in (built / "logs" / "gc.log").read_text()
+    proc = snakemake(built, smoke_config(), "gc")  # cosine: no wsd run reaches it
+    assert proc.returncode == 0 and f"stable   artifacts/_stable/{counts['stable']['key']}" in (built / "logs" / "gc.log").read_text()
+
+
+def test_keep_steps_plans_training(built):
+    assert jobs_of_dry_run(snakemake(built, wsd(**{"train.keep_steps": [20]}), "trained_checkpoint", "-n")) == TRAINING
