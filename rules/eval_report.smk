@@ -24,7 +24,5 @@ rule build_eval_report:
         stage="eval_report",
         key=lambda wc: wc.key,
         spec=stage_spec("eval_report"),
-        # scripts/eval_report.py, or eval_report_masked.py for an encoder (lmbuild.stages.Stage.entry).
-        script=stage_script("eval_report"),
     script:
-        "../scripts/{params.script}.py"
+        "../scripts/eval_report.py"

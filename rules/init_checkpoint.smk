@@ -20,7 +20,5 @@ rule build_init_checkpoint:
         stage="init_checkpoint",
         key=lambda wc: wc.key,
         spec=stage_spec("init_checkpoint"),
-        # scripts/init_checkpoint.py, or init_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry).
-        script=stage_script("init_checkpoint"),
     script:
-        "../scripts/{params.script}.py"
+        "../scripts/init_checkpoint.py"

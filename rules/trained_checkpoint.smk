@@ -24,7 +24,8 @@ rule build_trained_checkpoint:
         stage="trained_checkpoint",
         key=lambda wc: wc.key,
         spec=stage_spec("trained_checkpoint"),
-        # scripts/trained_checkpoint.py, or trained_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry).
+        # scripts/trained_checkpoint.py, or trained_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry):
+        # the one stage with an encoder's own entry script (init and eval dispatch inside theirs).
         script=stage_script("trained_checkpoint"),
     script:
         "../scripts/{params.script}.py"
