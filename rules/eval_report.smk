@@ -1,5 +1,6 @@
 # lm-eval held-out perplexity (+ configured tasks), sample generations: report.json (the page is
 # the report stage, rules/report.smk).
+# An encoder's checkpoint: masked-token accuracy and pseudo-perplexity instead (lmbuild.masked_eval).
 # Code: scripts/eval_report.py -> lmbuild.evaluate.build
 
 

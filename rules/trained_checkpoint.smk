@@ -1,6 +1,7 @@
 # Train with the HF Trainer: AdamW, warmup + cosine or WSD, clipping, bf16 where supported, validation loss,
 # resumable checkpoints in the work folder; torchrun (DDP/FSDP) when resources give it gpu > 1.
-# Code: scripts/trained_checkpoint.py -> lmbuild.train.build
+# Code: scripts/trained_checkpoint.py -> lmbuild.train.build (an encoder: scripts/trained_checkpoint_masked.py
+# -> lmbuild.masked_train.build_train)
 
 
 rule build_trained_checkpoint:
