@@ -438,7 +438,7 @@ def skipped_rows(cks: list[dict]) -> list[tuple[str, str, str]]:
         by_reason: dict[str, list[str]] = {}
         for what, why in (c.get("skipped") or {}).items():
             by_reason.setdefault(why, []).append(what)
-        rows += [(c["label"], ", ".join(whats), why) for why, whats in by_reason.items()]
+        rows += [(c["label"], ", ".join(sorted(whats)), why) for why, whats in by_reason.items()]
     return rows
 
 

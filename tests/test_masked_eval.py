@@ -103,4 +103,4 @@ def test_the_one_evaluation_scores_both_encoders_skips_lm_eval_and_renders(input
     assert counts["trained_checkpoint/pseudo_perplexity"] == done["headline"]["pseudo_perplexity"]
     page = report.render_html(data)
     assert "masked_token_accuracy" in page and "pseudo_perplexity" in page and "<svg" in page
-    assert "Not run for trained_checkpoint: lm_eval, generations." in page
+    assert "Not run for trained_checkpoint: generations, lm_eval." in page

@@ -186,9 +186,9 @@ def test_what_was_not_run_for_a_checkpoint_is_said_once_per_reason():
     data["checkpoints"][0]["objective"] = "masked"
     data["checkpoints"][0]["skipped"] = {"lm_eval": why, "generations": why}
     jsonschema.validate(data, schema())
-    assert report.skipped_rows(data["checkpoints"]) == [(data["checkpoints"][0]["label"], "lm_eval, generations", why)]
+    assert report.skipped_rows(data["checkpoints"]) == [(data["checkpoints"][0]["label"], "generations, lm_eval", why)]
     page = report.render_html(data)
-    assert page.count(f"Not run for {data['checkpoints'][0]['label']}: lm_eval, generations. {why}.") == 1
+    assert page.count(f"Not run for {data['checkpoints'][0]['label']}: generations, lm_eval. {why}.") == 1
     assert "Not run for" not in report.render_html(sample_data())
 
 
