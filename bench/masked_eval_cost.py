@@ -57,7 +57,7 @@ def main() -> None:
         tok = masked.with_mask_token(AutoTokenizer.from_pretrained(tok_dir))
     model_settings = {"objective": "masked", "hidden_size": a.hidden, "intermediate_size": int(a.hidden * 2.6875), "num_hidden_layers": a.layers,
                       "num_attention_heads": a.heads, "num_key_value_heads": a.heads, "max_position_embeddings": a.seq_len}
-    s = stages.STAGES["init_checkpoint"].encoder_settings(lmconfig.validate({"model": model_settings, "pack": {"seq_len": a.seq_len}}))
+    s = stages.STAGES["init_checkpoint"].settings_of(True)(lmconfig.validate({"model": model_settings, "pack": {"seq_len": a.seq_len}}))
     model = masked.init_model(s, tok).eval()
     windows = masked_eval.document_windows(tok, [d["text"] for d in docs[-a.docs :]], a.seq_len)
     # CPU seconds beside wall seconds: on a shared machine the wall clock measures the neighbours.

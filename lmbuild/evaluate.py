@@ -12,15 +12,20 @@ What it does:
     first ``eval.val_docs`` held-out validation documents of the ``shards`` artifact;
   * for each ``eval.tasks`` entry with ``data``, a task YAML that ``include``s the standard
     task and reads the local file(s) instead of the hub (see :mod:`lmbuild.evaltasks`);
-  * per checkpoint, runs the held-out task and the extra tasks in one
+  * per causal checkpoint, runs the held-out task and the extra tasks in one
     ``lm_eval.simple_evaluate`` call with a pinned batch size, fixed seeds, and lm-eval's
     request cache in the scratch dir (``artifacts/_work/eval_report/<key>``, one cache file
     per checkpoint), so an interrupted evaluation resumes where it stopped;
   * greedy sample generations for ``eval.prompts`` from each checkpoint; tokens per word and
     per byte of its tokenizer on the held-out text; its parameters and FLOPs per token;
+  * per encoder checkpoint (``model.objective: masked``, :func:`lmbuild.masked_eval.is_encoder`),
+    masked-token accuracy and pseudo-perplexity on the same held-out documents
+    (:mod:`lmbuild.masked_eval`, which holds everything an encoder's); lm-eval's tasks and
+    the generations are skipped for it, with the reason in its entry;
   * the lineage: every upstream artifact's manifest (key, settings, inputs, counts);
   * writes ``report.json`` in the one shape of ``schemas/report.schema.json`` (every figure per
-    checkpoint under ``checkpoints``) and returns the headline figures for the manifest.
+    checkpoint under ``checkpoints``, whatever its objective) and returns the headline figures
+    for the manifest.
 
 lm-eval's request cache is keyed by request text, not by model: it is safe here because each
 cache file belongs to one checkpoint of one artifact key (so one batch size). A resumed run may
@@ -55,7 +60,7 @@ from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 from transformers import GenerationConfig
 
-from lmbuild import accel, cost, evaltasks
+from lmbuild import accel, cost, evaltasks, masked_eval
 from lmbuild.artifact import read_manifest, write_json
 from lmbuild.errors import UserError
 
@@ -512,14 +517,12 @@ def model_summary(model, seq_len: int) -> dict:
     return summary
 
 
-def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldout: dict, settings: dict, work: Path, seq_len: int) -> dict:
-    """lm-eval (held-out perplexity + extra tasks), generations, tokenizer and model figures of one checkpoint.
-
-    The request cache is per checkpoint: lm-eval keys it by request text, not by model.
-    """
+def evaluate_causal(ck: dict, tm: TaskManager, extra_names: list[str], heldout: dict, settings: dict, work: Path, seq_len: int) -> dict:
+    """A causal checkpoint's figures: lm-eval (held-out perplexity + extra tasks), generations,
+    tokenizer and model. The request cache is per checkpoint: lm-eval keys it by request text,
+    not by model."""
     s = settings
     ckpt, label = ck["path"], ck["label"]
-    _check_checkpoint(label, ckpt)
     tops, leaves = load_extra_tasks(tm, extra_names)
     samples = limit_samples(leaves, s.get("limit"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -576,15 +579,7 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldo
         if metric is not None:
             extra_main[name] = {"metric": metric, **metrics[name]["metrics"][metric]}
     cfg = results.get("config", {})
-    stage = ck["manifest"].get("stage")
-    entry = {
-        "label": label,
-        "stage": stage,
-        "key": ck["manifest"].get("key"),
-        "path": str(ckpt),
-        "run": training_run(ck["manifest"]),
-        # Training tokens behind this checkpoint: 0 for a fresh init; None where nobody counted.
-        "tokens_seen": counts.get("tokens_seen", 0 if stage == "init_checkpoint" else None),
+    part = {
         "headline": headline,
         "metrics": metrics,
         "extra_tasks": extra_main,
@@ -602,14 +597,44 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager, extra_names: list[str], heldo
         },
         "seconds": {"lm_eval": round(eval_seconds, 3), "generation": round(gen_seconds, 3)},
     }
-    if ck["manifest"].get("stage") == "trained_checkpoint":
+    del lm
+    return part
+
+
+def evaluate_checkpoint(ck: dict, tm: TaskManager | None, extra_names: list[str], heldout: dict, settings: dict, work: Path, seq_len: int) -> dict:
+    """One checkpoint's report entry (schemas/report.schema.json): its figures by its objective
+    (a causal LM here, an encoder by :func:`lmbuild.masked_eval.evaluate_encoder`), and what
+    every entry has (run, tokens seen, training).
+
+    ``tm``: the task manager, needed only when the checkpoint is causal."""
+    ckpt, label, manifest = ck["path"], ck["label"], ck["manifest"]
+    _check_checkpoint(label, ckpt)
+    counts = manifest.get("counts", {}) or {}
+    if masked_eval.is_encoder(ckpt):
+        part = masked_eval.evaluate_encoder(ckpt, label, counts, heldout, settings, seq_len)
+        model, tok = part.pop("loaded")
+        part.update(tokenizer=tokenizer_stats(tok, heldout["texts"]), model=model_summary(model, seq_len))
+        del model
+    else:
+        part = {"objective": "causal", **evaluate_causal(ck, tm, extra_names, heldout, settings, work, seq_len)}
+    stage = manifest.get("stage")
+    entry = {
+        "label": label,
+        "stage": stage,
+        "key": manifest.get("key"),
+        "path": str(ckpt),
+        "run": training_run(manifest),
+        # Training tokens behind this checkpoint: 0 for a fresh init; None where nobody counted.
+        "tokens_seen": counts.get("tokens_seen", 0 if stage == "init_checkpoint" else None),
+        **part,
+    }
+    if stage == "trained_checkpoint":
         entry["training"] = {
             "summary": {k: counts.get(k) for k in TRAINING_SUMMARY},
             "counts": counts,
-            "settings": ck["manifest"].get("settings", {}),
+            "settings": manifest.get("settings", {}),
             "loss_curve": read_loss_curve(ckpt / "loss_curve.csv"),
         }
-    del lm
     return entry
 
 
@@ -631,8 +656,12 @@ def build(ctx) -> dict:
     task_dir = Path(ctx.work) / "tasks"
     heldout = write_heldout_task(shards / "val_docs.jsonl", task_dir, s["val_docs"])
     include_path = _include_path(s.get("include_path"))
-    local = {t["task"]: write_local_data_task(t, i, task_dir, include_path) for i, t in enumerate(specs) if t["data"]}
-    tm = make_task_manager(task_dir, include_path, extra_names)
+    # lm-eval's tasks are for causal checkpoints only: a report on encoders alone never loads them.
+    causal = [ck["label"] for ck in checkpoints if not masked_eval.is_encoder(ck["path"])]
+    local, tm = {}, None
+    if causal:
+        local = {t["task"]: write_local_data_task(t, i, task_dir, include_path) for i, t in enumerate(specs) if t["data"]}
+        tm = make_task_manager(task_dir, include_path, extra_names)
     try:
         seq_len = int(json.loads((shards / "meta.json").read_text())["seq_len"])
     except (OSError, ValueError, KeyError):
@@ -662,10 +691,12 @@ def build(ctx) -> dict:
         },
         "lineage": walk_lineage(inputs),
         "lm_eval": {
-            "model": "hf (lmbuild.evaluate.ResumableHFLM)",
+            "model": "hf (lmbuild.evaluate.ResumableHFLM)" if causal else None,
             "batch_size": s["batch_size"],
             "limit": s.get("limit"),
             "tasks": [HELDOUT_TASK, *extra_names],
+            # The checkpoints lm-eval scored; an encoder's entry says why it skipped them (`skipped`).
+            "evaluated": causal,
             "local_data_tasks": {n: str(p) for n, p in local.items()},
             "include_path": str(include_path) if include_path else None,
             "include_path_digest": _folder_digest(include_path),
@@ -677,23 +708,23 @@ def build(ctx) -> dict:
     data["seconds"]["total"] = round(time.time() - started, 3)
     write_json(Path(ctx.out) / "report.json", data)
 
+    h = primary["headline"]
     out = {
         "checkpoints": [e["label"] for e in entries],
-        "heldout_word_perplexity": primary["headline"]["heldout_word_perplexity"],
-        "heldout_bits_per_byte": primary["headline"]["heldout_bits_per_byte"],
-        "heldout_token_perplexity": primary["headline"]["heldout_token_perplexity"],
+        **{n: h[n] for n in ("heldout_word_perplexity", "heldout_bits_per_byte", "heldout_token_perplexity") if n in h},
         "heldout_docs": heldout["docs"],
         "generations": len(primary["generations"]),
         "dtype": primary["lm_eval"]["dtype"],
         "seconds": data["seconds"]["total"],
     }
     for e in entries:
-        out[f"{e['label']}/heldout_bits_per_byte"] = e["headline"]["heldout_bits_per_byte"]
+        for name in masked_eval.HEADLINE if e["objective"] == "masked" else ("heldout_bits_per_byte",):
+            out[f"{e['label']}/{name}"] = e["headline"].get(name)
         for name, entry in e["extra_tasks"].items():
             out[f"{e['label']}/{name}/{entry['metric']}"] = entry["value"]
     for name, entry in primary["extra_tasks"].items():
         out[f"{name}/{entry['metric']}"] = entry["value"]
-    log.info("%s: held-out bits/byte %s over %d docs in %.1fs", primary["label"], out["heldout_bits_per_byte"], heldout["docs"], data["seconds"]["total"])
+    log.info("%s: %s in %.1fs", primary["label"], {k: v for k, v in out.items() if k.startswith(primary["label"] + "/")}, data["seconds"]["total"])
     return out
 
 

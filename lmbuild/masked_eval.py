@@ -1,10 +1,10 @@
-"""Stage ``eval_report`` when an encoder (``model.objective: masked``) is among the checkpoints.
+"""The evaluation of an encoder (``model.objective: masked``) checkpoint in stage ``eval_report``.
 
-The plan runs this instead of ``lmbuild.evaluate.build`` for such a report (``Stage.entry``).
-Causal checkpoints in the same report (e.g. a variant's) are evaluated by
-``lmbuild.evaluate.evaluate_checkpoint`` as usual; each encoder gets, on the held-out
-documents of the ``shards`` artifact (the first ``eval.val_docs``, as for a causal model),
-each document's first ``seq_len`` tokens (its eos appended, as in training):
+``lmbuild.evaluate.build`` evaluates every checkpoint input and calls :func:`evaluate_encoder`
+for each encoder (:func:`is_encoder`); this module holds only what is an encoder's. Each
+encoder gets, on the held-out documents of the ``shards`` artifact (the first
+``eval.val_docs``, as for a causal model), each document's first ``seq_len`` tokens (its eos
+appended, as in training):
 
 - **masked-token accuracy** and the masked-LM loss: 15% of the tokens (BERT's rate, Devlin et
   al. 2019, whatever the training used, so that reports compare; the separator never) replaced
@@ -19,12 +19,13 @@ each document's first ``seq_len`` tokens (its eos appended, as in training):
   PPPL over the windows, exact where the budget covers them all.
 
 lm-eval's tasks (held-out bits/byte, ``eval.tasks``) and the sample generations are skipped for
-an encoder, with the reason in the report: they score or sample continuations from a causal
-LM, which an encoder is not. The report has the same shape as ``lmbuild.evaluate``'s, one
-entry per checkpoint; an encoder's metrics sit under the task name ``masked_heldout``.
+an encoder, with the reason in its entry's ``skipped``: they score or sample continuations from
+a causal LM, which an encoder is not. Its entry has the one shape of
+``schemas/report.schema.json``; its metrics sit under the task name ``masked_heldout``.
 
-What this module does not do: compare PPPL with a causal model's perplexity (they are not the
-same quantity), or score windows beyond each document's first.
+What this module does not do: assemble the report (``lmbuild.evaluate``), compare PPPL with a
+causal model's perplexity (they are not the same quantity), or score windows beyond each
+document's first.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from lmbuild import accel, evaltasks, evaluate
-from lmbuild.artifact import read_manifest
+from lmbuild import accel
 from lmbuild.errors import UserError
 
 log = logging.getLogger(__name__)
 
 TASK = "masked_heldout"
+# An encoder's headline figures in the eval_report manifest's counts.
+HEADLINE = ("masked_token_accuracy", "pseudo_perplexity")
 MASK_PROBABILITY = 0.15
 ENCODER_TYPES = ("modernbert",)
 SKIPPED = (
@@ -144,10 +146,11 @@ def _metric(value, higher_is_better: bool) -> dict:
     return {"value": value, "stderr": None, "higher_is_better": higher_is_better}
 
 
-def evaluate_encoder(ck: dict, heldout: dict, settings: dict, seq_len: int, probability: float = MASK_PROBABILITY) -> dict:
-    """One encoder checkpoint's report entry, in ``lmbuild.evaluate.evaluate_checkpoint``'s shape."""
-    s, ckpt, label = settings, ck["path"], ck["label"]
-    evaluate._check_checkpoint(label, ckpt)
+def evaluate_encoder(ckpt: Path, label: str, counts: dict, heldout: dict, settings: dict, seq_len: int, probability: float = MASK_PROBABILITY) -> dict:
+    """An encoder checkpoint's figures for its report entry (``lmbuild.evaluate.evaluate_checkpoint``
+    adds what every entry has, and the tokenizer and model summaries from ``loaded``: the model
+    and the tokenizer). ``counts``: the checkpoint manifest's (its validation losses)."""
+    s = settings
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = accel.eval_dtype(s.get("dtype", "auto"))
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
@@ -160,9 +163,7 @@ def evaluate_encoder(ck: dict, heldout: dict, settings: dict, seq_len: int, prob
     t1 = time.time()
     ppl = pseudo_perplexity(model, tokenizer, windows, s["pseudo_perplexity_tokens"], s["seed"], s["batch_size"], dtype)
     t2 = time.time()
-    counts = ck["manifest"].get("counts", {}) or {}
     headline = {
-        "objective": "masked",
         "initial_val_loss": counts.get("initial_val_loss"),
         "final_val_loss": counts.get("final_val_loss"),
         **acc,
@@ -182,19 +183,13 @@ def evaluate_encoder(ck: dict, heldout: dict, settings: dict, seq_len: int, prob
             },
         }
     }
-    entry = {
-        "label": label,
-        "stage": ck["manifest"].get("stage"),
-        "key": ck["manifest"].get("key"),
-        "path": str(ckpt),
+    return {
         "objective": "masked",
         "headline": headline,
         "metrics": metrics,
         "extra_tasks": {},
         "skipped": {"lm_eval": SKIPPED, "generations": SKIPPED},
         "generations": [],
-        "tokenizer": evaluate.tokenizer_stats(tokenizer, heldout["texts"]),
-        "model": evaluate.model_summary(model, seq_len),
         "masked_eval": {
             "windows": f"each held-out document's first {seq_len} tokens (eos appended)",
             "mask_probability": probability,
@@ -207,87 +202,5 @@ def evaluate_encoder(ck: dict, heldout: dict, settings: dict, seq_len: int, prob
         },
         "lm_eval": {"skipped": SKIPPED, "device": device, "dtype": dtype},
         "seconds": {"masked_accuracy": round(t1 - t0, 3), "pseudo_perplexity": round(t2 - t1, 3)},
+        "loaded": (model, tokenizer),
     }
-    if ck["manifest"].get("stage") == "trained_checkpoint":
-        entry["training"] = {
-            "summary": {k: counts.get(k) for k in evaluate.TRAINING_SUMMARY},
-            "counts": counts,
-            "settings": ck["manifest"].get("settings", {}),
-            "loss_curve": evaluate.read_loss_curve(ckpt / "loss_curve.csv"),
-        }
-    return entry
-
-
-def build(ctx) -> dict:
-    """Evaluate every checkpoint input (encoders here, causal ones by lmbuild.evaluate) and write the report."""
-    started = time.time()
-    torch.set_num_threads(ctx.threads)
-    s = ctx.settings
-    inputs = {k: Path(v) for k, v in ctx.inputs.items()}
-    checkpoints = evaluate.find_checkpoints(inputs)
-    shards = inputs["shards"]
-    seq_len = int(json.loads((shards / "meta.json").read_text())["seq_len"])
-    task_dir = Path(ctx.work) / "tasks"
-    heldout = evaluate.write_heldout_task(shards / "val_docs.jsonl", task_dir, s["val_docs"])
-    specs = evaltasks.parse(s.get("tasks") or [])
-    extra_names = [t["task"] for t in specs]
-    causal = [ck for ck in checkpoints if not is_encoder(ck["path"])]
-    include_path, local, tm = evaluate._include_path(s.get("include_path")), {}, None
-    if causal:
-        local = {t["task"]: evaluate.write_local_data_task(t, i, task_dir, include_path) for i, t in enumerate(specs) if t["data"]}
-        tm = evaluate.make_task_manager(task_dir, include_path, extra_names)
-
-    entries = []
-    for ck in checkpoints:
-        log.info("evaluating %s (%s)", ck["label"], ck["path"])
-        if is_encoder(ck["path"]):
-            entries.append(evaluate_encoder(ck, heldout, s, seq_len))
-        else:
-            entries.append(evaluate.evaluate_checkpoint(ck, tm, extra_names, heldout, s, Path(ctx.work), seq_len))
-    trained = [e for e in entries if e["stage"] == "trained_checkpoint"]
-    primary = next((e for e in entries if e["label"] == "trained_checkpoint"), (trained or entries)[-1])
-    primary_manifest = evaluate.primary_manifest(checkpoints, primary)
-    data = {
-        "key": ctx.key,
-        "primary": primary["label"],
-        "checkpoints": entries,
-        "headline": primary["headline"],
-        "extra_tasks": primary["extra_tasks"],
-        "metrics": primary["metrics"],
-        "generations": primary["generations"],
-        "training": {**{k: v for k, v in (primary.get("training") or {}).items() if k != "loss_curve"}, "model": primary["model"]["config"]},
-        "loss_curve": (primary.get("training") or {}).get("loss_curve", []),
-        "settings": dict(s),
-        "artifacts": {
-            "eval_report": ctx.key,
-            **{e["label"]: e["key"] for e in entries},
-            "shards": read_manifest(shards).get("key"),
-            "trained_checkpoint_inputs": {n: i.get("key") for n, i in (primary_manifest.get("inputs") or {}).items()},
-        },
-        "lineage": evaluate.walk_lineage(inputs),
-        "lm_eval": {
-            "model": "hf (lmbuild.evaluate.ResumableHFLM)" if causal else None,
-            "batch_size": s["batch_size"],
-            "limit": s.get("limit"),
-            "tasks": [evaluate.HELDOUT_TASK, *extra_names],
-            "evaluated": [ck["label"] for ck in causal],
-            "skipped": {e["label"]: SKIPPED for e in entries if e.get("objective") == "masked"},
-            "local_data_tasks": {n: str(p) for n, p in local.items()},
-            "include_path": str(include_path) if include_path else None,
-            "include_path_digest": evaluate._folder_digest(include_path),
-            "local_files": evaltasks.fingerprint(s),
-            "versions": evaluate._versions(),
-            **primary["lm_eval"],
-        },
-        "seconds": {e["label"]: e["seconds"] for e in entries},
-    }
-    data["seconds"]["total"] = round(time.time() - started, 3)
-    evaluate.write_outputs(data, Path(ctx.out))
-
-    out = {"checkpoints": [e["label"] for e in entries], "heldout_docs": heldout["docs"], "dtype": primary["lm_eval"]["dtype"], "seconds": data["seconds"]["total"]}
-    for e in entries:
-        h = e["headline"]
-        names = ("masked_token_accuracy", "pseudo_perplexity") if e.get("objective") == "masked" else ("heldout_bits_per_byte",)
-        out.update({f"{e['label']}/{n}": h.get(n) for n in names})
-    log.info("%s: %s in %.1fs", primary["label"], {k: v for k, v in out.items() if k.startswith(primary["label"] + "/")}, data["seconds"]["total"])
-    return out

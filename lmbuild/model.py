@@ -2,6 +2,7 @@
 
 ``model.init`` picks how: ``random`` (below), or ``pretrained``, ``downscale`` and ``upscale``,
 which copy layers of a source checkpoint (``lmbuild.init``).
+An encoder (``model.objective: masked``) is built by ``lmbuild.masked.build_init`` instead.
 
 For ``random``, the config comes from the ``model`` settings; vocab size and bos/eos/pad ids come from the
 tokenizer (``len(tokenizer)``, so added tokens have rows). Weights are initialised by
@@ -81,6 +82,11 @@ def init_model(settings: dict, tokenizer) -> LlamaForCausalLM:
 
 
 def build(ctx: StageContext) -> dict:
+    if ctx.settings.get("objective") == "masked":
+        # An encoder (ModernBERT): imported only here, so a causal build never runs its code.
+        from lmbuild.masked import build_init
+
+        return build_init(ctx)
     torch.set_num_threads(ctx.threads)
     tokenizer = AutoTokenizer.from_pretrained(ctx.inputs["tokenizer"])
     extra = {"init": "random"}

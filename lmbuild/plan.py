@@ -340,10 +340,11 @@ class Plan:
                     ckpt = vplan.artifacts["trained_checkpoint"]
                     if ckpt.key != self.artifacts["trained_checkpoint"].key:
                         ins[f"{v}__trained_checkpoint"] = ckpt
-            # An encoder (model.objective masked), or a report on one: its own settings and entry script.
+            # An encoder (model.objective masked), or a report on one: its own settings (and, for
+            # trained_checkpoint, its own entry script).
             encoder = config["model"]["objective"] == "masked" or (name == "eval_report" and any(is_encoder(a.settings) for a in ins.values()))
             entry = stage.entry(encoder)
-            loc = _locate(name, (stage.encoder_settings if entry else stage.settings)(config), self.state)
+            loc = _locate(name, stage.settings_of(encoder)(config), self.state)
             code = code_hash(name, entry) if entry else code_hash(name)
             material = {
                 "stage": name,

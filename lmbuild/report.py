@@ -430,6 +430,18 @@ def model_rows(cks: list[dict]) -> list[tuple]:
     return rows + [(k, *(fmt(c["model"]["config"].get(k)) for c in cks)) for k in keys]
 
 
+def skipped_rows(cks: list[dict]) -> list[tuple[str, str, str]]:
+    """(checkpoint, what, why) for what an entry says was not run for it (an encoder: lm-eval's
+    tasks and the generations), one row per checkpoint and reason."""
+    rows = []
+    for c in cks:
+        by_reason: dict[str, list[str]] = {}
+        for what, why in (c.get("skipped") or {}).items():
+            by_reason.setdefault(why, []).append(what)
+        rows += [(c["label"], ", ".join(sorted(whats)), why) for why, whats in by_reason.items()]
+    return rows
+
+
 def generation_rows(cks: list[dict]) -> list[dict]:
     """One row per prompt: the completion of each checkpoint (None where it has none)."""
     prompts = []
@@ -510,6 +522,7 @@ def context(data: dict) -> dict:
         "metrics_vs_tokens": metrics_vs_tokens_chart(data),
         "runs": [(_run_label(cs), [(c["label"], fmt(c["tokens_seen"])) for c in cs]) for cs in training_runs(data).values()],
         "heldout_note": HELDOUT_NOTE,
+        "skipped": skipped_rows(cks),
         "generations": generation_rows(cks),
         "trained_labels": [c["label"] for c in trained],
         "training_charts": training_charts(trained),

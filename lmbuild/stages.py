@@ -25,20 +25,28 @@ class Stage:
     # Every script a rule of this stage runs (scripts/<name>.py first); their lmbuild imports
     # are followed to the stage's code set (lmbuild.plan.code_files).
     scripts: tuple[str, ...] = ()
-    # An encoder's artifact (model.objective masked; lmbuild.masked): its settings, and the script
-    # that builds it instead (scripts/<name>_masked.py), whose code set is its own, so the
-    # encoder's code never enters a causal key. None: the stage is the same for both objectives.
+    # An encoder's artifact (model.objective masked; lmbuild.masked): its settings. None: the
+    # stage's settings are the same for both objectives.
     encoder_settings: Callable[[dict], dict] | None = None
     # Data files the code reads (templates), repo-relative: part of the code set, since the
     # import walk cannot see them.
     files: tuple[str, ...] = ()
+    # The script that builds an encoder's artifact instead of scripts/<name>.py, with its own code
+    # set. Only trained_checkpoint has one (scripts/trained_checkpoint_masked.py); init_checkpoint
+    # and eval_report dispatch on the objective inside their one entry (lmbuild.model,
+    # lmbuild.evaluate), so that is all `entry` and the rules' params.script still serve.
+    encoder_script: str | None = None
 
     def input_names(self, config: dict) -> tuple[str, ...]:
         return self.inputs(config) if callable(self.inputs) else self.inputs
 
     def entry(self, encoder: bool) -> str | None:
-        """The entry script's name when it is not scripts/<name>.py (an encoder's)."""
-        return f"{self.name}_masked" if encoder and self.encoder_settings else None
+        """The entry script's name when it is not scripts/<name>.py (an encoder's own, :attr:`encoder_script`)."""
+        return self.encoder_script if encoder else None
+
+    def settings_of(self, encoder: bool) -> Callable[[dict], dict]:
+        """The settings function of a causal or an encoder's artifact."""
+        return self.encoder_settings if encoder and self.encoder_settings else self.settings
 
     @property
     def script(self) -> Path:
@@ -135,10 +143,14 @@ STAGES: dict[str, Stage] = {
         Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket")),
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"]),
         Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"], ("shards_part",)),
-        Stage("init_checkpoint", ("tokenizer",), _init_settings, encoder_settings=_init_settings),
-        Stage("trained_checkpoint", ("init_checkpoint", "shards"), _train_settings, encoder_settings=lambda c: _train_settings(c, encoder=True)),
-        # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests);
-        # with an encoder among them, by lmbuild.masked_eval (the causal ones still by lmbuild.evaluate).
+        Stage("init_checkpoint", ("tokenizer",), _init_settings),
+        Stage(
+            "trained_checkpoint", ("init_checkpoint", "shards"), _train_settings,
+            encoder_settings=lambda c: _train_settings(c, encoder=True), encoder_script="trained_checkpoint_masked",
+        ),
+        # Every labelled checkpoint is evaluated (lmbuild.evaluate finds them by their manifests;
+        # an encoder's figures come from lmbuild.masked_eval); with an encoder among them, the
+        # encoder's eval settings too.
         Stage("eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), _causal("eval"), encoder_settings=lambda c: c["eval"]),
         # The page over report.json (lmbuild.report): its own cheap step, so a change of the page
         # re-renders in seconds and evaluates nothing. No settings of its own.

@@ -73,7 +73,8 @@ def stage_spec(stage):
 
 def stage_script(stage):
     """params.script: the entry script's name (scripts/<name>.py); a stage's own, or another one
-    for an encoder (lmbuild.stages.Stage.entry). Its code is in the key, so it agrees with it.
+    for an encoder (lmbuild.stages.Stage.entry; only trained_checkpoint has one). Its code is in
+    the key, so it agrees with it.
     """
     return lambda wc: artifact(stage, wc).script
 

@@ -1,5 +1,6 @@
 # lm-eval held-out perplexity (+ configured tasks), sample generations: report.json (the page is
 # the report stage, rules/report.smk).
+# An encoder's checkpoint: masked-token accuracy and pseudo-perplexity instead (lmbuild.masked_eval).
 # Code: scripts/eval_report.py -> lmbuild.evaluate.build
 
 
@@ -24,7 +25,5 @@ rule build_eval_report:
         stage="eval_report",
         key=lambda wc: wc.key,
         spec=stage_spec("eval_report"),
-        # scripts/eval_report.py, or eval_report_masked.py for an encoder (lmbuild.stages.Stage.entry).
-        script=stage_script("eval_report"),
     script:
-        "../scripts/{params.script}.py"
+        "../scripts/eval_report.py"

@@ -1,6 +1,7 @@
 # The starting model (model.init): a seeded random Llama from model.*, or one made from
 # model.source (pretrained, downscale, upscale; an input when it is a variant's artifact).
-# Code: scripts/init_checkpoint.py -> lmbuild.model.build (lmbuild.init for a source)
+# Code: scripts/init_checkpoint.py -> lmbuild.model.build (lmbuild.init for a source; lmbuild.masked for an
+# encoder, model.objective masked)
 
 
 rule build_init_checkpoint:
@@ -20,7 +21,5 @@ rule build_init_checkpoint:
         stage="init_checkpoint",
         key=lambda wc: wc.key,
         spec=stage_spec("init_checkpoint"),
-        # scripts/init_checkpoint.py, or init_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry).
-        script=stage_script("init_checkpoint"),
     script:
-        "../scripts/{params.script}.py"
+        "../scripts/init_checkpoint.py"

@@ -1,6 +1,7 @@
 # Train with the HF Trainer: AdamW, warmup + cosine or WSD, clipping, bf16 where supported, validation loss,
 # resumable checkpoints in the work folder; torchrun (DDP/FSDP) when resources give it gpu > 1.
-# Code: scripts/trained_checkpoint.py -> lmbuild.train.build
+# Code: scripts/trained_checkpoint.py -> lmbuild.train.build (an encoder: scripts/trained_checkpoint_masked.py
+# -> lmbuild.masked_train.build_train)
 
 
 rule build_trained_checkpoint:
@@ -29,7 +30,8 @@ rule build_trained_checkpoint:
         stage="trained_checkpoint",
         key=lambda wc: wc.key,
         spec=stage_spec("trained_checkpoint"),
-        # scripts/trained_checkpoint.py, or trained_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry).
+        # scripts/trained_checkpoint.py, or trained_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry):
+        # the one stage with an encoder's own entry script (init and eval dispatch inside theirs).
         script=stage_script("trained_checkpoint"),
     script:
         "../scripts/{params.script}.py"

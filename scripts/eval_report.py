@@ -1,4 +1,4 @@
-"""Rule build_eval_report: lm-eval held-out perplexity (+ configured tasks), sample generations, report.json."""
+"""Rule build_eval_report: report.json over every checkpoint: lm-eval held-out perplexity (+ configured tasks) and sample generations of a causal model, masked-token accuracy and pseudo-perplexity of an encoder."""
 
 import sys
 from pathlib import Path

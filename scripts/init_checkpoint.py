@@ -1,4 +1,4 @@
-"""Rule build_init_checkpoint: the starting model (model.init: random, pretrained, downscale, upscale) with its tokenizer."""
+"""Rule build_init_checkpoint: the starting model (model.init: random, pretrained, downscale, upscale; an encoder for model.objective masked) with its tokenizer."""
 
 import sys
 from pathlib import Path

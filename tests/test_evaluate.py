@@ -109,7 +109,10 @@ def make_ctx(tmp: Path, inputs: dict, work: Path | None = None, **overrides) -> 
 @pytest.fixture(scope="module")
 def built(inputs, tmp_path_factory):
     ctx = make_ctx(tmp_path_factory.mktemp("built"), inputs)
-    return ctx, evaluate.build(ctx)
+    # Causal checkpoints only: the encoder's evaluation (lmbuild.masked_eval) never runs.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate.masked_eval, "evaluate_encoder", lambda *a, **k: pytest.fail("an encoder's evaluation ran on a causal checkpoint"))
+        return ctx, evaluate.build(ctx)
 
 
 def by_label(data: dict) -> dict:
@@ -126,6 +129,8 @@ def test_report_json_is_in_the_schema(built):
     # Both belong to the run that starts at the init checkpoint, at 0 and at 61,440 tokens.
     assert (init["run"], init["tokens_seen"]) == ("initkey000000001", 0)
     assert (trained["run"], trained["tokens_seen"]) == ("initkey000000001", 61440)
+    assert init["objective"] == trained["objective"] == "causal" and "skipped" not in trained
+    assert data["lm_eval"]["evaluated"] == ["init_checkpoint", "trained_checkpoint"]
     assert sorted(p.name for p in ctx.out.iterdir()) == ["report.json"]  # the page is the report stage's
 
 

@@ -16,7 +16,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
 from lmbuild import config as lmconfig  # noqa: E402
-from lmbuild import masked, pack, runner, stages, tokenizer  # noqa: E402
+from lmbuild import masked, masked_train, pack, runner, stages, tokenizer  # noqa: E402
+from lmbuild import model as init_entry  # noqa: E402 (the init_checkpoint entry: hands an encoder to masked.build_init)
 from lmbuild.errors import UserError  # noqa: E402
 from lmbuild.blocks import ShardedBlocks  # noqa: E402
 
@@ -26,10 +27,10 @@ SHORT = {"max_steps": 20, "warmup_steps": 2, "learning_rate": 0.01, "batch_size"
 
 
 def encoder_settings(stage: str, **sections) -> dict:
-    """The settings the plan gives an encoder's artifact (Stage.encoder_settings)."""
+    """The settings the plan gives an encoder's artifact (Stage.settings_of)."""
     sections.setdefault("model", TINY)
     sections.setdefault("pack", {"seq_len": SEQ})
-    return stages.STAGES[stage].encoder_settings(lmconfig.validate(sections))
+    return stages.STAGES[stage].settings_of(True)(lmconfig.validate(sections))
 
 
 def run(build, stage, settings, inputs, root, key="test"):
@@ -45,14 +46,14 @@ def inputs(tmp_path_factory):
     dedup = lc.write_deduplicated(root / "dedup", lc.stdlib_docs(limit=40))
     tok = lc.run(tokenizer, "tokenizer", lc.settings("tokenizer", tokenizer={"vocab_size": 512}), {"deduplicated": dedup}, root)
     shards = lc.run(pack, "shards", lc.settings("shards", pack={"seq_len": SEQ, "val_fraction": 0.1}), {"deduplicated": dedup, "tokenizer": tok}, root)
-    init = run(masked.build_init, "init_checkpoint", encoder_settings("init_checkpoint", pack={"seq_len": SEQ}), {"tokenizer": tok}, root)
+    init = run(init_entry.build, "init_checkpoint", encoder_settings("init_checkpoint", pack={"seq_len": SEQ}), {"tokenizer": tok}, root)
     return {"tokenizer": tok, "init_checkpoint": init, "shards": shards}
 
 
 @pytest.fixture(scope="module")
 def trained(inputs, tmp_path_factory):
     ins = {k: inputs[k] for k in ("init_checkpoint", "shards")}
-    return run(masked.build_train, "trained_checkpoint", encoder_settings("trained_checkpoint", train=SHORT), ins, tmp_path_factory.mktemp("trained"))
+    return run(masked_train.build_train, "trained_checkpoint", encoder_settings("trained_checkpoint", train=SHORT), ins, tmp_path_factory.mktemp("trained"))
 
 
 def test_settings_name_the_objective_only_for_an_encoder():
@@ -84,9 +85,9 @@ def test_init_is_a_modernbert_with_an_added_mask_token(inputs):
 
 def test_downscale_keeps_the_first_and_last_layers(inputs, tmp_path):
     tok = inputs["tokenizer"]
-    src = run(masked.build_init, "init_checkpoint", encoder_settings("init_checkpoint", model={**TINY, "num_hidden_layers": 4}, pack={"seq_len": SEQ}), {"tokenizer": tok}, tmp_path, key="src")
+    src = run(init_entry.build, "init_checkpoint", encoder_settings("init_checkpoint", model={**TINY, "num_hidden_layers": 4}, pack={"seq_len": SEQ}), {"tokenizer": tok}, tmp_path, key="src")
     settings = encoder_settings("init_checkpoint", model={**TINY, "num_hidden_layers": 2, "init": "downscale", "downscale_keep": 1, "source": {"path": str(src)}}, pack={"seq_len": SEQ})
-    new = run(masked.build_init, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="new")
+    new = run(init_entry.build, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="new")
     a, b = load_file(src / "model.safetensors"), load_file(new / "model.safetensors")
     for j, i in enumerate([0, 3]):
         names = [n for n in a if n.startswith(f"model.layers.{i}.")]
@@ -102,7 +103,7 @@ def test_downscale_keeps_the_first_and_last_layers(inputs, tmp_path):
 def test_pretrained_copies_every_layer_and_the_head(inputs, tmp_path):
     tok, src = inputs["tokenizer"], inputs["init_checkpoint"]
     settings = encoder_settings("init_checkpoint", model={**TINY, "init": "pretrained", "source": {"path": str(src)}}, pack={"seq_len": SEQ})
-    new = run(masked.build_init, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="copy")
+    new = run(init_entry.build, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="copy")
     a, b = load_file(src / "model.safetensors"), load_file(new / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert AutoTokenizer.from_pretrained(new).get_vocab() == AutoTokenizer.from_pretrained(src).get_vocab()
@@ -114,17 +115,17 @@ def test_downscale_refuses_a_causal_source(inputs, tmp_path):
     causal = lc.run(causal_model, "init_checkpoint", lc.settings("init_checkpoint", model={**TINY, "objective": "causal", "num_hidden_layers": 4}, pack={"seq_len": SEQ}), {"tokenizer": inputs["tokenizer"]}, tmp_path, key="llama")
     settings = encoder_settings("init_checkpoint", model={**TINY, "init": "downscale", "downscale_keep": 1, "source": {"path": str(causal)}}, pack={"seq_len": SEQ})
     with pytest.raises(UserError, match="model_type 'llama' is not an encoder"):
-        run(masked.build_init, "init_checkpoint", settings, {"tokenizer": inputs["tokenizer"]}, tmp_path, key="bad")
+        run(init_entry.build, "init_checkpoint", settings, {"tokenizer": inputs["tokenizer"]}, tmp_path, key="bad")
     assert not (tmp_path / "init_checkpoint" / "bad").exists()
 
 
 def test_collator_masks_about_15_percent_seeded_and_never_the_separator(inputs):
     tok = AutoTokenizer.from_pretrained(inputs["init_checkpoint"])
     blocks = ShardedBlocks(inputs["shards"], "train")
-    batch = [masked.InputIds(blocks)[i] for i in range(32)]
-    a = masked.mlm_collator(tok, 0.15, 7)(batch)
-    b = masked.mlm_collator(tok, 0.15, 7)(batch)
-    c = masked.mlm_collator(tok, 0.15, 8)(batch)
+    batch = [masked_train.InputIds(blocks)[i] for i in range(32)]
+    a = masked_train.mlm_collator(tok, 0.15, 7)(batch)
+    b = masked_train.mlm_collator(tok, 0.15, 7)(batch)
+    c = masked_train.mlm_collator(tok, 0.15, 8)(batch)
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
     assert not torch.equal(a["labels"], c["labels"])
     chosen = a["labels"] != -100
@@ -154,7 +155,7 @@ def test_training_learns_and_saves_an_encoder(trained):
 def test_the_validation_masks_are_fixed(inputs):
     tok = AutoTokenizer.from_pretrained(inputs["init_checkpoint"])
     blocks = ShardedBlocks(inputs["shards"], "val")
-    fixed = masked.FixedMasking(blocks, tok, 0.15, 3)
+    fixed = masked_train.FixedMasking(blocks, tok, 0.15, 3)
     assert torch.equal(fixed[1]["labels"], fixed[1]["labels"]) and not torch.equal(fixed[0]["labels"], fixed[1]["labels"])
 
 

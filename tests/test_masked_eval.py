@@ -1,4 +1,4 @@
-"""The report on an encoder: masked-token accuracy and pseudo-perplexity (lmbuild.masked_eval)."""
+"""The evaluation of an encoder: masked-token accuracy and pseudo-perplexity (lmbuild.masked_eval), through lmbuild.evaluate."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: E402
 
-from lmbuild import masked_eval, runner  # noqa: E402
+from lmbuild import evaluate, masked_eval, report, runner  # noqa: E402
 from test_masked import encoder_settings, inputs, trained  # noqa: E402, F401 (fixtures)
 
 SEQ = 32
@@ -78,21 +78,29 @@ def test_masked_accuracy_masks_15_percent_and_scores_them(windows, loaded):
     assert got == masked_eval.masked_accuracy(model, tok, windows, 0.15, 0, 3, "float32")  # batching changes nothing
 
 
-def test_the_report_scores_both_encoders_and_skips_lm_eval(inputs, trained, tmp_path):
+def test_the_one_evaluation_scores_both_encoders_skips_lm_eval_and_renders(inputs, trained, tmp_path):
+    """lmbuild.evaluate.build hands each encoder to masked_eval: its report.json passes the report
+    stage's schema check and the page shows the encoder's metrics."""
     settings = encoder_settings("eval_report", eval={"val_docs": 6, "pseudo_perplexity_tokens": 100, "tasks": ["hellaswag"]})
     ins = {"init_checkpoint": inputs["init_checkpoint"], "trained_checkpoint": trained, "shards": inputs["shards"]}
     out = tmp_path / "eval_report" / "test"
-    runner.run(masked_eval.build, stage="eval_report", key="test", settings=settings, lineage={}, inputs=ins, output=out, threads=1)
-    report = json.loads((out / "report.json").read_text())
-    init, done = report["checkpoints"]
-    assert [init["label"], done["label"]] == ["init_checkpoint", "trained_checkpoint"] and report["primary"] == "trained_checkpoint"
+    # hellaswag is never loaded: lm-eval's tasks are for causal checkpoints only (offline, it would fail).
+    runner.run(evaluate.build, stage="eval_report", key="test", settings=settings, lineage={}, inputs=ins, output=out, threads=1)
+    data = report.load(out / "report.json")  # the report stage's schema check
+    init, done = data["checkpoints"]
+    assert [init["label"], done["label"]] == ["init_checkpoint", "trained_checkpoint"] and data["primary"] == "trained_checkpoint"
     for e in (init, done):
         assert e["objective"] == "masked" and "causal" in e["skipped"]["lm_eval"]
         assert e["headline"]["pseudo_perplexity_tokens"] == 100 < e["headline"]["pseudo_perplexity_candidates"]
         assert e["metrics"]["masked_heldout"]["metrics"]["pseudo_perplexity"]["value"] == e["headline"]["pseudo_perplexity"]
-        assert e["extra_tasks"] == {} and e["generations"] == []
+        assert e["extra_tasks"] == {} and e["generations"] == [] and e["model"]["config"]["model_type"] == "modernbert"
+    assert init["tokens_seen"] == 0 and done["tokens_seen"] > 0 and init["run"] == done["run"] == init["key"]
     # 20 steps of training: better than the random init on both figures.
     assert done["headline"]["pseudo_perplexity"] < init["headline"]["pseudo_perplexity"]
     assert done["headline"]["masked_token_loss"] < init["headline"]["masked_token_loss"]
-    assert report["loss_curve"] and report["lm_eval"]["evaluated"] == []
-    assert (out / "report.html").read_text().count("trained_checkpoint") >= 1
+    assert done["training"]["loss_curve"] and data["lm_eval"]["evaluated"] == [] and data["lm_eval"]["model"] is None
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["trained_checkpoint/pseudo_perplexity"] == done["headline"]["pseudo_perplexity"]
+    page = report.render_html(data)
+    assert "masked_token_accuracy" in page and "pseudo_perplexity" in page and "<svg" in page
+    assert "Not run for trained_checkpoint: generations, lm_eval." in page

@@ -122,14 +122,19 @@ CODE_SETS = {
     "deduplicated": {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/dedup.py", "lmbuild/data/minhash.py"},
     "tokenizer": {"scripts/tokenizer.py", "lmbuild/tokenizer.py"},
     "shards": {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/pack.py"},
-    "init_checkpoint": {"scripts/init_checkpoint.py", "lmbuild/model.py", "lmbuild/init.py", "lmbuild/layer_plan.py"},
+    "init_checkpoint": {"scripts/init_checkpoint.py", "lmbuild/model.py", "lmbuild/init.py", "lmbuild/layer_plan.py", "lmbuild/masked.py"},
     "trained_checkpoint": {
         "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
         # The datasets (lmbuild/blocks.py), not the packing code: editing pack.py rebuilds shards, and training through its key.
         "lmbuild/layer_plan.py", "lmbuild/blocks.py", "lmbuild/__init__.py", "lmbuild/accel.py",
+        "lmbuild/masked.py",
     },
     # Evaluation does not render: the page's code, template and schema are the report stage's.
-    "eval_report": {"scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/accel.py"},
+    # One entry for both objectives: an encoder's figures come from lmbuild.masked_eval.
+    "eval_report": {
+        "scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/accel.py",
+        "lmbuild/masked_eval.py",
+    },
     # Stage.files: data files the import walk cannot see.
     "report": {"scripts/report.py", "lmbuild/report.py", "lmbuild/templates/report.html.j2", "schemas/report.schema.json"},
 }
@@ -236,6 +241,7 @@ def test_job_specs_hold_what_the_job_needs(tmp_path):
 
 ENCODER = {"model": {"objective": "masked", "num_key_value_heads": 4}}
 MODEL_HALF = {"init_checkpoint", "trained_checkpoint", "eval_report"}
+PAGE = {"report"}  # the page over eval_report: re-keyed with it
 
 
 def test_the_objective_and_its_settings_key_only_an_encoder():
@@ -244,40 +250,44 @@ def test_the_objective_and_its_settings_key_only_an_encoder():
     assert keys({"model": {"objective": "causal"}}) == base
     assert keys({"train": {"mlm_probability": 0.3}, "eval": {"pseudo_perplexity_tokens": 5}}) == base
     enc = keys(ENCODER)
-    assert changed(keys({"model": {"num_key_value_heads": 4}}), enc) == MODEL_HALF
-    assert changed(enc, keys({**ENCODER, "train": {"mlm_probability": 0.3}})) == {"trained_checkpoint", "eval_report"}
-    assert changed(enc, keys({**ENCODER, "eval": {"pseudo_perplexity_tokens": 5}})) == {"eval_report"}
+    assert changed(keys({"model": {"num_key_value_heads": 4}}), enc) == MODEL_HALF | PAGE
+    assert changed(enc, keys({**ENCODER, "train": {"mlm_probability": 0.3}})) == {"trained_checkpoint", "eval_report", *PAGE}
+    assert changed(enc, keys({**ENCODER, "eval": {"pseudo_perplexity_tokens": 5}})) == {"eval_report", *PAGE}
 
 
-def test_causal_key_material_has_no_encoder_settings_or_code():
+def test_causal_key_material_has_no_encoder_settings_or_training_code():
     causal, enc = Plan(validate({})), Plan(validate(ENCODER))
     for stage in MODEL_HALF:
         a = causal.artifacts[stage]
         assert not {"objective", *plan_mod.ENCODER_ONLY["train"], *plan_mod.ENCODER_ONLY["eval"]} & set(a.settings), stage
-        assert a.script == stage and not any("masked" in f for f in a.code_files), stage
-        e = enc.artifacts[stage]
-        assert e.script == f"{stage}_masked" and f"scripts/{stage}_masked.py" in e.code_files
-    assert "lmbuild/masked.py" in enc.artifacts["trained_checkpoint"].code_files
+        assert a.script == stage and "lmbuild/masked_train.py" not in a.code_files, stage
+    # Only training has an encoder's own entry script; init and evaluation dispatch inside theirs.
+    assert {s: enc.artifacts[s].script for s in MODEL_HALF} == {
+        "init_checkpoint": "init_checkpoint", "trained_checkpoint": "trained_checkpoint_masked", "eval_report": "eval_report",
+    }
+    assert "scripts/trained_checkpoint_masked.py" in enc.artifacts["trained_checkpoint"].code_files
+    assert "lmbuild/masked_train.py" in enc.artifacts["trained_checkpoint"].code_files
     assert "lmbuild/train.py" in enc.artifacts["trained_checkpoint"].code_files  # it trains with train.py's pieces
-    assert "lmbuild/masked_eval.py" in enc.artifacts["eval_report"].code_files
+    assert enc.artifacts["eval_report"].code_files == causal.artifacts["eval_report"].code_files
+    assert enc.artifacts["init_checkpoint"].code_files == causal.artifacts["init_checkpoint"].code_files
     assert enc.artifacts["trained_checkpoint"].settings["objective"] == "masked"
-    # The encoder's code is not the causal model's: editing it re-keys encoders only.
+    # The encoder's training code is not the causal model's: editing it re-keys encoders only.
     real = plan_mod.code_hash
     try:
-        plan_mod.code_hash = lambda stage, entry=None: real(stage, entry) + ("edited" if "lmbuild/masked.py" in code_files(stage, entry) else "")
+        plan_mod.code_hash = lambda stage, entry=None: real(stage, entry) + ("edited" if "lmbuild/masked_train.py" in code_files(stage, entry) else "")
         assert keys({}) == {s: a.key for s, a in causal.artifacts.items()}
-        assert changed({s: a.key for s, a in enc.artifacts.items()}, keys(ENCODER)) == MODEL_HALF
+        assert changed({s: a.key for s, a in enc.artifacts.items()}, keys(ENCODER)) == {"trained_checkpoint", "eval_report", *PAGE}
     finally:
         plan_mod.code_hash = real
 
 
-def test_a_report_with_an_encoder_variant_is_built_by_the_encoder_report():
+def test_a_report_with_an_encoder_variant_has_the_encoder_eval_settings():
     p = Plan(validate({"variants": {"mlm": {"model.objective": "masked", "model.num_key_value_heads": 4}}}))
     report = p.artifacts["eval_report"]
-    assert report.script == "eval_report_masked" and "pseudo_perplexity_tokens" in report.settings
+    assert report.script == "eval_report" and "pseudo_perplexity_tokens" in report.settings
     assert "mlm__trained_checkpoint" in report.inputs
     base = keys({})
-    assert {s: a.key for s, a in p.artifacts.items() if s != "eval_report"} == {s: k for s, k in base.items() if s != "eval_report"}
+    assert {s: a.key for s, a in p.artifacts.items() if s not in {"eval_report", *PAGE}} == {s: k for s, k in base.items() if s not in {"eval_report", *PAGE}}
 
 
 def test_hf_folder_fans_raw_out_by_its_data_files(tmp_path):

@@ -180,6 +180,18 @@ def test_every_metric_of_every_checkpoint_is_shown():
         assert f">{title}</text>" in chart, title
 
 
+def test_what_was_not_run_for_a_checkpoint_is_said_once_per_reason():
+    data = sample_data()
+    why = "an encoder (model.objective masked) is scored by masked-token accuracy instead"
+    data["checkpoints"][0]["objective"] = "masked"
+    data["checkpoints"][0]["skipped"] = {"lm_eval": why, "generations": why}
+    jsonschema.validate(data, schema())
+    assert report.skipped_rows(data["checkpoints"]) == [(data["checkpoints"][0]["label"], "generations, lm_eval", why)]
+    page = report.render_html(data)
+    assert page.count(f"Not run for {data['checkpoints'][0]['label']}: generations, lm_eval. {why}.") == 1
+    assert "Not run for" not in report.render_html(sample_data())
+
+
 def test_metrics_against_tokens_seen_per_training_run():
     data = sample_data()
     runs = report.training_runs(data)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from lmbuild import report
 from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -32,11 +33,12 @@ def test_an_encoder_variant_beside_the_causal_model(tmp_path):
     for stage in ("raw", "tokenizer", "shards"):
         assert len(artifact_dirs(tmp_path, stage)) == 1, stage  # one corpus and tokenizer for both objectives
 
-    # The encoder's artifacts are built by their own code; the causal ones never see it.
+    # One init entry for both objectives; the encoder's training has its own, which the causal model never sees.
     enc_init, enc_trained = by_settings(tmp_path, "init_checkpoint", True), by_settings(tmp_path, "trained_checkpoint", True)
-    causal_trained = by_settings(tmp_path, "trained_checkpoint", False)
-    assert "lmbuild/masked.py" in manifest(enc_trained)["code_files"] and "scripts/trained_checkpoint_masked.py" in manifest(enc_trained)["code_files"]
-    assert not any("masked" in f for f in manifest(causal_trained)["code_files"])
+    causal_init, causal_trained = by_settings(tmp_path, "init_checkpoint", False), by_settings(tmp_path, "trained_checkpoint", False)
+    assert manifest(enc_init)["code_files"] == manifest(causal_init)["code_files"]
+    assert {"lmbuild/masked_train.py", "scripts/trained_checkpoint_masked.py"} <= set(manifest(enc_trained)["code_files"])
+    assert not {"lmbuild/masked_train.py", "scripts/trained_checkpoint_masked.py"} & set(manifest(causal_trained)["code_files"])
     assert manifest(enc_init)["counts"]["model_type"] == "modernbert" and manifest(enc_init)["counts"]["vocab_size"] == 1025  # + <|mask|>
     counts = manifest(enc_trained)["counts"]
     assert counts["objective"] == "masked" and counts["final_val_loss"] < counts["initial_val_loss"] - 0.5
@@ -56,15 +58,22 @@ def test_an_encoder_variant_beside_the_causal_model(tmp_path):
     own = {c["label"]: c["headline"] for c in reports[2]["checkpoints"]}
     assert own["trained_checkpoint"]["pseudo_perplexity"] < own["init_checkpoint"]["pseudo_perplexity"]
     assert own["trained_checkpoint"]["masked_token_loss"] < own["init_checkpoint"]["masked_token_loss"]
-    for report in artifact_dirs(tmp_path, "eval_report"):
-        assert "pseudo_perplexity" in (report / "report.html").read_text()
+    # One evaluation entry; each report.json passes the report stage's schema check, and its page shows the encoder's metrics.
+    assert len({tuple(manifest(p)["code_files"]) for p in artifact_dirs(tmp_path, "eval_report")}) == 1
+    for p in artifact_dirs(tmp_path, "eval_report"):
+        report.load(p / "report.json")
+    pages = artifact_dirs(tmp_path, "report")
+    assert len(pages) == 2
+    for page in pages:
+        html = (page / "report.html").read_text()
+        assert "masked_token_accuracy" in html and "pseudo_perplexity" in html
 
     # A rerun does nothing; the encoder as the base config is the variant's build, all present.
     assert jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "all", "variants")) == {}
     assert jobs_of_dry_run(snakemake(tmp_path, smoke_config(**ENCODER), "-n")) == {}
-    # Without the variant only the base's report changes (back to lmbuild.evaluate, causal checkpoints only).
-    assert jobs_of_dry_run(snakemake(tmp_path, smoke_config(), "-n")) == {"build_eval_report": 1, "all": 1}
+    # Without the variant only the base's report changes (causal checkpoints only), and its page.
+    assert jobs_of_dry_run(snakemake(tmp_path, smoke_config(), "-n")) == {"build_eval_report": 1, "build_report": 1, "all": 1}
     # The objective of the smoke model switched: its init, training and report, nothing upstream.
     assert jobs_of_dry_run(snakemake(tmp_path, smoke_config(**{**ENCODER, "train.seed": 7}), "-n")) == {
-        "build_init_checkpoint": 1, "build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1,
+        "build_init_checkpoint": 1, "build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1,
     }
