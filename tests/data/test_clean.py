@@ -35,7 +35,7 @@ def stage(tmp_path: Path, name: str) -> tuple[Path, Path]:
 
 def make_raw(tmp_path: Path, sources, shards=2) -> Path:
     out, work = stage(tmp_path, "raw")
-    ingest.build(StageContext("raw", "t", {"sources": sources, "shards": shards}, {}, out, work, 1))
+    ingest.build(StageContext("raw", "t", {"sources": sources, "shards": shards, "files_per_job": 8}, {}, out, work, 1))
     return out
 
 
@@ -231,7 +231,7 @@ tmp = Path(sys.argv[1])
 cfg = validate({"data": {"sources": [{"type": "jsonl", "path": str(tmp / "big.jsonl")}], "shards": 1}})
 for name in ("raw", "cleaned", "raw-w", "cleaned-w"):
     (tmp / name).mkdir()
-ingest.build(StageContext("raw", "t", {"sources": cfg["data"]["sources"], "shards": 1}, {}, tmp / "raw", tmp / "raw-w", 1))
+ingest.build(StageContext("raw", "t", {"sources": cfg["data"]["sources"], "shards": 1, "files_per_job": 8}, {}, tmp / "raw", tmp / "raw-w", 1))
 counts = clean.build(StageContext("cleaned", "t", cfg["data"]["clean"], {"raw": tmp / "raw"}, tmp / "cleaned", tmp / "cleaned-w", 1))
 # VmHWM, not getrusage: ru_maxrss keeps the pre-exec peak, i.e. the forking pytest process's.
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
