@@ -140,7 +140,7 @@ def test_an_edited_source_file_rebuilds_everything_from_raw(built):
 
 RAW_ONWARD = {
     "build_raw_part": 3, "build_raw": 1, "build_cleaned_part": 3, "build_cleaned": 1, "dedup_map": 2, "dedup_bucket": 2,
-    "build_deduplicated": 1, "build_tokenizer": 1, "build_shards": 1, "shards": 1,
+    "build_deduplicated": 1, "build_tokenizer": 1, "build_shards_part": 3, "build_shards": 1, "shards": 1,
 }  # fmt: skip
 
 
@@ -155,14 +155,14 @@ def test_the_fan_out_follows_the_files(built):
     cfg = config("corpus/*.jsonl")
     cfg["data"]["files_per_job"] = 2
     jobs = jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
-    assert jobs == {**RAW_ONWARD, "build_raw_part": 2, "build_cleaned_part": 2}
+    assert jobs == {**RAW_ONWARD, "build_raw_part": 2, "build_cleaned_part": 2, "build_shards_part": 2}
 
 
 def test_one_value_plans_exactly_its_downstream(built):
     cfg = config("corpus/*.jsonl")
     cfg["pack"]["seq_len"] = 32
-    # One pack job per deduplicated shard (smoke: 2) and the gather.
-    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {"build_shards_part": 2, "build_shards": 1, "shards": 1}
+    # One pack job per deduplicated shard (one per raw shard: 3 here) and the gather.
+    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {"build_shards_part": 3, "build_shards": 1, "shards": 1}
 
 
 def test_a_mixture_rebuilds_no_data_stage(built):
