@@ -50,6 +50,7 @@ MAX_RUNS = 20
 
 # Rule -> the script its job runs (the process the watcher kills).
 RULES = {
+    "build_raw_part": "raw_part",
     "build_raw": "raw",
     "build_cleaned_part": "cleaned_part",
     "build_cleaned": "cleaned",
@@ -57,24 +58,29 @@ RULES = {
     "dedup_bucket": "dedup_bucket",
     "build_deduplicated": "deduplicated",
     "build_tokenizer": "tokenizer",
+    "build_shards_part": "shards_part",
     "build_shards": "shards",
     "build_init_checkpoint": "init_checkpoint",
     "build_trained_checkpoint": "trained_checkpoint",
     "build_eval_report": "eval_report",
+    "build_report": "report",
 }
-JOBS = {"cleaned_part": 2, "dedup_map": 2, "dedup_bucket": 2}  # smoke.yaml: 2 raw shards, 2 dedup buckets
+# smoke.yaml: one raw part (an embedded source), 2 raw shards, 2 dedup buckets
+JOBS = {"cleaned_part": 2, "dedup_map": 2, "dedup_bucket": 2, "shards_part": 2}
 
-# Fields that measure time, in manifests, report.json and loss_curve.csv at any depth: a key
-# named `started`, `tokens_per_second` or ending in `seconds` (seconds, train_seconds, ...).
+# Fields that measure time or memory, in manifests, report.json and loss_curve.csv at any depth:
+# a key named `started`, `tokens_per_second` or ending in `seconds` (seconds, train_seconds,
+# cpu_seconds, ...), and the peak RSS the runner records (`peak_rss_mb`, `parts_peak_rss_mb`).
 def timing(key: str) -> bool:
-    return key in ("started", "tokens_per_second") or key.endswith("seconds")
+    return key in ("started", "tokens_per_second") or key.endswith("seconds") or key.endswith("peak_rss_mb")
 
 
 # Manifest fields that record where and how a job ran, not what it made: `job` (host and
 # scheduler ids), `threads` (Snakemake gives a job min(threads, --cores)), and training's
-# `resumed_from_step` (None, or the checkpoint a rerun resumed from; also in report.json).
+# `resumed_from_step` (None, or the checkpoint a rerun resumed from; also in report.json) and
+# `steps_trained` (the steps the last attempt computed).
 MANIFEST_ONLY = {"job", "threads"}
-PROVENANCE = {"resumed_from_step"}
+PROVENANCE = {"resumed_from_step", "steps_trained"}
 # Files that hold wall-clock times by design: TensorBoard event files (named after the time,
 # host and pid; one per attempt, crashed ones kept) and the report's renderings of its timings
 # (throughput chart, timing table), whose data is report.json, compared.

@@ -35,9 +35,9 @@ from conftest import ROOT
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 START_SCRIPT = Path(os.environ.get("LMBUILD_SLURM_START", ROOT.parent / "shared" / "tools" / "slurm" / "start_slurm.sh"))
 GPU_RULES = {"build_trained_checkpoint", "build_eval_report"}
-ARTIFACT_CPU_RULES = {f"build_{s}" for s in ("raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint")}
+ARTIFACT_CPU_RULES = {f"build_{s}" for s in ("raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "report")}
 # The fan-out steps of the data stages: jobs too, without an artifact of their own.
-CPU_RULES = ARTIFACT_CPU_RULES | {"build_cleaned_part", "dedup_map", "dedup_bucket", "build_shards_part"}
+CPU_RULES = ARTIFACT_CPU_RULES | {"build_raw_part", "build_cleaned_part", "dedup_map", "dedup_bucket", "build_shards_part"}
 
 
 def smoke_config(**sections) -> dict:
@@ -410,11 +410,12 @@ def math_finite(x) -> bool:
 def test_a_failing_job_fails_the_workflow_and_names_its_log(slurm_build):
     work, output, returncode = (slurm_build["failing"][k] for k in ("work", "output", "returncode"))
     assert returncode != 0, output[-4000:]
-    (log,) = (work / "logs" / "raw").glob("*.log")
+    # The raw part job that read the file failed (its log: logs/raw_parts/<key>/<part>.log).
+    (log,) = (work / "logs" / "raw_parts").glob("*/*.log")
     assert str(log.relative_to(work)) in output, output[-4000:]
     assert "docs.jsonl:2: invalid JSON" in log.read_text()
     # SLURM's log of the failed job is named too, and sacct has the job as failed.
-    assert re.search(r"\.snakemake/slurm_logs/rule_build_raw/\w+/\d+\.log", output), output[-4000:]
+    assert re.search(r"\.snakemake/slurm_logs/\S*build_raw_part\S*/\d+\.log", output), output[-4000:]
     run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
     assert [j["State"] for j in sacct_jobs(run_uuid)] == ["FAILED"]
     assert not [p for p in (work / "artifacts" / "raw").glob("*") if not p.name.startswith(".")]
@@ -470,14 +471,15 @@ def test_grouped_parts_go_out_as_fewer_slurm_jobs_and_build_the_same_artifact(cl
         cancel_jobs_in(tmp_path)
     assert proc.returncode == 0, output[-6000:]
     planned = job_stats(output)
-    assert {r: planned[r] for r in GROUPED_RULES} == {"build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2}
+    assert {r: planned.get(r, 0) for r in GROUPED_RULES} == {"build_raw_part": 1, "build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 0}
     run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
     jobs = sacct_jobs(run_uuid)
     assert {j["State"] for j in jobs} == {"COMPLETED"}, jobs
     submitted = Counter(rule_of(j["Comment"]) for j in jobs)
-    # 11 rule jobs, 7 SLURM jobs: each group job ran two parts.
-    assert submitted == Counter(build_raw=1, build_cleaned_part=2, build_cleaned=1, dedup_map=1, dedup_bucket=1, build_deduplicated=1)
-    assert sum(len(c) for c in sbatch_calls(output).values()) == 7
+    # 12 rule jobs, 8 SLURM jobs: each group job of the named rules ran two parts (the one raw
+    # part, an embedded source, is a group of one).
+    assert submitted == Counter(build_raw_part=1, build_raw=1, build_cleaned_part=2, build_cleaned=1, dedup_map=1, dedup_bucket=1, build_deduplicated=1)
+    assert sum(len(c) for c in sbatch_calls(output).values()) == 8
     # The same key and the same bytes as the ungrouped local build.
     (ref,) = (local_dedup / "artifacts" / "deduplicated").glob("*/manifest.json")
     (got,) = (tmp_path / "artifacts" / "deduplicated").glob("*/manifest.json")

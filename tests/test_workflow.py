@@ -283,13 +283,13 @@ def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
 
 def test_a_pack_setting_plans_the_pack_jobs_and_after(built):
     jobs = jobs_of_dry_run(snakemake(built, smoke_config(**{"pack.val_fraction": 0.1}), "-n"))
-    assert jobs == {"build_shards_part": 2, "build_shards": 1, "build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
+    assert jobs == {"build_shards_part": 2, "build_shards": 1, "build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
 
 
 def test_a_mixture_plans_training_and_evaluation_only(built):
     """data.mixture is applied when training samples blocks: nothing is re-cleaned or re-tokenized."""
     mix = {"shakespeare": {"weight": 2}, "stdlib": {"weight": 1}}
-    assert jobs_of_dry_run(snakemake(built, smoke_config(**{"data.mixture": mix}), "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "all": 1}
+    assert jobs_of_dry_run(snakemake(built, smoke_config(**{"data.mixture": mix}), "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
 
 
 def test_cleaning_fans_out_one_job_per_shard(tmp_path):
