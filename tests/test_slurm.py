@@ -208,9 +208,10 @@ def cancel_jobs_in(workdir: Path) -> None:
 
 
 def sacct_jobs(run_uuid: str) -> list[dict]:
-    """Every SLURM job of one snakemake run (its job name), with requeued instances (-D)."""
+    """Every SLURM job of one snakemake run (its job name), with requeued instances (-D).
+    -S: sacct lists only jobs since midnight by default, so a run across midnight lost its jobs."""
     fields = ["JobIDRaw", "Comment", "State", "AllocTRES"]
-    out = _sh("sacct", "-X", "-D", "-n", "-P", "--name", run_uuid, f"--format={','.join(fields)}")
+    out = _sh("sacct", "-X", "-D", "-n", "-P", "-S", "2000-01-01", "--name", run_uuid, f"--format={','.join(fields)}")
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
 
 
