@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
-from lmbuild.artifact import parquet_shards, read_manifest, write_json
+from lmbuild.artifact import link_or_copy, parquet_shards, read_manifest, write_json
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 
@@ -261,15 +261,6 @@ def build_part(ctx: StageContext, part: int) -> dict:
     return {**counts, **_tokenizer_info(ctx, tok)}
 
 
-def _link(src: Path, dst: Path) -> None:
-    """Hard link (no copy, and the part may be deleted afterwards), else copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _gather(parts: list[Path], out: Path) -> list[dict]:
     """Link every part's token files into ``out`` and append its validation documents."""
     results = []
@@ -281,7 +272,7 @@ def _gather(parts: list[Path], out: Path) -> list[dict]:
             except (OSError, ValueError, KeyError):
                 raise UserError(f"{part}: not a complete shards part (no manifest)") from None
             for entry in counts["files"]:
-                _link(part / entry["path"], out / entry["path"])
+                link_or_copy(part / entry["path"], out / entry["path"])
             with open(part / VAL_DOCS, "rb") as f:
                 shutil.copyfileobj(f, val_docs)
             results.append(counts)

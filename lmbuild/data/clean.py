@@ -65,7 +65,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -73,7 +72,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lmbuild.artifact import parquet_shards, read_manifest
+from lmbuild.artifact import link_or_copy, parquet_shards, read_manifest
 from lmbuild.data.filters import (
     C4Filter,
     CodeFilter,
@@ -377,15 +376,6 @@ def _classifier(ctx: StageContext) -> str | None:
     return None if path is None else str(path)
 
 
-def _link(src: Path, dst: Path) -> None:
-    """Hard link (no copy, and the part may be deleted afterwards), else copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _gather(parts: list[Path], out: Path) -> list[dict]:
     results = []
     for part in parts:
@@ -394,8 +384,8 @@ def _gather(parts: list[Path], out: Path) -> list[dict]:
         except (OSError, ValueError, KeyError):
             raise UserError(f"{part}: not a complete cleaned part (no manifest)") from None
         name = counts["shard"]
-        _link(part / name, out / name)
-        _link(part / DROPPED_DIR / name, out / DROPPED_DIR / name)
+        link_or_copy(part / name, out / name)
+        link_or_copy(part / DROPPED_DIR / name, out / DROPPED_DIR / name)
         results.append(counts)
     return results
 
