@@ -10,7 +10,7 @@ James Bible, WikiText-2 and the English fortunes from ../shared/data), with 3% o
 replaced by other words of the same text, so no two documents are byte-identical and the
 statistics the filters look at (word lengths, repetition, punctuation) stay those of real prose.
 Fields are ``content`` and ``doc_id`` (not ``text``/``id``: the run names them in the config).
-Seeded: the same --gb and --seed give the same bytes.
+Seeded per file: the same --gb, --file-mb and --seed give the same bytes, with any --jobs.
 
 ``run`` builds raw -> cleaned -> deduplicated -> tokenizer -> shards with ``snakemake --cores N``,
 one target at a time so each stage's wall time and peak RSS (wait4 of the Snakemake process: the
@@ -33,6 +33,7 @@ import os
 import platform
 import random
 import re
+import resource
 import subprocess
 import sys
 import textwrap
@@ -63,44 +64,64 @@ def real_texts() -> list[list[str]]:
     return [[p for p in re.split(r"\n\s*\n", t) if p.strip()] for t in texts]
 
 
-def generate(gb: float, out: Path, seed: int, file_mb: int) -> None:
-    rng = random.Random(seed)
+def _tokenised() -> tuple[list, list[int]]:
+    """Per real text: its paragraphs split into alternating words and separators, and its
+    vocabulary; and each text's weight (its length)."""
     sources = real_texts()
-    # Per text: its paragraphs split into alternating words and separators, and its vocabulary.
     tokenised = []
     for paras in sources:
         split = [re.split(r"(\s+)", p) for p in paras]
         vocab = sorted({w for toks in split for w in toks[::2] if w})
         tokenised.append((split, vocab))
-    weights = [sum(len(p) for p in paras) for paras in sources]
+    return tokenised, [sum(len(p) for p in paras) for paras in sources]
+
+
+def generate_file(args: tuple) -> tuple[str, int, int]:
+    """One file of about file_bytes of text, seeded by (seed, index): files are independent, so
+    they can be written in parallel and the same (seed, index) always gives the same bytes."""
+    path, seed, index, file_bytes = args
+    rng = random.Random(f"{seed}-{index}")
+    tokenised, weights = _TEXTS
+    written, n_doc = 0, 0
+    with gzip.open(path.with_suffix(".tmp"), "wt", encoding="utf-8", compresslevel=1) as fh:
+        while written < file_bytes:
+            split, vocab = rng.choices(tokenised, weights)[0]
+            start = rng.randrange(len(split))
+            paras = split[start : start + rng.randint(4, 60)]
+            doc = []
+            for toks in paras:
+                toks = list(toks)
+                for i in range(0, len(toks), 2):
+                    if toks[i] and rng.random() < 0.03:
+                        toks[i] = rng.choice(vocab)
+                doc.append("".join(toks))
+            text = "\n\n".join(doc)
+            fh.write(json.dumps({"doc_id": f"g{index}-{n_doc}", "content": text}, ensure_ascii=False) + "\n")
+            n_doc += 1
+            written += len(text.encode())
+    os.replace(path.with_suffix(".tmp"), path)
+    return path.name, written, n_doc
+
+
+_TEXTS: tuple = ()
+
+
+def generate(gb: float, out: Path, seed: int, file_mb: int, jobs: int) -> None:
+    global _TEXTS
+    import math
+    import multiprocessing
+
+    _TEXTS = _tokenised()  # before the fork: the workers inherit it
     out.mkdir(parents=True, exist_ok=True)
-    target, written, n_doc, n_file = int(gb * 1e9), 0, 0, 0
-    started = time.time()
-    while written < target:
-        path = out / f"part-{n_file:05d}.jsonl.gz"
-        with gzip.open(path.with_suffix(".tmp"), "wt", encoding="utf-8", compresslevel=1) as fh:
-            in_file = 0
-            while in_file < file_mb * 1e6 and written < target:
-                split, vocab = rng.choices(tokenised, weights)[0]
-                start = rng.randrange(len(split))
-                paras = split[start : start + rng.randint(4, 60)]
-                doc = []
-                for toks in paras:
-                    toks = list(toks)
-                    for i in range(0, len(toks), 2):
-                        if toks[i] and rng.random() < 0.03:
-                            toks[i] = rng.choice(vocab)
-                    doc.append("".join(toks))
-                text = "\n\n".join(doc)
-                line = json.dumps({"doc_id": f"g{n_doc}", "content": text}, ensure_ascii=False) + "\n"
-                fh.write(line)
-                n_doc += 1
-                in_file += len(text.encode())
-                written += len(text.encode())
-        os.replace(path.with_suffix(".tmp"), path)
-        n_file += 1
-        print(f"{path.name}: {written / 1e9:.2f} GB, {n_doc} documents, {time.time() - started:.0f} s", file=sys.stderr)
-    print(json.dumps({"generated_bytes": written, "documents": n_doc, "files": n_file, "seconds": round(time.time() - started)}))
+    n_files = max(1, math.ceil(gb * 1e3 / file_mb))
+    todo = [(out / f"part-{i:05d}.jsonl.gz", seed, i, int(gb * 1e9 / n_files)) for i in range(n_files)]
+    todo = [t for t in todo if not t[0].exists()]  # a killed run resumes: finished files are whole
+    started, written, n_doc = time.time(), 0, 0
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for name, nbytes, docs in pool.imap_unordered(generate_file, todo):
+            written, n_doc = written + nbytes, n_doc + docs
+            print(f"{name}: {written / 1e9:.2f} GB, {n_doc} documents, {time.time() - started:.0f} s", file=sys.stderr)
+    print(json.dumps({"generated_bytes": written, "documents": n_doc, "files": n_files, "seconds": round(time.time() - started)}))
 
 
 # --- run: lmbuild ------------------------------------------------------------------------------
@@ -153,8 +174,12 @@ def tree_rss(root: int) -> tuple[int, int]:
 def timed(cmd: list[str], env: dict | None = None, log: Path | None = None) -> dict:
     """Run cmd; wall seconds, and peak RSS sampled every 0.5 s over it and every descendant
     (datatrove's workers come from a fork server that is never waited for, so wait4's
-    ru_maxrss would miss them): of the largest process and of the whole tree."""
+    ru_maxrss would miss them): of the largest process and of the whole tree. CPU seconds are
+    those of the waited-for descendants (RUSAGE_CHILDREN): all of Snakemake's jobs, and all
+    of datatrove's work only with one worker (`--cores 1`: it then runs in-process); a rate
+    per CPU-second is a rate per core that a neighbour's load does not change much."""
     load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     peak, peak_tree = 0, 0
     with open(log or os.devnull, "w") as fh:
@@ -165,7 +190,9 @@ def timed(cmd: list[str], env: dict | None = None, log: Path | None = None) -> d
             time.sleep(0.5)
     if proc.returncode:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
-    return {"seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak / 1024),
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(cpu, 1), "peak_rss_mb": round(peak / 1024),
             "peak_tree_rss_mb": round(peak_tree / 1024), "load_before": round(load, 2)}
 
 
@@ -272,6 +299,7 @@ def main() -> None:
     g.add_argument("--out", type=Path, required=True)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--file-mb", type=int, default=100, help="uncompressed MB per file")
+    g.add_argument("--jobs", type=int, default=os.cpu_count(), help="files written in parallel")
     r = sub.add_parser("run")
     r.add_argument("--corpus", type=Path, required=True)
     r.add_argument("--work", type=Path, required=True)
@@ -279,9 +307,10 @@ def main() -> None:
     r.add_argument("--datatrove-python", default="/tmp/dtenv/bin/python")
     r.add_argument("--only", choices=["lmbuild", "datatrove"])
     r.add_argument("--json", type=Path, help="append the rows here as JSON lines")
+    r.add_argument("--tokenizer", type=Path, help="datatrove's tokenizer.json (default: the one lmbuild trained in --work)")
     a = ap.parse_args()
     if a.cmd == "generate":
-        return generate(a.gb, a.out, a.seed, a.file_mb)
+        return generate(a.gb, a.out, a.seed, a.file_mb, a.jobs)
     header = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "machine": platform.machine(), "cores": a.cores,
               "corpus_bytes": sum(p.stat().st_size for p in a.corpus.glob("*.jsonl.gz"))}
     print(json.dumps(header))
@@ -289,7 +318,7 @@ def main() -> None:
     if a.only != "datatrove":
         rows += run_lmbuild(a.corpus.resolve(), (a.work / "lmbuild").resolve(), a.cores)
     if a.only != "lmbuild":
-        tok = next((a.work / "lmbuild" / "artifacts" / "tokenizer").resolve().glob("*/tokenizer.json"))
+        tok = a.tokenizer or next((a.work / "lmbuild" / "artifacts" / "tokenizer").resolve().glob("*/tokenizer.json"))
         rows += run_datatrove(a.datatrove_python, a.corpus.resolve(), (a.work / "datatrove").resolve(), a.cores, tok)
     if a.json:
         with open(a.json, "a") as fh:
