@@ -1,11 +1,11 @@
 # lmbuild: LLM pretraining as one content-addressed build.
-#   snakemake --cores 2                 # the default target `all`: the last stage (lmbuild.stages.FINAL)
-#   snakemake --cores 2 tokenizer       # any stage by name
-# Every artifact lives at artifacts/<stage>/<key>/ (see lmbuild/plan.py); the config is
-# validated against lmbuild/config.schema.yaml before anything runs (rules/common.smk).
-
-
-configfile: "config.yaml"
+#   snakemake --cores 2                            # the embedded demo (config.yaml), target `all`
+#   snakemake --cores 2 tokenizer                  # any stage by name
+#   snakemake --cores 2 all --configfile my.yaml   # your own config (targets before --configfile)
+# Every artifact lives at artifacts/<stage>/<key>/ (see lmbuild/plan.py). The config is layered
+# (lmbuild/layers.py: defaults < preset < --configfile files < --config; config.yaml only when no
+# --configfile is given) and validated against lmbuild/config.schema.yaml before anything runs
+# (rules/common.smk).
 
 
 include: "rules/common.smk"
@@ -34,10 +34,13 @@ localrules:
     verify,
 
 
+# The last stage and the trained model itself: a deleted model is rebuilt (at its key) even
+# though the report built from it is still there.
 rule all:
     default_target: True
     input:
         PLAN.path(FINAL),
+        PLAN.path("trained_checkpoint"),
 
 
 # One target rule per stage of the table (`snakemake tokenizer`), and per stage of each variant

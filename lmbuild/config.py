@@ -16,7 +16,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from lmbuild.data.lang import apply_preset
+from lmbuild.data.files import source_name
+from lmbuild.data.lang import PRESETS, apply_preset
+from lmbuild.data.overrides import WHOLE_STAGE, difference, merge, stage_settings
 from lmbuild.errors import UserError
 from lmbuild.keys import sorted_tree
 from lmbuild.layer_plan import LAYER_PLAN_KEYS
@@ -139,7 +141,40 @@ def validate(config: dict | None, source: str = "config") -> dict:
         raise UserError(f"{source}: {_one_line(best)}")
     _finite(config, "", source)
     _check_consistency(config, source)
+    _check_per_source(config, schema, cls, source)
     return sorted_tree(config)
+
+
+def _check_per_source(config: dict, schema: dict, cls, source: str) -> None:
+    """``data.clean.per_source``: each entry names a source, sets only per-document settings and
+    is valid merged over the stage's settings (a ``preset`` of its own under its keys); it is
+    kept as its minimal difference from the stage's settings (lmbuild.data.overrides)."""
+    clean = config["data"]["clean"]
+    if not clean["per_source"]:
+        return
+    names = [source_name(s) for s in config["data"]["sources"]]
+    base = stage_settings(clean)
+    validator = cls(schema["properties"]["data"]["properties"]["clean"])
+    kept = {}
+    for name, over in clean["per_source"].items():
+        where = f"data.clean.per_source.{name}"
+        if name not in names:
+            raise UserError(f"{source}: {where}: no source is named {name!r} (the sources: {', '.join(names)}; a source's name is its `name`, `embedded`, or <type>:<path>)")
+        for k in over:
+            if k in WHOLE_STAGE:
+                raise UserError(f"{source}: {where}.{k}: applies to the whole stage (data.clean.{k}), not per source")
+        preset = over.get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise UserError(f"{source}: {where}.preset: unknown preset {preset!r} (presets: {', '.join(PRESETS)})")
+        effective = merge(merge(base, PRESETS[preset]) if preset else base, over)
+        errors = list(validator.iter_errors(effective))
+        if errors:
+            line = _one_line(jsonschema.exceptions.best_match(errors))
+            top = "(top level): "
+            raise UserError(f"{source}: {where}: {line[len(top):]}" if line.startswith(top) else f"{source}: {where}.{line}")
+        _finite(effective, where, source)
+        kept[name] = difference(base, stage_settings(effective))
+    clean["per_source"] = {name: over for name, over in kept.items() if over}
 
 
 def _check_consistency(config: dict, source: str) -> None:

@@ -38,7 +38,7 @@ rule build_cleaned_part:
 
 rule build_cleaned:
     input:
-        unpack(cleaned_parts),
+        unpack(unless_built("cleaned", cleaned_parts)),
     output:
         directory(f"{ART}/cleaned/{{key}}"),
     log:

@@ -2,6 +2,7 @@
 # that map an artifact key to its inputs, settings and lineage.
 import os
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
@@ -9,6 +10,8 @@ from snakemake.exceptions import WorkflowError
 # and finds this checkout first.
 sys.path.insert(0, workflow.basedir)
 
+from lmbuild import layers
+from lmbuild.artifact import is_complete
 from lmbuild.config import validate
 from lmbuild.data.groups import layout as raw_layout, shard_count as raw_shard_count
 from lmbuild.errors import UserError
@@ -29,7 +32,15 @@ META = ".snakemake/lmbuild"
 SPECS = f"{META}/specs"
 
 try:
-    _validated = validate(config, source="config")
+    # The config's layers (lmbuild/layers.py): lmbuild's defaults < a preset < the --configfile
+    # files in order < --config. The demo's config.yaml is the config file only when none is
+    # given, so a user's config never inherits the demo's choices.
+    _layers = layers.load(
+        workflow.config_settings.configfiles,
+        workflow.config_settings.config,
+        demo=os.path.join(workflow.basedir, layers.DEMO),
+    )
+    _validated = validate(_layers.config, source="config")
     config.clear()
     config.update(_validated)
     _state = StateCache(f"{META}/file-hashes.json")
@@ -59,9 +70,25 @@ def artifact(stage, wildcards):
         raise WorkflowError(str(exc)) from None
 
 
+def built(stage, wc):
+    """The artifact of `stage` at the wildcard key is complete (lmbuild.artifact.is_complete)."""
+    return is_complete(Path(f"{ART}/{stage}/{wc.key}"))
+
+
+def unless_built(stage, inputs):
+    """An input function of a `stage` rule that asks for nothing once the stage's artifact is
+    complete. Its key already covers its inputs, and a complete artifact is never rebuilt:
+    without inputs, Snakemake cannot plan it again because an upstream artifact is (re)built
+    ("Input files updated by another job"), deleted or copied with new modification times.
+    """
+    return lambda wc: {} if built(stage, wc) else inputs(wc)
+
+
 def stage_inputs(stage):
     """Input function: {input stage name: path} for the artifact at the wildcard key."""
-    return lambda wc: {n: a.path for n, a in artifact(stage, wc).inputs.items()}
+    return unless_built(
+        stage, lambda wc: {n: a.path for n, a in artifact(stage, wc).inputs.items()}
+    )
 
 
 def stage_spec(stage):

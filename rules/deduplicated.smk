@@ -34,7 +34,7 @@ rule dedup_map:
 
 rule dedup_bucket:
     input:
-        unpack(dedup_maps),
+        unpack(unless_built("deduplicated", dedup_maps)),
     output:
         temp(directory(f"{ART}/_parts/deduplicated/{{key}}/bucket-{{bucket}}")),
     log:
@@ -62,8 +62,8 @@ rule dedup_bucket:
 rule build_deduplicated:
     input:
         unpack(stage_inputs("deduplicated")),
-        unpack(dedup_maps),
-        unpack(dedup_reduces),
+        unpack(unless_built("deduplicated", dedup_maps)),
+        unpack(unless_built("deduplicated", dedup_reduces)),
     output:
         directory(f"{ART}/deduplicated/{{key}}"),
     log:

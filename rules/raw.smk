@@ -36,7 +36,7 @@ rule build_raw_part:
 
 rule build_raw:
     input:
-        unpack(raw_parts),
+        unpack(unless_built("raw", raw_parts)),
     output:
         directory(f"{ART}/raw/{{key}}"),
     log:

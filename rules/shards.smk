@@ -33,7 +33,7 @@ rule build_shards_part:
 
 rule build_shards:
     input:
-        unpack(shards_parts),
+        unpack(unless_built("shards", shards_parts)),
     output:
         directory(f"{ART}/shards/{{key}}"),
     log:

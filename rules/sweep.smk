@@ -6,7 +6,7 @@
 # its input functions are planned in rules/common.smk with the rest.
 rule build_sweep_report:
     input:
-        unpack(sweep_report_inputs),
+        unpack(unless_built("sweep_report", sweep_report_inputs)),
     output:
         report(
             directory(f"{ART}/sweep_report/{{key}}"),

@@ -88,6 +88,7 @@ from lmbuild.data.filters import (
 )
 from lmbuild.data.ingest import shard_name
 from lmbuild.data.lang import segmenter
+from lmbuild.data.overrides import for_source
 from lmbuild.data.quality import load_classifier, score
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
@@ -231,6 +232,44 @@ class Cleaner:
         return kept, reasons, langs, scores, texts
 
 
+class SourceCleaners:
+    """The stage's :class:`Cleaner`, and one per ``data.clean.per_source`` entry
+    (lmbuild.data.overrides): each batch is split by its ``source`` column, each part cleaned with
+    its source's settings, and the results put back in the batch's order. Same interface as
+    :class:`Cleaner`; without per-source settings it is the stage's Cleaner alone."""
+
+    def __init__(self, settings: dict, classifier: str | None = None):
+        self.stage = Cleaner(settings, classifier)
+        self.classifier = self.stage.classifier
+        self.by_source = {name: Cleaner(for_source(settings, name), classifier) for name in settings["per_source"]}
+
+    def batch(self, batch: pa.RecordBatch, edits: Counter):
+        if not self.by_source:
+            return self.stage.batch(batch, edits)
+        groups: dict[str | None, list[int]] = {}
+        for i, name in enumerate(batch.column("source").to_pylist()):
+            groups.setdefault(name if name in self.by_source else None, []).append(i)
+        if len(groups) == 1:
+            (name,) = groups
+            return self.by_source.get(name, self.stage).batch(batch, edits)
+        n = batch.num_rows
+        reasons: list = [None] * n
+        langs: list = [None] * n
+        scores: list = [None] * n
+        texts: list = [None] * n
+        parts, kept_rows = [], []
+        for name, rows in groups.items():
+            kept, r, lg, sc, tx = self.by_source.get(name, self.stage).batch(batch.take(pa.array(rows, pa.int64())), edits)
+            for j, i in enumerate(rows):
+                reasons[i], langs[i], scores[i], texts[i] = r[j], lg[j], sc[j], tx[j]
+            parts.append(kept)
+            kept_rows += [i for j, i in enumerate(rows) if r[j] is None]
+        order = sorted(range(len(kept_rows)), key=kept_rows.__getitem__)
+        table = pa.Table.from_batches(parts, schema=parts[0].schema).take(pa.array(order, pa.int64()))
+        kept = pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], schema=table.schema)
+        return kept, reasons, langs, scores, texts
+
+
 class DroppedWriter:
     """The dropped documents of one shard, at most ``max_per_reason`` per reason."""
 
@@ -316,7 +355,7 @@ def clean_shard(job: tuple) -> dict:
     src, out, settings = job[:3]
     classifier = job[3] if len(job) > 3 else None
     src, out = Path(src), Path(out)
-    cleaner = Cleaner(settings, classifier)
+    cleaner = SourceCleaners(settings, classifier)
     by_lang: Counter = Counter()
     dropped: Counter = Counter()
     edits: Counter = Counter()

@@ -45,6 +45,19 @@ def relative_pattern(pattern: str) -> str:
     return os.path.relpath(pattern, pattern_root(pattern))
 
 
+def source_name(src: dict) -> str:
+    """The label stored in the ``source`` column: ``name``, or ``<type>:<path>`` with a local
+    path taken below its folder (``data/**/*.jsonl`` -> ``jsonl:**/*.jsonl``), so that a corpus
+    that moves keeps its labels, ids and keys. (Here, not in sources.py, because the config check
+    names sources too: data.mixture, data.clean.per_source.)"""
+    if src.get("name"):
+        return src["name"]
+    if src["type"] == "embedded":
+        return src["type"]
+    path = src.get("path")
+    return f"{src['type']}:{relative_pattern(path) if src['type'] != 'hf' else path}"
+
+
 def match_files(pattern: str, where: str) -> list[tuple[str, str]]:
     """``(path, name relative to the pattern's root)`` of every file ``pattern`` matches, in name
     order; UserError naming ``where`` if nothing matches.

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from lmbuild.artifact import link_or_copy, read_manifest
 from lmbuild.data.groups import Group, layout, whole
-from lmbuild.data.sources import iter_source, source_name
+from lmbuild.data.files import source_name
+from lmbuild.data.sources import iter_source
 from lmbuild.errors import UserError
 from lmbuild.runner import StageContext
 

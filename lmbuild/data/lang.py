@@ -40,6 +40,8 @@ import re
 from functools import lru_cache
 from typing import Callable
 
+from lmbuild.data.overrides import merge
+
 SEGMENTERS = ("whitespace", "chars", "sudachi", "jieba", "pythainlp", "kiwi")
 # Default data.clean.word_segmenters: the languages that do not write spaces between words
 # (Korean does, but FineWeb-2's Korean stop words are Kiwi morphemes).
@@ -174,14 +176,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    """``base`` with ``over`` on top, dicts merged key by key (``over`` wins)."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 def apply_preset(config: dict) -> dict:
     """``config`` with ``data.clean.preset``'s settings under the user's own ``data.clean``.
 
@@ -192,5 +186,5 @@ def apply_preset(config: dict) -> dict:
     if not isinstance(clean, dict) or clean.get("preset") not in PRESETS:
         return config
     out = copy.deepcopy(config)
-    out["data"]["clean"] = _merge(PRESETS[clean["preset"]], clean)
+    out["data"]["clean"] = merge(PRESETS[clean["preset"]], clean)
     return out

@@ -37,7 +37,7 @@ from collections import Counter
 from typing import Iterator
 
 from lmbuild.errors import UserError
-from lmbuild.data.files import match_files, open_binary, relative_pattern
+from lmbuild.data.files import match_files, open_binary, source_name
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +61,6 @@ class Problems:
 
     def empty(self, path: str) -> None:
         self.counts["empty_file"] += 1
-
-
-def source_name(src: dict) -> str:
-    """The label stored in the ``source`` column: ``name``, or ``<type>:<path>`` with a local
-    path taken below its folder (``data/**/*.jsonl`` -> ``jsonl:**/*.jsonl``), so that a corpus
-    that moves keeps its labels, ids and keys."""
-    if src.get("name"):
-        return src["name"]
-    if src["type"] == "embedded":
-        return src["type"]
-    path = src.get("path")
-    return f"{src['type']}:{relative_pattern(path) if src['type'] != 'hf' else path}"
 
 
 def iter_source(src: dict, index: int, skipped: Counter | None = None, units: range | None = None) -> Iterator[Doc]:
