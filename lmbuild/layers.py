@@ -66,10 +66,14 @@ def read_file(path: str | Path) -> dict:
 
 
 def _leaves(node, prefix: str = ""):
-    """(dotted path, value) of every leaf: a value that is not a non-empty mapping."""
+    """(dotted path, value) of every leaf: a value that is not a non-empty mapping or a list of
+    mappings (``data.sources[0].path``)."""
     if isinstance(node, dict) and node:
         for k, v in node.items():
             yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{prefix}[{i}]")
     else:
         yield prefix, node
 
@@ -80,7 +84,7 @@ def _merge_into(base: dict, over: dict, origins: dict, label: str, prefix: str =
         if isinstance(v, dict) and v and isinstance(base.get(k), dict):
             _merge_into(base[k], v, origins, label, path)
             continue
-        for p in [p for p in origins if p == path or p.startswith(path + ".")]:
+        for p in [p for p in origins if p == path or p.startswith((path + ".", path + "["))]:
             del origins[p]
         base[k] = copy.deepcopy(v)
         for leaf, _ in _leaves(v, path):
@@ -100,7 +104,7 @@ def load(files: list, cli: dict | None = None, demo: str | Path | None = None) -
     """The user's config files (the demo's ``config.yaml`` when there are none) and the command
     line's ``--config`` values, merged, with each value's origin."""
     paths = [str(f) for f in files] or ([str(demo)] if demo is not None else [])
-    layers = [(f"file:{p}", read_file(p)) for p in paths]
+    layers = [(f"file:{DEMO}" if not files else f"file:{p}", read_file(p)) for p in paths]
     if cli:
         layers.append((COMMAND_LINE, dict(cli)))
     config, origin = merge(layers)
@@ -121,13 +125,13 @@ def origins(validated: dict, user: dict[str, str], preset: dict | None, preset_n
 
 
 def _user_label(path: str, user: dict[str, str]) -> str | None:
+    """The label of ``path`` or of the nearest enclosing value the user set as a whole."""
     probe = path
-    while True:
+    while probe:
         if probe in user:
             return user[probe]
-        if "." not in probe:
-            return None
-        probe = probe.rsplit(".", 1)[0]
+        probe = probe[: max(probe.rfind("."), probe.rfind("["), 0)]
+    return None
 
 
 def show(validated: dict, where: dict[str, str]) -> str:

@@ -109,6 +109,13 @@ def code_files(stage_name: str, entry: str | None = None) -> tuple[str, ...]:
     return tuple(sorted(str(f.relative_to(ROOT)) for f in files if f.exists()))
 
 
+@lru_cache(maxsize=None)
+def file_digest(rel: str) -> str:
+    """sha256 of one source file (relative to the repo root): the manifest's ``code_digests``,
+    so that ``lmbuild why`` can name the code file that changed."""
+    return hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()
+
+
 def files_hash(rels) -> str:
     """sha256 over source files (paths relative to the repo root, and their bytes)."""
     h = hashlib.sha256()
@@ -284,6 +291,7 @@ class Artifact:
         return {
             "code_hash": self.code_hash,
             "code_files": list(self.code_files),
+            "code_digests": {f: file_digest(f) for f in self.code_files},
             "inputs": {n: {"stage": a.stage, "key": a.key, "path": a.path} for n, a in sorted(self.inputs.items())},
         }
 

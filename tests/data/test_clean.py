@@ -265,3 +265,34 @@ def test_a_50_mb_document_is_dropped_with_bounded_memory(tmp_path):
     dropped = pq.read_table(tmp_path / "cleaned" / "dropped" / "shard-00000.parquet").to_pylist()
     big_row = next(r for r in dropped if r["reason"] == "too_long")
     assert big_row["chars"] == 50_000_000 and len(big_row["text"]) == DEFAULTS["dropped"]["max_chars"]
+
+
+def test_per_source_settings_clean_each_source_by_its_own(tmp_path):
+    """Two prose sources interleaved in the same shards, one with C4's and FineWeb's rules off
+    (data.clean.per_source): each document is cleaned exactly as its source alone would be, and
+    the shards keep the raw order."""
+    plays = {"type": "embedded", "name": "plays", "parts": ["shakespeare"], "max_docs": 12}
+    kjv = {"type": "text", "name": "kjv", "path": write_text_docs(tmp_path / "kjv", kjv_chapters(12))}
+    raw = make_raw(tmp_path, [plays, kjv], shards=2)
+    per = validate({"data": {"sources": [plays, kjv], "clean": {"per_source": {"plays": {"c4": {"enabled": False}, "fineweb": {"enabled": False}}}}}})["data"]["clean"]
+    counts, out = run_clean(tmp_path, raw, per, name="per_source")
+    got = rows(out)
+    # Alone: the plays without the web rules, the KJV with the stage's settings.
+    plays_only = validate({"data": {"clean": {"c4": {"enabled": False}, "fineweb": {"enabled": False}}}})["data"]["clean"]
+    _, out_plays = run_clean(tmp_path, raw, plays_only, name="plays_only")
+    _, out_stage = run_clean(tmp_path, raw, DEFAULTS, name="stage_only")
+    expect = {r["id"]: r for r in rows(out_plays) if r["source"] == "plays"} | {r["id"]: r for r in rows(out_stage) if r["source"] == "kjv"}
+    assert {r["id"]: r for r in got} == expect
+    raw_order = [r["id"] for r in rows(raw)]
+    assert [r["id"] for r in got] == [i for i in raw_order if i in expect]
+    # The web rules drop or edit plays under the stage's settings: the override matters here.
+    own_plays = {i: r["text"] for i, r in expect.items() if r["source"] == "plays"}
+    assert own_plays and own_plays != {r["id"]: r["text"] for r in rows(out_stage) if r["source"] == "plays"}
+    assert counts["documents_in"] == 24
+
+
+def write_text_docs(folder: Path, texts: list[str]) -> str:
+    folder.mkdir()
+    for i, t in enumerate(texts):
+        (folder / f"{i:03d}.txt").write_text(t)
+    return str(folder / "*.txt")
