@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from test_workflow import SNAKEMAKE, jobs_of_dry_run, smoke_config
 
 pytestmark = pytest.mark.e2e
 
+LMBUILD = Path(sys.executable).parent / "lmbuild"
 TARGET = "shards"  # every data stage and the tokenizer; training is covered by test_workflow
 
 
@@ -180,3 +183,101 @@ def test_the_job_reads_where_the_files_are_now_and_names_them_by_content(built):
     assert [name for name, _ in src["path"]["files"]] == ["part-0.jsonl", "part-1.jsonl", "part-2.jsonl"]
     assert manifest["located"] == [[["sources", 0], "path", "corpus/*.jsonl"]]
     assert manifest["settings"]["sources"][0]["path"] == "corpus/*.jsonl"
+
+
+# ----------------------------------------------------------------- copies stay built, and why
+
+
+def manifests(workdir: Path, stages) -> dict[Path, tuple[int, int]]:
+    """Each artifact's manifest -> (inode, mtime): what a rebuild would change."""
+    out = {}
+    for stage in stages:
+        for m in (workdir / "artifacts" / stage).glob("*/manifest.json"):
+            out[m] = (m.stat().st_ino, m.stat().st_mtime_ns)
+    return out
+
+
+def upstream_newest(workdir: Path) -> None:
+    """The worst order a copy can leave: every raw file newer than everything downstream."""
+    later = time.time() + 60
+    for p in (workdir / "artifacts" / "raw").rglob("*"):
+        os.utime(p, (later, later))
+
+
+@pytest.mark.parametrize("how", ["cp", "rsync"])
+def test_a_copy_of_a_built_project_plans_nothing(built, tmp_path, how):
+    """`cp -r` (a backup restore) or `rsync -r` without -t of the whole working directory, its
+    artifacts and .snakemake included: new modification times everywhere, nothing planned."""
+    copy = tmp_path / "copy"
+    if how == "cp":
+        subprocess.run(["cp", "-r", str(built), str(copy)], check=True)
+    else:
+        if shutil.which("rsync") is None:
+            pytest.skip("rsync is not installed (Debian package rsync; .ci/run installs it)")
+        subprocess.run(["rsync", "-r", f"{built}/", str(copy)], check=True)
+    upstream_newest(copy)
+    cfg = yaml.safe_dump(config("corpus/*.jsonl"))
+    nothing_to_do(run(copy, cfg, TARGET, "-n"))
+    assert why(copy, TARGET).startswith(f"nothing to do: {TARGET} is built")
+
+
+def test_a_clone_with_the_artifacts_copied_beside_it_plans_nothing(built, tmp_path):
+    """A fresh checkout (no .snakemake of its own) with the built artifacts and the corpus copied
+    into it, as a colleague would take over a project: nothing planned."""
+    clone = copy_checkout(tmp_path / "clone")
+    subprocess.run(["cp", "-r", str(built / "artifacts"), str(built / "corpus"), str(clone)], check=True)
+    upstream_newest(clone)
+    nothing_to_do(run(clone, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n", snakefile=clone / "Snakefile"))
+
+
+def test_a_rebuilt_upstream_artifact_replaces_nothing_downstream(built):
+    """raw deleted and rebuilt (new files, new mtimes): every complete artifact after it stays
+    as it is; Snakemake plans raw alone, and nothing afterwards."""
+    raw = next(p for p in (built / "artifacts" / "raw").iterdir() if not p.name.startswith("."))
+    before = json.loads((raw / "manifest.json").read_text())["files"]
+    downstream = manifests(built, ("cleaned", "deduplicated", "tokenizer", "shards"))
+    shutil.rmtree(raw)
+    cfg = yaml.safe_dump(config("corpus/*.jsonl"))
+    assert jobs_of_dry_run(run(built, cfg, "raw", TARGET, "-n")) == {"build_raw_part": 3, "build_raw": 1, "raw": 1}
+    proc = run(built, cfg, "raw", TARGET)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert json.loads((raw / "manifest.json").read_text())["files"] == before  # the same bytes, at the same key
+    assert manifests(built, ("cleaned", "deduplicated", "tokenizer", "shards")) == downstream
+    nothing_to_do(run(built, cfg, TARGET, "-n"))
+
+
+def why(workdir: Path, *targets: str) -> str:
+    proc = subprocess.run([str(LMBUILD), "why", *targets, "--configfile", str(workdir / "config.yaml"), "--directory", str(workdir)], capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+# A rule's jobs -> the stage whose artifact they make.
+RULE_STAGE = {"build_raw_part": "raw", "build_cleaned_part": "cleaned", "dedup_map": "deduplicated", "dedup_bucket": "deduplicated", "build_shards_part": "shards"}
+
+
+def planned_stages(jobs: dict) -> set[str]:
+    return {RULE_STAGE.get(rule, rule.removeprefix("build_")) for rule in jobs if rule.startswith(("build_", "dedup_"))}
+
+
+def test_why_names_what_snakemake_plans_and_why(built):
+    cfg = config("corpus/*.jsonl")
+    cfg["data"]["dedup"]["method"] = "minhash"
+    cfg["pack"]["seq_len"] = 32
+    jobs = jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
+    text = why(built, TARGET)
+    said = {line.split()[0] for line in text.splitlines() if line and not line.startswith((" ", "nothing")) and "would be built" not in line}
+    assert said == planned_stages(jobs) == {"deduplicated", "tokenizer", "shards"}
+    assert "setting data.dedup.method: exact -> minhash" in text
+    assert "setting pack.seq_len: 64 -> 32" in text
+    assert re.search(r"input deduplicated: [0-9a-f]{16} -> [0-9a-f]{16}", text)
+    # A source file edited: raw's settings name it.
+    f = built / "corpus" / "part-1.jsonl"
+    original = f.read_bytes()
+    try:
+        f.write_bytes(original + b'{"body": "one more document", "uid": "new"}\n')
+        run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n")  # the config why reads
+        text = why(built, TARGET)
+        assert "setting data.sources[0].path: file changed: part-1.jsonl" in text, text
+    finally:
+        f.write_bytes(original)

@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +214,22 @@ def test_snakemake_report_bundles_the_page(built, tmp_path):
 
 
 def test_rerun_is_a_no_op(built):
+    assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
+
+
+def test_a_deleted_model_is_rebuilt_at_its_key_and_nothing_after_it(built):
+    """`rm -rf` of the trained checkpoint (as verify advises for a damaged one): the default
+    target holds the model itself, so plain `snakemake` retrains it, bit for bit on CPU, and
+    leaves the evaluation and the page built from it as they are."""
+    ckpt = only(built, "trained_checkpoint")
+    weights = (ckpt / "model.safetensors").read_bytes()
+    after = {p: p.stat().st_mtime_ns for s in ("eval_report", "report") for p in [only(built, s) / "manifest.json"]}
+    shutil.rmtree(ckpt)
+    assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {"build_trained_checkpoint": 1, "all": 1}
+    proc = snakemake(built, smoke_config())
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert (ckpt / "model.safetensors").read_bytes() == weights
+    assert {p: p.stat().st_mtime_ns for p in after} == after
     assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
 
 
