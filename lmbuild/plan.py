@@ -52,7 +52,7 @@ LOCAL_SOURCES = ("jsonl", "parquet", "text", "html")
 PLUMBING = {"lmbuild.runner", "lmbuild.artifact", "lmbuild.errors", "lmbuild.tracking"}
 # Parse-time modules: a stage's code must not import them (tests/test_plan.py checks), since an
 # edit to config validation or to the planner itself must not retrain anything.
-PARSE_ONLY = {"lmbuild.config", "lmbuild.plan", "lmbuild.variants", "lmbuild.stages", "lmbuild.keys", "lmbuild.filestate", "lmbuild.sweep"}
+PARSE_ONLY = {"lmbuild.config", "lmbuild.plan", "lmbuild.variants", "lmbuild.stages", "lmbuild.keys", "lmbuild.filestate", "lmbuild.sweep", "lmbuild.layers", "lmbuild.why", "lmbuild.cli"}
 
 
 # --------------------------------------------------------------------------- code sets

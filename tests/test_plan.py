@@ -115,7 +115,7 @@ CODE_SETS = {
     "quality_model": {"scripts/quality_model.py", "lmbuild/data/quality.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
     "cleaned": {
         "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/clean.py", "lmbuild/data/filters.py",
-        "lmbuild/data/lang.py", "lmbuild/data/quality.py",
+        "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py",
         # clean.py names its shards with ingest.shard_name, which brings the readers along.
         "lmbuild/data/ingest.py", "lmbuild/data/groups.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
     },
