@@ -58,8 +58,8 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     snakemake = Path(sys.executable).parent / "snakemake"
     cmd = [str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work), "--cores", "2", *TARGETS, "--configfile", str(ROOT / "config.yaml"), args.configfile]
-    # config.yaml named too: with --directory, the Snakefile's `configfile: "config.yaml"` is looked up in
-    # the work folder, and Snakemake skips it silently when --configfile is given.
+    # config.yaml named first: the experiment is layered over the demo (lmbuild/layers.py), which a
+    # --configfile build does not read otherwise.
     # Addresses first: the plan of the code that runs (edits to the checkout later do not move them).
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     update_config(cfg, yaml.safe_load(Path(args.configfile).read_text()))  # as --configfile merges them
