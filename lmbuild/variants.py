@@ -13,9 +13,10 @@ base's artifacts and they are built once. ``model.source: {variant: name}`` make
 variant's ``trained_checkpoint`` (or ``init_checkpoint``) an input of ``init_checkpoint``,
 so its key enters every key downstream.
 
-What this module does not do: override inside lists (``data.sources`` is replaced whole), or
-vary ``artifacts``, ``resources``, ``tracking``, ``variants`` or ``sweep`` themselves (one build,
-one set of rules).
+What this module does not do: override inside lists (``data.sources`` is replaced whole), set
+``data.clean.preset`` (a layer under the user's settings, lmbuild.layers), or vary
+``artifacts``, ``resources``, ``tracking``, ``variants`` or ``sweep`` themselves (one build, one
+set of rules).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def apply_overrides(base: dict, overrides: dict, where: str) -> dict:
         parts = str(dotted).split(".")
         if parts[0] in NOT_PER_VARIANT:
             raise UserError(f"{where}: {dotted}: {parts[0]} is the same for every variant")
+        if parts[:3] == ["data", "clean", "preset"]:
+            # A preset goes under the user's own settings (lmbuild.layers), which a variant, made
+            # from the validated base, no longer tells apart from defaults.
+            raise UserError(f"{where}: {dotted}: a preset is set in the base config, or for one source (data.clean.per_source.<name>.preset), not per variant")
         node = cfg
         for i, part in enumerate(parts[:-1]):
             if node.get(part) is None:

@@ -114,6 +114,7 @@ def test_chained_variants():
             r"^config: variants: model.source.variant forms a cycle: \(base\) -> a -> b -> a$",
         ),
         ({"model": UPSCALE, "variants": {"small": {"model.source": {"variant": "small"}}}}, r"cycle: \(base\) -> small -> small$"),
+        (solar(small={**SMALL, "data.clean.preset": "ja"}), r"^config: variants.small: data.clean.preset: a preset is set in the base config, or for one source"),
         (solar(eval_report=SMALL), r"^config: variants.eval_report: a variant name is"),
         (solar(**{"bad__name": SMALL}), r"^config: variants.bad__name: a variant name is"),
         ({"model": {"init": "pretrained"}}, r"^config: model.source: model.init pretrained needs exactly one of path, hub or variant$"),
