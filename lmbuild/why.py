@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lmbuild.artifact import MANIFEST, is_complete
 from lmbuild.errors import UserError
-from lmbuild.plan import Artifact, Plan
+from lmbuild.plan import Artifact, Plan, cost_plan_artifact, sweep_report_artifact
 from lmbuild.stages import FINAL, STAGES
 
 MAX_LINES = 12  # setting differences shown per artifact before "... and N more"
@@ -61,11 +61,18 @@ def targets(plan: Plan, names: list[str]) -> list[Artifact]:
             out += [p.artifacts[FINAL] for p in plan.variants.values()]
         elif name in STAGES:
             out.append(plan.artifacts[name])
+        elif name == "plan":
+            out.append(cost_plan_artifact(plan.config))
+        elif name == "sweep":
+            report = sweep_report_artifact(plan)
+            if report is None:
+                raise UserError("config: sweep: no runs (set sweep.grid or sweep.random)")
+            out.append(report)
         elif "__" in name and name.split("__", 1)[0] in plan.variants and name.split("__", 1)[1] in STAGES:
             variant, stage = name.split("__", 1)
             out.append(plan.variants[variant].artifacts[stage])
         else:
-            known = ", ".join(["all", "variants", *STAGES, *(f"{v}__<stage>" for v in plan.variants)])
+            known = ", ".join(["all", "variants", "sweep", "plan", *STAGES, *(f"{v}__<stage>" for v in plan.variants)])
             raise UserError(f"why: unknown target {name!r} (targets: {known})")
     return out
 
