@@ -239,18 +239,20 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
         for p in sorted(locks.glob("*.lock")):
             busy = _busy(p)
             out.append(Entry("lock", p, "held by a running build" if busy else "build lock nobody holds", not busy))
-    out += _refs_entries(root, d)
+    out += _refs_entries(root, d, checkout)
     return out
 
 
-def _refs_entries(root: Path, d: Decision) -> list[Entry]:
+def _refs_entries(root: Path, d: Decision, checkout: str | None) -> list[Entry]:
     """The registrations (kept; a stale one forgotten on request) and dead builds' live files."""
     out = []
     live_ids = {b.id for b in d.live}
     for r in d.registrations:
         recent = sum(d.now - t <= d.window for t in r.keys.values())
         said = f"registration of {r.label()}: last parse {age(d.now - r.updated)} ago, {recent} of {len(r.keys)} keys planned within {d.policy.retention_days:g} days"
-        if recent or r.id in live_ids:
+        if r.id == checkout:
+            out.append(Entry("registration", r.path, f"{said}; this checkout's", False))
+        elif recent or r.id in live_ids:
             out.append(Entry("registration", r.path, said, False))
         elif d.policy.forget == "stale":
             out.append(Entry("registration", r.path, f"{said}; forgotten (gc.forget: stale)"))

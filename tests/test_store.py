@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmbuild.artifact import MANIFEST, read_manifest, verify
-from lmbuild.store import builds, recover
+from lmbuild.artifact import MANIFEST, read_manifest, seal, verify
+from lmbuild.store import builds, checkout_id, planned, recover, register, registrations, verify_store
 from test_workflow import SNAKEMAKE, jobs_of_dry_run, smoke_config
 
 from conftest import ROOT
@@ -91,6 +91,65 @@ def test_recover_settles_stale_locks_and_markers(tmp_path, monkeypatch):
     assert not list((meta / "locks").iterdir())
     assert done.is_dir() and not half.exists() and outside.is_dir()
     assert [m.exists() for m in markers] == [False, False, True]  # not ours: Snakemake decides
+
+
+def test_a_registration_keeps_each_keys_last_planning_time(tmp_path, monkeypatch):
+    root, work = tmp_path / "store", tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)  # Snakemake's config file names are relative to the working directory
+    (work / "config.yaml").write_text("{}")
+    register(root, work, [str(work / "config.yaml")], ["cleaned/" + "a" * 16, "raw/" + "b" * 16], now=1000.0)
+    reg = register(root, work, [str(work / "config.yaml"), "config.yaml"], ["cleaned/" + "c" * 16, "raw/" + "b" * 16], now=2000.0)
+    (again,) = registrations(root)
+    assert again == reg and again.path == root / "_refs" / f"{reg.id}.json"
+    assert again.keys == {"cleaned/" + "a" * 16: 1000.0, "cleaned/" + "c" * 16: 2000.0, "raw/" + "b" * 16: 2000.0}
+    assert again.updated == 2000.0 and again.workdir == str(work.resolve())
+    # One id per working directory and set of config files, whatever their order or spelling.
+    assert reg.id == checkout_id(work, ["config.yaml"]) == checkout_id(str(work) + "/", [str(work / "config.yaml")] * 2)
+    assert reg.id != checkout_id(work, ["config.yaml", "other.yaml"]) != checkout_id(tmp_path, ["config.yaml"])
+    assert not list((root / "_refs").glob(".*"))  # no lock or half-written file left
+
+
+def _sealed(root: Path, stage: str, key: str) -> str:
+    p = root / stage / key
+    p.mkdir(parents=True)
+    (p / "data.bin").write_bytes(b"x" * 10)
+    seal(p, {"stage": stage, "key": key})
+    return str(p)
+
+
+def test_verify_reports_every_missing_planned_artifact(tmp_path):
+    intact = _sealed(tmp_path, "raw", "a" * 16)
+    damaged = _sealed(tmp_path, "cleaned", "a" * 16)
+    (Path(damaged) / "data.bin").write_bytes(b"y" * 10)  # same size, other bytes
+    gone = str(tmp_path / "trained_checkpoint" / ("a" * 16))
+    lines, errors = verify_store([(intact, "raw"), (damaged, "cleaned"), (gone, "trained_checkpoint")], [str(tmp_path / "plan" / ("a" * 16))])
+    assert errors == 2
+    assert lines[0] == f"ok: {intact} (1 files)"
+    assert lines[1].startswith(f"error: verify: {damaged}: damaged: data.bin")
+    assert lines[2] == f"error: verify: {gone}: missing (`snakemake trained_checkpoint` builds it)"
+    assert lines[3] == "verify: 1 artifacts intact, 1 damaged, 1 missing (of 3 planned)"  # the unbuilt cost plan is no error
+    assert verify_store([(intact, "raw")]) == ([f"ok: {intact} (1 files)", "verify: 1 artifacts intact, 0 damaged, 0 missing (of 1 planned)"], 0)
+
+
+def test_what_verify_expects_is_what_the_targets_build(tmp_path):
+    from lmbuild.config import validate
+    from lmbuild.plan import Plan, sweep_report_artifact
+    from lmbuild.stages import FINAL
+
+    plan = Plan(validate({"artifacts": str(tmp_path), "variants": {"small": {"model.num_hidden_layers": 1}}}))
+    expected = {(a.stage, a.key): target for a, target in planned([(None, plan), *plan.variants.items()], FINAL)}
+    small = plan.variants["small"].artifacts
+    assert expected[("report", plan.artifacts["report"].key)] == "report"
+    assert expected[("trained_checkpoint", small["trained_checkpoint"].key)] == "small__trained_checkpoint"
+    assert expected[("report", small["report"].key)] == "small__report"
+    assert expected[("raw", small["raw"].key)] == "raw"  # shared with the base: the base's target
+    assert not any(stage == "quality_model" for stage, _ in expected)  # disabled: no target builds it
+    assert len(expected) == 9 + 4  # the base's nine, the variant's own init, training, evaluation, page
+    sweep = Plan(validate({"artifacts": str(tmp_path), "sweep": {"grid": {"train.learning_rate": [0.001, 0.002]}}}))
+    report = sweep_report_artifact(sweep)
+    targets = {t for _, t in planned([(None, sweep), *sweep.variants.items()], FINAL, [(report, "sweep")])}
+    assert "sweep" in targets and {t.split("__")[1] for t in targets if "__" in t} == {"trained_checkpoint", "eval_report", "report"}
 
 
 # --- real snakemake processes ----------------------------------------------------------------
