@@ -141,7 +141,7 @@ class Decision:
         """Why ``stage/key`` goes (it is not kept)."""
         hit = self.last.get(f"{stage}/{key}")
         if hit is None:
-            return "reached by no registered config" + ("" if self.policy.scope == "unregistered" else " nor this checkout's config")
+            return "reached by no registered config"
         t, r = hit
         when = f"last reached by {r.label()} {age(self.now - t)} ago"
         if self.now - t > self.window:
