@@ -26,9 +26,12 @@ The listing says how many bytes removal frees (a hard-linked file counts only if
 goes: the cleaned artifact links its parts' files). ``gc`` holds ``<store>/_refs/.lock`` while
 it decides and removes: a build that starts meanwhile waits, then plans against what is left.
 
+A key that no registration ever planned (written by a build that does not register: an
+lmbuild from before registrations, the Python API) stays, except at scope ``store``, until
+``retention_days`` after it was last written.
+
 What it does not do: touch anything whose build lock or temp-folder lock another process holds,
-look outside the store, or know a checkout that never parsed its config with this store (an
-artifact built before registrations existed counts as reached by no config).
+look outside the store, or know which of its keys a build that does not register still needs.
 """
 
 from __future__ import annotations
@@ -103,6 +106,18 @@ def age(seconds: float) -> str:
     return f"{n} days"
 
 
+def newest_write(path: Path) -> float | None:
+    """When ``path`` was last written: its manifest's mtime (written last) if it has one, else the
+    newest mtime of it and its folders (creating or removing a file touches its folder's)."""
+    try:
+        manifest = path / "manifest.json"
+        if manifest.is_file():
+            return manifest.stat().st_mtime
+        return max([path.stat().st_mtime, *(Path(d).stat().st_mtime for d, _, _ in os.walk(path) if d != str(path))])
+    except OSError:
+        return None
+
+
 class Decision:
     """Which ``stage/key``s stay and why, and why any other goes: from this checkout's plan
     (``current``), the running builds and the registrations, under ``policy``."""
@@ -137,6 +152,18 @@ class Decision:
             return f"a running build's record cannot be read ({self.keep_all.path}): everything stays"
         return why
 
+    def unregistered_but_recent(self, stage: str, key: str, path: Path) -> str | None:
+        """Why ``path`` of ``stage/key`` stays although not kept: no registration ever planned the
+        key, and it was written within the window, by a build that does not register (a checkout
+        on an lmbuild from before registrations, the Python API). Not at ``gc.scope: store``."""
+        if self.policy.scope == "store" or f"{stage}/{key}" in self.last:
+            return None
+        t = newest_write(path)
+        if t is None or self.now - t > self.window:
+            return None
+        return (f"written {age(self.now - t)} ago by a build that no registration names; "
+                f"kept for gc.retention_days ({self.policy.retention_days:g})")
+
     def gone(self, stage: str, key: str) -> str:
         """Why ``stage/key`` goes (it is not kept)."""
         hit = self.last.get(f"{stage}/{key}")
@@ -163,13 +190,14 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
     out: list[Entry] = []
     locks = root / "_locks"
 
-    def artifact_state(stage: str, key: str) -> tuple[bool, str]:
-        """(whether its parts and scratch may go, why)."""
+    def artifact_state(stage: str, key: str, path: Path) -> tuple[bool, str]:
+        """(whether the parts or scratch at ``path`` of ``stage/key`` may go, why)."""
         why = d.kept(stage, key)
-        if why is None:
-            return True, f"of a {stage} artifact that goes: {d.gone(stage, key)}"
         if is_complete(root / stage / key):
             return True, f"of a complete {stage} artifact"
+        why = why or d.unregistered_but_recent(stage, key, path)
+        if why is None:
+            return True, f"of a {stage} artifact that goes: {d.gone(stage, key)}"
         return False, f"of an unfinished {stage} artifact, {why}"
 
     for stage in stages:
@@ -181,7 +209,7 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
                 busy = _busy(p)
                 out.append(Entry("temp", p, "its writer is alive" if busy else "temporary folder of a dead writer", not busy))
             elif p.is_dir() and KEY.fullmatch(p.name):
-                why = d.kept(stage, p.name)
+                why = d.kept(stage, p.name) or d.unregistered_but_recent(stage, p.name, p)
                 if why is not None:
                     out.append(Entry("artifact", p, why, False))
                 elif _busy(locks / f"{stage}-{p.name}.lock"):
@@ -198,7 +226,7 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
             if not any(p.iterdir()):
                 out.append(Entry("empty", p, "empty part folder"))
                 continue
-            goes, why = artifact_state(stage, p.name)
+            goes, why = artifact_state(stage, p.name, p)
             if goes and _busy(locks / f"{stage}-{p.name}.lock"):
                 goes, why = False, "another build holds its build lock"
             out.append(Entry("parts", p, f"parts {why}" if why.startswith("of") else why, goes))
@@ -218,7 +246,7 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
                     busy = _busy(p)
                     out.append(Entry("lock", p, "held by a running job" if busy else "lock file nobody holds", not busy))
                 elif p.is_dir() and KEY.fullmatch(key):
-                    goes, why = artifact_state(stage, key)
+                    goes, why = artifact_state(stage, key, p)
                     if goes and (_busy(Path(f"{p}.lock")) or _busy(locks / f"{stage}-{key}.lock")):
                         goes, why = False, "a running job or build holds its lock"
                     if not goes and why.startswith("of an unfinished"):
@@ -229,7 +257,7 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
         for p in sorted(stable.iterdir()):
             if not (p.is_dir() and KEY.fullmatch(p.name)):
                 continue
-            why = d.kept("_stable", p.name)
+            why = d.kept("_stable", p.name) or d.unregistered_but_recent("_stable", p.name, p)
             if why is None:
                 out.append(Entry("stable", p, f"stable-phase cache that no kept wsd run reaches: {d.gone('_stable', p.name)}"))
             else:

@@ -26,6 +26,14 @@ def _artifact(root, stage, key, size=10):
     return p
 
 
+def _written_long_ago(root):
+    """Every file and folder below ``root`` last written in 2001 (a build that registered
+    nothing is kept for the retention window after it wrote)."""
+    for folder, dirs, files in os.walk(root, topdown=False):
+        for name in [*files, *dirs, "."]:
+            os.utime(os.path.join(folder, name), (1e9, 1e9), follow_symlinks=False)
+
+
 def _store(tmp_path):
     root = tmp_path / "artifacts"
     _artifact(root, "raw", K[0], 100)
@@ -43,6 +51,7 @@ def _store(tmp_path):
     (root / "_work" / "trained_checkpoint" / f"{K[1]}.lock").touch()
     (root / "cleaned" / f".tmp-{K[2]}-host-1-2").mkdir()  # a dead writer's temp folder
     reachable = {("raw", K[0]), ("cleaned", K[0]), ("trained_checkpoint", K[3])}
+    _written_long_ago(root)
     return root, reachable, old
 
 
@@ -115,6 +124,7 @@ def test_stable_caches_that_no_wsd_run_reaches_are_listed(tmp_path):
         p.mkdir(parents=True)
         (p / "optimizer.pt").write_bytes(b"o" * 70)
     (root / "_stable" / K[0] / ".tmp-step-20-123").mkdir()  # a dead writer's
+    _written_long_ago(root)
     assert _goes(root, {("_stable", K[0])}) == {("stable", f"_stable/{K[1]}"), ("temp", f"_stable/{K[0]}/.tmp-step-20-123")}
     gc(root, {("_stable", K[0])}, STAGES, do_remove=True)
     assert kept.is_dir() and not old.parent.exists()
@@ -143,6 +153,7 @@ def test_shards_parts_are_collected_like_cleaned_parts(tmp_path):
     part = root / "shards_parts" / K[1] / "00000" / "tokens"
     part.mkdir(parents=True)
     (part / "shard-00000.train.0.bin").write_bytes(b"t" * 64)
+    _written_long_ago(root)
     assert _goes(root, set()) == {("parts", f"shards_parts/{K[1]}")}
 
 
@@ -267,8 +278,23 @@ def test_an_unreadable_registration_counts_for_nothing_and_stays(tmp_path):
     bad = root / REFS / f"{K[0]}.json"
     bad.parent.mkdir()
     bad.write_text("{not json")
+    _written_long_ago(root / "cleaned")
     assert _goes(root, set()) == {("artifact", f"cleaned/{K[1]}")}
     gc(root, set(), STAGES, do_remove=True)
     assert bad.exists() and not old.exists()
     assert json.loads(_other_checkout(tmp_path, root, [], 0).path.read_text())["keys"] == {}
     assert checkout_id(tmp_path, []) != checkout_id(tmp_path / "other", [])
+
+
+def test_what_a_build_that_registers_nothing_wrote_lately_stays_by_default(tmp_path):
+    """A checkout on an lmbuild from before registrations (or the Python API) registers nothing:
+    its artifacts and unfinished scratch stay for the window after they were written."""
+    root = tmp_path / "artifacts"
+    fresh = _artifact(root, "cleaned", K[1])
+    work = root / "_work" / "trained_checkpoint" / K[1] / "trainer" / "checkpoint-10"
+    work.mkdir(parents=True)
+    removed, why = _why(root, set(), fresh)
+    assert not removed and why.startswith("written 0 seconds ago by a build that no registration names; kept for gc.retention_days (30)")
+    assert _why(root, set(), work.parent.parent)[1].startswith("resumable scratch of an unfinished trained_checkpoint artifact, written 0 seconds ago")
+    assert _goes(root, set(), policy=Policy(scope="store")) == {("artifact", f"cleaned/{K[1]}"), ("work", f"_work/trained_checkpoint/{K[1]}")}
+    assert _goes(root, set(), now=time.time() + 31 * DAY) == {("artifact", f"cleaned/{K[1]}"), ("work", f"_work/trained_checkpoint/{K[1]}")}
