@@ -305,20 +305,25 @@ def live_builds(root: str | Path) -> tuple[list[LiveBuild], list[Path]]:
     folder = Path(root) / REFS / "live"
     alive, dead = [], []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-        if str(path.resolve()) in _HELD:
-            fd = None  # this process's own: alive
-        else:
-            fd = try_lock(path)
-            if fd is not None:
-                os.close(fd)
+        if str(path.resolve()) not in _HELD:  # (this process's own is alive)
+            try:
+                fd = os.open(path, os.O_RDONLY)  # not try_lock: it would create a file a build just removed
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 dead.append(path)
                 continue
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
         try:
             d = json.loads(path.read_text())
             alive.append(LiveBuild(path, d["id"], d["workdir"], d["host"], int(d["pid"]), set(d["keys"])))
         except (OSError, ValueError, KeyError, TypeError):
-            # Held but unreadable: alive, its keys unknown. Nothing of it can be told apart, so
-            # gc refuses to remove (lmbuild.gc raises on it).
+            # Held but unreadable (written under the lock gc holds, so a damaged disk): its keys
+            # are unknown, so gc keeps everything ("*") while it lives.
             alive.append(LiveBuild(path, "?", "?", "?", -1, {"*"}))
     return alive, dead
 

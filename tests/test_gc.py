@@ -298,3 +298,21 @@ def test_what_a_build_that_registers_nothing_wrote_lately_stays_by_default(tmp_p
     assert _why(root, set(), work.parent.parent)[1].startswith("resumable scratch of an unfinished trained_checkpoint artifact, written 0 seconds ago")
     assert _goes(root, set(), policy=Policy(scope="store")) == {("artifact", f"cleaned/{K[1]}"), ("work", f"_work/trained_checkpoint/{K[1]}")}
     assert _goes(root, set(), now=time.time() + 31 * DAY) == {("artifact", f"cleaned/{K[1]}"), ("work", f"_work/trained_checkpoint/{K[1]}")}
+
+
+def test_a_running_builds_unreadable_record_keeps_everything(tmp_path):
+    root = tmp_path / "artifacts"
+    old = _artifact(root, "cleaned", K[1])
+    _written_long_ago(root)
+    live = root / REFS / "live" / "x-host-1.json"
+    live.parent.mkdir(parents=True)
+    live.write_text("{damaged")
+    code = f"import fcntl, os, time; fd = os.open({str(live)!r}, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _why(root, set(), old, policy=Policy(scope="store")) == (False, f"a running build's record cannot be read ({live}): everything stays")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _goes(root, set()) == {("artifact", f"cleaned/{K[1]}"), ("live", "_refs/live/x-host-1.json")}
