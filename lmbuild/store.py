@@ -19,6 +19,15 @@ incomplete marker by the artifact's own completeness mark, its manifest: an outp
 manifest whose files are all there is complete (the marker goes), an output without one is
 removed so that its job reruns.
 
+Registrations (what ``snakemake gc`` keeps for other checkouts, lmbuild.gc): every parse of
+the workflow records the keys its config (and variants) plan in
+``<artifacts>/_refs/<checkout>.json``, one file per working directory and config files, each key
+with the time it was last planned; a building ``snakemake`` also holds, until it exits, an
+``flock`` on its own ``<artifacts>/_refs/live/<checkout>-<host>-<pid>.json`` listing them
+(liveness, as the build locks). Both are written under ``<artifacts>/_refs/.lock``, which
+``gc`` holds while it decides and removes, so a build that starts meanwhile waits for it and
+then plans against the store as gc left it. No key covers any of this.
+
 What this does not do: lock jobs that run without this workflow's parse (the runner's
 per-key job lock covers those, see ``lmbuild.runner.run``), or work where ``flock`` does not
 (some network file systems without lock support).
@@ -28,11 +37,17 @@ from __future__ import annotations
 
 import atexit
 import base64
+import dataclasses
 import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
+import socket
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from lmbuild.artifact import is_complete, release, try_lock, verify
@@ -79,7 +94,7 @@ def claim(root: str | Path, artifacts: list[tuple[str, str, str]]) -> list[str]:
     todo = sorted({(s, k) for s, k, p in artifacts if not is_complete(p)})
     said = False
     for stage, key in todo:
-        path = lock_path(root, stage, key)
+        path = lock_path(root, stage, key).absolute()  # released at exit, when Snakemake has left --directory
         if str(path.resolve()) in _HELD:
             continue
         fd = try_lock(path)
@@ -157,3 +172,207 @@ def _recover(root: Path, metadata: Path) -> list[str]:
             done.append(f"{path}: incomplete (no manifest, or a file missing); removed, its job reruns")
         marker.unlink(missing_ok=True)
     return done
+
+
+# --- registrations: which checkout's config planned which keys, and which builds are alive ------
+
+REFS = "_refs"
+
+
+@dataclasses.dataclass
+class Registration:
+    """``<store>/_refs/<id>.json``: one checkout (working directory + config files) and the
+    ``stage/key``s its parses planned, each with when it was last planned (epoch seconds)."""
+
+    id: str
+    path: Path
+    workdir: str
+    configfiles: list[str]
+    host: str
+    updated: float
+    keys: dict[str, float]
+
+    def label(self) -> str:
+        files = ", ".join(Path(f).name for f in self.configfiles) or "no config file"
+        return f"{self.workdir} ({files})"
+
+
+@dataclasses.dataclass
+class LiveBuild:
+    """``<store>/_refs/live/<id>-<host>-<pid>.json``: a running build and the keys it planned."""
+
+    path: Path
+    id: str
+    workdir: str
+    host: str
+    pid: int
+    keys: set[str]
+
+    def label(self) -> str:
+        return f"{self.workdir}, pid {self.pid} on {self.host}"
+
+
+def checkout_id(workdir: str | Path, configfiles: list[str]) -> str:
+    """The registration id of a working directory and its config files (real paths; order and
+    repeats do not matter)."""
+    ident = [os.path.realpath(workdir), sorted({os.path.realpath(f) for f in configfiles})]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def refs_lock(root: str | Path, what: str) -> int:
+    """Hold ``<store>/_refs/.lock`` (exclusive), saying on stderr when another process has it
+    (a gc removing, or another parse registering); release with :func:`lmbuild.artifact.release`."""
+    path = Path(root) / REFS / ".lock"
+    fd = try_lock(path)
+    if fd is None:
+        print(f"lmbuild: {what}: waiting for gc or another build's registration in {root} ({path})", file=sys.stderr, flush=True)
+        fd = try_lock(path, blocking=True)
+    return fd
+
+
+def read_registration(path: Path) -> Registration | None:
+    """A registration file, or None if it cannot be read as one (it then counts for nothing)."""
+    try:
+        d = json.loads(Path(path).read_text())
+        return Registration(d["id"], Path(path), d["workdir"], list(d["configfiles"]), d.get("host", ""),
+                            _epoch(d["updated"]), {k: _epoch(t) for k, t in d["keys"].items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write_registration(reg: Registration) -> None:
+    """Write ``reg`` through a rename (readers see the old file or the new one)."""
+    text = json.dumps({"id": reg.id, "workdir": reg.workdir, "configfiles": reg.configfiles, "host": reg.host,
+                       "updated": iso(reg.updated), "keys": {k: iso(t) for k, t in sorted(reg.keys.items())}}, indent=1) + "\n"
+    tmp = reg.path.with_name(f".{reg.path.name}.{os.getpid()}.part")
+    tmp.write_text(text)
+    os.replace(tmp, reg.path)
+
+
+def register(root: str | Path, workdir: str | Path, configfiles: list[str], keys: list[str], *,
+             live: bool = False, now: float | None = None) -> Registration:
+    """Record that the checkout at ``workdir`` with ``configfiles`` planned ``keys`` (``stage/key``)
+    now; keys planned earlier keep their own time. With ``live`` (a building process) also hold,
+    until this process exits, the flock on a live file listing ``keys``. Returns the registration."""
+    root = Path(root).absolute()  # the live file is removed at exit, when Snakemake has left --directory
+    now = time.time() if now is None else now
+    rid = checkout_id(workdir, configfiles)
+    refs = root / REFS
+    refs.mkdir(parents=True, exist_ok=True)
+    lock = refs_lock(root, "registering this build")
+    try:
+        old = read_registration(refs / f"{rid}.json")
+        reg = Registration(rid, refs / f"{rid}.json", os.path.realpath(workdir), sorted({os.path.realpath(f) for f in configfiles}),
+                           socket.gethostname(), now, {**(old.keys if old else {}), **{k: now for k in keys}})
+        write_registration(reg)
+        if live:
+            _hold_live(refs, reg, keys)
+    finally:
+        release(refs / ".lock", lock)
+    return reg
+
+
+def _hold_live(refs: Path, reg: Registration, keys: list[str]) -> None:
+    path = refs / "live" / f"{reg.id}-{socket.gethostname()}-{os.getpid()}.json"
+    if str(path.resolve()) in _HELD:  # this process parsed again (the Python API): both plans' keys
+        keys = sorted(set(keys) | set(json.loads(path.read_text())["keys"]))
+    else:
+        fd = try_lock(path, blocking=True)  # named by this pid: nobody else holds it
+        _HELD[str(path.resolve())] = fd
+        _BUILD_LOCKS.append((path, fd))  # removed at a normal exit; after a kill gc lists it
+    path.write_text(json.dumps({"id": reg.id, "workdir": reg.workdir, "host": socket.gethostname(), "pid": os.getpid(),
+                                "keys": sorted(keys)}) + "\n")
+
+
+def registrations(root: str | Path) -> list[Registration]:
+    """Every readable registration of the store, by id."""
+    refs = Path(root) / REFS
+    regs = (read_registration(p) for p in sorted(refs.glob("*.json"))) if refs.is_dir() else ()
+    return [r for r in regs if r is not None]
+
+
+def live_builds(root: str | Path) -> tuple[list[LiveBuild], list[Path]]:
+    """(the builds alive now, the live files that dead builds left): a live file is alive while
+    its process holds its flock."""
+    folder = Path(root) / REFS / "live"
+    alive, dead = [], []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        if str(path.resolve()) not in _HELD:  # (this process's own is alive)
+            try:
+                fd = os.open(path, os.O_RDONLY)  # not try_lock: it would create a file a build just removed
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                dead.append(path)
+                continue
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+        try:
+            d = json.loads(path.read_text())
+            alive.append(LiveBuild(path, d["id"], d["workdir"], d["host"], int(d["pid"]), set(d["keys"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            # Held but unreadable (written under the lock gc holds, so a damaged disk): its keys
+            # are unknown, so gc keeps everything ("*") while it lives.
+            alive.append(LiveBuild(path, "?", "?", "?", -1, {"*"}))
+    return alive, dead
+
+
+# --- verify: every planned artifact, intact or not, and what is missing -------------------------
+
+
+def planned(plans: list[tuple[str | None, object]], final: str, extra: list[tuple[object, str]] = ()) -> list[tuple[object, str]]:
+    """What the targets build, each with the target that names it: the closure of each plan's
+    ``final`` artifact (``plans``: (None, the base), then (variant name, its plan)) and of each
+    ``extra`` (artifact, target): the sweep report. Not the cost plan, which only ``snakemake
+    plan`` builds, nor a stage no target needs (``quality_model`` while it is disabled)."""
+    target: dict[tuple[str, str], str] = {}
+    for name, plan in plans:
+        for a in plan.artifacts.values():
+            target.setdefault((a.stage, a.key), a.stage if name is None else f"{name}__{a.stage}")
+    out: dict[tuple[str, str], tuple[object, str]] = {}
+
+    def walk(a, fallback: str) -> None:
+        if (a.stage, a.key) in out:
+            return
+        out[(a.stage, a.key)] = (a, target.get((a.stage, a.key), fallback))
+        for i in a.inputs.values():
+            walk(i, fallback)
+
+    for _, plan in plans:
+        walk(plan.artifacts[final], final)
+    for a, name in extra:
+        walk(a, name)
+    return sorted(out.values(), key=lambda at: at[0].path)
+
+
+def verify_store(expected: list[tuple[str, str]], optional: list[str] = ()) -> tuple[list[str], int]:
+    """Check every artifact of ``expected`` ((path, the target that builds it)) against its
+    manifest, every file's size and SHA-256, and those of ``optional`` that exist. A missing
+    expected artifact counts as an error, as a damaged one does. Returns (lines, errors)."""
+    lines, intact, damaged, missing = [], 0, 0, 0
+    for path, target in [*expected, *((p, None) for p in optional)]:
+        if not Path(path).exists():
+            if target is not None:
+                lines.append(f"error: verify: {path}: missing (`snakemake {target}` builds it)")
+                missing += 1
+            continue
+        try:
+            m = verify(path, hashes=True)
+            lines.append(f"ok: {path} ({len(m.get('files') or {})} files)")
+            intact += 1
+        except UserError as exc:
+            lines.append(f"error: verify: {exc}")
+            damaged += 1
+    lines.append(f"verify: {intact} artifacts intact, {damaged} damaged, {missing} missing (of {len(expected)} planned)")
+    return lines, damaged + missing

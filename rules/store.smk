@@ -1,8 +1,12 @@
 # The shared store and recovery (lmbuild/store.py), then garbage collection (lmbuild/gc.py).
 # At parse time, in the snakemake process that plans (not in job processes): settle what a
-# hard-killed earlier run left in .snakemake (stale lock, incomplete markers), then, when this
+# hard-killed earlier run left in .snakemake (stale lock, incomplete markers), register the keys
+# this config plans in the store (what gc in any checkout sharing it keeps), then, when this
 # command builds, hold the build lock of every planned artifact not complete yet, so that a
 # second checkout building the same keys into the same store waits and then reuses them.
+# None of this enters a key.
+import os
+
 from lmbuild import store as _store
 from lmbuild.plan import stable_cache_keys
 
@@ -18,15 +22,34 @@ GC_KEEPS = [f"{s}/{k}" for s, k, _ in REACHABLE] + [
     f"_stable/{k}" for k in stable_cache_keys(PLAN)
 ]
 
+# What `verify` expects built: what the targets all, variants and sweep build.
+PLANNED = _store.planned(
+    [(None, PLAN), *PLAN.variants.items()],
+    FINAL,
+    [(SWEEP, "sweep")] if SWEEP is not None else [],
+)
+
+# This checkout's registration in the store: its working directory and config files.
+CHECKOUT = _store.checkout_id(os.getcwd(), workflow.configfiles)
+
 if workflow.is_main_process:
     for _line in _store.recover(ART):
         print(f"lmbuild: recovered: {_line}", file=sys.stderr)
-    if _store.builds(sys.argv):
+    _building = _store.builds(sys.argv)
+    try:
+        _store.register(ART, os.getcwd(), workflow.configfiles, GC_KEEPS, live=_building)
+    except OSError as exc:
+        if _building:  # a build cannot write the store either: one line, nothing has run
+            print(f"error: {ART}: cannot register this build in the store: {exc}", file=sys.stderr)
+            sys.exit(1)
+        print(f"lmbuild: could not register this config in {ART} ({exc}); gc elsewhere will not know it", file=sys.stderr)
+    if _building:
         _store.claim(ART, REACHABLE)
 
 
-# `snakemake gc` lists what no artifact of this config or its variants needs (dry run);
-# `snakemake gc_remove` removes it.
+# `snakemake gc` lists what stays and what goes (dry run), each with why; `snakemake gc_remove`
+# removes what goes. Which is which: config `gc:` (scope, retention_days, forget; set per
+# call with --config gc='{scope: checkout}'), docs/design.md "Garbage collection".
 rule gc:
     log:
         "logs/gc.log",
@@ -36,6 +59,8 @@ rule gc:
         root=ART,
         reachable=GC_KEEPS,
         stages=[*STAGES, "plan", "sweep_report"],
+        checkout=CHECKOUT,
+        policy=config["gc"],
         delete=False,
     script:
         "../scripts/gc.py"
@@ -46,17 +71,21 @@ use rule gc as gc_remove with:
         root=ART,
         reachable=GC_KEEPS,
         stages=[*STAGES, "plan", "sweep_report"],
+        checkout=CHECKOUT,
+        policy=config["gc"],
         delete=True,
 
 
-# `snakemake verify`: every built artifact of this config and its variants against its
-# manifest, file sizes and SHA-256 (a stage checks only sizes before it reads).
+# `snakemake verify`: every planned artifact of this config and its variants against its
+# manifest, file sizes and SHA-256 (a stage checks only sizes before it reads); a missing one
+# is an error too. The cost plan is checked when built (only `snakemake plan` builds it).
 rule verify:
     log:
         "logs/verify.log",
     conda:
         "../envs/data.yaml"
     params:
-        artifacts=[p for _, _, p in REACHABLE],
+        expected=[[a.path, target] for a, target in PLANNED],
+        optional=[COST_PLAN.path],
     script:
         "../scripts/verify.py"

@@ -47,11 +47,17 @@ def test_raising_max_steps_plans_training_and_trains_only_the_new_steps(built):
     # Both lengths are built: neither plans anything now.
     assert jobs_of_dry_run(snakemake(built, wsd(), "trained_checkpoint", "-n")) == {}
     assert jobs_of_dry_run(snakemake(built, longer, "trained_checkpoint", "-n")) == {}
-    # gc keeps the cache this config's wsd run reaches.
-    proc = snakemake(built, wsd(), "gc")
-    assert proc.returncode == 0 and "_stable" not in (built / "logs" / "gc.log").read_text()
-    proc = snakemake(built, smoke_config(), "gc")  # cosine: no wsd run reaches it
-    assert proc.returncode == 0 and f"stable   artifacts/_stable/{counts['stable']['key']}" in (built / "logs" / "gc.log").read_text()
+    # gc keeps the cache this config's wsd run reaches; a cosine config in this checkout lets
+    # it go only with gc.scope checkout (this checkout's earlier config registered it).
+    def cache_line(*args) -> str:
+        proc = snakemake(built, *args)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+        (line,) = [x for x in (built / "logs" / "gc.log").read_text().splitlines() if f"artifacts/_stable/{counts['stable']['key']} " in x]
+        return line
+
+    assert cache_line(wsd(), "gc").endswith("(stable-phase cache, reached by this checkout's config)")
+    assert cache_line(smoke_config(), "gc").startswith("keep   stable")
+    assert cache_line(smoke_config(), "gc", "--config", "gc={scope: checkout}").startswith("remove stable")
 
 
 def test_keep_steps_plans_training(built):
