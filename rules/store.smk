@@ -30,14 +30,14 @@ PLANNED = _store.planned(
 )
 
 # This checkout's registration in the store: its working directory and config files.
-CHECKOUT = _store.checkout_id(os.getcwd(), workflow.configfiles)
+CHECKOUT = _store.checkout_id(os.getcwd(), _layers.files)
 
 if workflow.is_main_process:
     for _line in _store.recover(ART):
         print(f"lmbuild: recovered: {_line}", file=sys.stderr)
     _building = _store.builds(sys.argv)
     try:
-        _store.register(ART, os.getcwd(), workflow.configfiles, GC_KEEPS, live=_building)
+        _store.register(ART, os.getcwd(), _layers.files, GC_KEEPS, live=_building)
     except OSError as exc:
         if _building:  # a build cannot write the store either: one line, nothing has run
             print(f"error: {ART}: cannot register this build in the store: {exc}", file=sys.stderr)
