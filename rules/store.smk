@@ -39,10 +39,18 @@ if workflow.is_main_process:
     try:
         _store.register(ART, os.getcwd(), _layers.files, GC_KEEPS, live=_building)
     except OSError as exc:
-        if _building:  # a build cannot write the store either: one line, nothing has run
-            print(f"error: {ART}: cannot register this build in the store: {exc}", file=sys.stderr)
+        if (
+            _building
+        ):  # a build cannot write the store either: one line, nothing has run
+            print(
+                f"error: {ART}: cannot register this build in the store: {exc}",
+                file=sys.stderr,
+            )
             sys.exit(1)
-        print(f"lmbuild: could not register this config in {ART} ({exc}); gc elsewhere will not know it", file=sys.stderr)
+        print(
+            f"lmbuild: could not register this config in {ART} ({exc}); gc elsewhere will not know it",
+            file=sys.stderr,
+        )
     if _building:
         _store.claim(ART, REACHABLE)
 
