@@ -89,7 +89,7 @@ def peer_python(path: str | None, flag: str, what: str) -> str:
     the system's, which would lose the venv's packages."""
     prog = Path(sys.argv[0]).name
     if not path:
-        sys.exit(f"{prog}: {flag} is required here: the python of a venv with {what} (e.g. {flag} ../dtenv/bin/python)")
+        sys.exit(f"{prog}: {flag} is required here: the python of a venv with {what} ({flag} DT/bin/python)")
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         sys.exit(f"{prog}: {flag} {path}: no such executable file")
     return os.path.abspath(path)
