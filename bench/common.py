@@ -5,7 +5,8 @@ read the same on any machine, so `relative_command` and `relative_text` replace 
 absolute paths: the checkout by repository-relative paths, the running venv's bin folder by
 nothing (`snakemake`, `python`), its site-packages by `site-packages`, named folders by their
 placeholder (`<workdir>`), the temp folder by `<tmp>` and the home folder by `~`.
-`relative_argv` also shortens any other absolute path in an argument to `<dir>/<name>`.
+`relative_argv` also shortens any other absolute path in an argument (not the OS's /dev, /usr, ...)
+to `<dir>/<name>`.
 
 Standard library only: dedup_bench.py re-runs itself under a peer's venv (datatrove's).
 Does not make a recorded command runnable as is: placeholders stand for folders chosen at run time.
@@ -27,6 +28,7 @@ SHARED_DATA = Path(os.environ.get("LMBUILD_SHARED_DATA", REPO.parent / "shared" 
 # An absolute path starts a word: not inside a relative path, a URL's path or ${VAR}/x.
 _START = r"(?<![\w.\-/}$)])"
 _END = r"(?=[/\s\"',:;=)\]}]|$)"
+SYSTEM = ("/dev/", "/proc/", "/sys/", "/etc/", "/usr/")  # the OS's own folders, the same on every machine
 
 
 def scratch(name: str) -> Path:
@@ -71,7 +73,7 @@ def relative_argv(argv: list[str], named: dict[str, str | os.PathLike] | None = 
     for arg in argv:
         arg = relative_text(str(arg), named)
         key, eq, value = arg.rpartition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
-        if value.startswith("/") and len(value) > 1:
+        if value.startswith("/") and len(value) > 1 and not value.startswith(SYSTEM):
             value = f"<dir>/{Path(value).name}"
         out.append(key + eq + value)
     return out
