@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import SHARED_DATA as SHARED, peer_python, relative_command  # noqa: E402
 from lmbuild.config import validate  # noqa: E402
+
 LANG_THRESHOLD = 0.65  # datatrove's LanguageFilter default
 
 
