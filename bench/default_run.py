@@ -1,8 +1,9 @@
 """Time the default run (config.yaml) from nothing, and print the figures bench/README.md quotes.
 
-    .venv/bin/python bench/default_run.py [--configfile config.yaml] [--workdir /tmp/lmbuild-bench]
+    .venv/bin/python bench/default_run.py [--configfile config.yaml] [--workdir DIR]
 
-Runs `snakemake --cores 2` in a fresh working directory, then reads every artifact's
+Runs `snakemake --cores 2` in a fresh working directory (lmbuild-bench in the temp folder
+unless --workdir says otherwise; it is emptied first), then reads every artifact's
 manifest: seconds per stage, document counts, and the validation loss before and after
 training. Prints a Markdown table.
 """
@@ -18,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import relative_command, scratch
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report"]
 
@@ -25,7 +28,7 @@ STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpo
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--configfile", default=str(ROOT / "config.yaml"))
-    ap.add_argument("--workdir", default="/tmp/lmbuild-bench")
+    ap.add_argument("--workdir", default=str(scratch("lmbuild-bench")))
     ap.add_argument("--cores", default="2")
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -43,7 +46,7 @@ def main() -> None:
     noop_s = time.time() - t1
     assert "Nothing to be done" in noop.stdout + noop.stderr
 
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores; command: {' '.join(cmd[:1] + cmd[5:])}")
+    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores; command: {relative_command(cmd, {'<workdir>': work})}")
     print(f"wall clock of the whole run: {wall:.0f} s; no-op rerun (`-n`): {noop_s:.1f} s\n")
     print("| stage | seconds | figures |\n|---|---|---|")
     for stage in STAGES:

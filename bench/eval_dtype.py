@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import relative_command  # bench/common.py, before tests/ goes first on the path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
@@ -61,7 +63,7 @@ def main() -> None:
         }
     f32, b16 = figures["float32"], figures["bfloat16"]
     result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": relative_command(sys.argv),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "load": os.getloadavg()[0],
         "model": {"hidden": a.hidden, "layers": a.layers, "heads": a.heads}, "hellaswag_items": a.items, "figures": figures,
         "bits_per_byte_rel_diff": abs(b16["bits_per_byte"] - f32["bits_per_byte"]) / f32["bits_per_byte"],

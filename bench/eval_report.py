@@ -1,6 +1,6 @@
 """Time the eval_report stage on an existing build's checkpoints, with HellaSwag from the local file.
 
-    python bench/eval_report.py ARTIFACTS_DIR [LIMIT]
+    python bench/eval_report.py ARTIFACTS_DIR [LIMIT]      # e.g. <workdir>/artifacts of bench/default_run.py
 
 ARTIFACTS_DIR holds init_checkpoint/<key>, trained_checkpoint/<key> and shards/<key> (e.g. the
 default run's, from bench/default_run.py); the report goes to ARTIFACTS_DIR/eval_report/bench-hellaswag.
@@ -16,11 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import SHARED_DATA  # noqa: E402
 from lmbuild.config import validate  # noqa: E402
 from lmbuild.evaluate import build  # noqa: E402
 from lmbuild.runner import run  # noqa: E402
 
-HELLASWAG = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval" / "hellaswag_val.jsonl"
+HELLASWAG = SHARED_DATA / "eval" / "hellaswag_val.jsonl"
 
 art = Path(sys.argv[1])
 limit = int(sys.argv[2]) if len(sys.argv) > 2 else 200

@@ -1,6 +1,7 @@
 """Documents per second of the ``cleaned`` filter set against datatrove and the course's way.
 
-    /work/main/.venv/bin/python bench/filters_bench.py [--datatrove-python /work/benchenv-3a/bin/python] [--rounds 3]
+    .venv/bin/python bench/filters_bench.py --datatrove-python DT/bin/python [--rounds 3]
+    .venv/bin/python bench/filters_bench.py --only lmbuild course      # sides without datatrove: no DT needed
 
 One process, one core each, on the same real prose (no network):
 
@@ -12,8 +13,9 @@ One process, one core each, on the same real prose (no network):
   lid.176 model file, ``GopherRepetitionFilter``, ``GopherQualityFilter``,
   ``C4QualityFilter(filter_no_terminal_punct=False)``, ``FineWebQualityFilter``) called
   document by document in that order, stopping at the first drop, as its pipeline does;
-  in its own venv (it pins other versions), started as a subprocess. Only the filter calls
-  are timed: no reader or writer.
+  in its own venv (it pins other versions; ``--datatrove-python DT/bin/python``, required
+  when a datatrove side runs), started as a subprocess. Only the filter calls are timed: no
+  reader or writer.
 * ``course``: ``datasets.Dataset.filter`` with plain Python functions (the course's way):
   length, a duplicate-line share, and fastText English; a smaller rule set, so a
   reference for cost, not for equivalence. ``lmbuild, course's rules`` runs lmbuild's
@@ -54,9 +56,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import SHARED_DATA as SHARED, peer_python, relative_command  # noqa: E402
 from lmbuild.config import validate  # noqa: E402
 
-SHARED = Path(os.environ.get("LMBUILD_SHARED_DATA", ROOT.parent / "shared" / "data"))
 LANG_THRESHOLD = 0.65  # datatrove's LanguageFilter default
 
 
@@ -262,10 +264,12 @@ def run_course(texts: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datatrove-python", default="/work/benchenv-3a/bin/python")
+    ap.add_argument("--datatrove-python", help="the python of a venv with datatrove (required when a datatrove side runs)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="run only these sides (names as in the table)")
     args = ap.parse_args()
+    if not args.only or any("datatrove" in side for side in args.only):
+        args.datatrove_python = peer_python(args.datatrove_python, "--datatrove-python", "datatrove")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     texts = corpus()
     mb = sum(len(t.encode()) for t in texts) / 1e6
@@ -295,7 +299,8 @@ def main() -> None:
             print(f"round {r + 1} {name}: {out['seconds']:.2f} s, load {load:.2f}", file=sys.stderr)
     os.unlink(fh.name)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    named = {"DT": Path(args.datatrove_python).parent.parent} if args.datatrove_python else {}
+    print(f"command: {relative_command(['python', *sys.argv], named)}")
     print(f"corpus: {len(texts)} documents, {mb:.1f} MB (Shakespeare acts, KJV chapters, WikiText-2 articles, English fortunes)\n")
     print("| filters | docs/s (median) | MB/s | runs (s) | load avg at start | kept |")
     print("|---|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """Peak memory and speed of the Gopher repetition rule on one large document of real text.
 
-    /work/main/.venv/bin/python bench/gopher_memory.py --mb 50 [--mb 100] [--kind distinct|repeated]
+    .venv/bin/python bench/gopher_memory.py --mb 50 [--mb 100] [--kind distinct|repeated]
 
 Each measurement runs in a fresh subprocess that builds the document, calls
 ``GopherRepetitionFilter().stats([doc])`` (all rules, the defaults) and reports VmHWM from
@@ -22,6 +22,8 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from common import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +79,7 @@ def main() -> None:
     ap.add_argument("--kind", choices=("distinct", "repeated"), action="append")
     ap.add_argument("--module", default="lmbuild.data.filters", help="module that defines GopherRepetitionFilter")
     ap.add_argument("--path", default=str(ROOT), help="put this folder first on sys.path (another checkout)")
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"), help="the shared real data, where present")
+    ap.add_argument("--shared", default=str(SHARED_DATA), help="the shared real data, where present")
     args = ap.parse_args()
     print(json.dumps({"cpu": platform.processor() or platform.machine(), "load": os.getloadavg()}))
     for kind in args.kind or ["distinct"]:

@@ -21,8 +21,9 @@ mkdir -p "$DEST"
 J="$DEST/gpu_check${DRY:+_dry}.jsonl"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  SITE=$(mktemp -d)  # a fresh folder in this machine's temp space: the wheels install nowhere else
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+    && export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 fi
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count())")
 HAS_LIGER=$($PY -c "import importlib.util, torch; print(int(torch.cuda.is_available() and importlib.util.find_spec('liger_kernel') is not None))")

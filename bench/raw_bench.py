@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from common import relative_command
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(os.environ.get("SNAKEMAKE", Path(os.sys.executable).parent / "snakemake"))
 
@@ -69,7 +71,7 @@ def main() -> None:
             d = json.loads(m.read_text())
             gathers[stage] = {"seconds": d["seconds"], "cpu_seconds": d.get("cpu_seconds"), "peak_rss_mb": d["peak_rss_mb"], "parts_peak_rss_mb": d.get("parts_peak_rss_mb")}
     out = {
-        "command": " ".join(cmd), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor() or platform.machine(),
+        "command": relative_command(cmd, {"<workdir>": work}), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor() or platform.machine(),
         "load_before_after": os.getloadavg(), "wall_seconds": round(wall, 1), "parts": parts, "gathers": gathers,
     }
     (ROOT / "bench" / "results").mkdir(exist_ok=True)

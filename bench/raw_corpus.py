@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "corpus"
+from common import SHARED_DATA
+
+SHARED = SHARED_DATA / "corpus"
 
 
 def lines() -> list[str]:

@@ -38,9 +38,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent.parent / "shared" / "data" / "corpus"
-if not SHARED.exists():
-    SHARED = Path("/work/shared/data/corpus")
+
+from common import SHARED_DATA, relative_command, scratch  # noqa: E402
+
+SHARED = SHARED_DATA / "corpus"
 
 
 def documents(mb: float) -> list[dict]:
@@ -125,7 +126,7 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/shards_bench"))
+    ap.add_argument("--work", type=Path, default=scratch("shards_bench"), help="emptied first")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "shards_bench.jsonl")
     a = ap.parse_args()
     # The raw side's Rust pool: --cores threads, read when the pool starts.
@@ -145,7 +146,7 @@ def main() -> None:
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(), "cores": a.cores,
             "cpu": subprocess.run(["lscpu"], capture_output=True, text=True).stdout.split("Model name:")[1].splitlines()[0].strip(),
             "mb": round(sum(len(t.encode()) for t in texts) / 1e6, 1), "documents": len(docs), "shards": a.shards, "vocab": a.vocab,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+            "command": relative_command(sys.argv, {"<workdir>": a.work})}
     best: dict = {}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for r in range(a.repeats):

@@ -1,6 +1,6 @@
 """What keys-by-content cost at parse time: first parse, later parses, after a touch.
 
-    .venv/bin/python bench/state_cache_bench.py [--gb 2] [--files 200] [--workdir /tmp/lmbuild-state]
+    .venv/bin/python bench/state_cache_bench.py [--gb 2] [--files 200] [--workdir DIR]
 
 Writes `--files` JSON Lines files of real text (the standard library's source, repeated with a
 counter so no two files are equal) totalling `--gb` GB, then times lmbuild's own part of the
@@ -8,7 +8,8 @@ parse (config validation + `Plan`: every key, every source file by content) thre
   first:   an empty state cache (every byte is read and hashed with sha256),
   later:   the saved cache (one stat per file),
   touched: every file's mtime changed (each is read again once; keys stay the same).
-Prints one JSON line: seconds, GB/s while hashing, the CPU and the load average.
+Prints one JSON line: seconds, GB/s while hashing, the CPU and the load average. The work
+folder (kept: a rerun reuses its corpus) defaults to lmbuild-state in the temp folder.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import scratch  # noqa: E402
 from lmbuild.config import validate  # noqa: E402
 from lmbuild.filestate import StateCache  # noqa: E402
 from lmbuild.plan import Plan  # noqa: E402
@@ -63,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=2.0)
     ap.add_argument("--files", type=int, default=200)
-    ap.add_argument("--workdir", default="/tmp/lmbuild-state")
+    ap.add_argument("--workdir", default=str(scratch("lmbuild-state")))
     args = ap.parse_args()
     work = Path(args.workdir)
     write_corpus(work / "corpus", args.gb, args.files)

@@ -1,6 +1,6 @@
 """A 2 x 2 sweep on the default corpus, timed, and the job counts of sweeps against separate builds.
 
-    .venv/bin/python bench/sweep_bench.py [--max-steps 10] [--workdir /tmp/lmbuild-sweep-bench]
+    .venv/bin/python bench/sweep_bench.py [--max-steps 10] [--workdir DIR]
 
 1. `snakemake -n` job counts: a 3 x 2 grid (train.learning_rate x model.num_hidden_layers) as
    one sweep, against the six runs as six separate builds, each in a fresh working directory
@@ -8,7 +8,8 @@
 2. The 2 x 2 sweep (learning rate 0.001/0.004 x 2/4 layers, train.max_steps reduced so that it
    fits a shared 2-core machine) built with `snakemake --cores 2 sweep` from an empty folder:
    wall time, jobs run per rule, the best run and its metric. Appends one JSON line to
-   bench/results/sweep.jsonl.
+   bench/results/sweep.jsonl. The work folder (emptied first) defaults to lmbuild-sweep-bench in
+   the temp folder.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+
+from common import relative_text, scratch
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -68,7 +71,7 @@ def with_overrides(base: dict, overrides: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workdir", default="/tmp/lmbuild-sweep-bench")
+    ap.add_argument("--workdir", default=str(scratch("lmbuild-sweep-bench")))
     ap.add_argument("--max-steps", type=int, default=10)
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -129,7 +132,7 @@ def main() -> None:
             "metric": data["metric"],
             "best_value": data["best_value"],
             "runs": {n: {k: m.get(k) for k in ("final_val_loss", "heldout_bits_per_byte", "train_seconds", "tokens_per_second")} for n, m in trained.items()},
-            "report": str(report),
+            "report": relative_text(str(report), {"<workdir>": work}),
         },
         "load_after": os.getloadavg(),
     }

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import relative_command  # bench/common.py, before tests/ goes first on the path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
@@ -153,7 +155,7 @@ def main() -> None:
             print(f"round {r} {v}: {tps:,.0f} tokens/s (load {loads[-1]:.2f})", flush=True)
     n = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(ins["init_checkpoint"]).parameters())
     med = {v: statistics.median(x) for v, x in figures.items()}
-    result = {"command": " ".join(sys.argv), "parameters": n, "batch": a.batch, "seq": a.seq, "steps": a.steps, "threads": a.threads,
+    result = {"command": relative_command(sys.argv), "parameters": n, "batch": a.batch, "seq": a.seq, "steps": a.steps, "threads": a.threads,
               "bf16_native": train.bf16_available(), "load_min_max": [min(loads), max(loads)], "tokens_per_second": figures,
               "median": {v: round(x) for v, x in med.items()},
               "ratio_vs_course_fp32": {v: round(x / med["course-fp32"], 2) for v, x in med.items()} if "course-fp32" in med else None}

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import relative_command
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
@@ -146,7 +148,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     peak = next((v * a.nproc for k, v in PEAK.items() if k in gpu), None)
     result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": relative_command(sys.argv),
         "gpu": gpu, "gpus": a.nproc, "batch_per_gpu": a.batch, "batch": batch, "seq": a.seq, "steps": a.steps, "compile": a.compile,
         "compile_mode": a.compile_mode, "torchrun": a.torchrun or a.nproc > 1, "parallel": counts["parallel"], "kernels": counts["kernels"],
         "attention": counts["attention"], "cudnn_sdp": not a.no_cudnn_sdp, "heads": a.heads, "dry_run": a.dry_run,

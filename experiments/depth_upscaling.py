@@ -1,12 +1,13 @@
 """Depth up-scaling against random initialisation at the same token budget: run, table, plot.
 
-    python experiments/depth_upscaling.py [--workdir /tmp/lmbuild-dus] [--configfile experiments/depth_upscaling.yaml]
+    python experiments/depth_upscaling.py [--workdir DIR] [--configfile experiments/depth_upscaling.yaml]
     python experiments/depth_upscaling.py --report-only      # table and plot from the saved JSON
 
 Builds the three trained checkpoints of ``depth_upscaling.yaml`` with one ``snakemake`` call
 (small -> upscaled -> continued, and random6), then reads their ``loss_curve.csv`` and
 manifests and writes ``experiments/depth_upscaling.json`` (every point, the load average,
-the command), ``experiments/depth_upscaling.png`` and a Markdown table on stdout.
+the command, paths relative to the repository and ``<workdir>``), ``experiments/depth_upscaling.png``
+and a Markdown table on stdout. The work folder defaults to lmbuild-dus in the temp folder.
 
 How compute is counted: training FLOPs = tokens x ``lmbuild.model.flops_per_token`` of the
 model that saw them (6 x matmul parameters + attention, at ``pack.seq_len``); the recipe's
@@ -30,6 +31,8 @@ from snakemake.utils import update_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import relative_command, relative_text, scratch  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 TARGETS = ["trained_checkpoint", "small__trained_checkpoint", "random6__trained_checkpoint"]
 
@@ -77,7 +80,7 @@ def run(args) -> dict:
         art = work / p.path("trained_checkpoint")
         m = json.loads((art / "manifest.json").read_text())
         runs[label] = {
-            "artifact": str(art),
+            "artifact": relative_text(str(art), {"<workdir>": work}),
             "layers": p.config["model"]["num_hidden_layers"],
             "steps": m["counts"]["steps"],
             "tokens": m["counts"]["tokens_seen"],
@@ -87,7 +90,7 @@ def run(args) -> dict:
             "curve": curve(art),
         }
     return {
-        "command": " ".join(["snakemake", *cmd[1:]]),
+        "command": relative_command(cmd, {"<workdir>": work}),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
@@ -182,7 +185,7 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--configfile", default=str(HERE / "depth_upscaling.yaml"))
-    ap.add_argument("--workdir", default="/tmp/lmbuild-dus")
+    ap.add_argument("--workdir", default=str(scratch("lmbuild-dus")))
     ap.add_argument("--out", default=str(HERE / "depth_upscaling"), help="prefix of the .json and .png written")
     ap.add_argument("--report-only", action="store_true", help="table and plot from the saved JSON")
     args = ap.parse_args()

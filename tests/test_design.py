@@ -121,3 +121,45 @@ def test_every_benchmark_is_on_the_benchmarks_page():
     page = (ROOT / "bench" / "README.md").read_text()
     for path in sorted([*(ROOT / "bench").glob("*.py"), *(ROOT / "bench").glob("*.sh")]):
         assert f"bench/{path.name}" in page, f"bench/README.md does not describe bench/{path.name}"
+
+
+# An absolute path of one machine: its checkouts, homes, venvs, mounts and scratch folders. It
+# starts a word (not `tests/data/`, `../shared/data`, a URL's path or `${VAR}/tmp`). System
+# folders (/usr, /dev, /proc, /etc, /sys) are not in it: they name the OS, not one machine.
+MACHINE_PATH = re.compile(
+    r"(?<![\w.\-/}$)])/(?:(?:work|root|home|opt|Users|mnt|scratch|data|srv|lustre|gpfs)/|(?:var/)?tmp/[\w.-])"
+)
+# (file, text on the line, written without its leading slash so that this file passes too): why
+# that hit names no machine's folder.
+ALLOWED_PATHS = {
+    (".gitignore", "work/"): "a pattern anchored at the repository root: the checkout's own work/ folder",
+    ("tests/test_runner.py", "data/shard-00001.parquet"): "the file name of a made-up OSError; nothing is read there",
+    ("tests/test_workflow.py", 'data/" in n'): "a part of an artifact's path inside the test's own folder",
+}
+
+
+def tracked_text_files() -> list[str]:
+    import subprocess
+
+    proc = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if proc.returncode:
+        pytest.skip(f"not a git checkout ({proc.stderr.decode().strip()})")
+    return [name for name in proc.stdout.decode().split("\0") if name and (ROOT / name).is_file()]
+
+
+def test_no_absolute_path_of_a_machine_in_tracked_files():
+    hits, used = [], set()
+    for name in tracked_text_files():
+        data = (ROOT / name).read_bytes()
+        if b"\0" in data[:8192]:  # binary: a model, a compressed fixture, a plot
+            continue
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            if not MACHINE_PATH.search(line):
+                continue
+            allowed = [key for key in ALLOWED_PATHS if key[0] == name and key[1] in line]
+            if allowed:
+                used.update(allowed)
+            else:
+                hits.append(f"{name}:{number}: {line.strip()[:160]}")
+    assert not hits, "absolute paths of a machine (record commands relative to the repository, <workdir> for a work folder):\n" + "\n".join(hits)
+    assert used == set(ALLOWED_PATHS), f"allowed paths no longer found, drop them: {set(ALLOWED_PATHS) - used}"
