@@ -43,7 +43,6 @@ from lmbuild.train import (
     checkpoint_step,
     evenly_spaced,
     finished,
-    finished_state,
     last_checkpoint,
     loss_curve,
     non_finite_parameter,
@@ -107,7 +106,7 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int)
     checkpoints = work / "trainer"
     resume = last_checkpoint(checkpoints)
     done = finished(resume, s["max_steps"])  # killed after its final checkpoint: nothing left to train
-    model = AutoModelForMaskedLM.from_pretrained(resume if done else init, dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForMaskedLM.from_pretrained(resume if done is not None else init, dtype=torch.float32, attn_implementation="sdpa")
     if model.config.model_type != MODEL_TYPE:
         raise UserError(f"{init}: model_type {model.config.model_type!r}, not an encoder ({MODEL_TYPE})")
     if meta["vocab_size"] > model.config.vocab_size:
@@ -139,8 +138,8 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int)
         log.info("resuming from %s", resume)
     log.info("training encoder %s on %d blocks (bf16=%s, mlm_probability=%g), validating on %d blocks", init, len(train_data), bf16, s["mlm_probability"], len(val_subset))
     started = time.time()
-    if done:
-        trainer.state, runtime = finished_state(resume), 0.0
+    if done is not None:
+        trainer.state, runtime = done, 0.0
     else:
         runtime = trainer.train(resume_from_checkpoint=str(resume) if resume else None).metrics["train_runtime"]
     train_seconds = time.time() - started

@@ -251,8 +251,9 @@ def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpu
             "versions": _versions(),
             "log": str(log_path) if log_path else None,
             "hash_seconds": round(time.time() - hashed, 3),
-            # The inputs' files read whole, hashed before the job (lmbuild.runner.READ_WHOLE).
-            "inputs_hashed": checked,
+            # The inputs' files read whole, hashed before the job (READ_WHOLE). Not their bytes:
+            # a loss curve's or a report's size varies with the timings it records.
+            "inputs_hashed": {k: checked[k] for k in ("files", "seconds")} if checked else None,
             # Measured after the build and the hashing: what this job's mem_mb had to cover.
             "peak_rss_mb": peak_rss_mb(),
             # CPU time of the job (user + system, itself and its finished children): on a shared

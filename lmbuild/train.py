@@ -149,23 +149,19 @@ def check_one_step(train_data, shards: Path, s: dict) -> int:
     raise UserError(f"{shards}: {len(train_data)} training blocks, fewer than {need}")
 
 
-def finished(resume: Path | None, max_steps: int) -> bool:
-    """Whether ``resume`` (a complete checkpoint) is already at ``max_steps``: the run finished and
-    was killed before its artifact was written.
+def finished(resume: Path | None, max_steps: int) -> TrainerState | None:
+    """The Trainer state (step, log history) of ``resume`` (a complete checkpoint) if it is at
+    ``max_steps``: the run finished and was killed before its artifact was written; else None.
 
     Such a checkpoint must not go to ``Trainer.train``: its loop takes a step before it checks
     ``max_steps`` (transformers 5.x ``_run_epoch``), so wherever ``max_steps`` is not a multiple of
     the epoch's steps the run would end at ``max_steps + 1``. The caller loads the model from the
-    checkpoint instead and reads the log history with :func:`finished_state`.
+    checkpoint instead and takes this state.
     """
     if resume is None:
-        return False
-    return TrainerState.load_from_json(str(resume / "trainer_state.json")).global_step >= max_steps
-
-
-def finished_state(resume: Path) -> TrainerState:
-    """The Trainer state (step, log history) of a :func:`finished` checkpoint."""
-    return TrainerState.load_from_json(str(resume / "trainer_state.json"))
+        return None
+    state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+    return state if state.global_step >= max_steps else None
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -692,8 +688,8 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
         if resume and not from_cache and int(os.environ.get("RANK", "0")) == 0:
             # A kill between a checkpoint and its kept copy or cache entry: make them now.
             after_save(resume, start_step)
-        done = not from_cache and finished(resume, s["max_steps"])
-        model = AutoModelForCausalLM.from_pretrained(resume if done else init, dtype=torch.float32, attn_implementation=attention)
+        done = None if from_cache else finished(resume, s["max_steps"])
+        model = AutoModelForCausalLM.from_pretrained(resume if done is not None else init, dtype=torch.float32, attn_implementation=attention)
         args = training_arguments(s, checkpoints, bf16=bf16, world=world, resume=resume is not None, fsdp=fsdp, liger=kernels == "liger")
         trainer = LMTrainer(
             model=model,
@@ -720,8 +716,8 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
         log.info("training %s on %d blocks (bf16=%s, kernels=%s, attention=%s, %d process(es)), validating on %d blocks",
                  init, len(train_data), bf16, kernels, attention, world, len(val_subset))
         started = time.time()
-        if done:  # killed after its final checkpoint: nothing left to train
-            trainer.state, runtime = finished_state(resume), 0.0
+        if done is not None:  # killed after its final checkpoint: nothing left to train
+            trainer.state, runtime = done, 0.0
             break
         try:
             runtime = trainer.train(resume_from_checkpoint=str(resume) if resume else None).metrics["train_runtime"]
@@ -744,11 +740,11 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     if bad:
         raise TrainingDiverged(f"non-finite parameter {bad} after step {trainer.state.global_step}: the model is not saved")
 
-    if fsdp and not done:
+    if fsdp and done is None:
         trainer.save_model(str(out))  # gathers the full state dict; rank 0 writes
     if not trainer.is_world_process_zero():
         return None
-    if not fsdp or done:  # a finished checkpoint's model is whole in every process
+    if not fsdp or done is not None:  # a finished checkpoint's model is whole in every process
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(out)
         tokenizer.save_pretrained(out)
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle: never in an artifact

@@ -131,7 +131,7 @@ CODE_SETS = {
         "scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/ingest.py", "lmbuild/data/groups.py",
         "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
     },
-    "quality_model": {"scripts/quality_model.py", "lmbuild/data/quality.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
+    "quality_model": {"scripts/quality_model.py", "lmbuild/data/quality_model.py", "lmbuild/data/quality.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
     "cleaned": {
         "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/clean.py", "lmbuild/data/filters.py",
         "lmbuild/data/lang.py", "lmbuild/data/quality.py",

@@ -16,9 +16,6 @@ move others between splits. Training runs on one thread: fastText's multi-thread
 (Hogwild) gives a different model every run, and one thread is fast at this size. The
 validation figures are for the positive class at a probability of 0.5.
 
-A classifier whose validation F1 is under ``min_f1`` fails the stage with its figures (by
-default the floor is the F1 of labelling every held-out document positive: :func:`check_floor`).
-
 What it does not do: balance the classes (the counts are in the manifest), pick
 hyper-parameters, stream (the prepared lines are held in memory, to shuffle them), or read
 a pretrained classifier (DCLM's own is hub-only). Training diverges (fastText's "Encountered
@@ -120,32 +117,6 @@ def _metrics(model, valid: list[tuple[str, str]]) -> dict:
     }
 
 
-def always_positive_f1(positives: int, negatives: int) -> float:
-    """F1 of the classifier that labels every document positive: precision p (the share of
-    positives), recall 1, so 2p/(1+p). The baseline an F1 must beat (Flach and Kull 2015,
-    "Precision-Recall-Gain Curves: PR Analysis Done Right", NeurIPS)."""
-    p = positives / (positives + negatives)
-    return 2 * p / (1 + p)
-
-
-def check_floor(metrics: dict, valid: dict, min_f1: float | None) -> None:
-    """UserError (one line, with the figures) when the validation F1 is under ``min_f1``, or, with
-    ``min_f1`` None, no better than :func:`always_positive_f1`: a classifier that separates nothing,
-    as one trained on the same text as positives and negatives."""
-    f1 = metrics["f1"]
-    figures = (f"validation F1 {f1:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}; "
-               f"{valid['hq']} positive and {valid['lq']} negative documents held out)")
-    if min_f1 is None:
-        baseline = always_positive_f1(valid["hq"], valid["lq"])
-        if f1 <= round(baseline, 4):
-            raise UserError(
-                f"data.quality_model.min_f1: the classifier's {figures} is no better than labelling every document "
-                f"positive (F1 {baseline:.4f}): do the positives and negatives differ? Set min_f1 lower to use it anyway"
-            )
-    elif f1 < min_f1:
-        raise UserError(f"data.quality_model.min_f1: the classifier's {figures} is under the floor {min_f1:g}")
-
-
 # Run by a fresh interpreter: argv[1] the train_supervised arguments (JSON), argv[2] the model path.
 _TRAIN = """
 import json, sys
@@ -191,5 +162,4 @@ def build(ctx: StageContext) -> dict:
     valid = [tuple(line.rstrip("\n").split(" ", 1)) for line in lines["valid"]]
     metrics = _metrics(model, valid)  # the lines are prepared already
     log.info("quality_model: %s, validation %s", counts, metrics)
-    check_floor(metrics, counts["valid"], s.get("min_f1"))
     return {"documents": counts, "valid": metrics, "labels": len(model.get_labels()), "words": len(model.words)}
