@@ -93,6 +93,7 @@ def config() -> dict:
 
 
 FINAL = f"checkpoint-{config()['train']['max_steps']}"  # training's last checkpoint (40 steps, one every 10)
+AFTER_FINAL = "after the final checkpoint, before the manifest"  # what a kill of training found
 
 
 def command(work: Path, cores: int) -> list[str]:
@@ -263,8 +264,12 @@ class Watcher:
             except (ProcessLookupError, PermissionError):
                 return
             job.killed = f"{k.label()}: killed {now - job.seen:.2f}s after start, after log line {len(job.lines)}"
-            if k.trigger == "final-checkpoint" and glob.glob(str(self.work / "artifacts" / job.script / "*" / "manifest.json")):
-                job.killed += " (too late: its artifact was complete)"
+            if job.script == "trained_checkpoint":
+                art = self.work / "artifacts"
+                if glob.glob(str(art / job.script / "*" / "manifest.json")):
+                    job.killed += " (too late: its artifact was complete)"
+                elif glob.glob(str(art / "_work" / job.script / "*" / "trainer" / FINAL / "trainer_state.json")):
+                    job.killed += f" ({AFTER_FINAL})"
 
     def run(self, cmd: list[str], log: Path) -> int:
         with open(log, "a") as out:
@@ -418,7 +423,7 @@ def test_sigkill_every_rule_then_rerun_gives_the_same_artifacts(tmp_path):
     for label in kills:
         print(f"  killed {label}")
     for label in missed:
-        print(f"  missed {label} (the job had ended)")
+        print(f"  missed {label} (the job ended before its kill point)")
 
     out = (fault_dir / "snakemake.out").read_text()
     assert runs[-1] == 0, out[-5000:]
@@ -430,13 +435,16 @@ def test_sigkill_every_rule_then_rerun_gives_the_same_artifacts(tmp_path):
     compared, diffs = differences(ref_dir, fault_dir)
     print(f"  recovered: {len(diffs) == 0}; {compared} artifact files compared, {len(diffs)} differ")
     assert not diffs, diffs
-    # The last kill landed after the final checkpoint and before the manifest: the last attempt
-    # resumed at max_steps and trained nothing (the Trainer used to take one step more).
-    if any(label.startswith("trained_checkpoint#4 final-checkpoint") and "too late" not in label for label in kills):
+    # Training's last kill found the final checkpoint complete and no artifact (the final-checkpoint
+    # points aim there; the mid-save one lands there when the save outran the watcher): the last
+    # attempt resumed at max_steps and trained nothing, where the Trainer used to take a step more.
+    training = sorted((j for j in faults.jobs.values() if j.script == "trained_checkpoint" and j.killed), key=lambda j: j.attempt)
+    if training and AFTER_FINAL in training[-1].killed:
         (trained,) = (fault_dir / "artifacts" / "trained_checkpoint").glob("*/manifest.json")
         counts = json.loads(trained.read_text())["counts"]
         steps = config()["train"]["max_steps"]
         assert (counts["steps"], counts["resumed_from_step"], counts["steps_trained"]) == (steps, steps, 0), counts
+        print(f"  resumed at the final checkpoint: steps {steps}, steps_trained 0")
 
     assert one_rc == 0, (one_dir / "snakemake.out").read_text()[-5000:]
     compared, diffs = differences(ref_dir, one_dir)
