@@ -125,7 +125,7 @@ def read_whole(reader: str, manifest: dict) -> list[str]:
 def check_inputs(stage: str, inputs: dict) -> dict:
     """Every input artifact against its manifest: each file's size, and the SHA-256 of the files
     ``stage`` reads whole (:data:`READ_WHOLE`). UserError naming the artifact and the file;
-    returns what was hashed (files, bytes, seconds) for the manifest."""
+    returns what was hashed (files, bytes, seconds; the manifest keeps files and seconds)."""
     started, files, read = time.perf_counter(), 0, 0
     for value in inputs.values():
         for path in value if isinstance(value, list) else [value]:
