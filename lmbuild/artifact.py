@@ -4,7 +4,8 @@ An artifact is a directory ``artifacts/<stage>/<key>/``. It is written in a temp
 sibling and renamed into place only when complete, with ``manifest.json`` written last:
 an address that exists and holds a manifest is complete. The manifest's ``files`` lists every
 other file of the artifact with its size and SHA-256, so that a file deleted or truncated
-later is found before the next stage reads it (:func:`verify`).
+later is found before the next stage reads it (:func:`verify`), and a changed byte in a file
+it reads whole (:func:`verify_hashes`; which files: ``lmbuild.runner.READ_WHOLE``).
 
 Several builders may share one store (two checkouts whose ``artifacts:`` is one folder).
 Each writes its own ``.tmp-<key>-<host>-<pid>-<ns>`` folder and holds an ``flock`` on it
@@ -131,6 +132,22 @@ def verify(artifact: Path, *, hashes: bool = False) -> dict:
         if extra:
             raise UserError(f"{artifact}: {extra[0]} is not in the manifest ({len(extra)} unlisted files)")
     return manifest
+
+
+def verify_hashes(artifact: Path, manifest: dict, names) -> int:
+    """Check the SHA-256 of the files ``names`` of ``artifact`` against its ``manifest`` (as
+    :func:`verify` returned it); return the bytes read. UserError naming the artifact and the
+    first file whose content differs. Names the manifest does not list are skipped (a manifest
+    without ``files`` checks nothing)."""
+    artifact, files, read = Path(artifact), manifest.get("files") or {}, 0
+    for rel in names:
+        entry = files.get(rel)
+        if entry is None:
+            continue
+        if _sha256(artifact / rel) != entry["sha256"]:
+            raise UserError(f"{artifact}: damaged: {rel} does not match its SHA-256 in the manifest (delete the artifact folder and rebuild)")
+        read += entry["size"]
+    return read
 
 
 def file_entries_names(folder: Path) -> list[str]:

@@ -38,9 +38,11 @@ from lmbuild.train import (
     CurveCallback,
     LMTrainer,
     TrainingDiverged,
+    check_one_step,
     check_resume,
     checkpoint_step,
     evenly_spaced,
+    finished,
     last_checkpoint,
     loss_curve,
     non_finite_parameter,
@@ -101,7 +103,10 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int)
     tokenizer = AutoTokenizer.from_pretrained(init)
     if tokenizer.mask_token is None:
         raise UserError(f"{init}: the tokenizer has no mask token (not an encoder's init_checkpoint)")
-    model = AutoModelForMaskedLM.from_pretrained(init, dtype=torch.float32, attn_implementation="sdpa")
+    checkpoints = work / "trainer"
+    resume = last_checkpoint(checkpoints)
+    done = finished(resume, s["max_steps"])  # killed after its final checkpoint: nothing left to train
+    model = AutoModelForMaskedLM.from_pretrained(resume if done is not None else init, dtype=torch.float32, attn_implementation="sdpa")
     if model.config.model_type != MODEL_TYPE:
         raise UserError(f"{init}: model_type {model.config.model_type!r}, not an encoder ({MODEL_TYPE})")
     if meta["vocab_size"] > model.config.vocab_size:
@@ -111,13 +116,9 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int)
 
     train_data = InputIds(training_blocks(shards, s.get("mixture") or {}, s["seed"]))
     val_data = ShardedBlocks(shards, "val")
-    per_step = s["batch_size"] * s["gradient_accumulation_steps"]
-    if len(train_data) < per_step:
-        raise UserError(f"{shards}: {len(train_data)} training blocks, fewer than one step's train.batch_size * train.gradient_accumulation_steps = {per_step}")
+    per_step = check_one_step(train_data, shards, s)
     val_subset = FixedMasking(Subset(val_data, evenly_spaced(len(val_data), s["eval_batches"] * s["batch_size"])), tokenizer, s["mlm_probability"], s["seed"])
     bf16 = use_bf16(s["bf16"])
-    checkpoints = work / "trainer"
-    resume = last_checkpoint(checkpoints)
     start_step = checkpoint_step(resume) if resume else 0
     args = training_arguments(s, checkpoints, bf16=bf16, world=1, resume=resume is not None)
     tokens_per_step = per_step * meta["seq_len"]
@@ -137,7 +138,10 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int)
         log.info("resuming from %s", resume)
     log.info("training encoder %s on %d blocks (bf16=%s, mlm_probability=%g), validating on %d blocks", init, len(train_data), bf16, s["mlm_probability"], len(val_subset))
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if done is not None:
+        trainer.state, runtime = done, 0.0
+    else:
+        runtime = trainer.train(resume_from_checkpoint=str(resume) if resume else None).metrics["train_runtime"]
     train_seconds = time.time() - started
     trainer.check_losses()
     bad = non_finite_parameter(trainer.model)
@@ -150,7 +154,7 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int)
     val = [r["val_loss"] for r in rows if r["val_loss"] is not None]
     write_curve(out / "loss_curve.csv", rows)
     shutil.copytree(work / "tensorboard", out / "tensorboard")
-    step_seconds = max(result.metrics["train_runtime"] - trainer.eval_seconds, 1e-9)
+    step_seconds = max(runtime - trainer.eval_seconds, 1e-9)
     counts = {
         "objective": "masked",
         "mlm_probability": s["mlm_probability"],

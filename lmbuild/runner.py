@@ -21,10 +21,11 @@ import sys
 import time
 import traceback
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable
 
-from lmbuild.artifact import MANIFEST, atomic_dir, file_entries, is_complete, locked, read_manifest, verify, write_json
+from lmbuild.artifact import MANIFEST, atomic_dir, file_entries, is_complete, locked, read_manifest, verify, verify_hashes, write_json
 from lmbuild.errors import UserError
 from lmbuild.keys import apply_patches
 
@@ -89,6 +90,52 @@ def job_environment() -> dict:
     return {"host": platform.node(), **{v.lower(): os.environ.get(v) for v in JOB_ENV}}
 
 
+# The input files a stage reads whole, by (reading stage, input artifact's stage), or (None, input
+# artifact's stage) for every other reader: fnmatch patterns over paths in the artifact ("*" crosses
+# folders). Their SHA-256 is checked against the input's manifest before the job starts: a flipped
+# byte in weights, token ids or a tokenizer's files is read without any error. What a stage reads
+# in part keeps the size check: Parquet shards (by row group; a part job reads one shard), the
+# validation documents evaluation takes the first of, the validation token files training samples
+# a few blocks of, the curves a sweep report reads of a trained model, TensorBoard events (read by
+# no stage). Cost: docs/design.md ("Integrity").
+READ_WHOLE = {
+    (None, "quality_model"): ("*",),  # fastText's model.bin, loaded whole by every cleaning part
+    (None, "tokenizer"): ("*",),  # from_pretrained reads every file
+    (None, "init_checkpoint"): ("*",),  # model, config, tokenizer
+    (None, "trained_checkpoint"): ("*",),  # the same, the kept steps' models, loss_curve.csv
+    ("sweep_report", "trained_checkpoint"): ("loss_curve.csv",),  # the curves only
+    (None, "eval_report"): ("report.json",),
+    (None, "shards"): ("index.json", "meta.json"),
+    ("trained_checkpoint", "shards"): ("index.json", "meta.json", "tokens/*.train.*.bin"),  # every training block may be drawn
+}
+NOT_READ = ("tensorboard/*",)
+
+
+def read_whole(reader: str, manifest: dict) -> list[str]:
+    """The files of an input artifact (its manifest) that the stage ``reader`` reads whole."""
+    reader = reader.split(".")[0].removesuffix("_part")  # a fan-out job reads as its stage does
+    stage = manifest.get("stage")
+    patterns = READ_WHOLE.get((reader, stage), READ_WHOLE.get((None, stage), ()))
+    return [
+        rel for rel in sorted(manifest.get("files") or {})
+        if any(fnmatchcase(rel, p) for p in patterns) and not any(fnmatchcase(rel, p) for p in NOT_READ)
+    ]
+
+
+def check_inputs(stage: str, inputs: dict) -> dict:
+    """Every input artifact against its manifest: each file's size, and the SHA-256 of the files
+    ``stage`` reads whole (:data:`READ_WHOLE`). UserError naming the artifact and the file;
+    returns what was hashed (files, bytes, seconds; the manifest keeps files and seconds)."""
+    started, files, read = time.perf_counter(), 0, 0
+    for value in inputs.values():
+        for path in value if isinstance(value, list) else [value]:
+            manifest = verify(path)
+            names = read_whole(stage, manifest)
+            read += verify_hashes(path, manifest, names)
+            files += len(names)
+    return {"files": files, "bytes": read, "seconds": round(time.perf_counter() - started, 3)}
+
+
 def _paths(value):
     """A named input: one path, or a list of paths (a fan-in, e.g. the parts of a stage)."""
     if isinstance(value, (str, os.PathLike)):
@@ -116,7 +163,8 @@ def run(
     ``on_built(output, manifest)`` runs after this builder built it (not when it was reused):
     experiment tracking (lmbuild.tracking), which must never fail the build.
 
-    Every input artifact is checked against its manifest first (files present, sizes equal).
+    Every input artifact is checked against its manifest first (files present, sizes equal; the
+    SHA-256 of the files this stage reads whole: :func:`check_inputs`).
     One builder per key at a time: a second one waits on ``<work>.lock`` and then reuses the
     artifact the first one made; ``work`` (resumable scratch) therefore has one writer.
     """
@@ -124,14 +172,12 @@ def run(
     work = output.parent.parent / "_work" / stage / key
     log = logging.getLogger("lmbuild")
     ins = {k: _paths(v) for k, v in inputs.items()}
-    for value in ins.values():
-        for path in value if isinstance(value, list) else [value]:
-            verify(path)
+    checked = check_inputs(stage, ins)
     with locked(work.parent / f"{work.name}.lock", what=f"{stage} {key}"):
         if is_complete(output):
             log.info("%s %s: built meanwhile by another builder; reused", stage, key)
             return read_manifest(output)
-        manifest = _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path, nodes)
+        manifest = _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path, nodes, checked)
     if on_built is not None:
         on_built(output, manifest)
     return manifest
@@ -181,7 +227,7 @@ def parts_peak_rss_mb(key: str, ins: dict) -> dict | None:
     return max(peaks, key=lambda p: p["self"] + p["children"]) if peaks else None
 
 
-def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path, nodes=1) -> dict:
+def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpus, log_path, nodes=1, checked=None) -> dict:
     started = time.time()
     job = job_environment()
     logging.getLogger("lmbuild").info("%s %s: job %s", stage, key, " ".join(f"{k}={v}" for k, v in job.items()))
@@ -205,6 +251,9 @@ def _build(build, stage, key, settings, lineage, ins, output, work, threads, gpu
             "versions": _versions(),
             "log": str(log_path) if log_path else None,
             "hash_seconds": round(time.time() - hashed, 3),
+            # The inputs' files read whole, hashed before the job (READ_WHOLE). Not their bytes:
+            # a loss curve's or a report's size varies with the timings it records.
+            "inputs_hashed": {k: checked[k] for k in ("files", "seconds")} if checked else None,
             # Measured after the build and the hashing: what this job's mem_mb had to cover.
             "peak_rss_mb": peak_rss_mb(),
             # CPU time of the job (user + system, itself and its finished children): on a shared

@@ -121,11 +121,21 @@ def _causal(section: str) -> Callable[[dict], dict]:
     return lambda c: {k: v for k, v in c[section].items() if k not in ENCODER_ONLY[section]}
 
 
+# Settings that only the wsd schedule reads, at their schema defaults (tests/test_plan.py checks
+# them against lmbuild/config.schema.yaml). A cosine run's settings hold these values whatever the
+# config says: decay_steps set on a cosine run retrains nothing. Pinned rather than left out, so
+# that the settings of every cosine run keyed before (which held the defaults) are unchanged.
+WSD_ONLY = {"decay_fraction": 0.1, "decay_steps": None}
+
+
 def _train_settings(c: dict, encoder: bool = False) -> dict:
     """train.*, and data.mixture when set: the mixture is applied when training samples blocks,
     so it enters this key (and what is downstream) and no data stage's. Absent when empty, so
-    that a build without a mixture keeps its keys. A causal run leaves out encoder-only settings."""
+    that a build without a mixture keeps its keys. A causal run leaves out encoder-only settings;
+    a cosine run holds the wsd-only settings at their defaults (:data:`WSD_ONLY`)."""
     t = dict(c["train"]) if encoder else _causal("train")(c)
+    if t["lr_scheduler"] != "wsd":
+        t.update(WSD_ONLY)
     m = c["data"]["mixture"]
     if m:
         t["mixture"] = m

@@ -45,7 +45,10 @@ on the number of GPUs.
 Resume: Trainer checkpoints (model, optimizer, scheduler, RNG, data order) every
 ``save_steps`` go to the stage's work folder, outside the artifact, the last two kept. A rerun
 after a crash or a kill resumes from the newest complete one (``trainer_state.json``, which the
-Trainer writes last, marks it complete; a folder killed mid-save is skipped).
+Trainer writes last, marks it complete; a folder killed mid-save is skipped). A kill after the
+final checkpoint (step ``max_steps``) and before the artifact leaves a finished run: the rerun
+takes the model and log history from that checkpoint and trains nothing (:func:`finished`;
+the Trainer, resumed there, would take one more step).
 
 Non-finite values: a non-finite training loss stops training with a one-line error naming
 the step and the value (on CPU before that step's update; on a GPU at the next log or save,
@@ -87,7 +90,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Sampler, Subset
 from torch.utils.tensorboard import SummaryWriter
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainerState, TrainingArguments, default_data_collator
 from transformers.integrations import TensorBoardCallback
 
 from lmbuild import accel
@@ -132,6 +135,33 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 def checkpoint_step(path: Path) -> int | None:
     tail = path.name.split("-")[-1]
     return int(tail) if path.name.startswith("checkpoint-") and tail.isdigit() else None
+
+
+def check_one_step(train_data, shards: Path, s: dict) -> int:
+    """Blocks one optimizer step reads (``batch_size * gradient_accumulation_steps``); a UserError
+    where an epoch has fewer, naming ``data.mixture`` when the mixture chose the epoch's blocks."""
+    per_step = s["batch_size"] * s["gradient_accumulation_steps"]
+    if len(train_data) >= per_step:
+        return per_step
+    need = f"one step needs train.batch_size * train.gradient_accumulation_steps = {per_step}"
+    if s.get("mixture"):
+        raise UserError(f"config: data.mixture: gives {len(train_data)} training blocks per epoch, but {need} (raise the mixture's weights, tokens or epochs)")
+    raise UserError(f"{shards}: {len(train_data)} training blocks, fewer than {need}")
+
+
+def finished(resume: Path | None, max_steps: int) -> TrainerState | None:
+    """The Trainer state (step, log history) of ``resume`` (a complete checkpoint) if it is at
+    ``max_steps``: the run finished and was killed before its artifact was written; else None.
+
+    Such a checkpoint must not go to ``Trainer.train``: its loop takes a step before it checks
+    ``max_steps`` (transformers 5.x ``_run_epoch``), so wherever ``max_steps`` is not a multiple of
+    the epoch's steps the run would end at ``max_steps + 1``. The caller loads the model from the
+    checkpoint instead and takes this state.
+    """
+    if resume is None:
+        return None
+    state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+    return state if state.global_step >= max_steps else None
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -619,12 +649,7 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     # Every token shard as one dataset; data.mixture (s["mixture"], absent when empty) picks the blocks of an epoch.
     train_data = training_blocks(shards, s.get("mixture") or {}, s["seed"])
     val_data = ShardedBlocks(shards, "val")
-    per_step = s["batch_size"] * s["gradient_accumulation_steps"]
-    if len(train_data) < per_step:
-        raise UserError(
-            f"{shards}: {len(train_data)} training blocks, fewer than one step's train.batch_size * "
-            f"train.gradient_accumulation_steps = {per_step}"
-        )
+    per_step = check_one_step(train_data, shards, s)
     val_subset = Subset(val_data, evenly_spaced(len(val_data), s["eval_batches"] * s["batch_size"]))
     bf16 = use_bf16(s["bf16"])
     checkpoints = work / "trainer"
@@ -660,7 +685,11 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
         resume, from_cache = choose_resume(last_checkpoint(checkpoints), cache, decay_start, keep, work)
         start_step = checkpoint_step(resume) if resume and not from_cache else (int(resume.name[5:]) if resume else 0)
         first_start = start_step if first_start is None else first_start
-        model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=attention)
+        if resume and not from_cache and int(os.environ.get("RANK", "0")) == 0:
+            # A kill between a checkpoint and its kept copy or cache entry: make them now.
+            after_save(resume, start_step)
+        done = None if from_cache else finished(resume, s["max_steps"])
+        model = AutoModelForCausalLM.from_pretrained(resume if done is not None else init, dtype=torch.float32, attn_implementation=attention)
         args = training_arguments(s, checkpoints, bf16=bf16, world=world, resume=resume is not None, fsdp=fsdp, liger=kernels == "liger")
         trainer = LMTrainer(
             model=model,
@@ -687,8 +716,11 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
         log.info("training %s on %d blocks (bf16=%s, kernels=%s, attention=%s, %d process(es)), validating on %d blocks",
                  init, len(train_data), bf16, kernels, attention, world, len(val_subset))
         started = time.time()
+        if done is not None:  # killed after its final checkpoint: nothing left to train
+            trainer.state, runtime = done, 0.0
+            break
         try:
-            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            runtime = trainer.train(resume_from_checkpoint=str(resume) if resume else None).metrics["train_runtime"]
             break
         except RollBack as rb:
             # Back to the newest checkpoint; the blocks read from there up to the spike are never read again.
@@ -708,11 +740,11 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     if bad:
         raise TrainingDiverged(f"non-finite parameter {bad} after step {trainer.state.global_step}: the model is not saved")
 
-    if fsdp:
+    if fsdp and done is None:
         trainer.save_model(str(out))  # gathers the full state dict; rank 0 writes
     if not trainer.is_world_process_zero():
         return None
-    if not fsdp:
+    if not fsdp or done is not None:  # a finished checkpoint's model is whole in every process
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(out)
         tokenizer.save_pretrained(out)
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle: never in an artifact
@@ -734,7 +766,7 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
 
     # Throughput of this process's steps, leaving out the time spent validating.
     eval_seconds = trainer.eval_seconds
-    step_seconds = max(result.metrics["train_runtime"] - eval_seconds, 1e-9)
+    step_seconds = max(runtime - eval_seconds, 1e-9)
     counts = {
         "steps": trainer.state.global_step,
         "tokens_seen": trainer.state.global_step * tokens_per_step,

@@ -205,7 +205,10 @@ def sweep_report_inputs(wc):
 
 def sweep_target(wc):
     if SWEEP is None:
-        raise WorkflowError("config: sweep: no runs (set sweep.grid or sweep.random)")
+        # One line and a non-zero exit, as a config error at parse time (a WorkflowError here
+        # would come wrapped in Snakemake's InputFunctionException and a traceback).
+        print("error: config: sweep: no runs (set sweep.grid or sweep.random)", file=sys.stderr, flush=True)
+        sys.exit(1)
     return SWEEP.path
 
 

@@ -139,6 +139,76 @@ def test_runner_checks_inputs_before_the_stage_reads(tmp_path):
         run(lambda ctx: seen.append(1), stage="toy", key="0123456789abcdef", settings={}, lineage={}, inputs={"x": [tmp_path / "plain"]}, output=out)
 
 
+def _checkpoint(root, stage="trained_checkpoint"):
+    """A sealed checkpoint-like artifact: weights, config, a kept step, TensorBoard events."""
+    art = root / stage / "0123456789abcdef"
+    (art / "steps" / "5").mkdir(parents=True)
+    (art / "tensorboard").mkdir()
+    (art / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+    (art / "config.json").write_text("{}")
+    (art / "steps" / "5" / "model.safetensors").write_bytes(b"w" * 64)
+    (art / "tensorboard" / "events.out").write_bytes(b"e" * 32)
+    (art / "loss_curve.csv").write_text("step\n")
+    seal(art, {"stage": stage, "key": art.name})
+    return art
+
+
+def flip(path, at=100):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_verify_hashes_checks_the_named_files_only(tmp_path):
+    from lmbuild.artifact import verify_hashes
+
+    art = _checkpoint(tmp_path)
+    m = verify(art)
+    assert verify_hashes(art, m, ["model.safetensors", "config.json", "not-listed"]) == 1024 + 2
+    flip(art / "steps" / "5" / "model.safetensors", 3)
+    assert verify_hashes(art, verify(art), ["model.safetensors"]) == 1024  # the damage is elsewhere
+    with pytest.raises(UserError, match=r"trained_checkpoint/0123456789abcdef: damaged: steps/5/model.safetensors does not match its SHA-256"):
+        verify_hashes(art, verify(art), ["model.safetensors", "steps/5/model.safetensors"])
+
+
+def test_a_stage_hashes_the_input_files_it_reads_whole():
+    from lmbuild.runner import read_whole
+
+    files = {f: {} for f in ("model.safetensors", "config.json", "steps/5/model.safetensors", "tensorboard/events.out", "loss_curve.csv")}
+    trained = {"stage": "trained_checkpoint", "files": files}
+    assert read_whole("eval_report", trained) == ["config.json", "loss_curve.csv", "model.safetensors", "steps/5/model.safetensors"]
+    assert read_whole("sweep_report", trained) == ["loss_curve.csv"]
+    shards = {"stage": "shards", "files": {f: {} for f in (
+        "index.json", "meta.json", "val_docs.jsonl", "tokens/shard-00000.train.0.bin", "tokens/shard-00000.val.0.bin")}}
+    assert read_whole("trained_checkpoint", shards) == ["index.json", "meta.json", "tokens/shard-00000.train.0.bin"]
+    assert read_whole("eval_report", shards) == ["index.json", "meta.json"]  # val_docs.jsonl: its first documents
+    tok = {"stage": "tokenizer", "files": {"tokenizer.json": {}, "tokenizer_config.json": {}}}
+    assert read_whole("shards_part", tok) == read_whole("init_checkpoint", tok) == ["tokenizer.json", "tokenizer_config.json"]
+    parquet = {"stage": "cleaned", "files": {"shard-00000.parquet": {}}}
+    assert read_whole("deduplicated.map-000", parquet) == []  # Parquet: read by row group, sizes only
+    assert read_whole("eval_report", {"stage": "trained_checkpoint"}) == []  # a manifest without files
+
+
+def test_a_flipped_byte_in_input_weights_stops_the_job_before_it_reads(tmp_path):
+    """Same size, one bit changed: the size check passed it into evaluation; the reader now
+    hashes what it reads whole and stops with one line naming the artifact and the file."""
+    art = _checkpoint(tmp_path / "artifacts")
+    flip(art / "model.safetensors")
+    seen = []
+    out = tmp_path / "artifacts" / "eval_report" / "fedcba9876543210"
+    with pytest.raises(UserError) as err:
+        run(lambda ctx: seen.append(1), stage="eval_report", key=out.name, settings={}, lineage={}, inputs={"trained_checkpoint": art}, output=out)
+    assert str(err.value) == f"{art}: damaged: model.safetensors does not match its SHA-256 in the manifest (delete the artifact folder and rebuild)"
+    assert not seen and not out.exists() and not list(out.parent.glob(".tmp-*"))
+    flip(art / "model.safetensors")  # repaired; the TensorBoard events nobody reads are only sized
+    flip(art / "tensorboard" / "events.out", 3)
+    m = run(lambda ctx: seen.append(1), stage="eval_report", key=out.name, settings={}, lineage={}, inputs={"trained_checkpoint": art}, output=out)
+    assert seen == [1] and m["inputs_hashed"]["files"] == 4 and m["inputs_hashed"]["seconds"] >= 0
+    from lmbuild.runner import check_inputs
+
+    assert check_inputs("eval_report", {"trained_checkpoint": art})["bytes"] == 1024 + 2 + 64 + 5
+
+
 def test_verify_command(tmp_path, capsys):
     from lmbuild.artifact import main
 

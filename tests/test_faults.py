@@ -9,9 +9,10 @@ real `snakemake` command:
   (the script Snakemake started, ``.snakemake/scripts/tmp*.<script>.py``) of every rule at
   seeded points of its progress (after its k-th log line, plus a seeded part of the time to
   the next one; see Kill): each job of every rule once (both cleaning parts, both dedup maps and
-  buckets), training three times (before its first checkpoint, between two checkpoints, and
-  the moment a checkpoint folder appears, i.e. mid-save). The same command is run again until
-  it succeeds.
+  buckets), training five times (before its first checkpoint, between two checkpoints, the
+  moment a checkpoint folder appears, i.e. mid-save, the moment the final checkpoint's folder
+  appears, and the moment the final checkpoint is complete, before the artifact's manifest).
+  The same command is run again until it succeeds.
 - cores 1: `--cores 1`, uninterrupted, running beside the faults build.
 
 Then every file of every artifact is compared with the reference: byte for byte, except
@@ -91,6 +92,10 @@ def config() -> dict:
     return smoke_config(**{"train.save_steps": 10})
 
 
+FINAL = f"checkpoint-{config()['train']['max_steps']}"  # training's last checkpoint (40 steps, one every 10)
+AFTER_FINAL = "after the final checkpoint, before the manifest"  # what a kill of training found
+
+
 def command(work: Path, cores: int) -> list[str]:
     cfg = work / "config.yaml"
     cfg.write_text(yaml.safe_dump(config()))
@@ -145,7 +150,9 @@ class Kill:
     reference build's time, scaled by how fast this attempt reached its first line compared
     with the reference (never slower: a fast machine must not outrun the kill).
     "checkpoint": `delay` seconds after a checkpoint it wrote is complete. "checkpoint-dir": the
-    moment a checkpoint folder it writes appears (mid-save).
+    moment a checkpoint folder it writes appears (mid-save). "final-checkpoint-dir" and
+    "final-checkpoint": the same for the last checkpoint (step max_steps); complete, the run has
+    trained every step and has not yet written its artifact.
     """
 
     script: str
@@ -232,6 +239,14 @@ class Watcher:
             return job.lines[k.line - 1] + k.delay * speed
         # Checkpoints already on disk when this attempt started are not its own.
         new = [s for s in job.checkpoints.values() if s[0] > job.seen]
+        if k.trigger.startswith("final-"):
+            final = job.checkpoints.get(FINAL)
+            if final is None:
+                return None
+            # By the time its folder appeared (mid-save) or its trainer_state.json did (complete):
+            # a folder an earlier attempt was killed writing is written into again.
+            at = final[0] if k.trigger == "final-checkpoint-dir" else final[1]
+            return None if at is None or at <= job.seen else at + k.delay
         if k.trigger == "checkpoint-dir" and new:
             return min(s[0] for s in new) + k.delay
         if k.trigger == "checkpoint" and any(s[1] for s in new):
@@ -249,6 +264,12 @@ class Watcher:
             except (ProcessLookupError, PermissionError):
                 return
             job.killed = f"{k.label()}: killed {now - job.seen:.2f}s after start, after log line {len(job.lines)}"
+            if job.script == "trained_checkpoint":
+                art = self.work / "artifacts"
+                if glob.glob(str(art / job.script / "*" / "manifest.json")):
+                    job.killed += " (too late: its artifact was complete)"
+                elif glob.glob(str(art / "_work" / job.script / "*" / "trainer" / FINAL / "trainer_state.json")):
+                    job.killed += f" ({AFTER_FINAL})"
 
     def run(self, cmd: list[str], log: Path) -> int:
         with open(log, "a") as out:
@@ -282,6 +303,8 @@ def kill_plan(reference: Watcher, seed: int) -> list[Kill]:
                 Kill(script, 0, "line", rng.uniform(0.0, 0.5) * (min(times[line], done[0]) - times[line - 1]), line, start),
                 Kill(script, 1, "checkpoint", rng.uniform(0.1, 0.7) * (done[1] - done[0])),  # between two
                 Kill(script, 2, "checkpoint-dir", 0.0),  # while the Trainer writes one
+                Kill(script, 3, "final-checkpoint-dir", 0.0),  # while it writes the last one
+                Kill(script, 4, "final-checkpoint", 0.0),  # every step trained, no artifact yet
             ]
             continue
         for attempt in range(JOBS.get(script, 1)):
@@ -400,7 +423,7 @@ def test_sigkill_every_rule_then_rerun_gives_the_same_artifacts(tmp_path):
     for label in kills:
         print(f"  killed {label}")
     for label in missed:
-        print(f"  missed {label} (the job had ended)")
+        print(f"  missed {label} (the job ended before its kill point)")
 
     out = (fault_dir / "snakemake.out").read_text()
     assert runs[-1] == 0, out[-5000:]
@@ -412,6 +435,16 @@ def test_sigkill_every_rule_then_rerun_gives_the_same_artifacts(tmp_path):
     compared, diffs = differences(ref_dir, fault_dir)
     print(f"  recovered: {len(diffs) == 0}; {compared} artifact files compared, {len(diffs)} differ")
     assert not diffs, diffs
+    # Training's last kill found the final checkpoint complete and no artifact (the final-checkpoint
+    # points aim there; the mid-save one lands there when the save outran the watcher): the last
+    # attempt resumed at max_steps and trained nothing, where the Trainer used to take a step more.
+    training = sorted((j for j in faults.jobs.values() if j.script == "trained_checkpoint" and j.killed), key=lambda j: j.attempt)
+    if training and AFTER_FINAL in training[-1].killed:
+        (trained,) = (fault_dir / "artifacts" / "trained_checkpoint").glob("*/manifest.json")
+        counts = json.loads(trained.read_text())["counts"]
+        steps = config()["train"]["max_steps"]
+        assert (counts["steps"], counts["resumed_from_step"], counts["steps_trained"]) == (steps, steps, 0), counts
+        print(f"  resumed at the final checkpoint: steps {steps}, steps_trained 0")
 
     assert one_rc == 0, (one_dir / "snakemake.out").read_text()[-5000:]
     compared, diffs = differences(ref_dir, one_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -150,6 +151,27 @@ def test_training_learns_and_saves_an_encoder(trained):
     assert model.config.model_type == "modernbert"
     assert AutoTokenizer.from_pretrained(trained).mask_token == masked.MASK_TOKEN
     assert not (trained / "training_args.bin").exists()
+
+
+def test_a_finished_checkpoint_is_the_encoders_artifact(inputs, trained, tmp_path):
+    """The state a kill after checkpoint-20 of max_steps 20 leaves (no artifact yet): the rerun
+    trains nothing and equals the uninterrupted run byte for byte (it used to train step 21)."""
+    from lmbuild.runner import StageContext
+
+    settings = encoder_settings("trained_checkpoint", train=SHORT)
+    ins = {k: inputs[k] for k in ("init_checkpoint", "shards")}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "work").mkdir()
+    ctx = StageContext("trained_checkpoint", "test", settings, ins, tmp_path / "out", tmp_path / "work", threads=THREADS)
+    masked_train.build_train(ctx)
+    shutil.rmtree(tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    again = masked_train.build_train(ctx)
+    assert again["steps"] == SHORT["max_steps"] and again["resumed_from_step"] == SHORT["max_steps"]
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (trained / name).read_bytes(), name
+    curve = lambda art: [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in csv.DictReader((art / "loss_curve.csv").open())]  # noqa: E731
+    assert curve(tmp_path / "out") == curve(trained)
 
 
 def test_the_validation_masks_are_fixed(inputs):

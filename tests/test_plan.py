@@ -56,6 +56,25 @@ def test_mixture_changes_training_and_eval_only():
     assert keys({"data": {"mixture": {}}}) == base  # no mixture: the keys of a build without one
 
 
+def test_wsd_only_settings_key_only_a_wsd_run():
+    """train.decay_steps and decay_fraction shape only the wsd schedule: on a cosine run (the
+    default) they change no key, and its settings hold the schema's defaults as they always did."""
+    from lmbuild.stages import WSD_ONLY
+
+    base = keys({})
+    assert keys({"train": {"decay_steps": 7, "decay_fraction": 0.3}}) == base
+    assert keys({"train": {"lr_scheduler": "cosine", "decay_steps": 7}}) == base
+    assert {k: validate({})["train"][k] for k in WSD_ONLY} == WSD_ONLY  # the schema's defaults
+    cosine = Plan(validate({"train": {"decay_steps": 7}})).artifacts["trained_checkpoint"].settings
+    assert {k: cosine[k] for k in WSD_ONLY} == WSD_ONLY and cosine["lr_scheduler"] == "cosine"
+    wsd = keys({"train": {"lr_scheduler": "wsd"}})
+    assert changed(base, wsd) == {"trained_checkpoint", "eval_report", "report"}
+    assert changed(wsd, keys({"train": {"lr_scheduler": "wsd", "decay_steps": 7}})) == {"trained_checkpoint", "eval_report", "report"}
+    assert changed(wsd, keys({"train": {"lr_scheduler": "wsd", "decay_fraction": 0.3}})) == {"trained_checkpoint", "eval_report", "report"}
+    enc = {"model": {"objective": "masked", "num_key_value_heads": 4}}
+    assert keys({**enc, "train": {"decay_steps": 7}}) == keys(enc)  # an encoder's cosine run too
+
+
 def test_resources_are_not_part_of_any_key():
     assert keys({}) == keys({"resources": {"trained_checkpoint": {"threads": 1, "mem_mb": 1}}})
     # Nor the number of nodes training runs on (batch_size is global: the same data each step).
@@ -112,7 +131,7 @@ CODE_SETS = {
         "scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/ingest.py", "lmbuild/data/groups.py",
         "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
     },
-    "quality_model": {"scripts/quality_model.py", "lmbuild/data/quality.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
+    "quality_model": {"scripts/quality_model.py", "lmbuild/data/quality_model.py", "lmbuild/data/quality.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
     "cleaned": {
         "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/clean.py", "lmbuild/data/filters.py",
         "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py",

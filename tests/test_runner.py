@@ -82,6 +82,42 @@ def test_disk_full_and_file_size_limit_end_in_one_line(tmp_path, limit, target, 
     assert not out.exists() and not list(out.parent.glob(".tmp-*"))
 
 
+_READER = """
+import sys, types
+from pathlib import Path
+from lmbuild.runner import run_stage
+out, model = Path(sys.argv[1]), Path(sys.argv[2])
+def build(ctx):
+    (ctx.out / "read.txt").write_bytes((ctx.inputs["trained_checkpoint"] / "model.safetensors").read_bytes())
+spec = out.parent.parent / "spec.json"
+spec.write_text('{"settings": {}, "located": [], "lineage": {}}')
+sm = types.SimpleNamespace(log=[str(out.parent.parent / "eval.log")], output=[str(out)], input={"trained_checkpoint": str(model)},
+                           threads=1, resources={}, params=types.SimpleNamespace(stage="eval_report", key=out.name, spec=str(spec)))
+run_stage(sm, build)
+"""
+
+
+def test_a_flipped_byte_in_an_input_model_is_one_line_and_no_artifact(tmp_path):
+    """The job as Snakemake runs it (run_stage): a model.safetensors with one bit changed (same
+    size) stops the reading stage with one line naming the artifact and the file."""
+    from lmbuild.artifact import seal
+
+    model = tmp_path / "artifacts" / "trained_checkpoint" / "0123456789abcdef"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(bytes(range(256)) * 16)
+    seal(model, {"stage": "trained_checkpoint", "key": model.name})
+    data = bytearray((model / "model.safetensors").read_bytes())
+    data[1000] ^= 0x80
+    (model / "model.safetensors").write_bytes(bytes(data))
+    out = tmp_path / "artifacts" / "eval_report" / "fedcba9876543210"
+    proc = subprocess.run([sys.executable, "-c", _READER, str(out), str(model)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: eval_report: {model}: damaged: model.safetensors does not match its SHA-256 in the manifest (delete the artifact folder and rebuild)"
+    ], proc.stderr
+    assert not out.exists() and not list(out.parent.glob(".tmp-*"))
+
+
 def test_disk_error_reads_duckdb_and_chained_errors():
     import duckdb
 

@@ -160,5 +160,10 @@ def test_a_3x2_sweep_plans_the_shared_upstream_once(tmp_path):
 def test_the_sweep_target_without_a_sweep_is_one_line(tmp_path):
     from test_workflow import snakemake, smoke_config
 
-    proc = snakemake(tmp_path, smoke_config(), "sweep", "-n")
-    assert proc.returncode != 0 and "config: sweep: no runs (set sweep.grid or sweep.random)" in proc.stdout + proc.stderr
+    for args in (("sweep", "-n"), ("sweep",)):
+        proc = snakemake(tmp_path, smoke_config(), *args)
+        out = proc.stdout + proc.stderr
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert proc.returncode != 0 and errors == ["error: config: sweep: no runs (set sweep.grid or sweep.random)"], out[-3000:]
+        assert "Traceback" not in out and "Exception" not in out, out[-3000:]  # it was an InputFunctionException
+    assert not list((tmp_path / "artifacts").glob("*/*/manifest.json"))  # nothing was built

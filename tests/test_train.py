@@ -208,6 +208,17 @@ def test_fewer_blocks_than_one_batch_is_a_user_error(inputs, tmp_path):
         train.build(ctx)
 
 
+def test_a_mixture_too_small_for_one_step_names_data_mixture(inputs, tmp_path):
+    """The shards have enough blocks; the mixture's epoch (3 blocks) has not: the error names
+    data.mixture with both figures, not the shards."""
+    ctx = _context(inputs, tmp_path)
+    ctx.settings["mixture"] = {"python_stdlib": {"tokens": 3 * SEQ}}
+    with pytest.raises(UserError) as err:
+        train.build(ctx)
+    assert str(err.value).startswith("config: data.mixture: gives 3 training blocks per epoch, but one step needs ")
+    assert f"= {BATCH}" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_last_checkpoint_skips_incomplete_ones(tmp_path):
     for step, files in [(5, ["trainer_state.json", train.DATA_ORDER]), (10, ["trainer_state.json", train.DATA_ORDER]),
                         (15, ["model.safetensors", train.DATA_ORDER]), (20, [])]:
@@ -233,9 +244,13 @@ def test_data_order_is_seeded_and_checked_on_resume(tmp_path):
 
 # The stage in a child process, as Snakemake's job would run it: the real runner, the real work folder.
 # A 50 ms pause per step (no effect on the numbers) leaves time to kill it between checkpoints.
+# "die" SIGKILLs the process itself at a point no outside watcher can hit reliably: the moment
+# the Trainer has written the final checkpoint (trainer_state.json included, before lmbuild's
+# after-save hook), or after training, as the runner starts to hash the artifact for its manifest.
 CHILD = """
-import json, sys, time
+import json, os, signal, sys, time
 from pathlib import Path
+import transformers
 from lmbuild import runner, train
 spec = json.loads(sys.argv[1])
 if spec["pause"]:
@@ -244,16 +259,25 @@ if spec["pause"]:
         time.sleep(spec["pause"])
         return step_end(self, *a, **k)
     train.CurveCallback.on_step_end = slow
+if spec.get("die") == "final-checkpoint":
+    save = transformers.Trainer._save_checkpoint
+    def save_then_die(self, *a, **k):
+        save(self, *a, **k)
+        if self.state.global_step == self.args.max_steps:
+            os.kill(os.getpid(), signal.SIGKILL)
+    transformers.Trainer._save_checkpoint = save_then_die
+if spec.get("die") == "before-manifest":
+    runner.file_entries = lambda folder: os.kill(os.getpid(), signal.SIGKILL)
 runner.run(train.build, stage="trained_checkpoint", key="test", settings=spec["settings"], lineage={},
            inputs={k: Path(v) for k, v in spec["inputs"].items()}, output=Path(spec["output"]), threads=1)
 """
 
 
-def _child(inputs, output, pause):
+def _child(inputs, output, pause, die=None):
     import subprocess
     import sys
 
-    spec = {"settings": lc.settings("trained_checkpoint", train=SHORT), "inputs": {k: str(v) for k, v in inputs.items()}, "output": str(output), "pause": pause}
+    spec = {"settings": lc.settings("trained_checkpoint", train=SHORT), "inputs": {k: str(v) for k, v in inputs.items()}, "output": str(output), "pause": pause, "die": die}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -304,6 +328,65 @@ def test_sigkill_then_rerun_gives_the_same_weights_as_no_kill(inputs, trained, t
     assert [int(r["step"]) for r in rows] == [0, 1, 5, 10, 15, 20]  # the killed attempt's log history came back too
 
 
+@pytest.mark.parametrize("die", ["final-checkpoint", "before-manifest"])
+def test_sigkill_after_the_final_checkpoint_reruns_to_exactly_max_steps(inputs, trained, tmp_path, die):
+    """SIGKILL once checkpoint-20 of max_steps 20 is written, or as the artifact is hashed: the
+    rerun trains nothing and gives the uninterrupted run's artifact (it used to train step 21)."""
+    import signal
+
+    output = tmp_path / "trained_checkpoint" / "test"
+    work = tmp_path / "_work" / "trained_checkpoint" / "test" / "trainer"
+    proc = _child(inputs, output, pause=0, die=die)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not output.exists() and train.checkpoint_step(train.last_checkpoint(work)) == 20
+
+    proc = _child(inputs, output, pause=0)
+    assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
+    counts, reference = _counts(output), _counts(trained)
+    assert (counts["steps"], counts["steps_trained"], counts["resumed_from_step"]) == (20, 0, 20)
+    assert counts["tokens_seen"] == reference["tokens_seen"] and counts["tokens_per_source"] == reference["tokens_per_source"]
+    assert _same_files(output, trained)
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    """Every file of two trained artifacts byte for byte, but the manifest, the TensorBoard events
+    (wall-clock times) and the loss curve's throughput column."""
+    def files(root):
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != "manifest.json" and "tensorboard" not in p.parts}
+
+    names = files(a)
+    assert names == files(b), names ^ files(b)
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in names if n != "loss_curve.csv") and _curve(a) == _curve(b)
+
+
+@pytest.mark.parametrize("max_steps,save_steps,keep,mixture", [
+    (20, 10, [], None),  # 1,693 steps per epoch: the Trainer's epoch loop would take step 21
+    (10, 5, [], {"python_stdlib": {"tokens": 5 * BATCH * SEQ}}),  # 5 steps per epoch: max_steps ends an epoch
+    (12, 6, [12], None),  # a kept step at max_steps, killed before its kept copy was made
+])
+def test_a_finished_checkpoint_is_the_artifact_whatever_the_epoch(inputs, tmp_path, max_steps, save_steps, keep, mixture):
+    """The state a kill between the final checkpoint and the manifest leaves (the work folder with
+    checkpoint-<max_steps>, no artifact), whether or not max_steps is a multiple of the epoch's
+    steps (the two ways the Trainer's loop can end): the rerun equals the uninterrupted run."""
+    settings = lc.settings("trained_checkpoint", train={**SHORT, "max_steps": max_steps, "save_steps": save_steps, "keep_steps": keep, "bf16": False},
+                           data={"mixture": mixture or {}})
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def build(name):
+        (tmp_path / name).mkdir()
+        return train.build(StageContext("trained_checkpoint", "test", settings, inputs, tmp_path / name, work, threads=THREADS))
+
+    first = build("uninterrupted")
+    assert first["steps"] == max_steps and train.checkpoint_step(train.last_checkpoint(work / "trainer")) == max_steps
+    shutil.rmtree(work / "kept", ignore_errors=True)  # as if killed before the kept copy
+    again = build("rerun")
+    assert (again["steps"], again["steps_trained"], again["resumed_from_step"]) == (max_steps, 0, max_steps)
+    assert again["kept"] == first["kept"] and again["tokens_per_source"] == first["tokens_per_source"]
+    assert again["final_val_loss"] == first["final_val_loss"] and again["final_train_loss"] == first["final_train_loss"]
+    assert _same_files(tmp_path / "rerun", tmp_path / "uninterrupted")
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_torchrun_on_cpu_with_two_processes(inputs, trained_fp32, tmp_path, parallel):
     """torchrun --nproc_per_node 2 (gloo): each process gets half of each global batch of the same order.
@@ -322,6 +405,12 @@ def test_torchrun_on_cpu_with_two_processes(inputs, trained_fp32, tmp_path, para
         assert torch.allclose(ddp[k], single[k], rtol=1e-3, atol=1e-4), k
     assert not (ctx.out / "training_args.bin").exists()
     assert AutoModelForCausalLM.from_pretrained(ctx.out) is not None
+    # Killed after checkpoint-20, before the artifact: the rerun's processes train nothing.
+    shutil.move(ctx.out, tmp_path / "first")
+    ctx.out.mkdir()
+    again = train.build(ctx, nproc=2)
+    assert (again["steps"], again["steps_trained"], again["resumed_from_step"]) == (20, 0, 20)
+    assert _same_weights(ctx.out, tmp_path / "first")
 
 
 def test_torchrun_argv_is_a_list_without_a_shell(tmp_path):

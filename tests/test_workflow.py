@@ -291,6 +291,15 @@ def test_speed_settings_enter_their_stage_keys(built, dotted, value, stages):
     assert jobs_of_dry_run(snakemake(built, smoke_config(**{dotted: value}), "-n")) == expected
 
 
+def test_wsd_only_settings_on_a_cosine_run_plan_nothing(built):
+    """smoke.yaml trains with the cosine schedule: train.decay_steps and decay_fraction shape only
+    wsd's decay, so setting them plans nothing (they used to retrain to identical weights)."""
+    cfg = smoke_config(**{"train.decay_steps": 5, "train.decay_fraction": 0.3})
+    assert jobs_of_dry_run(snakemake(built, cfg, "-n")) == {}
+    wsd = smoke_config(**{"train.lr_scheduler": "wsd", "train.decay_steps": 5})
+    assert jobs_of_dry_run(snakemake(built, wsd, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
+
+
 def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
     cfg = smoke_config(**{"data.clean.min_chars": 150})
     jobs = jobs_of_dry_run(snakemake(built, cfg, "-n"))
