@@ -30,7 +30,9 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import model, pack, tokenizer, train  # noqa: E402
+from lmbuild.models import init_checkpoint as model  # noqa: E402
+from lmbuild.tokens import shards as pack, tokenizer
+from lmbuild.training import trained_checkpoint as train
 
 SEQ = 64
 MODEL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": SEQ}

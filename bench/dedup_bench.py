@@ -17,7 +17,7 @@ Corpora (real text, built once under --work as cleaned-schema Parquet shards):
 lmbuild's exact runs twice on the short corpora: ``exact`` (lowercase + whitespace
 normalisation, the default) and ``exact-raw`` (``data.dedup.exact_normalise: false``).
 Each run is a child process (wall time, peak RSS from wait4); runs alternate between the tools.
-lmbuild runs lmbuild.data.dedup.build in-process (map, reduce and gather in sequence, DuckDB
+lmbuild runs lmbuild.data.deduplicated.build in-process (map, reduce and gather in sequence, DuckDB
 with 2 threads); datatrove runs its own stages (ExactDedupSignature/FindDedups/Filter and
 MinhashDedupSignature/Buckets/Cluster/Filter, 2 workers) with the same MinHash parameters
 (5-grams, 14 bands x 8). Both read the same Parquet shards and write the survivors as Parquet.
@@ -135,9 +135,9 @@ def write_corpus(folder: Path, docs, shards: int = 8) -> dict:
 
 def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int, memory_limit: str) -> dict:
     sys.path.insert(0, str(ROOT))
-    from lmbuild.config import validate
-    from lmbuild.data import dedup
-    from lmbuild.runner import StageContext
+    from lmbuild.build.config import validate
+    from lmbuild.data import deduplicated as dedup
+    from lmbuild.store.runner import StageContext
 
     # "exact-raw": exact with data.dedup.exact_normalise false (byte-identical text only).
     raw = method == "exact-raw"

@@ -32,7 +32,7 @@ import lmbuild  # noqa: E402,F401 (sets the hub defaults before transformers is 
 import torch  # noqa: E402
 
 import test_evaluate as te  # noqa: E402
-from lmbuild import evaluate  # noqa: E402
+from lmbuild.evaluation import eval_report as evaluate  # noqa: E402
 
 
 def main() -> None:

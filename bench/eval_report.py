@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import SHARED_DATA  # noqa: E402
-from lmbuild.config import validate  # noqa: E402
-from lmbuild.evaluate import build  # noqa: E402
-from lmbuild.runner import run  # noqa: E402
+from lmbuild.build.config import validate  # noqa: E402
+from lmbuild.evaluation.eval_report import build  # noqa: E402
+from lmbuild.store.runner import run  # noqa: E402
 
 HELLASWAG = SHARED_DATA / "eval" / "hellaswag_val.jsonl"
 

@@ -5,7 +5,7 @@
 
 One process, one core each, on the same real prose (no network):
 
-* ``lmbuild``: :class:`lmbuild.data.clean.Cleaner` on Arrow record batches of 256
+* ``lmbuild``: :class:`lmbuild.data.cleaned.Cleaner` on Arrow record batches of 256
   documents, as the stage runs it: fastText language ID, Gopher repetition, Gopher
   quality, C4 (FineWeb's settings: no terminal-punctuation rule), FineWeb. Normalisation
   and PII redaction are off (datatrove's filters do neither).
@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import SHARED_DATA as SHARED, peer_python, relative_command  # noqa: E402
-from lmbuild.config import validate  # noqa: E402
+from lmbuild.build.config import validate  # noqa: E402
 
 LANG_THRESHOLD = 0.65  # datatrove's LanguageFilter default
 
@@ -104,8 +104,8 @@ def train_classifier(texts: list[str], folder: Path) -> Path:
     """A quality_model artifact trained on the corpus itself (see the module docstring)."""
     import random
 
-    from lmbuild.data import quality
-    from lmbuild.runner import StageContext
+    from lmbuild.data import quality_model
+    from lmbuild.store.runner import StageContext
 
     rng = random.Random(0)
     pos, neg = folder / "pos.jsonl", folder / "neg.jsonl"
@@ -119,7 +119,7 @@ def train_classifier(texts: list[str], folder: Path) -> Path:
     q = validate({"data": {"quality_model": {"positives": [{"type": "jsonl", "path": str(pos)}], "negatives": [{"type": "jsonl", "path": str(neg)}]}}})
     out, work = folder / "model", folder / "work"
     out.mkdir()
-    counts = quality.build(StageContext("quality_model", "bench", q["data"]["quality_model"], {}, out, work, 1))
+    counts = quality_model.train_classifier(StageContext("quality_model", "bench", q["data"]["quality_model"], {}, out, work, 1))
     print(f"classifier: {json.dumps(counts['valid'])}", file=sys.stderr)
     return out
 
@@ -164,7 +164,7 @@ def run_datatrove_classifier(python: str, texts_path: str, model: Path) -> dict:
 def run_lmbuild(texts: list[str], config: dict | None = None, classifier: Path | None = None) -> dict:
     import pyarrow as pa
 
-    from lmbuild.data.clean import READ_ROWS, Cleaner
+    from lmbuild.data.cleaned import READ_ROWS, Cleaner
 
     cleaner = Cleaner(config or settings(), None if classifier is None else str(classifier))
     batches = []

@@ -4,8 +4,8 @@
 
 ARTIFACTS: a store holding one artifact each of tokenizer, shards, init_checkpoint and
 trained_checkpoint (the default run's: `snakemake --cores 2 trained_checkpoint`). For each
-(reading stage, input) pair of the model half, times `lmbuild.runner.check_inputs` as the job
-runs it (every file's size, and the SHA-256 of the files `READ_WHOLE` names), median of
+(reading stage, input) pair of the model half, times `lmbuild.store.runner.check_inputs` as the job
+runs it (every file's size, and the SHA-256 of the files `read_whole` names), median of
 `--repeats`, the page cache warm (as after the stage that wrote the input). `--gib N` also hashes
 N GiB of random bytes once written (sustained throughput). Prints a table and one JSON line
 (appended to bench/results/input_hash_bench.jsonl with --save).
@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmbuild.artifact import _sha256, read_manifest  # noqa: E402
-from lmbuild.runner import check_inputs  # noqa: E402
+from lmbuild.store.artifact import _sha256, read_manifest  # noqa: E402
+from lmbuild.store.runner import check_inputs  # noqa: E402
 
 PAIRS = [
     ("shards", "tokenizer"),

@@ -1,9 +1,9 @@
-"""What an encoder's evaluation costs on this CPU (lmbuild.masked_eval): pseudo-perplexity
+"""What an encoder's evaluation costs on this CPU (lmbuild.evaluation.masked): pseudo-perplexity
 tokens per second and masked-accuracy windows per second, at the default config's sizes.
 
     python bench/masked_eval_cost.py [--hidden 256 --layers 4 --heads 4 --seq-len 256] [--tokens 256] [--json OUT.jsonl]
 
-The model is a seeded random ModernBERT of the given size (lmbuild.masked.init_model) with a
+The model is a seeded random ModernBERT of the given size (lmbuild.models.modernbert.init_model) with a
 byte-level BPE (vocab 8192 + mask) trained on Python standard-library modules, which are also
 the held-out documents. Pseudo-perplexity costs one forward pass of a whole window per scored
 token, whatever the weights, so a random model measures it as well as a trained one; the
@@ -32,8 +32,11 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import config as lmconfig  # noqa: E402
-from lmbuild import masked, masked_eval, stages, tokenizer  # noqa: E402
+from lmbuild.build import config as lmconfig  # noqa: E402
+from lmbuild.models import modernbert as masked  # noqa: E402
+from lmbuild.evaluation import masked as masked_eval
+from lmbuild.build import stages
+from lmbuild.tokens import tokenizer
 
 
 def main() -> None:

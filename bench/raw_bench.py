@@ -4,7 +4,7 @@ Runs `snakemake raw` (then `cleaned` with --stage cleaned) in a fresh working di
 corpus made by bench/raw_corpus.py, one job per file (`data.files_per_job: 1`), with
 `--notemp` so that the part jobs' manifests survive, and reads them: per job, the compressed
 bytes it read, the text bytes it wrote, its wall and CPU seconds and its peak RSS
-(lmbuild.runner). One job is one process on one core: text MB per CPU-second is MB/s per core
+(lmbuild.store.runner). One job is one process on one core: text MB per CPU-second is MB/s per core
 of a machine that is not shared (wall MB/s on a loaded machine says less).
 
     python bench/raw_bench.py CORPUS_DIR WORK_DIR [--cores 2] [--stage raw|cleaned]
@@ -54,7 +54,7 @@ def main() -> None:
         raise SystemExit((proc.stdout + proc.stderr)[-3000:])
     files = [p for pat in ("gz-*.jsonl.gz", "zst-*.jsonl.zst", "pq-*.parquet") for p in sorted(corpus.glob(pat))]
     parts = []
-    for m in sorted((work / "artifacts" / "raw_parts").glob("*/*/manifest.json")):
+    for m in sorted((work / "artifacts" / "_parts" / "raw").glob("*/*/manifest.json")):
         d = json.loads(m.read_text())
         text = sum(s["bytes"] for s in d["counts"]["shards"])
         src = files[int(m.parent.name)]  # files_per_job 1: part i reads the i-th file in config order

@@ -2,11 +2,11 @@
 
 Builds a corpus of real text as ``deduplicated`` shards (KJV, tinyshakespeare from
 ../shared/data when present, and this Python's standard library, cut into documents and
-repeated to --mb), trains the pipeline's BPE tokenizer on it (lmbuild.tokenizer), then
+repeated to --mb), trains the pipeline's BPE tokenizer on it (lmbuild.tokens.tokenizer), then
 alternates, --repeats times:
 
 - ``raw``: the tokenizer's ``encode_batch_fast`` over every document, held in memory, in
-  batches of ``lmbuild.pack.BATCH_DOCS``, in one process with the Rust pool on --cores
+  batches of ``lmbuild.tokens.shards.BATCH_DOCS``, in one process with the Rust pool on --cores
   threads (and, as ``raw_ids``, the same with each encoding's ``.ids`` read out: the least any
   user of the ids pays);
 - ``stage``: the stage as ``snakemake --cores N`` runs it: one ``build_part`` job per shard
@@ -66,7 +66,7 @@ def write_corpus(folder: Path, docs: list[dict], shards: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lmbuild.artifact import seal
+    from lmbuild.store.artifact import seal
 
     folder.mkdir(parents=True)
     for s in range(shards):
@@ -78,7 +78,8 @@ def write_corpus(folder: Path, docs: list[dict], shards: int) -> None:
 def _part(args) -> dict:
     """One part job in a fresh process, as Snakemake runs it (1 thread)."""
     art, settings, part, out = args
-    from lmbuild import pack, runner
+    from lmbuild.tokens import shards as pack
+    from lmbuild.store import runner
 
     t0 = time.time()
     runner.run(lambda ctx: pack.build_part(ctx, part), stage="shards_part", key=f"bench/{part:05d}", settings=settings, lineage={},
@@ -89,7 +90,8 @@ def _part(args) -> dict:
 
 
 def run_stage(art: Path, settings: dict, shards: int, cores: int) -> dict:
-    from lmbuild import pack, runner
+    from lmbuild.tokens import shards as pack
+    from lmbuild.store import runner
 
     parts_dir = art / "parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
@@ -108,7 +110,7 @@ def run_stage(art: Path, settings: dict, shards: int, cores: int) -> dict:
 
 
 def run_raw(texts: list[str], tok_dir: Path, ids: bool) -> dict:
-    from lmbuild.pack import BATCH_DOCS, load_tokenizer
+    from lmbuild.tokens.shards import BATCH_DOCS, load_tokenizer
 
     backend = load_tokenizer(tok_dir).backend
     tokens, t0 = 0, time.time()
@@ -132,7 +134,9 @@ def main() -> None:
     # The raw side's Rust pool: --cores threads, read when the pool starts.
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     os.environ["RAYON_NUM_THREADS"] = str(a.cores)
-    from lmbuild import config, runner, stages, tokenizer
+    from lmbuild.build import config, stages
+    from lmbuild.store import runner
+    from lmbuild.tokens import tokenizer
 
     shutil.rmtree(a.work, ignore_errors=True)
     docs = documents(a.mb)

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import scratch  # noqa: E402
-from lmbuild.config import validate  # noqa: E402
-from lmbuild.filestate import StateCache  # noqa: E402
-from lmbuild.plan import Plan  # noqa: E402
+from lmbuild.build.config import validate  # noqa: E402
+from lmbuild.build.filestate import StateCache  # noqa: E402
+from lmbuild.build.graph import Plan  # noqa: E402
 
 
 def write_corpus(folder: Path, gb: float, files: int) -> None:

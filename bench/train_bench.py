@@ -1,4 +1,4 @@
-"""Training tokens/second on this CPU: our stage (lmbuild.train) against the course's recipe, side by side.
+"""Training tokens/second on this CPU: our stage (lmbuild.training.trained_checkpoint) against the course's recipe, side by side.
 
     python bench/train_bench.py [--rounds 2] [--steps 30] [--batch 2] [--seq 512] [--json OUT.jsonl]
 
@@ -11,7 +11,7 @@ the issue's baseline) and ``course-bf16`` (as published: weights loaded in bf16,
 ``plain`` / ``plain-fp32``: the ceiling, a plain PyTorch loop (fused AdamW, bf16 autocast where
 the CPU has it / fp32), nothing else.
 
-Ours: ``lmbuild.train.train`` exactly as the stage runs it (fused AdamW, bf16 autocast over fp32
+Ours: ``lmbuild.training.trained_checkpoint.train`` exactly as the stage runs it (fused AdamW, bf16 autocast over fp32
 weights where the CPU has bf16 arithmetic, no gradient checkpointing, equal-length blocks
 stacked, no per-step host work), with the same model, data, batch and steps; validation and
 checkpoints off in the timed steps. Ablations of ours show where the speed comes from.
@@ -46,8 +46,10 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import model, pack, tokenizer, train  # noqa: E402
-from lmbuild.blocks import ShardedBlocks  # noqa: E402
+from lmbuild.models import init_checkpoint as model  # noqa: E402
+from lmbuild.tokens import shards as pack, tokenizer
+from lmbuild.training import trained_checkpoint as train
+from lmbuild.tokens.blocks import ShardedBlocks  # noqa: E402
 
 WARMUP = 5
 

@@ -1,11 +1,11 @@
-"""Model FLOPs utilisation of our training code (lmbuild.train) for a ~125M-parameter Llama on GPUs.
+"""Model FLOPs utilisation of our training code (lmbuild.training.trained_checkpoint) for a ~125M-parameter Llama on GPUs.
 
     python bench/train_gpu.py --batch 16 --seq 2048 --steps 60 [--compile] [--compile-mode M] [--kernels torch|liger]
         [--attention sdpa|flash_attention_2] [--nproc N --parallel ddp|fsdp] [--torchrun] [--dry-run] [--json OUT.jsonl]
 
 Builds the stage's inputs in a temporary folder (a random-init Llama, hidden 768, 12 layers, 12
 heads, intermediate 2048, vocabulary 32,000, untied output layer; shards of random tokens, which
-cost the model the same FLOPs as text) and runs :func:`lmbuild.train.train` exactly as the stage
+cost the model the same FLOPs as text) and runs :func:`lmbuild.training.trained_checkpoint.train` exactly as the stage
 does: HF Trainer, fused AdamW, bf16 autocast over fp32 weights, SDPA (flash) attention.
 
 MFU = tokens/s * (6 * N + 12 * L * d * T) / peak, the PaLM / torchtitan convention: N the
@@ -46,8 +46,10 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer, models  # noqa: E402
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast  # noqa: E402
 
-from lmbuild import config as lmconfig, stages, train  # noqa: E402
-from lmbuild.runner import StageContext  # noqa: E402
+from lmbuild.build import config as lmconfig, stages  # noqa: E402
+
+from lmbuild.training import trained_checkpoint as train
+from lmbuild.store.runner import StageContext  # noqa: E402
 
 PEAK = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
 

@@ -9,7 +9,7 @@ manifests and writes ``experiments/depth_upscaling.json`` (every point, the load
 the command, paths relative to the repository and ``<workdir>``), ``experiments/depth_upscaling.png``
 and a Markdown table on stdout. The work folder defaults to lmbuild-dus in the temp folder.
 
-How compute is counted: training FLOPs = tokens x ``lmbuild.model.flops_per_token`` of the
+How compute is counted: training FLOPs = tokens x ``lmbuild.models.common.flops_per_token`` of the
 model that saw them (6 x matmul parameters + attention, at ``pack.seq_len``); the recipe's
 count includes every token and FLOP of the small model's training. Validation is not counted.
 """
@@ -41,11 +41,11 @@ def flops_per_token(model_dir: Path, seq_len: int) -> int:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from lmbuild.model import count_parameters, flops_per_token as fpt
+    from lmbuild.models.common import flops_per_token as fpt, matmul_parameters
 
     hf_logging.disable_progress_bar()
     m = AutoModelForCausalLM.from_pretrained(model_dir)
-    return fpt(m.config, count_parameters(m, non_embedding=True), seq_len)
+    return fpt(matmul_parameters(m), m.config.num_hidden_layers, m.config.hidden_size, seq_len)["total"]
 
 
 def curve(art: Path) -> list[dict]:
@@ -54,14 +54,14 @@ def curve(art: Path) -> list[dict]:
 
 
 def run(args) -> dict:
-    from lmbuild.config import validate
-    from lmbuild.plan import Plan
+    from lmbuild.build.config import validate
+    from lmbuild.build.graph import Plan
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     snakemake = Path(sys.executable).parent / "snakemake"
     cmd = [str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work), "--cores", "2", *TARGETS, "--configfile", str(ROOT / "config.yaml"), args.configfile]
-    # config.yaml named first: the experiment is layered over the demo (lmbuild/layers.py), which a
+    # config.yaml named first: the experiment is layered over the demo (lmbuild/build/layers.py), which a
     # --configfile build does not read otherwise.
     # Addresses first: the plan of the code that runs (edits to the checkout later do not move them).
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -2,7 +2,7 @@
 
 Each stage of the chain (raw -> cleaned -> deduplicated -> tokenizer -> shards ->
 init_checkpoint -> trained_checkpoint -> eval_report) is a function
-``build(ctx: StageContext) -> dict`` in a module of this package; ``lmbuild.plan``
+``build(ctx: StageContext) -> dict`` in a module of this package; ``lmbuild.build.graph``
 says which module builds which stage and computes every artifact's address.
 """
 

@@ -3,11 +3,11 @@
     lmbuild config [--configfile F ...] [--config KEY=VALUE ...] [--directory D]
     lmbuild why [TARGET ...] [--configfile F ...] [--config KEY=VALUE ...] [--directory D]
 
-Both read the config exactly as the Snakefile does (lmbuild.layers, lmbuild.config) and take
+Both read the config exactly as the Snakefile does (lmbuild.build.layers, lmbuild.build.config) and take
 Snakemake's own ``--configfile``, ``--config`` and ``--directory``, so the same words describe
 the same build. ``config`` prints every value with the layer it came from; ``why`` prints, for
 every artifact the targets need that is not built, what differs from the nearest built one
-(lmbuild.why). Building is Snakemake's: this command runs nothing.
+(lmbuild.build.why). Building is Snakemake's: this command runs nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import argparse
 import os
 import sys
 
+from lmbuild.build.stages import ROOT
 from lmbuild.errors import UserError
-from lmbuild.stages import ROOT
 
 STATE = ".snakemake/lmbuild/file-hashes.json"  # the Snakefile's file-hash cache (rules/common.smk)
 
@@ -39,8 +39,8 @@ def load(configfiles: list[str], config_args: list[str]):
     """(layers, validated config): the Snakefile's config (rules/common.smk) from the same words."""
     from snakemake.cli import parse_config
 
-    from lmbuild import layers
-    from lmbuild.config import validate
+    from lmbuild.build import layers
+    from lmbuild.build.config import validate
 
     try:
         cli = parse_config(config_args)
@@ -56,16 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         layered, config = load(args.configfile, args.config)
         os.chdir(args.directory)
         if args.command == "config":
-            from lmbuild import layers
-            from lmbuild.data.lang import PRESETS
+            from lmbuild.build import layers
+            from lmbuild.build.presets import PRESETS
 
             preset = config["data"]["clean"]["preset"]
             where = layers.origins(config, layered.origins, PRESETS.get(preset), preset)
             sys.stdout.write(layers.show(config, where))
         else:
-            from lmbuild.filestate import StateCache
-            from lmbuild.plan import Plan
-            from lmbuild.why import explain
+            from lmbuild.build.filestate import StateCache
+            from lmbuild.build.graph import Plan
+            from lmbuild.build.why import explain
 
             state = StateCache(STATE)
             plan = Plan(config, state=state)

@@ -1,9 +1,7 @@
 # Stage cleaned, fanned out: one job per raw shard (normalise Unicode; Gopher, C4, FineWeb rules
 # for prose, StarCoder rules for code; language ID; PII redaction; drops counted per reason),
 # then a gather job that links the parts into the artifact and writes its manifest.
-# Code: scripts/cleaned_part.py -> lmbuild.data.clean.build_part; scripts/cleaned.py -> build
-
-
+# Code: scripts/cleaned_part.py -> lmbuild.data.cleaned.build_part; scripts/cleaned.py -> build
 wildcard_constraints:
     part="[0-9]{5}",
 
@@ -13,7 +11,7 @@ rule build_cleaned_part:
         unpack(stage_inputs("cleaned")),
     output:
         # temp: the gather hard-links the files into the artifact, then the part goes.
-        temp(directory(f"{ART}/cleaned_parts/{{key}}/{{part}}")),
+        temp(directory(part_path("cleaned", "{key}", "{part}"))),
     log:
         "logs/cleaned_parts/{key}/{part}.log",
     # Parts are small jobs: on a cluster, --group-components build_cleaned_part=N submits N

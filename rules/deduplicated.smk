@@ -2,14 +2,14 @@
 # B map jobs (a slice of the cleaned shards each) -> B reduce jobs (a bucket of hash keys
 # each) -> one gather job that writes the artifact. B = data.dedup.buckets, known at parse time.
 # The map and reduce outputs are temp(): Snakemake removes them once the artifact is built.
-# Code: scripts/dedup_{map,bucket}.py and scripts/deduplicated.py -> lmbuild.data.dedup
+# Code: scripts/dedup_{map,bucket}.py and scripts/deduplicated.py -> lmbuild.data.deduplicated
 
 
 rule dedup_map:
     input:
         unpack(stage_inputs("deduplicated")),
     output:
-        temp(directory(f"{ART}/_parts/deduplicated/{{key}}/map-{{part}}")),
+        temp(directory(part_path("deduplicated", "{key}", "map-{part}"))),
     log:
         "logs/deduplicated/{key}/map-{part}.log",
     wildcard_constraints:
@@ -36,7 +36,7 @@ rule dedup_bucket:
     input:
         unpack(unless_built("deduplicated", dedup_maps)),
     output:
-        temp(directory(f"{ART}/_parts/deduplicated/{{key}}/bucket-{{bucket}}")),
+        temp(directory(part_path("deduplicated", "{key}", "bucket-{bucket}"))),
     log:
         "logs/deduplicated/{key}/bucket-{bucket}.log",
     wildcard_constraints:

@@ -1,7 +1,8 @@
 # lm-eval held-out perplexity (+ configured tasks), sample generations: report.json (the page is
 # the report stage, rules/report.smk).
-# An encoder's checkpoint: masked-token accuracy and pseudo-perplexity instead (lmbuild.masked_eval).
-# Code: scripts/eval_report.py -> lmbuild.evaluate.build
+# An encoder's checkpoint: masked-token accuracy and pseudo-perplexity instead (lmbuild.evaluation.masked).
+# Code: scripts/eval_report.py -> lmbuild.evaluation.eval_report.build; with an encoder among the
+# checkpoints, scripts/eval_report_masked.py (the same build, handed lmbuild.evaluation.masked)
 
 
 rule build_eval_report:
@@ -25,5 +26,7 @@ rule build_eval_report:
         stage="eval_report",
         key=lambda wc: wc.key,
         spec=stage_spec("eval_report"),
+        # scripts/eval_report.py, or eval_report_masked.py with an encoder among the checkpoints.
+        script=stage_script("eval_report"),
     script:
-        "../scripts/eval_report.py"
+        "../scripts/{params.script}.py"

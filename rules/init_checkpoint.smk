@@ -1,7 +1,8 @@
 # The starting model (model.init): a seeded random Llama from model.*, or one made from
 # model.source (pretrained, downscale, upscale; an input when it is a variant's artifact).
-# Code: scripts/init_checkpoint.py -> lmbuild.model.build (lmbuild.init for a source; lmbuild.masked for an
-# encoder, model.objective masked)
+# Code: scripts/init_checkpoint.py -> lmbuild.models.init_checkpoint.build (lmbuild.models.surgery for a
+# source); an encoder (model.objective masked): scripts/init_checkpoint_masked.py ->
+# lmbuild.models.modernbert.build_init
 
 
 rule build_init_checkpoint:
@@ -21,5 +22,7 @@ rule build_init_checkpoint:
         stage="init_checkpoint",
         key=lambda wc: wc.key,
         spec=stage_spec("init_checkpoint"),
+        # scripts/init_checkpoint.py, or init_checkpoint_masked.py for an encoder (Stage.encoder_script).
+        script=stage_script("init_checkpoint"),
     script:
-        "../scripts/init_checkpoint.py"
+        "../scripts/{params.script}.py"

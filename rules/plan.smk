@@ -1,7 +1,8 @@
 # `snakemake plan`: what the configured run will cost, from the config alone (no data, no
 # training): artifacts/plan/<key>/plan.json and plan.txt, printed. Code: scripts/plan.py ->
-# lmbuild.cost.build. Not a STAGES stage: nothing depends on it.
-# COST_PLAN (lmbuild.plan.cost_plan_artifact) is planned in rules/common.smk with the rest.
+# lmbuild.models.plan.build. A row of the stage table keyed like every other (its settings, its
+# code set, no inputs); outside the chain that `all` builds: nothing depends on it, and building
+# it builds nothing else.
 
 
 rule build_plan:
@@ -15,14 +16,14 @@ rule build_plan:
     params:
         stage="plan",
         key=lambda wc: wc.key,
-        spec=f"{SPECS}/plan/{COST_PLAN.key}.json",
+        spec=stage_spec("plan"),
     script:
         "../scripts/plan.py"
 
 
 rule plan:
     input:
-        COST_PLAN.path,
+        PLAN.path("plan"),
     log:
         "logs/plan/print.log",
     conda:

@@ -2,15 +2,13 @@
 # dataset by its own data files), each writing its run of Parquet shards (id, text, source,
 # metadata), then a gather job that links the shards into the artifact, checks that ids are
 # unique and writes the manifest. The groups are known at parse time (lmbuild.data.groups).
-# Code: scripts/raw_part.py -> lmbuild.data.ingest.build_part; scripts/raw.py -> build
-
-
+# Code: scripts/raw_part.py -> lmbuild.data.raw.build_part; scripts/raw.py -> build
 rule build_raw_part:
     input:
         unpack(stage_inputs("raw")),
     output:
         # temp: the gather hard-links the shards into the artifact, then the part goes.
-        temp(directory(f"{ART}/raw_parts/{{key}}/{{part}}")),
+        temp(directory(part_path("raw", "{key}", "{part}"))),
     log:
         "logs/raw_parts/{key}/{part}.log",
     wildcard_constraints:

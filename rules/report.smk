@@ -1,6 +1,6 @@
 # The report page over eval_report's report.json: its own cheap step, so a change of the page
-# (lmbuild/report.py, lmbuild/templates/report.html.j2) re-renders in seconds and evaluates nothing.
-# Code: scripts/report.py -> lmbuild.report.build
+# (lmbuild/evaluation/report.py, lmbuild/evaluation/templates/report.html.j2) re-renders in seconds and evaluates nothing.
+# Code: scripts/report.py -> lmbuild.evaluation.report.build
 
 
 rule build_report:

@@ -1,15 +1,13 @@
 # Stage shards, fanned out: one job per deduplicated shard (tokenize, append EOS, pack into
 # seq_len blocks per split and source; validation documents held out by id hash), then a
 # gather job that links the token files into the artifact and writes its index.
-# Code: scripts/shards_part.py -> lmbuild.pack.build_part; scripts/shards.py -> build
-
-
+# Code: scripts/shards_part.py -> lmbuild.tokens.shards.build_part; scripts/shards.py -> build
 rule build_shards_part:
     input:
         unpack(stage_inputs("shards")),
     output:
         # temp: the gather hard-links the files into the artifact, then the part goes.
-        temp(directory(f"{ART}/shards_parts/{{key}}/{{part}}")),
+        temp(directory(part_path("shards", "{key}", "{part}"))),
     log:
         "logs/shards_parts/{key}/{part}.log",
     # Grouped on a cluster like the cleaned parts (profiles/slurm group-components).

@@ -1,4 +1,4 @@
-# The shared store and recovery (lmbuild/store.py), then garbage collection (lmbuild/gc.py).
+# The shared store and recovery (lmbuild/store/registry.py), then garbage collection (lmbuild/store/gc.py).
 # At parse time, in the snakemake process that plans (not in job processes): settle what a
 # hard-killed earlier run left in .snakemake (stale lock, incomplete markers), register the keys
 # this config plans in the store (what gc in any checkout sharing it keeps), then, when this
@@ -7,26 +7,30 @@
 # None of this enters a key.
 import os
 
-from lmbuild import store as _store
-from lmbuild.plan import stable_cache_keys
+from lmbuild.build.graph import store_keeps
+from lmbuild.store import registry as _store
 
-# Every artifact this config and its variants reach, and the cost plan's.
-REACHABLE = sorted(
-    {(a.stage, a.key, a.path) for a in PLAN.all_artifacts()}
-    | {("plan", COST_PLAN.key, COST_PLAN.path)}
-    | ({("sweep_report", SWEEP.key, SWEEP.path)} if SWEEP is not None else set())
-)
+# Every artifact this config and its variants reach: the chain's, the cost plan's and the sweep
+# report's (what a build may make, so what it registers and, building, locks).
+REACHABLE = sorted({(a.stage, a.key, a.path) for a in PLAN.all_artifacts()})
 
-# What gc keeps: those, and the stable-phase caches (lmbuild.train) its wsd runs continue from.
-GC_KEEPS = [f"{s}/{k}" for s, k, _ in REACHABLE] + [
-    f"_stable/{k}" for k in stable_cache_keys(PLAN)
-]
+# What gc keeps: those, and what their builds reuse (a wsd run's stable-phase cache: Stage.keeps).
+GC_KEEPS = [f"{s}/{k}" for s, k, _ in REACHABLE] + store_keeps(PLAN)
 
-# What `verify` expects built: what the targets all, variants and sweep build.
+# What `verify` expects built: what the targets all, variants and sweep build; and what it checks
+# when built: the cost plans (only `snakemake plan` builds one).
 PLANNED = _store.planned(
     [(None, PLAN), *PLAN.variants.items()],
     FINAL,
-    [(SWEEP, "sweep")] if SWEEP is not None else [],
+    (
+        [(PLAN.artifacts["sweep_report"], "sweep")]
+        if "sweep_report" in PLAN.artifacts
+        else []
+    ),
+)
+OPTIONAL = sorted(
+    {a.path for a in PLAN.all_artifacts() if not STAGES[a.stage].chain}
+    - {a.path for a, _ in PLANNED}
 )
 
 # This checkout's registration in the store: its working directory and config files.
@@ -66,7 +70,7 @@ rule gc:
     params:
         root=ART,
         reachable=GC_KEEPS,
-        stages=[*STAGES, "plan", "sweep_report"],
+        stages=list(STAGES),
         checkout=CHECKOUT,
         policy=config["gc"],
         delete=False,
@@ -78,7 +82,7 @@ use rule gc as gc_remove with:
     params:
         root=ART,
         reachable=GC_KEEPS,
-        stages=[*STAGES, "plan", "sweep_report"],
+        stages=list(STAGES),
         checkout=CHECKOUT,
         policy=config["gc"],
         delete=True,
@@ -94,6 +98,6 @@ rule verify:
         "../envs/data.yaml"
     params:
         expected=[[a.path, target] for a, target in PLANNED],
-        optional=[COST_PLAN.path],
+        optional=OPTIONAL,
     script:
         "../scripts/verify.py"

@@ -1,5 +1,5 @@
 # Train a byte-level BPE on the deduplicated text, or take an existing tokenizer.
-# Code: scripts/tokenizer.py -> lmbuild.tokenizer.build
+# Code: scripts/tokenizer.py -> lmbuild.tokens.tokenizer.build
 
 
 rule build_tokenizer:

@@ -1,7 +1,7 @@
 # Train with the HF Trainer: AdamW, warmup + cosine or WSD, clipping, bf16 where supported, validation loss,
 # resumable checkpoints in the work folder; torchrun (DDP/FSDP) when resources give it gpu > 1.
-# Code: scripts/trained_checkpoint.py -> lmbuild.train.build (an encoder: scripts/trained_checkpoint_masked.py
-# -> lmbuild.masked_train.build_train)
+# Code: scripts/trained_checkpoint.py -> lmbuild.training.trained_checkpoint.build (an encoder: scripts/trained_checkpoint_masked.py
+# -> lmbuild.training.trained_checkpoint_masked.build_train)
 
 
 rule build_trained_checkpoint:
@@ -19,7 +19,7 @@ rule build_trained_checkpoint:
         runtime=res("trained_checkpoint", "runtime", 120),
         # With gpu > 0 the SLURM plugin submits --gpus=<gpu_model>:<gpu> --cpus-per-gpu=<cpus_per_gpu>;
         # with nodes > 1, --nodes=<nodes> --gres=gpu:<gpu_model>:<gpu> (per node) instead of --gpus,
-        # and the job launches one torchrun per node through srun (lmbuild.train.launch).
+        # and the job launches one torchrun per node through srun (lmbuild.training.trained_checkpoint.launch).
         gpu=job_gpus("trained_checkpoint"),
         gpu_model=job_gpu_model("trained_checkpoint"),
         gres=gres("trained_checkpoint"),
@@ -30,8 +30,7 @@ rule build_trained_checkpoint:
         stage="trained_checkpoint",
         key=lambda wc: wc.key,
         spec=stage_spec("trained_checkpoint"),
-        # scripts/trained_checkpoint.py, or trained_checkpoint_masked.py for an encoder (lmbuild.stages.Stage.entry):
-        # the one stage with an encoder's own entry script (init and eval dispatch inside theirs).
+        # scripts/trained_checkpoint.py, or trained_checkpoint_masked.py for an encoder (Stage.encoder_script).
         script=stage_script("trained_checkpoint"),
     script:
         "../scripts/{params.script}.py"

@@ -7,8 +7,8 @@ from pathlib import Path
 # lmbuild from this checkout, also inside a --use-conda env that has only its dependencies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmbuild.data.dedup import bucket  # noqa: E402
-from lmbuild.runner import run_stage  # noqa: E402
+from lmbuild.data.deduplicated import bucket  # noqa: E402
+from lmbuild.store.runner import run_stage  # noqa: E402
 
 maps = [Path(p) for name, p in sorted(snakemake.input.items()) if name.startswith("map_")]  # noqa: F821
 run_stage(snakemake, functools.partial(bucket, bucket_index=snakemake.params.bucket, maps=maps))  # noqa: F821

@@ -7,7 +7,7 @@ from pathlib import Path
 # lmbuild from this checkout, also inside a --use-conda env that has only its dependencies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmbuild.data.dedup import partition  # noqa: E402
-from lmbuild.runner import run_stage  # noqa: E402
+from lmbuild.data.deduplicated import partition  # noqa: E402
+from lmbuild.store.runner import run_stage  # noqa: E402
 
 run_stage(snakemake, functools.partial(partition, part=snakemake.params.part))  # noqa: F821 (injected by script:)

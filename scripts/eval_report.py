@@ -6,7 +6,7 @@ from pathlib import Path
 # lmbuild from this checkout, also inside a --use-conda env that has only its dependencies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmbuild.evaluate import build  # noqa: E402
-from lmbuild.runner import run_stage  # noqa: E402
+from lmbuild.evaluation.eval_report import build  # noqa: E402
+from lmbuild.store.runner import run_stage  # noqa: E402
 
 run_stage(snakemake, build)  # noqa: F821 (snakemake is injected by the script directive)

@@ -7,7 +7,7 @@ from pathlib import Path
 # lmbuild from this checkout, also inside a --use-conda env that has only its dependencies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmbuild.gc import Policy, gc  # noqa: E402
+from lmbuild.store.gc import Policy, gc  # noqa: E402
 
 p = snakemake.params  # noqa: F821 (snakemake is injected by the script directive)
 policy = Policy(**p.policy)

@@ -7,6 +7,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lmbuild.data.quality_model import build  # noqa: E402
-from lmbuild.runner import run_stage  # noqa: E402
+from lmbuild.store.runner import run_stage  # noqa: E402
 
 run_stage(snakemake, build)  # noqa: F821 (snakemake is injected by the script directive)

@@ -6,8 +6,8 @@ from pathlib import Path
 # lmbuild from this checkout, also inside a --use-conda env that has only its dependencies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmbuild.data.ingest import build_part  # noqa: E402
-from lmbuild.runner import run_stage  # noqa: E402
+from lmbuild.data.raw import build_part  # noqa: E402
+from lmbuild.store.runner import run_stage  # noqa: E402
 
 part = int(snakemake.params.part)  # noqa: F821 (snakemake is injected by the script directive)
 run_stage(snakemake, lambda ctx: build_part(ctx, part))  # noqa: F821

@@ -8,7 +8,7 @@ from pathlib import Path
 # lmbuild from this checkout, also inside a --use-conda env that has only its dependencies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmbuild.store import verify_store  # noqa: E402
+from lmbuild.store.registry import verify_store  # noqa: E402
 
 p = snakemake.params  # noqa: F821 (snakemake is injected by the script directive)
 lines, errors = verify_store([tuple(e) for e in p.expected], list(p.optional))

@@ -13,10 +13,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lmbuild import config as lmconfig
+from lmbuild.build import config as lmconfig
 from lmbuild.data.embedded import iter_shakespeare
-from lmbuild import runner, stages
-from lmbuild.artifact import seal
+from lmbuild.store import runner
+from lmbuild.build import stages
+from lmbuild.store.artifact import seal
 
 SCHEMA = pa.schema(
     [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("metadata", pa.string()), ("lang", pa.string()), ("lang_score", pa.float64())]

@@ -1,11 +1,11 @@
-"""lmbuild.accel: the auto choices fall back to plain PyTorch without a GPU; explicit fast choices the machine cannot run are config errors."""
+"""lmbuild.training.accel: the auto choices fall back to plain PyTorch without a GPU; explicit fast choices the machine cannot run are config errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lmbuild import accel
+from lmbuild.training import accel
 from lmbuild.errors import UserError
 
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from lmbuild.artifact import MANIFEST, atomic_dir, read_manifest
+from lmbuild.store.artifact import MANIFEST, atomic_dir, read_manifest
 from lmbuild.errors import UserError
-from lmbuild.runner import run
+from lmbuild.store.runner import run
 
 
 def test_exception_leaves_no_artifact_and_no_temp(tmp_path):
@@ -27,7 +27,7 @@ def test_sigkill_mid_write_leaves_no_artifact(tmp_path):
     code = f"""
 import time
 from pathlib import Path
-from lmbuild.artifact import atomic_dir
+from lmbuild.store.artifact import atomic_dir
 with atomic_dir(Path({str(final)!r})) as tmp:
     (tmp / "part").write_text("half")
     print("writing", flush=True)
@@ -80,7 +80,7 @@ def test_run_with_user_error_leaves_nothing(tmp_path):
 
 # --- manifests list every file; damage is found before a stage reads ------------------------
 
-from lmbuild.artifact import artifact_files, parquet_shards, remove_stale_temps, seal, try_lock, verify  # noqa: E402
+from lmbuild.store.artifact import artifact_files, parquet_shards, remove_stale_temps, seal, try_lock, verify  # noqa: E402
 
 
 def _sealed(tmp_path):
@@ -160,7 +160,7 @@ def flip(path, at=100):
 
 
 def test_verify_hashes_checks_the_named_files_only(tmp_path):
-    from lmbuild.artifact import verify_hashes
+    from lmbuild.store.artifact import verify_hashes
 
     art = _checkpoint(tmp_path)
     m = verify(art)
@@ -172,7 +172,7 @@ def test_verify_hashes_checks_the_named_files_only(tmp_path):
 
 
 def test_a_stage_hashes_the_input_files_it_reads_whole():
-    from lmbuild.runner import read_whole
+    from lmbuild.store.runner import read_whole
 
     files = {f: {} for f in ("model.safetensors", "config.json", "steps/5/model.safetensors", "tensorboard/events.out", "loss_curve.csv")}
     trained = {"stage": "trained_checkpoint", "files": files}
@@ -204,13 +204,13 @@ def test_a_flipped_byte_in_input_weights_stops_the_job_before_it_reads(tmp_path)
     flip(art / "tensorboard" / "events.out", 3)
     m = run(lambda ctx: seen.append(1), stage="eval_report", key=out.name, settings={}, lineage={}, inputs={"trained_checkpoint": art}, output=out)
     assert seen == [1] and m["inputs_hashed"]["files"] == 4 and m["inputs_hashed"]["seconds"] >= 0
-    from lmbuild.runner import check_inputs
+    from lmbuild.store.runner import check_inputs
 
     assert check_inputs("eval_report", {"trained_checkpoint": art})["bytes"] == 1024 + 2 + 64 + 5
 
 
 def test_verify_command(tmp_path, capsys):
-    from lmbuild.artifact import main
+    from lmbuild.store.artifact import main
 
     good, bad = _sealed(tmp_path / "g"), _sealed(tmp_path / "b")
     (bad / "dropped" / "shard-00000.parquet").write_bytes(b"e")

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from lmbuild import blocks, config
+from lmbuild.tokens import blocks
+
+from lmbuild.build import config
 from lmbuild.errors import UserError
 
 SEQ = 4

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from lmbuild.config import validate
+from lmbuild.build.config import validate
 from lmbuild.errors import UserError
 
 from conftest import ROOT
@@ -51,11 +51,11 @@ def test_bad_config_is_one_line_naming_the_key(cfg, expected):
 
 
 def test_config_reference_is_generated_from_the_schema():
-    from lmbuild.config import END, START, reference_markdown
+    from lmbuild.build.config import END, START, reference_markdown
 
     doc = (ROOT / "docs" / "configuration.md").read_text()
     block = doc.split(START, 1)[1].split(END, 1)[0]
-    assert block.strip() == reference_markdown().strip(), "run: python -m lmbuild.config docs/configuration.md"
+    assert block.strip() == reference_markdown().strip(), "run: python -m lmbuild.build.config docs/configuration.md"
 
 
 @pytest.mark.parametrize(
@@ -89,9 +89,10 @@ def test_schema_is_package_data():
     import importlib.resources
     import tomllib
 
-    assert (importlib.resources.files("lmbuild") / "config.schema.yaml").is_file()
+    for name in ("config.schema.yaml", "report.schema.json"):  # the one place for schemas
+        assert (importlib.resources.files("lmbuild") / "schemas" / name).is_file()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "config.schema.yaml" in pyproject["tool"]["setuptools"]["package-data"]["lmbuild"]
+    assert "schemas/*" in pyproject["tool"]["setuptools"]["package-data"]["lmbuild"]
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), "-inf", ".nan"])

@@ -1,4 +1,5 @@
-"""lmbuild.cost: the plan's counts against the real model and PyTorch's FLOP counter."""
+"""lmbuild.models.plan (and the one FLOPs formula, lmbuild.models.common): the plan's counts against the
+real model and PyTorch's FLOP counter."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lmbuild import cost
-from lmbuild.config import validate
+from lmbuild.build.config import validate
+from lmbuild.build.stages import STAGES
+from lmbuild.models import common, plan as cost
 from lmbuild.errors import UserError
 
 from conftest import ROOT
@@ -24,7 +26,7 @@ def smoke_config() -> dict:
 
 
 def llama(model: dict, vocab: int, attn: str = "eager") -> LlamaForCausalLM:
-    """The model lmbuild.model builds for these settings (same LlamaConfig fields)."""
+    """The model lmbuild.models.init_checkpoint builds for these settings (same LlamaConfig fields)."""
     torch.manual_seed(0)
     return LlamaForCausalLM(LlamaConfig(
         vocab_size=vocab, hidden_size=model["hidden_size"], intermediate_size=model["intermediate_size"],
@@ -41,7 +43,8 @@ def test_parameter_count_matches_the_model(tied):
     vocab = cost.vocab_size(c)
     model = llama(c["model"], vocab)
     unique = {id(p): p.numel() for p in model.parameters()}
-    assert cost.parameters(c["model"], vocab)["total"] == sum(unique.values())
+    assert common.parameters(c["model"], vocab)["total"] == sum(unique.values())
+    assert common.parameters(c["model"], vocab)["matmul"] == common.matmul_parameters(model)  # both counts of N agree
 
 
 @pytest.mark.parametrize("name", ["smoke", "default"])
@@ -64,7 +67,7 @@ def test_flops_match_pytorch_flop_counter(name):
         model(input_ids=ids, labels=ids).loss.backward()
     measured = counter.get_total_flops()
     by_op = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
-    fpt = cost.flops_per_token(c["model"], vocab, seq)
+    fpt = common.llama_flops_per_token(c["model"], vocab, seq)
     assert measured == pytest.approx(batch * seq * fpt["total"], rel=1e-3), (measured, by_op)
     # The split too: linear layers (aten.mm) are the 6N term, attention (aten.bmm) the rest.
     assert by_op["aten.mm"] == pytest.approx(batch * seq * fpt["dense"], rel=1e-3)
@@ -73,7 +76,7 @@ def test_flops_match_pytorch_flop_counter(name):
 
 def test_plan_figures():
     c = validate({"plan": {"gpu": "a100", "mfu": 0.5, "gpus": [1, 4]}, "resources": {"trained_checkpoint": {"gpu": 2}}})
-    est = cost.plan(c)
+    est = cost.plan(STAGES["plan"].settings(c))  # the stage's settings: plan.gpus with the resources' count
     t = c["train"]
     assert est["tokens"] == t["max_steps"] * t["batch_size"] * t["gradient_accumulation_steps"] * c["pack"]["seq_len"]
     assert est["training_flops"] == est["tokens"] * est["flops_per_token"]["total"]
@@ -92,7 +95,7 @@ def test_plan_figures():
 
 def test_unknown_gpu_is_a_user_error():
     with pytest.raises(UserError, match=r"plan\.gpu"):
-        cost.plan(validate({"plan": {"gpu": "tpu9"}}))
+        cost.plan(STAGES["plan"].settings(validate({"plan": {"gpu": "tpu9"}})))
 
 
 def test_plan_target_is_quick_and_trains_nothing(tmp_path):

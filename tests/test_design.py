@@ -1,7 +1,7 @@
 """docs/design.md against the code: every stage of the stage table has its rule, script, module,
 schema section and docs entry, and the README's commands are the ones CI runs.
 
-Generic over ``lmbuild.stages.STAGES``: a stage added to the table fails here until each of its
+Generic over ``lmbuild.build.stages.STAGES``: a stage added to the table fails here until each of its
 parts exists and docs/design.md describes it. What this does not check: that the prose is right.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ast
 import re
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import ROOT
-from lmbuild import config as lmconfig
-from lmbuild.stages import STAGES
+from lmbuild.build import config as lmconfig
+from lmbuild.build.stages import STAGES
 
 DESIGN = (ROOT / "docs" / "design.md").read_text()
 SNAKEFILE = (ROOT / "Snakefile").read_text()
@@ -35,9 +36,11 @@ class Reads(dict):
 
 
 def config_read(stage: str) -> list[str]:
-    """The dotted config keys the stage's settings read (the deepest ones), for the default config."""
+    """The dotted config keys the stage's settings read (the deepest ones), for the default config
+    (a stage of the whole build, the sweep report, reads it through the base plan, with a run)."""
     cfg = Reads(lmconfig.validate({}))
-    STAGES[stage].settings(cfg)
+    row = STAGES[stage]
+    row.settings(SimpleNamespace(config=cfg, sweep_runs={"run": {}}) if row.build_scope else cfg)
     paths = cfg.log
     return sorted(".".join(p) for p in paths if not any(q[: len(p)] == p and q != p for q in paths))
 
@@ -65,7 +68,8 @@ def test_every_stage_has_its_rule_script_module_and_docs_row(stage):
     assert re.search(rf"^rule build_{stage}:", smk.read_text(), re.M), f"{smk}: no `rule build_{stage}:`"
     assert f'include: "rules/{stage}.smk"' in SNAKEFILE, f"Snakefile does not include rules/{stage}.smk"
     assert f"`build_{stage}`" in rule and f"`rules/{stage}.smk`" in rule, rule
-    for path in STAGES[stage].script_paths:
+    encoder = [ROOT / "scripts" / f"{STAGES[stage].encoder_script}.py"] if STAGES[stage].encoder_script else []
+    for path in [*STAGES[stage].script_paths, *encoder]:
         assert path.is_file(), f"stage {stage}: {path} is missing"
         assert f"`scripts/{path.name}`" in scripts, f"docs/design.md, row {stage}: names no `scripts/{path.name}`"
     main = build_module(STAGES[stage].script)
@@ -95,13 +99,25 @@ def test_the_drawing_has_every_stage_with_its_inputs():
     drawing = {}
     for line in DESIGN.splitlines():
         m = re.match(r"^(.+?)\s+-> (\w+)$", line)
-        if m:
-            drawing[m.group(2)] = {n.strip().rstrip("*") for n in m.group(1).split(",")} - {"(no input)"}
+        if m:  # "(...)": no input of the table's (none, or the build's other plans': more_inputs)
+            drawing[m.group(2)] = {n.strip().rstrip("*") for n in re.sub(r"\(.*?\)", "", m.group(1)).split(",")} - {""}
     cfg = lmconfig.validate({"data": {"clean": {"quality": {"enabled": True}}, "quality_model": {"positives": [{"type": "embedded"}], "negatives": [{"type": "embedded"}]}}})
     for name, stage in STAGES.items():
         assert name in drawing, f"docs/design.md: the drawing has no line `... -> {name}`"
         # Every input, with the optional ones switched on (default config: a trained BPE).
         assert set(stage.input_names(cfg)) == drawing[name], (name, stage.input_names(cfg), drawing[name])
+
+
+def test_the_layout_lists_every_module():
+    """docs/design.md's layout names every module of lmbuild (by its file name, in its package's block)."""
+    block = DESIGN[DESIGN.index("## Layout"):DESIGN.index("## Tests")]
+    for path in sorted((ROOT / "lmbuild").rglob("*.py")):
+        if path.name == "__init__.py" and path.parent != ROOT / "lmbuild":
+            continue
+        rel = path.relative_to(ROOT / "lmbuild")
+        assert re.search(rf"(^|\s){re.escape(path.name)}([\s:;,]|$)", block), f"docs/design.md, Layout: names no {rel}"
+    for package in sorted(p for p in (ROOT / "lmbuild").iterdir() if (p / "__init__.py").is_file()):
+        assert f"  {package.name}/" in block, f"docs/design.md, Layout: names no lmbuild/{package.name}/"
 
 
 def test_ci_runs_the_readmes_test_command():

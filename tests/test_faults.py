@@ -386,7 +386,6 @@ def debris(work: Path) -> list[str]:
     left = [str(p.relative_to(art)) for depth in range(1, 5) for p in art.glob("*/" * (depth - 1) + ".tmp-*")]
     left += [str(p.relative_to(art)) for p in art.rglob("*") if p.is_file() and "_work" in p.relative_to(art).parts]
     left += [str(p.relative_to(art)) for p in (art / "_parts").glob("*/[0-9a-f]*/*")]
-    left += [str(p.relative_to(art)) for p in (art / "cleaned_parts").glob("*/[0-9]*")]
     return left
 
 

@@ -3,7 +3,7 @@
 import hashlib
 import os
 
-from lmbuild.filestate import StateCache
+from lmbuild.build.filestate import StateCache
 
 
 def test_hashes_once_per_stat_and_survives_a_new_process(tmp_path):

@@ -1,4 +1,4 @@
-"""lmbuild.gc: what the store no longer needs, its size, and removal only on request; what
+"""lmbuild.store.gc: what the store no longer needs, its size, and removal only on request; what
 other checkouts' registered configs and running builds keep."""
 
 import json
@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from lmbuild.artifact import release, seal
-from lmbuild.gc import DAY, Policy, gc, scan
-from lmbuild.store import REFS, checkout_id, refs_lock, register
+from lmbuild.store.artifact import release, seal
+from lmbuild.store.gc import DAY, Policy, gc, scan
+from lmbuild.store.registry import REFS, checkout_id, refs_lock, register
 
-STAGES = ["raw", "cleaned", "deduplicated", "trained_checkpoint"]
+STAGES = ["raw", "cleaned", "deduplicated", "shards", "trained_checkpoint"]
 K = ["a" * 16, "b" * 16, "c" * 16, "d" * 16]
 
 
@@ -40,10 +40,10 @@ def _store(tmp_path):
     cleaned = _artifact(root, "cleaned", K[0], 1)  # reachable
     old = _artifact(root, "cleaned", K[1], 1000)  # unreachable
     # Parts of the complete cleaned artifact, one file hard-linked into it (removing frees nothing).
-    part = root / "cleaned_parts" / K[0] / "00000"
+    part = root / "_parts" / "cleaned" / K[0] / "00000"
     part.mkdir(parents=True)
     os.link(cleaned / "data.bin", part / "data.bin")
-    (root / "cleaned_parts" / K[2]).mkdir()  # empty part folder
+    (root / "_parts" / "cleaned" / K[2]).mkdir()  # empty part folder
     # Scratch: of a reachable unfinished training (kept: it resumes) and of an unreachable one.
     (root / "_work" / "trained_checkpoint" / K[3] / "checkpoint-10").mkdir(parents=True)
     (root / "_work" / "trained_checkpoint" / K[1] / "checkpoint-10").mkdir(parents=True)
@@ -72,8 +72,8 @@ def test_lists_by_default_and_removes_only_on_request(tmp_path):
     assert kinds == {
         ("artifact", f"cleaned/{K[1]}"),
         ("temp", f"cleaned/.tmp-{K[2]}-host-1-2"),
-        ("parts", f"cleaned_parts/{K[0]}"),
-        ("empty", f"cleaned_parts/{K[2]}"),
+        ("parts", f"_parts/cleaned/{K[0]}"),
+        ("empty", f"_parts/cleaned/{K[2]}"),
         ("work", f"_work/trained_checkpoint/{K[1]}"),
         ("lock", f"_work/trained_checkpoint/{K[1]}.lock"),
     }
@@ -86,7 +86,7 @@ def test_lists_by_default_and_removes_only_on_request(tmp_path):
     assert text.splitlines()[-1].startswith("gc: gc.scope unregistered, gc.retention_days 30, gc.forget none")
     assert old.is_dir()  # dry run
     gc(root, reachable, STAGES, do_remove=True)
-    assert not old.exists() and not any((root / "cleaned_parts").iterdir())
+    assert not old.exists() and not (root / "_parts" / "cleaned").exists()  # its parts, and the folders they emptied
     assert (root / "cleaned" / K[0] / "data.bin").read_bytes() == b"x"  # reachable, and its linked file, stay
     assert (root / "_work" / "trained_checkpoint" / K[3] / "checkpoint-10").is_dir()  # resumable scratch stays
     assert sorted(p.name for p in (root / "cleaned").iterdir()) == [K[0]]
@@ -131,10 +131,11 @@ def test_stable_caches_that_no_wsd_run_reaches_are_listed(tmp_path):
 
 
 def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
-    """lmbuild.plan.stable_cache_keys (what gc keeps) is the key the training job writes under."""
-    from lmbuild import train
-    from lmbuild.config import validate
-    from lmbuild.plan import Plan, stable_cache_keys
+    """lmbuild.build.graph.store_keeps (what gc keeps besides artifacts: Stage.keeps) is the stable-phase
+    cache key the training job writes under."""
+    from lmbuild.training import trained_checkpoint as train
+    from lmbuild.build.config import validate
+    from lmbuild.build.graph import Plan, store_keeps
 
     plan = Plan(validate({"train": {"lr_scheduler": "wsd"}, "artifacts": str(tmp_path / "a")}))
     a = plan.artifacts["trained_checkpoint"]
@@ -144,17 +145,17 @@ def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
         (tmp_path / name / "manifest.json").write_text(f'{{"key": "{artifact.key}"}}')
         inputs[name] = tmp_path / name
     job = train.stable_key(a.spec()["settings"], inputs, a.lineage())
-    assert stable_cache_keys(plan) == [job]
-    assert stable_cache_keys(Plan(validate({"artifacts": str(tmp_path / "a")}))) == []  # cosine: no cache
+    assert store_keeps(plan) == [f"_stable/{job}"]
+    assert store_keeps(Plan(validate({"artifacts": str(tmp_path / "a")}))) == []  # cosine: no cache
 
 
 def test_shards_parts_are_collected_like_cleaned_parts(tmp_path):
     root = tmp_path / "artifacts"
-    part = root / "shards_parts" / K[1] / "00000" / "tokens"
+    part = root / "_parts" / "shards" / K[1] / "00000" / "tokens"
     part.mkdir(parents=True)
     (part / "shard-00000.train.0.bin").write_bytes(b"t" * 64)
     _written_long_ago(root)
-    assert _goes(root, set()) == {("parts", f"shards_parts/{K[1]}")}
+    assert _goes(root, set()) == {("parts", f"_parts/shards/{K[1]}")}
 
 
 # --- other checkouts: registrations, running builds, scopes ------------------------------------
@@ -207,7 +208,7 @@ def test_scopes_widen_what_goes_one_step_each(tmp_path):
 
 _BUILD = """
 import sys
-from lmbuild.store import register
+from lmbuild.store.registry import register
 register(sys.argv[1], sys.argv[2], [], sys.argv[3:], live=True)
 print("registered", flush=True)
 sys.stdin.read()

@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import init, model, tokenizer  # noqa: E402
+from lmbuild.models import surgery as init, init_checkpoint as model  # noqa: E402
+from lmbuild.tokens import tokenizer
 from lmbuild.errors import UserError  # noqa: E402
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lmbuild import layer_plan as lp
+from lmbuild.models import layer_plan as lp
 from lmbuild.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""The config's layers (lmbuild/layers.py) and the `lmbuild config` command that shows them."""
+"""The config's layers (lmbuild/build/layers.py) and the `lmbuild config` command that shows them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from lmbuild import layers
+from lmbuild.build import layers
 from lmbuild.cli import main
 from lmbuild.errors import UserError
 

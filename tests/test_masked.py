@@ -16,11 +16,14 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import config as lmconfig  # noqa: E402
-from lmbuild import masked, masked_train, pack, runner, stages, tokenizer  # noqa: E402
-from lmbuild import model as init_entry  # noqa: E402 (the init_checkpoint entry: hands an encoder to masked.build_init)
+from lmbuild.build import config as lmconfig  # noqa: E402
+from lmbuild.models import modernbert as masked  # noqa: E402
+from lmbuild.training import trained_checkpoint_masked as masked_train
+from lmbuild.tokens import shards as pack, tokenizer
+from lmbuild.store import runner
+from lmbuild.build import stages
 from lmbuild.errors import UserError  # noqa: E402
-from lmbuild.blocks import ShardedBlocks  # noqa: E402
+from lmbuild.tokens.blocks import ShardedBlocks  # noqa: E402
 
 SEQ, BATCH, THREADS = 32, 8, 1
 TINY = {"objective": "masked", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": SEQ}
@@ -47,7 +50,7 @@ def inputs(tmp_path_factory):
     dedup = lc.write_deduplicated(root / "dedup", lc.stdlib_docs(limit=40))
     tok = lc.run(tokenizer, "tokenizer", lc.settings("tokenizer", tokenizer={"vocab_size": 512}), {"deduplicated": dedup}, root)
     shards = lc.run(pack, "shards", lc.settings("shards", pack={"seq_len": SEQ, "val_fraction": 0.1}), {"deduplicated": dedup, "tokenizer": tok}, root)
-    init = run(init_entry.build, "init_checkpoint", encoder_settings("init_checkpoint", pack={"seq_len": SEQ}), {"tokenizer": tok}, root)
+    init = run(masked.build_init, "init_checkpoint", encoder_settings("init_checkpoint", pack={"seq_len": SEQ}), {"tokenizer": tok}, root)
     return {"tokenizer": tok, "init_checkpoint": init, "shards": shards}
 
 
@@ -86,9 +89,9 @@ def test_init_is_a_modernbert_with_an_added_mask_token(inputs):
 
 def test_downscale_keeps_the_first_and_last_layers(inputs, tmp_path):
     tok = inputs["tokenizer"]
-    src = run(init_entry.build, "init_checkpoint", encoder_settings("init_checkpoint", model={**TINY, "num_hidden_layers": 4}, pack={"seq_len": SEQ}), {"tokenizer": tok}, tmp_path, key="src")
+    src = run(masked.build_init, "init_checkpoint", encoder_settings("init_checkpoint", model={**TINY, "num_hidden_layers": 4}, pack={"seq_len": SEQ}), {"tokenizer": tok}, tmp_path, key="src")
     settings = encoder_settings("init_checkpoint", model={**TINY, "num_hidden_layers": 2, "init": "downscale", "downscale_keep": 1, "source": {"path": str(src)}}, pack={"seq_len": SEQ})
-    new = run(init_entry.build, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="new")
+    new = run(masked.build_init, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="new")
     a, b = load_file(src / "model.safetensors"), load_file(new / "model.safetensors")
     for j, i in enumerate([0, 3]):
         names = [n for n in a if n.startswith(f"model.layers.{i}.")]
@@ -104,19 +107,19 @@ def test_downscale_keeps_the_first_and_last_layers(inputs, tmp_path):
 def test_pretrained_copies_every_layer_and_the_head(inputs, tmp_path):
     tok, src = inputs["tokenizer"], inputs["init_checkpoint"]
     settings = encoder_settings("init_checkpoint", model={**TINY, "init": "pretrained", "source": {"path": str(src)}}, pack={"seq_len": SEQ})
-    new = run(init_entry.build, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="copy")
+    new = run(masked.build_init, "init_checkpoint", settings, {"tokenizer": tok}, tmp_path, key="copy")
     a, b = load_file(src / "model.safetensors"), load_file(new / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert AutoTokenizer.from_pretrained(new).get_vocab() == AutoTokenizer.from_pretrained(src).get_vocab()
 
 
 def test_downscale_refuses_a_causal_source(inputs, tmp_path):
-    from lmbuild import model as causal_model
+    from lmbuild.models import init_checkpoint as causal_model
 
     causal = lc.run(causal_model, "init_checkpoint", lc.settings("init_checkpoint", model={**TINY, "objective": "causal", "num_hidden_layers": 4}, pack={"seq_len": SEQ}), {"tokenizer": inputs["tokenizer"]}, tmp_path, key="llama")
     settings = encoder_settings("init_checkpoint", model={**TINY, "init": "downscale", "downscale_keep": 1, "source": {"path": str(causal)}}, pack={"seq_len": SEQ})
     with pytest.raises(UserError, match="model_type 'llama' is not an encoder"):
-        run(init_entry.build, "init_checkpoint", settings, {"tokenizer": inputs["tokenizer"]}, tmp_path, key="bad")
+        run(masked.build_init, "init_checkpoint", settings, {"tokenizer": inputs["tokenizer"]}, tmp_path, key="bad")
     assert not (tmp_path / "init_checkpoint" / "bad").exists()
 
 
@@ -156,7 +159,7 @@ def test_training_learns_and_saves_an_encoder(trained):
 def test_a_finished_checkpoint_is_the_encoders_artifact(inputs, trained, tmp_path):
     """The state a kill after checkpoint-20 of max_steps 20 leaves (no artifact yet): the rerun
     trains nothing and equals the uninterrupted run byte for byte (it used to train step 21)."""
-    from lmbuild.runner import StageContext
+    from lmbuild.store.runner import StageContext
 
     settings = encoder_settings("trained_checkpoint", train=SHORT)
     ins = {k: inputs[k] for k in ("init_checkpoint", "shards")}

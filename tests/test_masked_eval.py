@@ -1,7 +1,8 @@
-"""The evaluation of an encoder: masked-token accuracy and pseudo-perplexity (lmbuild.masked_eval), through lmbuild.evaluate."""
+"""The evaluation of an encoder: masked-token accuracy and pseudo-perplexity (lmbuild.evaluation.masked), through lmbuild.evaluation.eval_report."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -13,7 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: E402
 
-from lmbuild import evaluate, masked_eval, report, runner  # noqa: E402
+from lmbuild.evaluation import eval_report as evaluate, masked as masked_eval, report  # noqa: E402
+
+from lmbuild.store import runner
 from test_masked import encoder_settings, inputs, trained  # noqa: E402, F401 (fixtures)
 
 SEQ = 32
@@ -79,13 +82,14 @@ def test_masked_accuracy_masks_15_percent_and_scores_them(windows, loaded):
 
 
 def test_the_one_evaluation_scores_both_encoders_skips_lm_eval_and_renders(inputs, trained, tmp_path):
-    """lmbuild.evaluate.build hands each encoder to masked_eval: its report.json passes the report
+    """lmbuild.evaluation.eval_report.build, given the encoders' module (the encoder's entry), hands each encoder to masked_eval: its report.json passes the report
     stage's schema check and the page shows the encoder's metrics."""
     settings = encoder_settings("eval_report", eval={"val_docs": 6, "pseudo_perplexity_tokens": 100, "tasks": ["hellaswag"]})
     ins = {"init_checkpoint": inputs["init_checkpoint"], "trained_checkpoint": trained, "shards": inputs["shards"]}
     out = tmp_path / "eval_report" / "test"
     # hellaswag is never loaded: lm-eval's tasks are for causal checkpoints only (offline, it would fail).
-    runner.run(evaluate.build, stage="eval_report", key="test", settings=settings, lineage={}, inputs=ins, output=out, threads=1)
+    build = functools.partial(evaluate.build, encoders=masked_eval)  # scripts/eval_report_masked.py
+    runner.run(build, stage="eval_report", key="test", settings=settings, lineage={}, inputs=ins, output=out, threads=1)
     data = report.load(out / "report.json")  # the report stage's schema check
     init, done = data["checkpoints"]
     assert [init["label"], done["label"]] == ["init_checkpoint", "trained_checkpoint"] and data["primary"] == "trained_checkpoint"

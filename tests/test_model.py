@@ -12,7 +12,8 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import model, tokenizer  # noqa: E402
+from lmbuild.models import common, init_checkpoint as model  # noqa: E402
+from lmbuild.tokens import tokenizer
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
 
@@ -44,9 +45,14 @@ def test_parameter_counts(tok_dir, tmp_path, tied):
     total, body = _expected_parameters(512, 32, 64, 2, 4, 2, tied)
     assert counts["parameters"] == total and counts["non_embedding_parameters"] == body
     assert counts["layers"] == 2 and counts["hidden"] == 32 and counts["vocab_size"] == 512
-    assert counts["flops_per_token"] == 6 * (body + 512 * 32) + 12 * 2 * 32 * 64
+    # The one formula (lmbuild.models.common): 6 N + 12 L H s, N the matmul parameters (not the
+    # norms), counted from the built model and from the settings alike.
+    norms = 2 * 2 * 32 + 32
+    assert counts["flops_per_token"] == 6 * (body - norms + 512 * 32) + 12 * 2 * 32 * 64
     m = AutoModelForCausalLM.from_pretrained(out)
-    assert model.count_parameters(m) == total and model.count_parameters(m, non_embedding=True) == body
+    assert common.count_parameters(m) == total and common.count_parameters(m, non_embedding=True) == body
+    arch = {**TINY, "tie_word_embeddings": tied}
+    assert counts["flops_per_token"] == common.llama_flops_per_token(arch, 512, 64)["total"]
 
 
 def test_config_comes_from_settings_and_tokenizer(tok_dir, tmp_path):

@@ -15,8 +15,8 @@ from transformers import AutoTokenizer  # noqa: E402
 import lm_corpus as lc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from lmbuild import blocks, pack, tokenizer  # noqa: E402
-from lmbuild.runner import StageContext  # noqa: E402
+from lmbuild.tokens import blocks, shards as pack, tokenizer  # noqa: E402
+from lmbuild.store.runner import StageContext  # noqa: E402
 from lmbuild.errors import UserError  # noqa: E402
 
 SEQ = 32

@@ -1,20 +1,25 @@
 """Content addressing: which keys change when the config or the code changes."""
 
+import ast
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
-from lmbuild import plan as plan_mod
-from lmbuild.config import validate
-from lmbuild.plan import STAGES, Plan, code_files
+from lmbuild.build import codeset
+from lmbuild.build import graph as plan_mod
+from lmbuild.build.config import validate
+from lmbuild.build.graph import STAGES, Plan, code_files
+from lmbuild.build.stages import CHAIN
 
 from conftest import ROOT
 
 
 def keys(cfg: dict) -> dict:
-    return {s: a.key for s, a in Plan(validate(cfg)).artifacts.items()}
+    """The keys of the chain that `all` builds (the cost plan's: test_the_cost_plan_*)."""
+    return {s: a.key for s, a in Plan(validate(cfg)).artifacts.items() if s in CHAIN}
 
 
 def changed(a: dict, b: dict) -> set:
@@ -31,7 +36,7 @@ def test_learning_rate_changes_training_and_eval_only():
 def test_cleaning_setting_changes_cleaned_and_everything_after():
     base = keys({})
     other = keys({"data": {"clean": {"min_chars": 50}}})
-    assert changed(base, other) == set(STAGES) - {"raw", "quality_model"}
+    assert changed(base, other) == set(CHAIN) - {"raw", "quality_model"}
 
 
 def test_model_size_leaves_data_stages_alone():
@@ -59,7 +64,7 @@ def test_mixture_changes_training_and_eval_only():
 def test_wsd_only_settings_key_only_a_wsd_run():
     """train.decay_steps and decay_fraction shape only the wsd schedule: on a cosine run (the
     default) they change no key, and its settings hold the schema's defaults as they always did."""
-    from lmbuild.stages import WSD_ONLY
+    from lmbuild.build.stages import WSD_ONLY
 
     base = keys({})
     assert keys({"train": {"decay_steps": 7, "decay_fraction": 0.3}}) == base
@@ -82,14 +87,14 @@ def test_resources_are_not_part_of_any_key():
 
 
 def test_keys_are_stable_across_processes():
-    code = "import json; from lmbuild.plan import Plan; from lmbuild.config import validate; print(json.dumps({s: a.key for s, a in Plan(validate({})).artifacts.items()}))"
+    code = "import json; from lmbuild.build.graph import Plan; from lmbuild.build.config import validate; print(json.dumps({s: a.key for s, a in Plan(validate({})).artifacts.items()}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    assert json.loads(out) == keys({})
+    assert {s: k for s, k in json.loads(out).items() if s in CHAIN} == keys({})
 
 
 def test_code_files_follow_imports():
     clean = code_files("cleaned")
-    assert "scripts/cleaned.py" in clean and "lmbuild/data/clean.py" in clean
+    assert "scripts/cleaned.py" in clean and "lmbuild/data/cleaned.py" in clean
     assert "lmbuild/data/filters.py" in clean  # imported by clean.py
     assert not any(f.startswith("lmbuild/data/") for f in code_files("trained_checkpoint"))
 
@@ -113,7 +118,7 @@ def test_local_source_files_enter_the_raw_key(tmp_path, monkeypatch):
     before = keys(cfg)
     f.write_text('{"text": "hello, world"}\n')
     after = keys(cfg)
-    assert changed(before, after) == set(STAGES) - {"quality_model"}  # not an input of cleaning here
+    assert changed(before, after) == set(CHAIN) - {"quality_model"}  # not an input of cleaning here
 
 
 def test_missing_source_files_are_a_config_error(tmp_path, monkeypatch):
@@ -124,55 +129,166 @@ def test_missing_source_files_are_a_config_error(tmp_path, monkeypatch):
         keys({"data": {"sources": [{"type": "jsonl", "path": "nothing/*.jsonl"}]}})
 
 
-# Each stage's code set, stated: the scripts its rules run and every module they import
-# (lmbuild.runner/artifact/errors are plumbing; config, plan and variants are parse-time only).
+# Each stage's code set, stated: the scripts its rules run, every module they import (the engine,
+# lmbuild.build/store/errors/cli, is in no set) and the packages those live in (Python runs each
+# package's __init__.py first).
+TOP = {"lmbuild/__init__.py"}
+DATA = TOP | {"lmbuild/data/__init__.py"}
+TOKENS = TOP | {"lmbuild/tokens/__init__.py"}
+MODELS = TOP | {"lmbuild/models/__init__.py", "lmbuild/models/common.py"}
+EVALUATION = TOP | {"lmbuild/evaluation/__init__.py"}
+READERS = {"lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py", "lmbuild/data/hub.py"}
 CODE_SETS = {
-    "raw": {
-        "scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/ingest.py", "lmbuild/data/groups.py",
-        "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
+    "raw": DATA | READERS | {"scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/raw.py", "lmbuild/data/groups.py"},
+    # Training the classifier reads the sources; its scoring (quality.py) is cleaning's too.
+    "quality_model": DATA | READERS | {"scripts/quality_model.py", "lmbuild/data/quality_model.py", "lmbuild/data/quality.py"},
+    # Not the readers: cleaning names its shards with groups.shard_name, and scores with quality.py only.
+    "cleaned": DATA | {
+        "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/cleaned.py", "lmbuild/data/filters.py",
+        "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py", "lmbuild/data/groups.py", "lmbuild/data/files.py",
     },
-    "quality_model": {"scripts/quality_model.py", "lmbuild/data/quality_model.py", "lmbuild/data/quality.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py"},
-    "cleaned": {
-        "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/clean.py", "lmbuild/data/filters.py",
-        "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py",
-        # clean.py names its shards with ingest.shard_name, which brings the readers along.
-        "lmbuild/data/ingest.py", "lmbuild/data/groups.py", "lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py",
+    "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py"},
+    "tokenizer": TOKENS | {"scripts/tokenizer.py", "lmbuild/tokens/tokenizer.py"},
+    "shards": TOKENS | {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/tokens/shards.py"},
+    # A causal model: no encoder code (an encoder's init runs scripts/init_checkpoint_masked.py).
+    "init_checkpoint": MODELS | {"scripts/init_checkpoint.py", "lmbuild/models/init_checkpoint.py", "lmbuild/models/surgery.py", "lmbuild/models/layer_plan.py"},
+    # The datasets (lmbuild/tokens/blocks.py), not the packing code: editing shards.py rebuilds shards,
+    # and training through its key. The parameter count (models/common.py), not the model code.
+    "trained_checkpoint": MODELS | TOKENS | {
+        "scripts/trained_checkpoint.py", "lmbuild/training/__init__.py", "lmbuild/training/trained_checkpoint.py",
+        "lmbuild/training/schedule.py", "lmbuild/training/accel.py", "lmbuild/tokens/blocks.py",
     },
-    "deduplicated": {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/dedup.py", "lmbuild/data/minhash.py"},
-    "tokenizer": {"scripts/tokenizer.py", "lmbuild/tokenizer.py"},
-    "shards": {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/pack.py"},
-    "init_checkpoint": {"scripts/init_checkpoint.py", "lmbuild/model.py", "lmbuild/init.py", "lmbuild/layer_plan.py", "lmbuild/masked.py"},
-    "trained_checkpoint": {
-        "scripts/trained_checkpoint.py", "lmbuild/train.py", "lmbuild/schedule.py", "lmbuild/model.py", "lmbuild/init.py",
-        # The datasets (lmbuild/blocks.py), not the packing code: editing pack.py rebuilds shards, and training through its key.
-        "lmbuild/layer_plan.py", "lmbuild/blocks.py", "lmbuild/__init__.py", "lmbuild/accel.py",
-        "lmbuild/masked.py",
-    },
-    # Evaluation does not render: the page's code, template and schema are the report stage's.
-    # One entry for both objectives: an encoder's figures come from lmbuild.masked_eval.
-    "eval_report": {
-        "scripts/eval_report.py", "lmbuild/__init__.py", "lmbuild/evaluate.py", "lmbuild/evaltasks.py", "lmbuild/cost.py", "lmbuild/accel.py",
-        "lmbuild/masked_eval.py",
+    # Evaluation does not render: the page's code, template and schema are the report stage's. The
+    # FLOPs formula is models/common.py's, not the cost plan's; an encoder's figures
+    # (lmbuild/evaluation/masked.py) are the encoder entry's.
+    "eval_report": EVALUATION | MODELS | {
+        "scripts/eval_report.py", "lmbuild/evaluation/eval_report.py", "lmbuild/evaluation/tasks.py",
+        "lmbuild/training/__init__.py", "lmbuild/training/accel.py",
     },
     # Stage.files: data files the import walk cannot see.
-    "report": {"scripts/report.py", "lmbuild/report.py", "lmbuild/templates/report.html.j2", "schemas/report.schema.json"},
+    "report": EVALUATION | {"scripts/report.py", "lmbuild/evaluation/report.py", "lmbuild/evaluation/templates/report.html.j2", "lmbuild/schemas/report.schema.json"},
+    "plan": MODELS | {"scripts/plan.py", "lmbuild/models/plan.py"},
+    "sweep_report": EVALUATION | {"scripts/sweep_report.py", "lmbuild/evaluation/sweep_report.py", "lmbuild/evaluation/templates/sweep_report.html.j2"},
+}
+# An encoder's entries (Stage.encoder_script): the causal set's modules where they share them, and
+# the encoder's own (ENCODER_CODE).
+ENCODER_CODE = {"lmbuild/models/modernbert.py", "lmbuild/training/trained_checkpoint_masked.py", "lmbuild/evaluation/masked.py"}
+ENCODER_SETS = {
+    "init_checkpoint": MODELS | {"scripts/init_checkpoint_masked.py", "lmbuild/models/modernbert.py", "lmbuild/models/surgery.py", "lmbuild/models/layer_plan.py"},
+    "trained_checkpoint": (CODE_SETS["trained_checkpoint"] - {"scripts/trained_checkpoint.py"}) | {
+        "scripts/trained_checkpoint_masked.py", "lmbuild/training/trained_checkpoint_masked.py",
+        "lmbuild/models/modernbert.py", "lmbuild/models/surgery.py", "lmbuild/models/layer_plan.py",
+    },
+    "eval_report": (CODE_SETS["eval_report"] - {"scripts/eval_report.py"}) | {"scripts/eval_report_masked.py", "lmbuild/evaluation/masked.py"},
 }
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_each_stage_code_set_is_what_it_runs(stage):
     assert set(code_files(stage)) == CODE_SETS[stage]
+    if STAGES[stage].encoder_script:
+        assert set(code_files(stage, STAGES[stage].encoder_script)) == ENCODER_SETS[stage]
 
 
-def test_no_stage_imports_parse_time_modules():
-    parse_only = {f"lmbuild/{m.split('.')[-1]}.py" for m in plan_mod.PARSE_ONLY}
+def _graph() -> dict[str, set[str]]:
+    """Every module of lmbuild and the lmbuild modules it imports (anywhere in it)."""
+    modules = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in sorted((ROOT / "lmbuild").rglob("*.py"))
+    ]
+    return {m: codeset.module_imports(m) for m in modules}
+
+
+def test_the_import_graph_of_lmbuild_has_no_circle():
+    """A circle would make a module's code set depend on where the walk enters it, and turn an
+    edit of one module into a rebuild of every stage on the circle (masked <-> model and
+    sweep <-> variants were such circles)."""
+    graph = _graph()
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = "open"
+        path.append(m)
+        for n in sorted(graph.get(m, ())):
+            assert state.get(n) != "open", "import circle: " + " -> ".join([*path[path.index(n):], n])
+            if n not in state:
+                visit(n)
+        path.pop()
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m)
+
+
+def test_engine_modules_import_no_stage_module():
+    """Parse time and plumbing (lmbuild.build, lmbuild.store, lmbuild.errors, lmbuild.cli, and the
+    rules) import only the engine and the shared leaves; each leaf imports only lmbuild.errors and
+    other leaves. So the engine is in no code set, and a stage's code is in no engine."""
+    graph = _graph()
+    packages = {leaf.rsplit(".", 1)[0] for leaf in codeset.LEAVES}  # (empty) packages Python runs first
+    allowed = lambda n: codeset.is_engine(n) or n in codeset.LEAVES or n in packages  # noqa: E731
+    for m, imported in graph.items():
+        if codeset.is_engine(m):
+            assert all(allowed(n) for n in imported), f"{m} imports stage modules: {sorted(n for n in imported if not allowed(n))}"
+    for leaf in codeset.LEAVES:
+        assert graph[leaf] <= {"lmbuild.errors", *codeset.LEAVES}, f"{leaf} is not a leaf: it imports {sorted(graph[leaf])}"
+    for smk in [ROOT / "Snakefile", *(ROOT / "rules").glob("*.smk")]:
+        lines = [m.group(1) for m in re.finditer(r"^\s*(from lmbuild[\w.]* import \([^)]*\)|from lmbuild[\w.]* import [^\n]+|import lmbuild[^\n]*)", smk.read_text(), re.M)]
+        used = {m for line in lines for m in _line_imports(line) if codeset.module_path(m) is not None}
+        assert all(allowed(n) for n in used), f"{smk.name} imports stage modules: {sorted(n for n in used if not allowed(n))}"
+
+
+def _line_imports(line: str) -> set[str]:
+    """The lmbuild modules one import line of a rules file names (Snakemake's files are not Python)."""
+    node = ast.parse(line).body[0]
+    if isinstance(node, ast.ImportFrom):
+        return {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return {a.name for a in node.names}
+
+
+def test_no_code_set_holds_the_engine():
     for stage in STAGES:
-        assert not parse_only & set(code_files(stage)), stage
+        for entry in (None, STAGES[stage].encoder_script):
+            engine = [f for f in code_files(stage, entry) if f.startswith(("lmbuild/build/", "lmbuild/store/")) or f in ("lmbuild/errors.py", "lmbuild/cli.py")]
+            assert not engine, (stage, entry, engine)
+
+
+def test_the_encoder_modules_are_in_no_causal_code_set():
+    """An edit to encoder code re-keys no causal build: not its initial model (the parameter count
+    moved to models/common.py), not its training, not its evaluation."""
+    for stage in STAGES:
+        assert not ENCODER_CODE & set(code_files(stage)), stage
+    causal = Plan(validate({"variants": {"small": {"model.num_hidden_layers": 2}}}))
+    for a in causal.all_artifacts():
+        assert not ENCODER_CODE & set(a.code_files), (a.stage, sorted(ENCODER_CODE & set(a.code_files)))
+
+
+def test_an_edit_rekeys_exactly_its_stages_and_what_follows(monkeypatch):
+    """For every module a stage's code set holds: editing it re-keys the stages whose set holds
+    it and everything downstream of them, nothing else; editing an engine module re-keys nothing."""
+    base_plan = Plan(validate({}))
+    base = {s: a.key for s, a in base_plan.artifacts.items()}
+    downstream = {s: {t for t, a in base_plan.artifacts.items() if _reaches(a, s)} for s in base}
+    real = plan_mod.code_hash
+    edited_files = sorted({f for s in STAGES for f in code_files(s)} | {"lmbuild/build/graph.py", "lmbuild/store/runner.py", "lmbuild/errors.py"})
+    for rel in edited_files:
+        monkeypatch.setattr(plan_mod, "code_hash", lambda stage, entry=None, rel=rel: real(stage, entry) + ("edited" if rel in code_files(stage, entry) else ""))
+        now = {s: a.key for s, a in Plan(validate({})).artifacts.items()}
+        holders = {s for s in base if rel in code_files(s)}
+        assert {s for s in base if now[s] != base[s]} == set().union(*(downstream[h] for h in holders)), rel
+    monkeypatch.undo()
+
+
+def _reaches(a, stage: str) -> bool:
+    """``a`` is the artifact of ``stage`` or reads it, directly or not."""
+    return a.stage == stage or any(_reaches(i, stage) for i in a.inputs.values())
 
 
 def test_the_schedule_retrains_and_eval_task_code_does_not(monkeypatch):
-    """Editing wsd_decay_steps (lmbuild/schedule.py) changes the training key; editing the
-    eval-task helpers (lmbuild/evaltasks.py) changes the evaluation and its page; editing the page
+    """Editing wsd_decay_steps (lmbuild/training/schedule.py) changes the training key; editing the
+    eval-task helpers (lmbuild/evaluation/tasks.py) changes the evaluation and its page; editing the page
     (template, renderer, report.json schema) re-renders it and evaluates nothing; config
     validation changes no key."""
     base = keys({})
@@ -185,13 +301,13 @@ def test_the_schedule_retrains_and_eval_task_code_does_not(monkeypatch):
         return patched
 
     for rel, expected in [
-        ("lmbuild/schedule.py", {"trained_checkpoint", "eval_report", "report"}),
-        ("lmbuild/evaltasks.py", {"eval_report", "report"}),
-        ("lmbuild/templates/report.html.j2", {"report"}),
-        ("lmbuild/report.py", {"report"}),
-        ("schemas/report.schema.json", {"report"}),
-        ("lmbuild/config.py", set()),
-        ("lmbuild/runner.py", set()),
+        ("lmbuild/training/schedule.py", {"trained_checkpoint", "eval_report", "report"}),
+        ("lmbuild/evaluation/tasks.py", {"eval_report", "report"}),
+        ("lmbuild/evaluation/templates/report.html.j2", {"report"}),
+        ("lmbuild/evaluation/report.py", {"report"}),
+        ("lmbuild/schemas/report.schema.json", {"report"}),
+        ("lmbuild/build/config.py", set()),
+        ("lmbuild/store/runner.py", set()),
     ]:
         monkeypatch.setattr(plan_mod, "code_hash", edited(rel))
         assert changed(base, keys({})) == expected, rel
@@ -279,23 +395,30 @@ def test_causal_key_material_has_no_encoder_settings_or_training_code():
     for stage in MODEL_HALF:
         a = causal.artifacts[stage]
         assert not {"objective", *plan_mod.ENCODER_ONLY["train"], *plan_mod.ENCODER_ONLY["eval"]} & set(a.settings), stage
-        assert a.script == stage and "lmbuild/masked_train.py" not in a.code_files, stage
-    # Only training has an encoder's own entry script; init and evaluation dispatch inside theirs.
+        assert a.script == stage and "lmbuild/training/trained_checkpoint_masked.py" not in a.code_files, stage
+    # An encoder's own entry scripts: no causal key holds encoder code.
     assert {s: enc.artifacts[s].script for s in MODEL_HALF} == {
-        "init_checkpoint": "init_checkpoint", "trained_checkpoint": "trained_checkpoint_masked", "eval_report": "eval_report",
+        "init_checkpoint": "init_checkpoint_masked", "trained_checkpoint": "trained_checkpoint_masked", "eval_report": "eval_report_masked",
     }
     assert "scripts/trained_checkpoint_masked.py" in enc.artifacts["trained_checkpoint"].code_files
-    assert "lmbuild/masked_train.py" in enc.artifacts["trained_checkpoint"].code_files
-    assert "lmbuild/train.py" in enc.artifacts["trained_checkpoint"].code_files  # it trains with train.py's pieces
-    assert enc.artifacts["eval_report"].code_files == causal.artifacts["eval_report"].code_files
-    assert enc.artifacts["init_checkpoint"].code_files == causal.artifacts["init_checkpoint"].code_files
+    assert "lmbuild/training/trained_checkpoint_masked.py" in enc.artifacts["trained_checkpoint"].code_files
+    assert "lmbuild/training/trained_checkpoint.py" in enc.artifacts["trained_checkpoint"].code_files  # it trains with train.py's pieces
+    assert set(enc.artifacts["eval_report"].code_files) == ENCODER_SETS["eval_report"]
+    assert set(enc.artifacts["init_checkpoint"].code_files) == ENCODER_SETS["init_checkpoint"]
     assert enc.artifacts["trained_checkpoint"].settings["objective"] == "masked"
-    # The encoder's training code is not the causal model's: editing it re-keys encoders only.
+    # The encoder's code is not the causal model's: editing it re-keys encoders only.
     real = plan_mod.code_hash
+    causal_keys = {s: a.key for s, a in causal.artifacts.items() if s in CHAIN}
+    enc_keys = {s: a.key for s, a in enc.artifacts.items() if s in CHAIN}
     try:
-        plan_mod.code_hash = lambda stage, entry=None: real(stage, entry) + ("edited" if "lmbuild/masked_train.py" in code_files(stage, entry) else "")
-        assert keys({}) == {s: a.key for s, a in causal.artifacts.items()}
-        assert changed({s: a.key for s, a in enc.artifacts.items()}, keys(ENCODER)) == {"trained_checkpoint", "eval_report", *PAGE}
+        for rel, rekeyed in [
+            ("lmbuild/training/trained_checkpoint_masked.py", {"trained_checkpoint", "eval_report", *PAGE}),
+            ("lmbuild/models/modernbert.py", MODEL_HALF | PAGE),
+            ("lmbuild/evaluation/masked.py", {"eval_report", *PAGE}),
+        ]:
+            plan_mod.code_hash = lambda stage, entry=None, rel=rel: real(stage, entry) + ("edited" if rel in code_files(stage, entry) else "")
+            assert keys({}) == causal_keys, rel
+            assert changed(enc_keys, keys(ENCODER)) == rekeyed, rel
     finally:
         plan_mod.code_hash = real
 
@@ -303,10 +426,10 @@ def test_causal_key_material_has_no_encoder_settings_or_training_code():
 def test_a_report_with_an_encoder_variant_has_the_encoder_eval_settings():
     p = Plan(validate({"variants": {"mlm": {"model.objective": "masked", "model.num_key_value_heads": 4}}}))
     report = p.artifacts["eval_report"]
-    assert report.script == "eval_report" and "pseudo_perplexity_tokens" in report.settings
+    assert report.script == "eval_report_masked" and "pseudo_perplexity_tokens" in report.settings
     assert "mlm__trained_checkpoint" in report.inputs
     base = keys({})
-    assert {s: a.key for s, a in p.artifacts.items() if s not in {"eval_report", *PAGE}} == {s: k for s, k in base.items() if s not in {"eval_report", *PAGE}}
+    assert {s: a.key for s, a in p.artifacts.items() if s in CHAIN and s not in {"eval_report", *PAGE}} == {s: k for s, k in base.items() if s not in {"eval_report", *PAGE}}
 
 
 def test_hf_folder_fans_raw_out_by_its_data_files(tmp_path):
@@ -327,3 +450,33 @@ def test_hf_folder_fans_raw_out_by_its_data_files(tmp_path):
     # A hub name with the hub off: unknown, one job reads it all (and the job says why it cannot).
     hub = Plan(validate({"data": {"sources": [{"type": "hf", "path": "org/data"}]}})).artifacts["raw"]
     assert hub.settings["sources"][0]["data_files"] is None and len(layout(hub.settings)) == 1
+
+
+# --------------------------------------------------------------------------- plan and sweep_report
+
+
+def test_the_cost_plan_is_a_stage_keyed_like_the_others_outside_the_chain():
+    """`plan`: a row of the stage table (settings, code set, no inputs); nothing reads it, so no
+    chain key moves with it, and its key follows what it prices."""
+    assert not STAGES["plan"].chain and not STAGES["plan"].input_names(validate({}))
+    assert all("plan" not in a.inputs for a in Plan(validate({})).artifacts.values())
+
+    def cost(cfg):
+        return Plan(validate(cfg)).artifacts["plan"]
+
+    base = cost({})
+    assert cost({"train": {"max_steps": 100}}).key != base.key and cost({"plan": {"gpu": "a100"}}).key != base.key
+    assert cost({"data": {"clean": {"min_chars": 50}}}).key == base.key  # it reads no data setting
+    assert cost({"train": {"mlm_probability": 0.3}}).key == base.key  # nor an encoder's, for a causal model
+    gpus = cost({"resources": {"trained_checkpoint": {"gpu": 3}}})
+    assert gpus.key != base.key and 3 in gpus.settings["plan"]["gpus"]  # the GPUs resources give training are priced
+    assert base.code_files == tuple(sorted(CODE_SETS["plan"]))
+
+
+def test_the_sweep_report_is_a_stage_of_the_whole_build():
+    """`sweep_report`: planned once, for the base, from every run's artifacts; absent without a sweep."""
+    assert "sweep_report" not in Plan(validate({})).artifacts
+    p = Plan(validate({"sweep": {"grid": {"train.seed": [1, 2]}}}))
+    report = p.artifacts["sweep_report"]
+    assert report.settings["runs"] == p.sweep_runs and set(report.code_files) == CODE_SETS["sweep_report"]
+    assert all("sweep_report" not in v.artifacts for v in p.variants.values())

@@ -1,4 +1,4 @@
-"""lmbuild.report: report.json (schemas/report.schema.json) rendered as one HTML page with a
+"""lmbuild.evaluation.report: report.json (lmbuild/schemas/report.schema.json) rendered as one HTML page with a
 jinja2 template and matplotlib's SVG charts.
 
 No model needed: the data dict is written by hand in report.json's shape, with manifests'
@@ -18,7 +18,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from lmbuild import report
+from lmbuild.evaluation import report
 from lmbuild.errors import UserError
 
 NASTY = "</pre><script>alert(1)</script> | `x` ```"

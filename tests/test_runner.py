@@ -1,9 +1,9 @@
-"""lmbuild.runner: what a stage learns about its job (GPUs, SLURM) and what the manifest records."""
+"""lmbuild.store.runner: what a stage learns about its job (GPUs, SLURM) and what the manifest records."""
 
 from __future__ import annotations
 
-from lmbuild.artifact import read_manifest
-from lmbuild.runner import run
+from lmbuild.store.artifact import read_manifest
+from lmbuild.store.runner import run
 
 
 def _build_seen(ctx):
@@ -45,12 +45,12 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
-from lmbuild.runner import disk_error  # noqa: E402
+from lmbuild.store.runner import disk_error  # noqa: E402
 
 _STAGE = """
 import resource, sys, types
 from pathlib import Path
-from lmbuild.runner import run_stage
+from lmbuild.store.runner import run_stage
 limit, target = int(sys.argv[1]), sys.argv[2]
 if limit:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -62,7 +62,7 @@ def build(ctx):
     else:
         (ctx.out / "big.bin").write_bytes(data)
 out = Path(sys.argv[3])
-spec = out.parent.parent / "spec.json"  # the job spec the parse would have written (lmbuild.plan)
+spec = out.parent.parent / "spec.json"  # the job spec the parse would have written (lmbuild.build.graph)
 spec.parent.mkdir(parents=True, exist_ok=True)
 spec.write_text('{"settings": {}, "located": [], "lineage": {}}')
 sm = types.SimpleNamespace(log=[str(out.parent.parent / "toy.log")], output=[str(out)], input={}, threads=1, resources={},
@@ -85,7 +85,7 @@ def test_disk_full_and_file_size_limit_end_in_one_line(tmp_path, limit, target, 
 _READER = """
 import sys, types
 from pathlib import Path
-from lmbuild.runner import run_stage
+from lmbuild.store.runner import run_stage
 out, model = Path(sys.argv[1]), Path(sys.argv[2])
 def build(ctx):
     (ctx.out / "read.txt").write_bytes((ctx.inputs["trained_checkpoint"] / "model.safetensors").read_bytes())
@@ -100,7 +100,7 @@ run_stage(sm, build)
 def test_a_flipped_byte_in_an_input_model_is_one_line_and_no_artifact(tmp_path):
     """The job as Snakemake runs it (run_stage): a model.safetensors with one bit changed (same
     size) stops the reading stage with one line naming the artifact and the file."""
-    from lmbuild.artifact import seal
+    from lmbuild.store.artifact import seal
 
     model = tmp_path / "artifacts" / "trained_checkpoint" / "0123456789abcdef"
     model.mkdir(parents=True)
@@ -135,7 +135,7 @@ def test_disk_error_reads_duckdb_and_chained_errors():
 _SLOW = """
 import sys, time
 from pathlib import Path
-from lmbuild.runner import run
+from lmbuild.store.runner import run
 def build(ctx):
     print("building", flush=True)
     (ctx.work / "state").write_text("resumable")  # one writer at a time in the scratch folder
@@ -165,7 +165,7 @@ PEAK_JOB = """
 import sys
 sys.path.insert(0, sys.argv[2])
 from pathlib import Path
-from lmbuild.runner import run
+from lmbuild.store.runner import run
 
 def build(ctx):
     block = bytearray(150 << 20)

@@ -134,7 +134,7 @@ def test_multi_node_training_asks_for_nodes_and_gpus_per_node(tmp_path):
     ],
 )
 def test_resource_keys_are_validated(resources, message):
-    from lmbuild.config import validate
+    from lmbuild.build.config import validate
     from lmbuild.errors import UserError
 
     with pytest.raises(UserError) as err:

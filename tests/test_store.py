@@ -1,4 +1,4 @@
-"""lmbuild.store, with real `snakemake` processes: two checkouts sharing one store at the same
+"""lmbuild.store.registry, with real `snakemake` processes: two checkouts sharing one store at the same
 time, damage found before a stage reads it, gc, a file-size limit, and recovery after
 SIGKILL of Snakemake itself."""
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmbuild.artifact import MANIFEST, read_manifest, seal, verify
-from lmbuild.store import builds, checkout_id, planned, recover, register, registrations, verify_store
+from lmbuild.store.artifact import MANIFEST, read_manifest, seal, verify
+from lmbuild.store.registry import builds, checkout_id, planned, recover, register, registrations, verify_store
 from test_workflow import SNAKEMAKE, jobs_of_dry_run, smoke_config
 
 from conftest import ROOT
@@ -34,7 +34,7 @@ def test_only_building_command_lines_claim_the_store():
 
 _CLAIM = """
 import sys
-from lmbuild.store import claim
+from lmbuild.store.registry import claim
 print(claim(sys.argv[1], [("cleaned", "a" * 16, sys.argv[2]), ("raw", "b" * 16, sys.argv[3])]), flush=True)
 sys.stdin.read()
 """
@@ -60,7 +60,7 @@ def test_a_second_builder_of_an_unfinished_key_waits_for_the_first(tmp_path):
 
 
 def test_one_process_parsing_twice_does_not_wait_for_itself(tmp_path):
-    from lmbuild.store import claim
+    from lmbuild.store.registry import claim
 
     art = [("cleaned", "c" * 16, str(tmp_path / "cleaned" / ("c" * 16)))]
     assert claim(tmp_path, art) == ["cleaned/" + "c" * 16]
@@ -135,9 +135,9 @@ def test_verify_reports_every_missing_planned_artifact(tmp_path):
 
 
 def test_what_verify_expects_is_what_the_targets_build(tmp_path):
-    from lmbuild.config import validate
-    from lmbuild.plan import Plan, sweep_report_artifact
-    from lmbuild.stages import FINAL
+    from lmbuild.build.config import validate
+    from lmbuild.build.graph import Plan
+    from lmbuild.build.stages import FINAL
 
     plan = Plan(validate({"artifacts": str(tmp_path), "variants": {"small": {"model.num_hidden_layers": 1}}}))
     expected = {(a.stage, a.key): target for a, target in planned([(None, plan), *plan.variants.items()], FINAL)}
@@ -146,10 +146,10 @@ def test_what_verify_expects_is_what_the_targets_build(tmp_path):
     assert expected[("trained_checkpoint", small["trained_checkpoint"].key)] == "small__trained_checkpoint"
     assert expected[("report", small["report"].key)] == "small__report"
     assert expected[("raw", small["raw"].key)] == "raw"  # shared with the base: the base's target
-    assert not any(stage == "quality_model" for stage, _ in expected)  # disabled: no target builds it
+    assert not any(stage in ("quality_model", "plan") for stage, _ in expected)  # disabled, or only `snakemake plan` builds it
     assert len(expected) == 9 + 4  # the base's nine, the variant's own init, training, evaluation, page
     sweep = Plan(validate({"artifacts": str(tmp_path), "sweep": {"grid": {"train.learning_rate": [0.001, 0.002]}}}))
-    report = sweep_report_artifact(sweep)
+    report = sweep.artifacts["sweep_report"]
     targets = {t for _, t in planned([(None, sweep), *sweep.variants.items()], FINAL, [(report, "sweep")])}
     assert "sweep" in targets and {t.split("__")[1] for t in targets if "__" in t} == {"trained_checkpoint", "eval_report", "report"}
 
@@ -226,7 +226,7 @@ def test_two_checkouts_share_one_store(tmp_path):
 
 
 def _checkpoint(store: Path) -> Path | None:
-    """A complete training checkpoint in the store's scratch (lmbuild.train.last_checkpoint's test)."""
+    """A complete training checkpoint in the store's scratch (lmbuild.training.trained_checkpoint.last_checkpoint's test)."""
     for state in store.glob("_work/trained_checkpoint/*/trainer/checkpoint-*/trainer_state.json"):
         if (state.parent / "data_order.json").is_file():
             return state.parent
@@ -337,7 +337,7 @@ def test_the_same_command_recovers_after_snakemake_is_killed(tmp_path):
     proc.wait()
     assert list((tmp_path / ".snakemake" / "locks").iterdir()), "Snakemake's lock should be left behind"
     # Let the orphaned part jobs finish after Snakemake died.
-    parts = tmp_path / "artifacts" / "cleaned_parts"
+    parts = tmp_path / "artifacts" / "_parts" / "cleaned"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(parts.rglob(MANIFEST))) < 2:
         time.sleep(0.2)

@@ -1,4 +1,4 @@
-"""Sweeps (lmbuild/sweep.py): runs as variants, names from values, seeded random search, keys.
+"""Sweeps (lmbuild/build/sweep.py): runs as variants, names from values, seeded random search, keys.
 
 The `snakemake -n` tests check that a sweep plans the shared upstream once, and that the
 tracking config and an unchanged sweep plan nothing.
@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import pytest
 
-from lmbuild.config import validate
+from lmbuild.build.config import validate
 from lmbuild.errors import UserError
-from lmbuild.plan import Plan, sweep_report_artifact
-from lmbuild.sweep import expand, value_token
+from lmbuild.build.graph import Plan
+from lmbuild.build.sweep import expand, value_token
 
 GRID = {"train.learning_rate": [0.001, 0.002, 0.004], "model.num_hidden_layers": [2, 4]}
 
 
 def plan(sweep: dict, **sections) -> Plan:
     return Plan(validate({"sweep": sweep, **sections}))
+
+
+def sweep_report_artifact(p: Plan):
+    """The sweep report of the build (a row of the stage table, planned for the base), or None."""
+    return p.artifacts.get("sweep_report")
 
 
 def test_a_grid_is_one_variant_per_combination_named_after_its_values():
@@ -54,7 +59,7 @@ def test_names_and_keys_do_not_depend_on_key_order_or_number_notation():
 
 def test_the_base_report_leaves_the_runs_to_the_sweep_report():
     with_sweep, without = plan({"grid": GRID}), Plan(validate({}))
-    assert {s: a.key for s, a in with_sweep.artifacts.items()} == {s: a.key for s, a in without.artifacts.items()}
+    assert {s: a.key for s, a in with_sweep.artifacts.items() if s != "sweep_report"} == {s: a.key for s, a in without.artifacts.items()}
     report = sweep_report_artifact(with_sweep)
     assert set(report.inputs) == {f"{r}__{s}" for r in with_sweep.sweep_runs for s in ("trained_checkpoint", "eval_report")}
     assert sweep_report_artifact(without) is None
@@ -125,13 +130,14 @@ def test_a_sweep_run_may_not_take_a_variants_name():
 
 
 def test_the_report_code_set_is_what_its_script_runs():
-    from lmbuild import plan as plan_mod
-    from lmbuild.plan import ROOT, SWEEP_REPORT_CODE
+    """Keyed like every stage: its code set is the import walk from its script (no hand list), and
+    the report module imports only plumbing, so its script, module and template are all its code."""
+    from lmbuild.build.graph import code_files
 
-    # The report module imports only plumbing, so its script, module and template are all its code.
-    assert plan_mod._imports(ROOT / "scripts" / "sweep_report.py") == {"lmbuild.runner", "lmbuild.runner.run_stage", "lmbuild.sweep_report", "lmbuild.sweep_report.build"}
-    assert {m for m in plan_mod._imports(ROOT / "lmbuild" / "sweep_report.py") if plan_mod._module_path(m)} <= plan_mod.PLUMBING
-    assert all((ROOT / f).is_file() for f in SWEEP_REPORT_CODE)
+    assert set(code_files("sweep_report")) == {
+        "scripts/sweep_report.py", "lmbuild/evaluation/sweep_report.py", "lmbuild/evaluation/templates/sweep_report.html.j2",
+        "lmbuild/__init__.py", "lmbuild/evaluation/__init__.py",
+    }
 
 
 # --------------------------------------------------------------------------- snakemake -n

@@ -1,4 +1,4 @@
-"""The sweep's comparison report (lmbuild/sweep_report.py), and one sweep built end to end:
+"""The sweep's comparison report (lmbuild/evaluation/sweep_report.py), and one sweep built end to end:
 its report, its MLflow runs read back with the real client, reruns, and a tracker that is down."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lmbuild.artifact import write_json
+from lmbuild.store.artifact import write_json
 from lmbuild.errors import UserError
-from lmbuild.runner import StageContext
-from lmbuild.sweep_report import build
+from lmbuild.store.runner import StageContext
+from lmbuild.evaluation.sweep_report import build
 
 RUNS = {"learning_rate_0p001": {"train.learning_rate": 0.001}, "learning_rate_0p01": {"train.learning_rate": 0.01}}
 

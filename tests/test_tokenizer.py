@@ -13,7 +13,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import tokenizer  # noqa: E402
+from lmbuild.tokens import tokenizer  # noqa: E402
 from lmbuild.errors import UserError  # noqa: E402
 
 # Code with tabs, trailing spaces, blank runs and non-ASCII; prose in several scripts.

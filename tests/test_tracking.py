@@ -1,4 +1,4 @@
-"""MLflow tracking (lmbuild/tracking.py), read back with the real MlflowClient.
+"""MLflow tracking (lmbuild/store/tracking.py), read back with the real MlflowClient.
 
 The end-to-end checks (a build logs its training and evaluation runs; a tracker that is down
 warns and the build succeeds; the tracking config plans nothing) are in tests/test_sweep_report.py,
@@ -13,8 +13,8 @@ import socket
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lmbuild import tracking
-from lmbuild.config import validate
+from lmbuild.store import tracking
+from lmbuild.build.config import validate
 
 MANIFEST = {
     "stage": "trained_checkpoint",
@@ -80,9 +80,8 @@ def test_an_evaluation_logs_the_report_headline(tmp_path):
     assert run.data.metrics == {"heldout_bits_per_byte": 1.9, "arc_easy/acc": 0.3, "heldout_token_loss": 4.7, "heldout_docs": 10}
 
 
-def test_other_stages_are_not_tracked(tmp_path):
-    cfg = tracking.settings(validate({}), tmp_path)
-    assert tracking.track(cfg, tmp_path, {**MANIFEST, "stage": "tokenizer"}) is None
+def test_a_job_whose_spec_carries_no_tracking_logs_nothing(tmp_path):
+    assert tracking.track(None, tmp_path, {**MANIFEST, "stage": "tokenizer"}) is None
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -96,7 +95,8 @@ def test_a_tracker_that_fails_is_one_warning(tmp_path, uri, caplog):
 
 
 def test_the_tracking_config_enters_no_key_and_only_the_tracked_specs(tmp_path):
-    from lmbuild.plan import Plan
+    from lmbuild.build.graph import Plan
+    from lmbuild.build.stages import STAGES
 
     a = Plan(validate({}))
     b = Plan(validate({"tracking": {"mlflow": {"tracking_uri": "http://mlflow:5000", "experiment": "x"}}}))
@@ -104,6 +104,7 @@ def test_the_tracking_config_enters_no_key_and_only_the_tracked_specs(tmp_path):
     b.write_specs(tmp_path, tracking.settings(b.config, tmp_path))
     for spec in tmp_path.glob("*/*.json"):
         data = json.loads(spec.read_text())
-        assert ("tracking" in data) == (data["stage"] in tracking.TRACKED), spec
+        assert ("tracking" in data) == STAGES[data["stage"]].tracked, spec
         if "tracking" in data:
             assert data["tracking"] == {"mlflow": {"tracking_uri": "http://mlflow:5000", "experiment": "x"}}
+    assert {s for s, row in STAGES.items() if row.tracked} == {"trained_checkpoint", "eval_report"}

@@ -17,9 +17,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 import lm_corpus as lc  # noqa: E402
-from lmbuild import model, pack, tokenizer, train  # noqa: E402
+from lmbuild.models import common, init_checkpoint as model  # noqa: E402
+from lmbuild.tokens import shards as pack, tokenizer
+from lmbuild.training import trained_checkpoint as train
 from lmbuild.errors import UserError  # noqa: E402
-from lmbuild.runner import StageContext  # noqa: E402
+from lmbuild.store.runner import StageContext  # noqa: E402
 from conftest import ROOT  # noqa: E402
 from test_slurm import cluster  # noqa: E402,F401 (the fixture: a running SLURM cluster, or a skip)
 
@@ -144,7 +146,7 @@ def test_final_model_and_tokenizer_load(trained):
     assert (trained / "model.safetensors").exists() and m.dtype == torch.float32
     assert tok.eos_token_id == m.config.eos_token_id
     counts = json.loads((trained / "manifest.json").read_text())["counts"]
-    assert model.count_parameters(m) == counts["parameters"]
+    assert common.count_parameters(m) == counts["parameters"]
     prompt = tok("import os\n", return_tensors="pt")
     out = m.generate(**prompt, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] > prompt["input_ids"].shape[1]
@@ -251,7 +253,8 @@ CHILD = """
 import json, os, signal, sys, time
 from pathlib import Path
 import transformers
-from lmbuild import runner, train
+from lmbuild.store import runner
+from lmbuild.training import trained_checkpoint as train
 spec = json.loads(sys.argv[1])
 if spec["pause"]:
     step_end = train.CurveCallback.on_step_end
@@ -448,7 +451,7 @@ def test_two_torchrun_agents_as_two_nodes_under_slurm(cluster, inputs, trained_f
     ctx.nodes = 2
     call = tmp_path / "job.py"
     call.write_text(
-        "import json, logging\nfrom pathlib import Path\nlogging.basicConfig(level=logging.INFO)\nfrom lmbuild import train\nfrom lmbuild.runner import StageContext\n"
+        "import json, logging\nfrom pathlib import Path\nlogging.basicConfig(level=logging.INFO)\nfrom lmbuild.training import trained_checkpoint as train\nfrom lmbuild.store.runner import StageContext\n"
         f"ctx = StageContext(**json.loads(Path({str(tmp_path / 'ctx.json')!r}).read_text()))\n"
         "ctx.inputs = {k: Path(v) for k, v in ctx.inputs.items()}; ctx.out, ctx.work = Path(ctx.out), Path(ctx.work)\n"
         "counts = train.launch(ctx, 1, 2, srun_nodes=1)\n"
@@ -642,7 +645,7 @@ def test_spike_rollback_skips_the_data_window(inputs, tmp_path, monkeypatch):
     assert c["steps"] == 20 and c["spikes"]["skips"] == 1
     assert [{k: r[k] for k in ("step", "to_step", "skipped_blocks")} for r in c["spikes"]["rollbacks"]] == [{"step": 15, "to_step": 10, "skipped_blocks": 5 * BATCH}]
     assert [step for step, _ in seen] == list(range(1, 16)) + list(range(11, 21))
-    from lmbuild.blocks import training_blocks
+    from lmbuild.tokens.blocks import training_blocks
 
     data = training_blocks(inputs["shards"], {}, 42)  # what training reads
     plain = list(train.BlockOrder(len(data), 42))

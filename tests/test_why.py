@@ -1,7 +1,7 @@
-"""lmbuild why's comparison of a planned artifact with a built one (lmbuild/why.py); the
+"""lmbuild why's comparison of a planned artifact with a built one (lmbuild/build/why.py); the
 agreement with `snakemake -n` is tested end to end in tests/test_reruns.py."""
 
-from lmbuild.why import config_key, setting_changes
+from lmbuild.build.why import config_key, setting_changes
 
 
 def test_settings_are_named_as_config_keys():

@@ -87,7 +87,7 @@ def test_every_artifact_is_complete_with_lineage(built):
         m = json.loads((art / "manifest.json").read_text())
         assert m["stage"] == stage and m["key"] == art.name
         assert m["code_hash"] and m["code_files"]
-        assert m["peak_rss_mb"]["self"] > 0 and m["cpu_seconds"]["self"] > 0  # the job's own (lmbuild.runner)
+        assert m["peak_rss_mb"]["self"] > 0 and m["cpu_seconds"]["self"] > 0  # the job's own (lmbuild.store.runner)
         for name, inp in m["inputs"].items():
             assert (built / inp["path"] / "manifest.json").is_file(), (stage, name)
             assert Path(inp["path"]).name == inp["key"]
@@ -108,8 +108,8 @@ def test_raw_and_cleaned_shards(built):
     assert sorted(p.name for p in (cleaned / "dropped").glob("*.parquet")) == ["shard-00000.parquet", "shard-00001.parquet"]
     assert {"lang", "lang_score"} <= set(pq.read_schema(cleaned / "shard-00000.parquet").names)
     # The fan-out parts are temporary: gone once the gather has linked them in.
-    assert not list((built / "artifacts" / "cleaned_parts").glob("*/[0-9]*"))
-    assert not list((built / "artifacts" / "raw_parts").glob("*/[0-9]*"))
+    assert not list((built / "artifacts" / "_parts" / "cleaned").glob("*/[0-9]*"))
+    assert not list((built / "artifacts" / "_parts" / "raw").glob("*/[0-9]*"))
     assert json.loads((raw / "manifest.json").read_text())["parts_peak_rss_mb"]["self"] > 0  # the part jobs' peak
 
 
@@ -174,10 +174,10 @@ def test_trained_model_loads_generates_and_learned(built):
 
 
 def test_report_holds_the_metrics(built):
-    from lmbuild.report import load
+    from lmbuild.evaluation.report import load
 
     art = only(built, "eval_report")
-    report = load(art / "report.json")  # in schemas/report.schema.json
+    report = load(art / "report.json")  # in lmbuild/schemas/report.schema.json
     text = json.dumps(report)
     assert "perplexity" in text
     trained = report["checkpoints"][1]
@@ -243,7 +243,7 @@ def test_an_edit_of_the_page_re_renders_and_evaluates_nothing(built, tmp_path):
     cfg = smoke_config()
     run = lambda *args: snakemake(built, cfg, *args, snakefile=clone / "Snakefile")  # noqa: E731
     assert jobs_of_dry_run(run("-n")) == {}
-    template = clone / "lmbuild" / "templates" / "report.html.j2"
+    template = clone / "lmbuild" / "evaluation" / "templates" / "report.html.j2"
     template.write_text(template.read_text().replace("h1{font-size:1.6rem;", "h1{font-size:1.8rem;"))
     assert jobs_of_dry_run(run("-n")) == {"build_report": 1, "all": 1}
     proc = run()

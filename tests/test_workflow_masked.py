@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from lmbuild import report
+from lmbuild.evaluation import report
 from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +33,13 @@ def test_an_encoder_variant_beside_the_causal_model(tmp_path):
     for stage in ("raw", "tokenizer", "shards"):
         assert len(artifact_dirs(tmp_path, stage)) == 1, stage  # one corpus and tokenizer for both objectives
 
-    # One init entry for both objectives; the encoder's training has its own, which the causal model never sees.
+    # The encoder's init and training have their own entries, which the causal model never sees.
     enc_init, enc_trained = by_settings(tmp_path, "init_checkpoint", True), by_settings(tmp_path, "trained_checkpoint", True)
     causal_init, causal_trained = by_settings(tmp_path, "init_checkpoint", False), by_settings(tmp_path, "trained_checkpoint", False)
-    assert manifest(enc_init)["code_files"] == manifest(causal_init)["code_files"]
-    assert {"lmbuild/masked_train.py", "scripts/trained_checkpoint_masked.py"} <= set(manifest(enc_trained)["code_files"])
-    assert not {"lmbuild/masked_train.py", "scripts/trained_checkpoint_masked.py"} & set(manifest(causal_trained)["code_files"])
+    assert {"lmbuild/models/modernbert.py", "scripts/init_checkpoint_masked.py"} <= set(manifest(enc_init)["code_files"])
+    assert not {"lmbuild/models/modernbert.py", "scripts/init_checkpoint_masked.py"} & set(manifest(causal_init)["code_files"])
+    assert {"lmbuild/training/trained_checkpoint_masked.py", "scripts/trained_checkpoint_masked.py"} <= set(manifest(enc_trained)["code_files"])
+    assert not {"lmbuild/training/trained_checkpoint_masked.py", "scripts/trained_checkpoint_masked.py"} & set(manifest(causal_trained)["code_files"])
     assert manifest(enc_init)["counts"]["model_type"] == "modernbert" and manifest(enc_init)["counts"]["vocab_size"] == 1025  # + <|mask|>
     counts = manifest(enc_trained)["counts"]
     assert counts["objective"] == "masked" and counts["final_val_loss"] < counts["initial_val_loss"] - 0.5
@@ -60,8 +61,10 @@ def test_an_encoder_variant_beside_the_causal_model(tmp_path):
     own = {c["label"]: c["headline"] for c in reports[2]["checkpoints"]}
     assert own["trained_checkpoint"]["pseudo_perplexity"] < own["init_checkpoint"]["pseudo_perplexity"]
     assert own["trained_checkpoint"]["masked_token_loss"] < own["init_checkpoint"]["masked_token_loss"]
-    # One evaluation entry; each report.json passes the report stage's schema check, and its page shows the encoder's metrics.
-    assert len({tuple(manifest(p)["code_files"]) for p in artifact_dirs(tmp_path, "eval_report")}) == 1
+    # Both reports have an encoder among their checkpoints: the encoder's evaluation entry for both;
+    # each report.json passes the report stage's schema check, and its page shows the encoder's metrics.
+    (evaluation,) = {tuple(manifest(p)["code_files"]) for p in artifact_dirs(tmp_path, "eval_report")}
+    assert {"scripts/eval_report_masked.py", "lmbuild/evaluation/masked.py"} <= set(evaluation)
     for p in artifact_dirs(tmp_path, "eval_report"):
         report.load(p / "report.json")
     pages = artifact_dirs(tmp_path, "report")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lmbuild.config import validate
+from lmbuild.build.config import validate
 from lmbuild.errors import UserError
-from lmbuild.plan import Plan
+from lmbuild.build.graph import Plan
 from test_workflow import jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e

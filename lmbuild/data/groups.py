@@ -76,6 +76,11 @@ def layout(settings: dict) -> list[Group]:
     return out
 
 
+def shard_name(i: int) -> str:
+    """The file of the artifact's shard ``i`` (raw's, and every data stage's after it)."""
+    return f"shard-{i:05d}.parquet"
+
+
 def shard_count(settings: dict) -> int:
     """Shards of the raw artifact (one ``cleaned`` job each)."""
     groups = layout(settings)

@@ -166,7 +166,7 @@ def ngram_hashes(words: np.ndarray, docs: np.ndarray, n: int, short: bool = True
 class MinHasher:
     """MinHash signatures and LSH band keys for batches of documents.
 
-    Does not: decide duplicates (the band keys go to a DuckDB query, see ``lmbuild.data.dedup``).
+    Does not: decide duplicates (the band keys go to a DuckDB query, see ``lmbuild.data.deduplicated``).
     """
 
     CHUNK = 1 << 15  # shingles per (CHUNK x permutations) block: ~29 MB of uint64 at 112

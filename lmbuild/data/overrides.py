@@ -10,11 +10,11 @@ only, on top of the stage's own (a ``preset`` too: a Thai source in an English c
         per_source:
           shakespeare: {c4: {enabled: false}, fineweb: {enabled: false}}
 
-The config check (lmbuild.config) keeps each entry as the minimal difference from the stage's
+The config check (lmbuild.build.config) keeps each entry as the minimal difference from the stage's
 settings, in canonical form, so an override equal to the stage's own setting is no override and
 changes no key. Sections that act on the whole stage (``WHOLE_STAGE``) cannot be set per source.
 
-What this module does not do: read documents (lmbuild.data.clean dispatches them by source).
+What this module does not do: read documents (lmbuild.data.cleaned dispatches them by source).
 """
 
 from __future__ import annotations

@@ -36,8 +36,9 @@ import os
 from collections import Counter
 from typing import Iterator
 
-from lmbuild.errors import UserError
 from lmbuild.data.files import match_files, open_binary, source_name
+from lmbuild.data.hub import cannot_load, hf_stream
+from lmbuild.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -270,36 +271,6 @@ def read_html(src: dict, index: int, name: str, bad: Problems, units: range | No
         yield f"{name}:{rel}", text.strip() + "\n", {"title": title}
 
 
-def hf_stream(src: dict, index: int):
-    """A ``data.sources`` hf entry as a streaming ``datasets.IterableDataset`` (no download).
-
-    Any failure to load is the user's to fix (name, split, network): one UserError line
-    rather than a traceback from deep inside ``datasets``."""
-    split = src.get("split", "train")
-    try:
-        import datasets
-
-        # The commit the parse resolved (lmbuild.plan) when the hub was reachable, else the revision as given.
-        revision = src.get("resolved_revision") or src.get("revision")
-        return datasets.load_dataset(src["path"], src.get("hf_config"), split=split, streaming=True, revision=revision)
-    except Exception as exc:  # noqa: BLE001 (datasets raises many types; all mean "cannot load")
-        raise _cannot_load(src, index, exc) from None
-
-
-def hf_data_files(src: dict, index: int) -> int:
-    """How many data files (``datasets``' shards of the stream) the dataset has: the units
-    stage raw fans out over (``lmbuild.data.groups``)."""
-    return hf_stream(src, index).num_shards
-
-
-def _cannot_load(src: dict, index: int, exc: Exception) -> UserError:
-    detail = (str(exc).strip().splitlines() or [""])[0][:300]
-    return UserError(
-        f"data.sources[{index}]: cannot load Hugging Face dataset {src['path']!r} "
-        f"(hub unreachable? config={src.get('hf_config')!r}, split={src.get('split', 'train')!r}): {type(exc).__name__}: {detail}"
-    )
-
-
 def read_hf(src: dict, index: int, name: str, bad: Problems, units: range | None = None) -> Iterator[Doc]:
     """A Hugging Face dataset, streamed (no full download), ``path`` being its name or folder;
     ``units``: only these of its data files, each read as ``datasets``' own shard of the stream.
@@ -323,7 +294,7 @@ def read_hf(src: dict, index: int, name: str, bad: Problems, units: range | None
             except StopIteration:
                 break
             except Exception as exc:  # noqa: BLE001
-                raise _cannot_load(src, index, exc) from None
+                raise cannot_load(src, index, exc) from None
             where = f"data.sources[{index}] ({hf_name}, split {split}): data file {f}, row {row}"
             row += 1
             doc_id = _id_of(record, id_field, name, f"{split}:{f}:{row - 1}", where, index, bad)

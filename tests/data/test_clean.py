@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import vendored
 
-from lmbuild.config import validate
-from lmbuild.data import clean, ingest
+from lmbuild.build.config import validate
+from lmbuild.data import cleaned as clean, raw as ingest
 from lmbuild.errors import UserError
-from lmbuild.runner import StageContext
+from lmbuild.store.runner import StageContext
 
 DEFAULTS = validate({})["data"]["clean"]
 PROSE = (
@@ -224,9 +224,9 @@ def test_dropped_side_artifact_is_bounded(tmp_path):
 BIG_DOC_SCRIPT = """
 import json, sys
 from pathlib import Path
-from lmbuild.config import validate
-from lmbuild.data import clean, ingest
-from lmbuild.runner import StageContext
+from lmbuild.build.config import validate
+from lmbuild.data import cleaned as clean, raw as ingest
+from lmbuild.store.runner import StageContext
 tmp = Path(sys.argv[1])
 cfg = validate({"data": {"sources": [{"type": "jsonl", "path": str(tmp / "big.jsonl")}], "shards": 1}})
 for name in ("raw", "cleaned", "raw-w", "cleaned-w"):

@@ -17,13 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmbuild import plan
-from lmbuild.config import validate
-from lmbuild.data import clean, dedup
+from lmbuild.build import graph as plan
+from lmbuild.build.config import validate
+from lmbuild.data import cleaned as clean, deduplicated as dedup
 from lmbuild.data import minhash as mh
 from lmbuild.data.embedded import iter_python_stdlib
 from lmbuild.errors import UserError
-from lmbuild.runner import StageContext
+from lmbuild.store.runner import StageContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import planted  # noqa: E402

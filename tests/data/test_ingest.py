@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import vendored
 
-from lmbuild.data import ingest
+from lmbuild.data import raw as ingest
 from lmbuild.errors import UserError
-from lmbuild.runner import StageContext
+from lmbuild.store.runner import StageContext
 
 EMBEDDED = [
     {"type": "embedded", "name": "shakespeare", "parts": ["shakespeare"], "max_docs": 6},

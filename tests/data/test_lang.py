@@ -19,9 +19,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from lmbuild.config import validate
-from lmbuild.data import clean, lang
-from lmbuild.data.clean import Cleaner
+from lmbuild.build.config import validate
+from lmbuild.data import cleaned as clean, lang
+from lmbuild.data.cleaned import Cleaner
 from lmbuild.data.filters import GopherQualityFilter
 from lmbuild.errors import UserError
 
@@ -116,7 +116,7 @@ def test_real_japanese_pages(pages):
     # these pages: man pages are 14-37% punctuation, option and path tokens. The reason is counted.
     web = Cleaner(settings(preset="ja", gopher_quality={"min_alpha_words_frac": 0.759}))
     assert clean.Counter(run(web, texts)) == {None: 43, "gopher_alpha_words": 53, "fineweb_list_ratio": 4}
-    # The ja preset (lmbuild.data.lang.DOCUMENT_ALPHA_WORDS) keeps most real pages...
+    # The ja preset (lmbuild.build.presets.DOCUMENT_ALPHA_WORDS) keeps most real pages...
     ja = Cleaner(settings(preset="ja"))
     reasons = run(ja, texts)
     assert clean.Counter(reasons) == {None: 91, "fineweb_list_ratio": 8, "fineweb_line_punct": 1}

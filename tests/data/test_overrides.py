@@ -6,11 +6,11 @@ import copy
 
 import pytest
 
-from lmbuild.config import validate
-from lmbuild.data.lang import PRESETS
+from lmbuild.build.config import validate
+from lmbuild.build.presets import PRESETS
 from lmbuild.data.overrides import difference, for_source, merge
 from lmbuild.errors import UserError
-from lmbuild.keys import digest
+from lmbuild.build.keys import digest
 
 SOURCES = [{"type": "embedded", "name": "plays", "parts": ["shakespeare"]}, {"type": "jsonl", "path": "web/*.jsonl"}]
 

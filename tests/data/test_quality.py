@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 import vendored
 
-from lmbuild.config import validate
-from lmbuild.data import clean, quality
+from lmbuild.build.config import validate
+from lmbuild.data import cleaned as clean, quality, quality_model
 from lmbuild.data.embedded import iter_python_stdlib, iter_shakespeare
 from lmbuild.errors import UserError
-from lmbuild.runner import StageContext
+from lmbuild.store.runner import StageContext
 
 from test_clean import make_raw, rows, stage
 
@@ -75,7 +75,7 @@ def train(tmp_path: Path, positives: list[str], negative: list[str], **settings)
         **settings,
     }}})["data"]["quality_model"]
     out, work = stage(tmp_path, "quality_model")
-    return quality.build(StageContext("quality_model", "t", cfg, {}, out, work, 1)), out
+    return quality_model.train_classifier(StageContext("quality_model", "t", cfg, {}, out, work, 1)), out
 
 
 def code_passages(limit: int) -> list[str]:
@@ -149,7 +149,7 @@ def test_a_class_with_no_documents_is_an_error(tmp_path):
         train(tmp_path, ["some prose " * 20] * 5, [])
     cfg = validate({"data": {"quality_model": {"positives": [{"type": "jsonl", "path": str(tmp_path / "pos.jsonl")}]}}})
     with pytest.raises(UserError, match="data.quality_model.negatives: no sources"):
-        quality.build(StageContext("quality_model", "t", cfg["data"]["quality_model"], {}, *stage(tmp_path, "q2"), 1))
+        quality_model.train_classifier(StageContext("quality_model", "t", cfg["data"]["quality_model"], {}, *stage(tmp_path, "q2"), 1))
 
 
 def test_separates_real_prose_from_machine_text(tmp_path):

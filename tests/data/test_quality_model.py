@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from lmbuild.config import validate
+from lmbuild.build.config import validate
 from lmbuild.data import quality, quality_model
 from lmbuild.data.embedded import iter_shakespeare
 from lmbuild.errors import UserError
@@ -36,7 +36,7 @@ def test_a_classifier_of_identical_positives_and_negatives_fails_unless_the_floo
     """The same Shakespeare passages as both classes: the classifier separates nothing (here F1
     0.48 against 0.65 for labelling everything positive); the stage fails with its figures and
     writes no artifact. With min_f1 0 the user takes it anyway."""
-    from lmbuild.runner import run
+    from lmbuild.store.runner import run
 
     acts = [p for _, text, _ in iter_shakespeare() for p in passages(text)]
     random.Random(0).shuffle(acts)

@@ -294,7 +294,7 @@ def docs_of(src, units, index=0):
 def test_hf_folder_streams_one_data_file_at_a_time(chdir):
     """A dataset folder of Parquet shards (as the hub serves them), read through datasets:
     its data files are the units, a row's id names its file and row, whichever job reads it."""
-    from lmbuild.data.sources import hf_data_files
+    from lmbuild.data.hub import hf_data_files
 
     (chdir / "ds" / "data").mkdir(parents=True)
     for f in range(3):

@@ -1,0 +1,476 @@
+"""Stage ``deduplicated``: exact or MinHash deduplication and 13-gram decontamination, fanned out
+over hash buckets.
+
+The stage is a map-reduce over ``buckets`` (B, from ``data.dedup.buckets``) that Snakemake runs
+as separate jobs, so that it spreads over a cluster (rules/deduplicated.smk):
+
+* ``partition(part)`` (B jobs, "map"): the cleaned shards ``files[part::B]``; for every
+  document it writes hash keys into one file (or folder) per bucket by ``key % B`` and the ids of
+  contaminated documents into ``contaminated.parquet``.
+  - ``exact``: the key is DuckDB's 64-bit ``hash()`` and the length of the normalised text
+    (lowercased (Unicode), every run of ASCII whitespace replaced by one space, trimmed; or the
+    text as it is with ``exact_normalise: false``: 1.4 s against 2.4 s for this map on 4M short
+    documents, but the whole stage only ~10% faster), written
+    by one DuckDB ``COPY ... PARTITION_BY`` into ``keys/b=<c>/``. ``md5_number`` (128 bits)
+    made the hashing query 2.6x slower (10.5 s against 4.0 s for 1M short documents); with 64
+    bits plus the length, two distinct texts of equal length collide with probability 2^-64 per
+    pair, so about one wrongly dropped document is expected in ~6 billion same-length documents.
+  - ``minhash``: one key per LSH band, from MinHash signatures computed with numpy
+    (``lmbuild.data.minhash``; 5-gram word shingles, 14 bands x 8 rows by default, as
+    datatrove; Broder 1997; Lee et al. 2022).
+* ``bucket(c)`` (B jobs, "reduce"): bucket c of every map; one DuckDB query groups equal keys
+  (equal (band, key) for MinHash: a candidate pair) and writes an edge from every document of a
+  group to the group's smallest id (for ``exact`` these edges are final: a group is complete in
+  its bucket). Memory is that of one bucket; DuckDB spills
+  to ``temp_directory`` beyond ``memory_limit``.
+* ``build`` (1 job, "gather"): for MinHash, connected components of all edges (numpy min-label
+  propagation with pointer jumping), one survivor per component: the smallest id, so the result does not depend
+  on shard order, bucket count or thread scheduling. One DuckDB join finds the (shard, row) of
+  every dropped id; then every cleaned shard is streamed, without those rows, into an output
+  shard of the same name (input order kept; shards in parallel threads), and the counts,
+  reasons and cluster sizes go to the manifest. Called with no
+  bucket inputs (tests, benchmarks), it runs the map and reduce steps itself, in ``ctx.work``.
+
+Decontamination (optional, ``data.dedup.decontaminate``): a document is dropped when one of
+its word 13-grams, normalised as lm-eval's ``Janitor`` (lowercase ASCII, punctuation deleted,
+split on whitespace), occurs in the configured evaluation data: the check of Brown et al. 2020
+(GPT-3, appendix C), also used by lm-eval's decontamination. Membership is a numpy binary search
+in the sorted 64-bit hashes of the evaluation n-grams (a few MB for HellaSwag and WikiText-2);
+training n-grams are never held beyond one record batch. A contaminated document is dropped
+with the reason ``contaminated`` even where it survived deduplication (its duplicates are still
+dropped as duplicates).
+
+What this stage does not do: remove repeated passages inside documents (exact substring
+dedup), verify MinHash candidates by exact Jaccard, or shuffle.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lmbuild.data.minhash import MinHasher, contaminated, ngram_set, sorted_unique
+from lmbuild.errors import UserError
+from lmbuild.store.artifact import artifact_files, parquet_shards, read_manifest
+from lmbuild.store.runner import StageContext
+
+log = logging.getLogger(__name__)
+
+# The regex replace runs only where it can change something (two spaces, or whitespace other than
+# a space: a superset of its matches): substring tests are far cheaper than a replace that copies
+# the string, and most short documents have neither (same keys either way).
+_WS = r"'\s\s+|[^\S ]'"
+_MAY_MATCH = " OR ".join(["contains(text, '  ')", *(f"contains(text, chr({c}))" for c in (9, 10, 11, 12, 13))])
+_LOWERED = f"lower(CASE WHEN {_MAY_MATCH} THEN regexp_replace(text, {_WS}, ' ', 'g') ELSE text END)"
+# DuckDB's trim() (spaces only) cost 0.6 s per 1M short documents even where there is nothing to
+# trim, more than the lowercasing and the replace together; the gate keeps its result.
+_TRIMMED = "CASE WHEN starts_with(t, ' ') OR ends_with(t, ' ') THEN trim(t) ELSE t END"
+READ_ROWS = 2048  # documents per record batch in the numpy paths
+SLICE_BYTES = 1 << 20  # text per numpy hashing call: memory ~60 MB, speed as with 8 MB
+WRITE_ROWS = 1 << 16  # documents per output batch (and row group): 2048 made writes 35% of exact dedup
+BAND_KEYS = pa.schema([("id", pa.string()), ("band", pa.uint8()), ("key", pa.uint64())])
+EDGES = pa.schema([("id", pa.string()), ("keep", pa.string())])
+REASON = {"exact": "exact_duplicate", "minhash": "near_duplicate"}
+
+
+def _sql_str(path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _sql_list(paths) -> str:
+    return "[" + ", ".join(f"'{_sql_str(p)}'" for p in paths) + "]"
+
+
+def _connect(settings: dict, work: Path, threads: int) -> duckdb.DuckDBPyConnection:
+    tmp = Path(work) / "duckdb"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        return duckdb.connect(
+            config={
+                "threads": max(1, threads),
+                "memory_limit": settings["memory_limit"],
+                "temp_directory": str(tmp),
+                "preserve_insertion_order": False,
+            }
+        )
+    except duckdb.Error as exc:
+        raise UserError(f"data.dedup.memory_limit: {settings['memory_limit']!r} rejected by DuckDB: {exc}") from None
+
+
+def _check(settings: dict) -> None:
+    if settings["method"] not in REASON:
+        raise UserError(f"data.dedup.method: unknown method {settings['method']!r} (exact or minhash)")
+
+
+def minhasher(settings: dict) -> MinHasher:
+    m = settings.get("minhash", {})
+    return MinHasher(m.get("ngram", 5), m.get("bands", 14), m.get("rows", 8), m.get("seed", 1))
+
+
+# --- decontamination ------------------------------------------------------------------------
+
+
+def eval_files(settings: dict) -> list[tuple[int, str]]:
+    """(entry index, file) for every configured evaluation file, sorted; UserError if a glob is empty."""
+    out = []
+    for i, entry in enumerate(settings.get("decontaminate", {}).get("eval", [])):
+        files = sorted(p for p in glob.glob(entry["path"], recursive=True) if Path(p).is_file())
+        if not files:
+            raise UserError(f"data.dedup.decontaminate.eval[{i}].path: no file matches {entry['path']!r}")
+        out += [(i, f) for f in files]
+    return out
+
+
+def _eval_texts(path: str, fields: list[str], where: str) -> list[str]:
+    """One text per JSON line (the named fields joined; lists flattened), or the whole file."""
+    if not path.endswith((".jsonl", ".json")):
+        return [Path(path).read_text(encoding="utf-8", errors="replace")]
+    texts = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{line_no}: not JSON ({exc.msg}); {where}") from None
+            parts = []
+            for field in fields:
+                value = rec.get(field) if isinstance(rec, dict) else None
+                if value is None:
+                    raise UserError(f"{path}:{line_no}: no field {field!r} ({where}.fields)")
+                parts += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+            texts.append("\n".join(parts))
+    return texts
+
+
+def eval_index(settings: dict) -> tuple[int, list[tuple[str, np.ndarray]]]:
+    """(n, [(eval entry path, sorted unique n-gram hashes)]) of the configured evaluation data."""
+    deco = settings.get("decontaminate", {})
+    n = deco.get("ngram", 13)
+    entries = deco.get("eval", [])
+    by_entry: dict[int, list[np.ndarray]] = {}
+    for i, f in eval_files(settings):
+        texts = _eval_texts(f, entries[i].get("fields", ["text"]), f"data.dedup.decontaminate.eval[{i}]")
+        by_entry.setdefault(i, []).append(ngram_set(pa.array(texts, pa.large_string()), n))
+    return n, [(entries[i]["path"], sorted_unique(np.concatenate(v))) for i, v in sorted(by_entry.items())]
+
+
+# --- map: keys per bucket, contaminated ids --------------------------------------------------
+
+
+class _BucketWriters:
+    """One Parquet writer per bucket, opened up front so that every bucket file exists."""
+
+    def __init__(self, out: Path, buckets: int, schema: pa.Schema):
+        self.buckets = buckets
+        self.writers = [pq.ParquetWriter(out / f"bucket-{c:03d}.parquet", schema, compression="zstd") for c in range(buckets)]
+        self.schema = schema
+
+    def write(self, columns: list, key: np.ndarray) -> None:
+        which = (key % np.uint64(self.buckets)).astype(np.int64)
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(self.buckets + 1))
+        table = pa.Table.from_arrays(columns, schema=self.schema).take(pa.array(order))
+        for c in range(self.buckets):
+            if bounds[c + 1] > bounds[c]:
+                self.writers[c].write_table(table.slice(bounds[c], bounds[c + 1] - bounds[c]))
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+def _texts(files: list[str], columns=("id", "text")):
+    """Record batches of at most READ_ROWS documents and SLICE_BYTES of text (or one document):
+    the numpy hashing holds ~60 bytes per byte of text, so this bounds its memory."""
+    for batch in _batches_of(files, columns):
+        sizes = np.cumsum(pc.binary_length(batch.column("text")).fill_null(0).to_numpy(zero_copy_only=False))
+        start = 0
+        while start < batch.num_rows:
+            base = sizes[start - 1] if start else 0
+            end = max(start + 1, int(np.searchsorted(sizes, base + SLICE_BYTES, side="right")))
+            yield batch.slice(start, end - start)
+            start = end
+
+
+def _batches_of(files: list[str], columns):
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f)
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(f"{f}: not a readable Parquet shard: {str(exc).splitlines()[0]}") from None
+        missing = set(columns) - set(pf.schema_arrow.names)
+        if missing:
+            raise UserError(f"{f}: not a cleaned shard, missing column(s) {', '.join(sorted(missing))}")
+        yield from pf.iter_batches(batch_size=READ_ROWS, columns=list(columns))
+
+
+def _texts_sql(files: list[str], normalise: bool) -> str:
+    """SQL for (id, t): t the text as it is or, with ``normalise``, lowercased, runs of ASCII
+    whitespace as one space, trimmed."""
+    source = f"read_parquet({_sql_list(files)})"
+    if not normalise:
+        return f"SELECT id, text AS t FROM {source}"
+    return f"SELECT id, {_TRIMMED} AS t FROM (SELECT id, {_LOWERED} AS t FROM {source})"
+
+
+def partition(ctx: StageContext, part: int) -> dict:
+    """Map job ``part``: hash keys of ``files[part::B]`` into one Parquet file or folder per bucket."""
+    s = ctx.settings
+    _check(s)
+    buckets = s.get("buckets", 1)
+    files = [str(p) for p in parquet_shards(ctx.inputs["cleaned"], "cleaned")][part::buckets]
+    counts: dict = {"files": len(files), "documents": 0, "contaminated": {}}
+    n, index = eval_index(s)
+    conta_ids: list[pa.Array] = []
+    conta_src: list[pa.Array] = []
+    if s["method"] == "exact":
+        # All in DuckDB: hash, then one Parquet folder per bucket (keys/b=<c>/), no Python per row.
+        if files:
+            con = _connect(s, ctx.work, ctx.threads)
+            counts["documents"] = con.execute(
+                f"""COPY (SELECT id, hash(t) AS h, strlen(t)::UBIGINT AS n, (hash(t) % {buckets})::USMALLINT AS b
+                          FROM ({_texts_sql(files, s["exact_normalise"])}))
+                    TO '{_sql_str(ctx.out / "keys")}' (FORMAT parquet, COMPRESSION snappy, PARTITION_BY (b))"""
+            ).fetchone()[0]
+            con.close()
+    else:
+        hasher = minhasher(s)
+        writers = _BucketWriters(ctx.out, buckets, BAND_KEYS)
+        band_ids = np.arange(hasher.bands, dtype=np.uint8)
+        for batch in _texts(files):
+            keys = hasher.band_keys(hasher.signatures(batch.column("text")))  # (docs, bands)
+            rows = np.repeat(np.arange(batch.num_rows), hasher.bands)
+            ids = batch.column("id").take(pa.array(rows))
+            flat = keys.reshape(-1)
+            writers.write([ids, pa.array(np.tile(band_ids, batch.num_rows)), pa.array(flat)], flat)
+            counts["documents"] += batch.num_rows
+        writers.close()
+    if index:
+        for batch in _texts(files):
+            hit = np.zeros(batch.num_rows, bool)
+            source = np.full(batch.num_rows, "", object)
+            for path, grams in index:
+                new = (contaminated(batch.column("text"), n, grams) > 0) & ~hit
+                source[new] = path
+                hit |= new
+            if hit.any():
+                sel = pa.array(np.flatnonzero(hit))
+                conta_ids.append(batch.column("id").take(sel))
+                conta_src.append(pa.array(list(source[hit]), pa.string()))
+    table = pa.table(
+        {"id": pa.concat_arrays(conta_ids) if conta_ids else pa.array([], pa.string()),
+         "eval": pa.concat_arrays(conta_src) if conta_src else pa.array([], pa.string())}
+    )
+    pq.write_table(table, ctx.out / "contaminated.parquet")
+    counts["contaminated"] = dict(Counter(table.column("eval").to_pylist()))
+    return counts
+
+
+# --- reduce: edges to the smallest id of each group ------------------------------------------
+
+
+def bucket(ctx: StageContext, bucket_index: int, maps: list[Path]) -> dict:
+    """Reduce job: edges (id -> smallest id of its group) of one bucket into ``ctx.out/edges.parquet``."""
+    s = ctx.settings
+    _check(s)
+    if s["method"] == "exact":
+        files = sorted(str(f) for m in maps for f in artifact_files(m, f"keys/b={bucket_index}/*.parquet"))
+        group = "h, n"
+    else:
+        files = [str(Path(m) / f"bucket-{bucket_index:03d}.parquet") for m in maps]
+        group = "band, key"
+    if not files:  # no document hashed into this bucket
+        pq.write_table(EDGES.empty_table(), ctx.out / "edges.parquet")
+        return {"keys": 0, "groups": 0, "edges": 0}
+    con = _connect(s, ctx.work, ctx.threads)
+    con.execute(f"CREATE TEMP VIEW k AS SELECT * FROM read_parquet({_sql_list(files)})")
+    con.execute(f"CREATE TEMP TABLE g AS SELECT {group}, min(id) AS keep FROM k GROUP BY ALL HAVING count(*) > 1")
+    rows = con.execute(
+        f"""COPY (SELECT DISTINCT k.id, g.keep FROM k JOIN g USING ({group}) WHERE k.id <> g.keep)
+            TO '{_sql_str(ctx.out / "edges.parquet")}' (FORMAT parquet, COMPRESSION zstd)"""
+    ).fetchone()[0]
+    keys, groups = con.execute("SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM g)").fetchone()
+    con.close()
+    return {"keys": int(keys), "groups": int(groups), "edges": int(rows)}
+
+
+# --- gather -----------------------------------------------------------------------------------
+
+
+def components(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """Label of every node 0..n-1: the smallest node of its connected component.
+
+    Min-label propagation over the edges with pointer jumping, all in numpy; converges in
+    O(log(component diameter)) rounds for the star-shaped edge sets the buckets produce.
+    """
+    labels = np.arange(n, dtype=np.int64)
+    while True:
+        m = np.minimum(labels[u], labels[v])
+        before = labels.copy()
+        np.minimum.at(labels, u, m)
+        np.minimum.at(labels, v, m)
+        while True:  # pointer jumping: every node to its label's label
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels, before):
+            return labels
+
+
+def _local_parts(ctx: StageContext) -> tuple[list[Path], list[Path]]:
+    """Run every map and reduce job in this process; return their output folders."""
+    buckets = ctx.settings.get("buckets", 1)
+    maps = []
+    for p in range(buckets):
+        out = ctx.work / f"map-{p:03d}"
+        out.mkdir(parents=True, exist_ok=True)
+        counts = partition(StageContext(ctx.stage, ctx.key, ctx.settings, ctx.inputs, out, ctx.work / "w", ctx.threads), p)
+        (out / "manifest.json").write_text(json.dumps({"counts": counts}))
+        maps.append(out)
+    outs = []
+    for c in range(buckets):
+        out = ctx.work / f"bucket-{c:03d}"
+        out.mkdir(parents=True, exist_ok=True)
+        counts = bucket(StageContext(ctx.stage, ctx.key, ctx.settings, {}, out, ctx.work / "w", ctx.threads), c, maps)
+        (out / "manifest.json").write_text(json.dumps({"counts": counts}))
+        outs.append(out)
+    return maps, outs
+
+
+def _clusters(con: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Table ``dup`` (id, keep: the smallest id of its connected component) from the edges in
+    table ``e``; returns the size of every component."""
+    # Nodes numbered in id order, so the smallest label of a component is its smallest id.
+    con.execute(
+        "CREATE TEMP TABLE nodes AS SELECT id, (row_number() OVER (ORDER BY id) - 1)::BIGINT AS i "
+        "FROM (SELECT id FROM e UNION SELECT keep FROM e)"
+    )
+    n_nodes = con.execute("SELECT count(*) FROM nodes").fetchone()[0]
+    uv = con.execute("SELECT a.i AS u, b.i AS v FROM e JOIN nodes a ON e.id = a.id JOIN nodes b ON e.keep = b.id").fetchnumpy()
+    labels = components(np.asarray(uv["u"], np.int64), np.asarray(uv["v"], np.int64), n_nodes)
+    sizes = np.bincount(labels, minlength=n_nodes)[sorted_unique(labels)] if n_nodes else np.zeros(0, np.int64)
+    con.register("lab", pa.table({"i": np.arange(n_nodes, dtype=np.int64), "label": labels}))
+    con.execute(
+        "CREATE TEMP TABLE dup AS SELECT n.id, k.id AS keep FROM lab JOIN nodes n ON lab.i = n.i "
+        "JOIN nodes k ON lab.label = k.i WHERE lab.i <> lab.label"
+    )
+    con.unregister("lab")
+    return sizes
+
+
+def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path) -> int:
+    """Copy ``shard`` to ``out`` without the rows at the sorted positions ``drop_rows``; returns the count.
+
+    Written by pyarrow with the input's schema: DuckDB's COPY would mark columns NOT NULL in
+    non-empty files only, and readers that concatenate shards reject the mix.
+    """
+    pf = pq.ParquetFile(shard)
+    written = start = 0
+    with pq.ParquetWriter(out, pf.schema_arrow, compression="zstd") as writer:
+        for batch in pf.iter_batches(batch_size=WRITE_ROWS):
+            n = batch.num_rows
+            lo, hi = np.searchsorted(drop_rows, [start, start + n])
+            if hi > lo:
+                keep = np.ones(n, bool)
+                keep[drop_rows[lo:hi] - start] = False
+                batch = batch.filter(pa.array(keep))
+            writer.write_batch(batch)
+            written += batch.num_rows
+            start += n
+    return written
+
+
+def build(ctx: StageContext) -> dict:
+    """Gather: components, survivors, decontamination; write the output shards and counts.
+
+    ``ctx.inputs``: ``cleaned`` and, from the workflow, ``map_XXX`` and ``bucket_XXX`` (the map
+    and reduce outputs); without them the whole map-reduce runs here.
+    """
+    s = ctx.settings
+    _check(s)
+    shards = parquet_shards(ctx.inputs["cleaned"], "cleaned")
+    maps = [Path(p) for k, p in sorted(ctx.inputs.items()) if k.startswith("map_")]
+    bucket_dirs = [Path(p) for k, p in sorted(ctx.inputs.items()) if k.startswith("bucket_")]
+    if not bucket_dirs:
+        maps, bucket_dirs = _local_parts(ctx)
+    map_counts = [read_manifest(m)["counts"] for m in maps]
+    con = _connect(s, ctx.work, ctx.threads)
+    edge_files = [str(Path(b) / "edges.parquet") for b in bucket_dirs]
+    con.execute("CREATE TEMP TABLE e AS SELECT * FROM read_parquet(?)", [edge_files])
+    if s["method"] == "exact":
+        # Groups of equal keys are complete inside their bucket: the edges already point at
+        # each group's smallest id, there is nothing to connect.
+        con.execute("CREATE TEMP TABLE dup AS SELECT id, keep FROM e")
+        sizes = np.asarray(con.execute("SELECT count(*) + 1 FROM e GROUP BY keep").fetchnumpy().popitem()[1], np.int64)
+    else:
+        sizes = _clusters(con)
+    conta_files = [str(m / "contaminated.parquet") for m in maps]
+    con.execute("CREATE TEMP TABLE conta AS SELECT id, eval FROM read_parquet(?)", [conta_files])
+    con.execute(
+        "CREATE TEMP TABLE dropped AS SELECT id, 'contaminated' AS reason, eval AS detail FROM conta "
+        f"UNION ALL SELECT id, '{REASON[s['method']]}', keep FROM dup ANTI JOIN conta USING (id)"
+    )
+    # For a person (and the tests): why each document went; detail = the survivor it duplicates
+    # or the evaluation data it overlaps.
+    con.execute(
+        f"COPY (SELECT * FROM dropped ORDER BY id) TO '{_sql_str(ctx.out / 'dropped.parquet')}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    # Where each dropped document sits (shard, row): one join over the id column of all shards,
+    # so that no shard is matched against every dropped id (with S shards that was S hash
+    # builds of the whole dropped set). Sorted by shard, a shard's lookup reads its row groups only.
+    con.execute(
+        f"""CREATE TEMP TABLE drop_rows AS SELECT c.filename AS f, c.file_row_number AS r
+            FROM read_parquet({_sql_list(shards)}, filename = true, file_row_number = true) c
+            SEMI JOIN dropped d ON c.id = d.id ORDER BY f, r"""
+    )
+    lock = Lock()  # a connection is not thread-safe: one query at a time
+
+    def survivors(shard: Path) -> int:
+        with lock:
+            rows = con.execute("SELECT r FROM drop_rows WHERE f = ? ORDER BY r", [str(shard)]).fetchnumpy()["r"]
+        return _write_survivors(shard, np.asarray(rows, np.int64), ctx.out / shard.name)
+
+    # Shards in parallel threads (pyarrow releases the GIL while it decodes and encodes): 4.6 s
+    # -> 2.9 s for the 8 shards of 4M short documents on 2 cores.
+    with ThreadPoolExecutor(max(1, min(ctx.threads, len(shards)))) as pool:
+        docs_out = sum(pool.map(survivors, shards))
+    reasons = dict(con.execute("SELECT reason, count(*) FROM dropped GROUP BY reason ORDER BY reason").fetchall())
+    con.close()
+    docs_in = sum(c["documents"] for c in map_counts)
+    if docs_in - docs_out != sum(reasons.values()):
+        raise RuntimeError(f"dedup kept {docs_out} of {docs_in} documents but dropped {sum(reasons.values())}")
+    conta: Counter = Counter()
+    for c in map_counts:
+        conta.update(c.get("contaminated", {}))
+    size_hist = Counter(int(x) for x in sizes)
+    log.info("%d -> %d documents; dropped %s; %d clusters", docs_in, docs_out, reasons, len(sizes))
+    return {
+        "method": s["method"],
+        "documents_in": int(docs_in),
+        "documents_out": int(docs_out),
+        "duplicates_removed": int(reasons.get(REASON[s["method"]], 0)),
+        "dropped": {k: int(x) for k, x in reasons.items()},
+        "contaminated_by_eval": dict(conta),
+        "clusters": {
+            "count": int(len(sizes)),
+            "documents": int(sizes.sum()),
+            "max_size": int(sizes.max()) if len(sizes) else 0,
+            "sizes": {str(k): size_hist[k] for k in sorted(size_hist)},
+        },
+        "buckets": len(bucket_dirs),
+        "shards": len(shards),
+    }
