@@ -95,7 +95,7 @@ def test_keys_are_stable_across_processes():
 def test_code_files_follow_imports():
     clean = code_files("cleaned")
     assert "scripts/cleaned.py" in clean and "lmbuild/data/cleaned.py" in clean
-    assert "lmbuild/data/filters.py" in clean  # imported by clean.py
+    assert "lmbuild/data/filters/__init__.py" in clean  # imported by cleaned.py
     assert not any(f.startswith("lmbuild/data/") for f in code_files("trained_checkpoint"))
 
 
@@ -137,6 +137,11 @@ DATA = TOP | {"lmbuild/data/__init__.py"}
 TOKENS = TOP | {"lmbuild/tokens/__init__.py"}
 MODELS = TOP | {"lmbuild/models/__init__.py", "lmbuild/models/common.py"}
 EVALUATION = TOP | {"lmbuild/evaluation/__init__.py"}
+# The filters package: one module per rule family (lmbuild/data/filters/__init__.py imports them all).
+FILTERS = {f"lmbuild/data/filters/{m}.py" for m in (
+    "__init__", "base", "unicode", "length", "langid", "gopher_repetition", "kernels", "gopher_quality", "c4", "fineweb",
+    "starcoder", "pii",
+)}
 READERS = {"lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py", "lmbuild/data/hub.py"}
 CODE_SETS = {
     "raw": DATA | READERS | {"scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/raw.py", "lmbuild/data/groups.py"},
@@ -144,7 +149,7 @@ CODE_SETS = {
     "quality_model": DATA | READERS | {"scripts/quality_model.py", "lmbuild/data/quality_model.py", "lmbuild/data/quality.py"},
     # Not the readers: cleaning names its shards with groups.shard_name, and scores with quality.py only.
     "cleaned": DATA | {
-        "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/cleaned.py", "lmbuild/data/filters.py",
+        "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/cleaned.py", *FILTERS,
         "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py", "lmbuild/data/groups.py", "lmbuild/data/files.py",
     },
     "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py"},

@@ -88,9 +88,9 @@ def test_repetition_statistics_match_reference_exactly():
 def test_repetition_statistics_in_hash_partitions_match_reference(monkeypatch):
     """Long documents are counted in hash partitions (bounded hash tables); forced here on
     small ones, the statistics stay exactly the reference's."""
-    import lmbuild.data.filters as filters
+    import lmbuild.data.filters.kernels as kernels
 
-    monkeypatch.setattr(filters, "COUNT_CHUNK", 64)
+    monkeypatch.setattr(kernels, "COUNT_CHUNK", 64)
     texts = EDGE_CASES + real_texts()[::3]
     stats = GopherRepetitionFilter().stats(texts)
     for i, text in enumerate(texts):
