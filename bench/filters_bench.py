@@ -5,7 +5,7 @@
 
 One process, one core each, on the same real prose (no network):
 
-* ``lmbuild``: :class:`lmbuild.data.cleaned.Cleaner` on Arrow record batches of 256
+* ``lmbuild``: :class:`lmbuild.data.cleaner.Cleaner` on Arrow record batches of 256
   documents, as the stage runs it: fastText language ID, Gopher repetition, Gopher
   quality, C4 (FineWeb's settings: no terminal-punctuation rule), FineWeb. Normalisation
   and PII redaction are off (datatrove's filters do neither).
@@ -164,7 +164,8 @@ def run_datatrove_classifier(python: str, texts_path: str, model: Path) -> dict:
 def run_lmbuild(texts: list[str], config: dict | None = None, classifier: Path | None = None) -> dict:
     import pyarrow as pa
 
-    from lmbuild.data.cleaned import READ_ROWS, Cleaner
+    from lmbuild.data.cleaned import READ_ROWS
+    from lmbuild.data.cleaner import Cleaner
 
     cleaner = Cleaner(config or settings(), None if classifier is None else str(classifier))
     batches = []

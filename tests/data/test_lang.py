@@ -21,7 +21,7 @@ import pytest
 
 from lmbuild.build.config import validate
 from lmbuild.data import cleaned as clean, lang
-from lmbuild.data.cleaned import Cleaner
+from lmbuild.data.cleaner import Cleaner
 from lmbuild.data.filters import GopherQualityFilter
 from lmbuild.errors import UserError
 

@@ -19,7 +19,7 @@ import pytest
 import vendored
 
 from lmbuild.build.config import validate
-from lmbuild.data import cleaned as clean, quality, quality_model
+from lmbuild.data import cleaned as clean, cleaner, quality, quality_model
 from lmbuild.data.embedded import iter_python_stdlib, iter_shakespeare
 from lmbuild.errors import UserError
 from lmbuild.store.runner import StageContext
@@ -141,7 +141,7 @@ def test_classifier_separates_shakespeare_from_machine_text_and_cleaning_uses_it
 def test_cleaning_without_its_classifier_input_is_an_error(tmp_path):
     settings = validate({"data": {"clean": {"quality": {"enabled": True}}}})["data"]["clean"]
     with pytest.raises(UserError, match="quality_model"):
-        clean.Cleaner(settings)
+        cleaner.Cleaner(settings)
 
 
 def test_a_class_with_no_documents_is_an_error(tmp_path):
