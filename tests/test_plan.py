@@ -152,7 +152,8 @@ CODE_SETS = {
         "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/cleaned.py", "lmbuild/data/cleaner.py", *FILTERS,
         "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py", "lmbuild/data/groups.py", "lmbuild/data/files.py",
     },
-    "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py"},
+    "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py",
+                     "lmbuild/data/clusters.py", "lmbuild/data/decontamination.py"},
     "tokenizer": TOKENS | {"scripts/tokenizer.py", "lmbuild/tokens/tokenizer.py"},
     "shards": TOKENS | {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/tokens/shards.py"},
     # A causal model: no encoder code (an encoder's init runs scripts/init_checkpoint_masked.py).

@@ -23,22 +23,18 @@ as separate jobs, so that it spreads over a cluster (rules/deduplicated.smk):
   group to the group's smallest id (for ``exact`` these edges are final: a group is complete in
   its bucket). Memory is that of one bucket; DuckDB spills
   to ``temp_directory`` beyond ``memory_limit``.
-* ``build`` (1 job, "gather"): for MinHash, connected components of all edges (numpy min-label
-  propagation with pointer jumping), one survivor per component: the smallest id, so the result does not depend
-  on shard order, bucket count or thread scheduling. One DuckDB join finds the (shard, row) of
+* ``build`` (1 job, "gather"): for MinHash, connected components of all edges
+  (lmbuild.data.clusters: numpy min-label propagation with pointer jumping), one survivor per
+  component: the smallest id, so the result does not depend on shard order, bucket count or
+  thread scheduling. One DuckDB join finds the (shard, row) of
   every dropped id; then every cleaned shard is streamed, without those rows, into an output
   shard of the same name (input order kept; shards in parallel threads), and the counts,
   reasons and cluster sizes go to the manifest. Called with no
   bucket inputs (tests, benchmarks), it runs the map and reduce steps itself, in ``ctx.work``.
 
-Decontamination (optional, ``data.dedup.decontaminate``): a document is dropped when one of
-its word 13-grams, normalised as lm-eval's ``Janitor`` (lowercase ASCII, punctuation deleted,
-split on whitespace), occurs in the configured evaluation data: the check of Brown et al. 2020
-(GPT-3, appendix C), also used by lm-eval's decontamination. Membership is a numpy binary search
-in the sorted 64-bit hashes of the evaluation n-grams (a few MB for HellaSwag and WikiText-2);
-training n-grams are never held beyond one record batch. A contaminated document is dropped
-with the reason ``contaminated`` even where it survived deduplication (its duplicates are still
-dropped as duplicates).
+Decontamination (optional, ``data.dedup.decontaminate``, lmbuild.data.decontamination): a
+document is dropped when one of its word 13-grams occurs in the configured evaluation data
+(Brown et al. 2020), with the reason ``contaminated``, even where it survived deduplication.
 
 What this stage does not do: remove repeated passages inside documents (exact substring
 dedup), verify MinHash candidates by exact Jaccard, or shuffle.
@@ -46,7 +42,6 @@ dedup), verify MinHash candidates by exact Jaccard, or shuffle.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 from collections import Counter
@@ -60,7 +55,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lmbuild.data.minhash import MinHasher, contaminated, ngram_set, sorted_unique
+from lmbuild.data.clusters import clusters
+from lmbuild.data.decontamination import contaminated_table, eval_index
+from lmbuild.data.minhash import MinHasher
 from lmbuild.errors import UserError
 from lmbuild.store.artifact import artifact_files, parquet_shards, read_manifest
 from lmbuild.store.runner import StageContext
@@ -116,55 +113,6 @@ def _check(settings: dict) -> None:
 def minhasher(settings: dict) -> MinHasher:
     m = settings.get("minhash", {})
     return MinHasher(m.get("ngram", 5), m.get("bands", 14), m.get("rows", 8), m.get("seed", 1))
-
-
-# --- decontamination ------------------------------------------------------------------------
-
-
-def eval_files(settings: dict) -> list[tuple[int, str]]:
-    """(entry index, file) for every configured evaluation file, sorted; UserError if a glob is empty."""
-    out = []
-    for i, entry in enumerate(settings.get("decontaminate", {}).get("eval", [])):
-        files = sorted(p for p in glob.glob(entry["path"], recursive=True) if Path(p).is_file())
-        if not files:
-            raise UserError(f"data.dedup.decontaminate.eval[{i}].path: no file matches {entry['path']!r}")
-        out += [(i, f) for f in files]
-    return out
-
-
-def _eval_texts(path: str, fields: list[str], where: str) -> list[str]:
-    """One text per JSON line (the named fields joined; lists flattened), or the whole file."""
-    if not path.endswith((".jsonl", ".json")):
-        return [Path(path).read_text(encoding="utf-8", errors="replace")]
-    texts = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{line_no}: not JSON ({exc.msg}); {where}") from None
-            parts = []
-            for field in fields:
-                value = rec.get(field) if isinstance(rec, dict) else None
-                if value is None:
-                    raise UserError(f"{path}:{line_no}: no field {field!r} ({where}.fields)")
-                parts += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-            texts.append("\n".join(parts))
-    return texts
-
-
-def eval_index(settings: dict) -> tuple[int, list[tuple[str, np.ndarray]]]:
-    """(n, [(eval entry path, sorted unique n-gram hashes)]) of the configured evaluation data."""
-    deco = settings.get("decontaminate", {})
-    n = deco.get("ngram", 13)
-    entries = deco.get("eval", [])
-    by_entry: dict[int, list[np.ndarray]] = {}
-    for i, f in eval_files(settings):
-        texts = _eval_texts(f, entries[i].get("fields", ["text"]), f"data.dedup.decontaminate.eval[{i}]")
-        by_entry.setdefault(i, []).append(ngram_set(pa.array(texts, pa.large_string()), n))
-    return n, [(entries[i]["path"], sorted_unique(np.concatenate(v))) for i, v in sorted(by_entry.items())]
 
 
 # --- map: keys per bucket, contaminated ids --------------------------------------------------
@@ -234,8 +182,6 @@ def partition(ctx: StageContext, part: int) -> dict:
     files = [str(p) for p in parquet_shards(ctx.inputs["cleaned"], "cleaned")][part::buckets]
     counts: dict = {"files": len(files), "documents": 0, "contaminated": {}}
     n, index = eval_index(s)
-    conta_ids: list[pa.Array] = []
-    conta_src: list[pa.Array] = []
     if s["method"] == "exact":
         # All in DuckDB: hash, then one Parquet folder per bucket (keys/b=<c>/), no Python per row.
         if files:
@@ -258,22 +204,7 @@ def partition(ctx: StageContext, part: int) -> dict:
             writers.write([ids, pa.array(np.tile(band_ids, batch.num_rows)), pa.array(flat)], flat)
             counts["documents"] += batch.num_rows
         writers.close()
-    if index:
-        for batch in _texts(files):
-            hit = np.zeros(batch.num_rows, bool)
-            source = np.full(batch.num_rows, "", object)
-            for path, grams in index:
-                new = (contaminated(batch.column("text"), n, grams) > 0) & ~hit
-                source[new] = path
-                hit |= new
-            if hit.any():
-                sel = pa.array(np.flatnonzero(hit))
-                conta_ids.append(batch.column("id").take(sel))
-                conta_src.append(pa.array(list(source[hit]), pa.string()))
-    table = pa.table(
-        {"id": pa.concat_arrays(conta_ids) if conta_ids else pa.array([], pa.string()),
-         "eval": pa.concat_arrays(conta_src) if conta_src else pa.array([], pa.string())}
-    )
+    table = contaminated_table(_texts(files), n, index)  # _texts is lazy: no index, no read
     pq.write_table(table, ctx.out / "contaminated.parquet")
     counts["contaminated"] = dict(Counter(table.column("eval").to_pylist()))
     return counts
@@ -310,27 +241,6 @@ def bucket(ctx: StageContext, bucket_index: int, maps: list[Path]) -> dict:
 # --- gather -----------------------------------------------------------------------------------
 
 
-def components(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
-    """Label of every node 0..n-1: the smallest node of its connected component.
-
-    Min-label propagation over the edges with pointer jumping, all in numpy; converges in
-    O(log(component diameter)) rounds for the star-shaped edge sets the buckets produce.
-    """
-    labels = np.arange(n, dtype=np.int64)
-    while True:
-        m = np.minimum(labels[u], labels[v])
-        before = labels.copy()
-        np.minimum.at(labels, u, m)
-        np.minimum.at(labels, v, m)
-        while True:  # pointer jumping: every node to its label's label
-            jumped = labels[labels]
-            if np.array_equal(jumped, labels):
-                break
-            labels = jumped
-        if np.array_equal(labels, before):
-            return labels
-
-
 def _local_parts(ctx: StageContext) -> tuple[list[Path], list[Path]]:
     """Run every map and reduce job in this process; return their output folders."""
     buckets = ctx.settings.get("buckets", 1)
@@ -349,27 +259,6 @@ def _local_parts(ctx: StageContext) -> tuple[list[Path], list[Path]]:
         (out / "manifest.json").write_text(json.dumps({"counts": counts}))
         outs.append(out)
     return maps, outs
-
-
-def _clusters(con: duckdb.DuckDBPyConnection) -> np.ndarray:
-    """Table ``dup`` (id, keep: the smallest id of its connected component) from the edges in
-    table ``e``; returns the size of every component."""
-    # Nodes numbered in id order, so the smallest label of a component is its smallest id.
-    con.execute(
-        "CREATE TEMP TABLE nodes AS SELECT id, (row_number() OVER (ORDER BY id) - 1)::BIGINT AS i "
-        "FROM (SELECT id FROM e UNION SELECT keep FROM e)"
-    )
-    n_nodes = con.execute("SELECT count(*) FROM nodes").fetchone()[0]
-    uv = con.execute("SELECT a.i AS u, b.i AS v FROM e JOIN nodes a ON e.id = a.id JOIN nodes b ON e.keep = b.id").fetchnumpy()
-    labels = components(np.asarray(uv["u"], np.int64), np.asarray(uv["v"], np.int64), n_nodes)
-    sizes = np.bincount(labels, minlength=n_nodes)[sorted_unique(labels)] if n_nodes else np.zeros(0, np.int64)
-    con.register("lab", pa.table({"i": np.arange(n_nodes, dtype=np.int64), "label": labels}))
-    con.execute(
-        "CREATE TEMP TABLE dup AS SELECT n.id, k.id AS keep FROM lab JOIN nodes n ON lab.i = n.i "
-        "JOIN nodes k ON lab.label = k.i WHERE lab.i <> lab.label"
-    )
-    con.unregister("lab")
-    return sizes
 
 
 def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path) -> int:
@@ -417,7 +306,7 @@ def build(ctx: StageContext) -> dict:
         con.execute("CREATE TEMP TABLE dup AS SELECT id, keep FROM e")
         sizes = np.asarray(con.execute("SELECT count(*) + 1 FROM e GROUP BY keep").fetchnumpy().popitem()[1], np.int64)
     else:
-        sizes = _clusters(con)
+        sizes = clusters(con)
     conta_files = [str(m / "contaminated.parquet") for m in maps]
     con.execute("CREATE TEMP TABLE conta AS SELECT id, eval FROM read_parquet(?)", [conta_files])
     con.execute(

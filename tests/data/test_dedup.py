@@ -19,7 +19,7 @@ import pytest
 
 from lmbuild.build import graph as plan
 from lmbuild.build.config import validate
-from lmbuild.data import cleaned as clean, deduplicated as dedup
+from lmbuild.data import cleaned as clean, clusters, deduplicated as dedup
 from lmbuild.data import minhash as mh
 from lmbuild.data.embedded import iter_python_stdlib
 from lmbuild.errors import UserError
@@ -261,7 +261,7 @@ def test_components_match_breadth_first_search():
     rng = np.random.default_rng(0)
     n = 500
     u, v = rng.integers(0, n, 300), rng.integers(0, n, 300)
-    labels = dedup.components(u, v, n)
+    labels = clusters.components(u, v, n)
     adj = defaultdict(set)
     for a, b in zip(u.tolist(), v.tolist()):
         adj[a].add(b)
