@@ -2,11 +2,11 @@
 ModernBERT masked LM (:mod:`lmbuild.models.modernbert`), run by its own entry
 (``scripts/trained_checkpoint_masked.py``).
 
-Training (``train``): the causal stage's Trainer and its setup (:func:`lmbuild.training.trainer.make_trainer`,
-:mod:`lmbuild.training.run`: data order, checkpoints and resume, divergence checks, loss curve,
-TensorBoard) on the same packed blocks, with
-``DataCollatorForLanguageModeling`` (``train.mlm_probability``, BERT's 80/10/10 replacement,
-seeded by ``train.seed``) instead of next-token labels. The validation loss is the masked-LM
+Training (``train``): the causal stage's Trainer and its one setup
+(:func:`lmbuild.training.trainer.make_trainer`, :mod:`lmbuild.training.run`: data order,
+checkpoints and resume, divergence checks, loss curve, TensorBoard) on the same packed blocks,
+with ``DataCollatorForLanguageModeling`` (``train.mlm_probability``, BERT's 80/10/10
+replacement, seeded by ``train.seed``) instead of next-token labels. The validation loss is the masked-LM
 loss on a fixed masking of the validation blocks (each block masked from ``seed`` and its
 index), so the curve's points are comparable.
 
