@@ -76,6 +76,7 @@ disk (checkpoints.py), kept steps (kept.py), the stable cache (stable_cache.py),
 (spikes.py), the loss curve (curve.py), torchrun and srun (launch.py). :func:`train` reads top to
 bottom: inputs and checks, setup, the training loop with its rollbacks, the artifact.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,7 +93,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, defaul
 from lmbuild.store.runner import StageContext
 from lmbuild.tokens.blocks import META, tokens_per_source
 from lmbuild.training import accel
-from lmbuild.training.accel import use_bf16
 from lmbuild.training.checkpoints import finished, last_checkpoint
 from lmbuild.training.kept import KeptSteps
 from lmbuild.training.launch import launch, worker
@@ -122,7 +122,7 @@ def train(s: dict, inputs: dict[str, Path], out: Path, work: Path, threads: int,
     data = read_blocks(s, shards, meta)
 
     # Set up: precision and processes, kept steps and the stable cache, spikes, TensorBoard.
-    bf16 = use_bf16(s["bf16"])
+    bf16 = accel.use_bf16(s["bf16"])
     checkpoints = work / "trainer"
     rank0 = int(os.environ.get("RANK", "0")) == 0
     # FSDP under torchrun, also with one process (its overhead on one GPU is measurable).
