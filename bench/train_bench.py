@@ -49,6 +49,8 @@ import lm_corpus as lc  # noqa: E402
 from lmbuild.models import init_checkpoint as model  # noqa: E402
 from lmbuild.tokens import shards as pack, tokenizer
 from lmbuild.training import trained_checkpoint as train
+from lmbuild.training.accel import bf16_available  # noqa: E402
+from lmbuild.training.trainer import CurveCallback  # noqa: E402
 from lmbuild.tokens.blocks import ShardedBlocks  # noqa: E402
 
 WARMUP = 5
@@ -110,14 +112,14 @@ def ours(ins: dict, root: Path, steps: int, batch: int, threads: int, **override
     s = lc.settings("trained_checkpoint", train={"max_steps": steps, "batch_size": batch, "warmup_steps": min(10, steps - 1), "eval_steps": 10_000,
                                                    "save_steps": 10_000, "eval_batches": 1, "logging_steps": 10, **overrides})
     clock = Clock()
-    end = train.CurveCallback.on_step_end
-    train.CurveCallback.on_step_end = lambda self, *a, **k: (clock.on_step_end(*a, **k), end(self, *a, **k))[1]
+    end = CurveCallback.on_step_end
+    CurveCallback.on_step_end = lambda self, *a, **k: (clock.on_step_end(*a, **k), end(self, *a, **k))[1]
     try:
         out, work = root / "out", root / "work"
         out.mkdir(parents=True)
         train.train(s, ins, out, work, threads)
     finally:
-        train.CurveCallback.on_step_end = end
+        CurveCallback.on_step_end = end
     seq = ShardedBlocks(ins["shards"]).seq_len
     return (steps - WARMUP) * batch * seq / clock.seconds
 
@@ -143,7 +145,7 @@ def main() -> None:
         "ours-fp32": lambda d: ours(ins, d, a.steps, a.batch, a.threads, bf16=False),
         "ours-ckpt": lambda d: ours(ins, d, a.steps, a.batch, a.threads, gradient_checkpointing=True),
         "ours-compile": lambda d: ours(ins, d, a.steps, a.batch, a.threads, compile=True),
-        "plain": lambda d: plain(ins, a.steps, a.batch, bf16=train.bf16_available()),
+        "plain": lambda d: plain(ins, a.steps, a.batch, bf16=bf16_available()),
         "plain-fp32": lambda d: plain(ins, a.steps, a.batch, bf16=False),
     }
     chosen = a.variants.split(",")
@@ -158,7 +160,7 @@ def main() -> None:
     n = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(ins["init_checkpoint"]).parameters())
     med = {v: statistics.median(x) for v, x in figures.items()}
     result = {"command": relative_command(sys.argv), "parameters": n, "batch": a.batch, "seq": a.seq, "steps": a.steps, "threads": a.threads,
-              "bf16_native": train.bf16_available(), "load_min_max": [min(loads), max(loads)], "tokens_per_second": figures,
+              "bf16_native": bf16_available(), "load_min_max": [min(loads), max(loads)], "tokens_per_second": figures,
               "median": {v: round(x) for v, x in med.items()},
               "ratio_vs_course_fp32": {v: round(x / med["course-fp32"], 2) for v, x in med.items()} if "course-fp32" in med else None}
     print(json.dumps(result, indent=1))

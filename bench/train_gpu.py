@@ -49,6 +49,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 from lmbuild.build import config as lmconfig, stages  # noqa: E402
 
 from lmbuild.training import trained_checkpoint as train
+from lmbuild.training.launch import launch  # noqa: E402
+from lmbuild.training.trainer import CurveCallback  # noqa: E402
 from lmbuild.store.runner import StageContext  # noqa: E402
 
 PEAK = {"H100": 989e12, "H200": 989e12}  # dense bf16, SXM
@@ -78,7 +80,7 @@ def inputs(root: Path, vocab: int, seq: int, blocks: int, heads: int = 12, size:
 def profile_steps(first: int, last: int) -> None:
     """Wrap steps first..last in torch.profiler and print the kernels that took the most GPU time."""
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
-    begin, end = train.CurveCallback.on_step_begin, train.CurveCallback.on_step_end
+    begin, end = CurveCallback.on_step_begin, CurveCallback.on_step_end
 
     def on_step_begin(self, args, state, control, **kw):
         if state.global_step + 1 == first:
@@ -92,7 +94,7 @@ def profile_steps(first: int, last: int) -> None:
             print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70), flush=True)
         return end(self, args, state, control, **kw)
 
-    train.CurveCallback.on_step_begin, train.CurveCallback.on_step_end = on_step_begin, on_step_end
+    CurveCallback.on_step_begin, CurveCallback.on_step_end = on_step_begin, on_step_end
 
 
 def _version(dist: str) -> str | None:
@@ -138,7 +140,7 @@ def main() -> None:
     ctx.out.mkdir()
     ctx.work.mkdir()
     started = time.time()
-    counts = train.launch(ctx, a.nproc) if a.torchrun or a.nproc > 1 else train.build(ctx)
+    counts = launch(ctx, a.nproc) if a.torchrun or a.nproc > 1 else train.build(ctx)
     wall = time.time() - started
     rows = list(csv.DictReader(open(ctx.out / "loss_curve.csv")))
     tps = statistics.median(float(r["tokens_per_second"]) for r in rows if r["tokens_per_second"] and int(r["step"]) > (10 if a.dry_run else 20))

@@ -19,7 +19,7 @@ rule build_trained_checkpoint:
         runtime=res("trained_checkpoint", "runtime", 120),
         # With gpu > 0 the SLURM plugin submits --gpus=<gpu_model>:<gpu> --cpus-per-gpu=<cpus_per_gpu>;
         # with nodes > 1, --nodes=<nodes> --gres=gpu:<gpu_model>:<gpu> (per node) instead of --gpus,
-        # and the job launches one torchrun per node through srun (lmbuild.training.trained_checkpoint.launch).
+        # and the job launches one torchrun per node through srun (lmbuild.training.launch.launch).
         gpu=job_gpus("trained_checkpoint"),
         gpu_model=job_gpu_model("trained_checkpoint"),
         gres=gres("trained_checkpoint"),

@@ -133,7 +133,7 @@ def test_stable_caches_that_no_wsd_run_reaches_are_listed(tmp_path):
 def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
     """lmbuild.build.graph.store_keeps (what gc keeps besides artifacts: Stage.keeps) is the stable-phase
     cache key the training job writes under."""
-    from lmbuild.training import trained_checkpoint as train
+    from lmbuild.training.stable_cache import stable_key
     from lmbuild.build.config import validate
     from lmbuild.build.graph import Plan, store_keeps
 
@@ -144,7 +144,7 @@ def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "manifest.json").write_text(f'{{"key": "{artifact.key}"}}')
         inputs[name] = tmp_path / name
-    job = train.stable_key(a.spec()["settings"], inputs, a.lineage())
+    job = stable_key(a.spec()["settings"], inputs, a.lineage())
     assert store_keeps(plan) == [f"_stable/{job}"]
     assert store_keeps(Plan(validate({"artifacts": str(tmp_path / "a")}))) == []  # cosine: no cache
 

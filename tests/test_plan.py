@@ -142,6 +142,13 @@ FILTERS = {f"lmbuild/data/filters/{m}.py" for m in (
     "__init__", "base", "unicode", "length", "langid", "gopher_repetition", "kernels", "gopher_quality", "c4", "fineweb",
     "starcoder", "pii",
 )}
+# The Trainer and its setup, which both objectives train with; its data order, checkpoints, spike
+# rule, loss curve, schedule and accelerations.
+TRAINER = {
+    "lmbuild/training/__init__.py", "lmbuild/training/trainer.py", "lmbuild/training/run.py", "lmbuild/training/order.py",
+    "lmbuild/training/checkpoints.py", "lmbuild/training/spikes.py", "lmbuild/training/curve.py", "lmbuild/training/schedule.py",
+    "lmbuild/training/accel.py", "lmbuild/tokens/blocks.py",
+}
 READERS = {"lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py", "lmbuild/data/hub.py"}
 CODE_SETS = {
     "raw": DATA | READERS | {"scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/raw.py", "lmbuild/data/groups.py"},
@@ -160,28 +167,32 @@ CODE_SETS = {
     "init_checkpoint": MODELS | {"scripts/init_checkpoint.py", "lmbuild/models/init_checkpoint.py", "lmbuild/models/surgery.py", "lmbuild/models/layer_plan.py"},
     # The datasets (lmbuild/tokens/blocks.py), not the packing code: editing shards.py rebuilds shards,
     # and training through its key. The parameter count (models/common.py), not the model code.
-    "trained_checkpoint": MODELS | TOKENS | {
-        "scripts/trained_checkpoint.py", "lmbuild/training/__init__.py", "lmbuild/training/trained_checkpoint.py",
-        "lmbuild/training/schedule.py", "lmbuild/training/accel.py", "lmbuild/tokens/blocks.py",
+    "trained_checkpoint": MODELS | TOKENS | TRAINER | {
+        "scripts/trained_checkpoint.py", "lmbuild/training/trained_checkpoint.py", "lmbuild/training/kept.py",
+        "lmbuild/training/stable_cache.py", "lmbuild/training/launch.py",
     },
     # Evaluation does not render: the page's code, template and schema are the report stage's. The
     # FLOPs formula is models/common.py's, not the cost plan's; an encoder's figures
     # (lmbuild/evaluation/masked.py) are the encoder entry's.
     "eval_report": EVALUATION | MODELS | {
         "scripts/eval_report.py", "lmbuild/evaluation/eval_report.py", "lmbuild/evaluation/tasks.py",
-        "lmbuild/training/__init__.py", "lmbuild/training/accel.py",
+        "lmbuild/training/__init__.py", "lmbuild/training/accel.py", "lmbuild/training/curve.py",
     },
     # Stage.files: data files the import walk cannot see.
     "report": EVALUATION | {"scripts/report.py", "lmbuild/evaluation/report.py", "lmbuild/evaluation/templates/report.html.j2", "lmbuild/schemas/report.schema.json"},
     "plan": MODELS | {"scripts/plan.py", "lmbuild/models/plan.py"},
-    "sweep_report": EVALUATION | {"scripts/sweep_report.py", "lmbuild/evaluation/sweep_report.py", "lmbuild/evaluation/templates/sweep_report.html.j2"},
+    "sweep_report": EVALUATION | {
+        "scripts/sweep_report.py", "lmbuild/evaluation/sweep_report.py", "lmbuild/evaluation/templates/sweep_report.html.j2",
+        "lmbuild/training/__init__.py", "lmbuild/training/curve.py",
+    },
 }
 # An encoder's entries (Stage.encoder_script): the causal set's modules where they share them, and
 # the encoder's own (ENCODER_CODE).
 ENCODER_CODE = {"lmbuild/models/modernbert.py", "lmbuild/training/trained_checkpoint_masked.py", "lmbuild/evaluation/masked.py"}
 ENCODER_SETS = {
     "init_checkpoint": MODELS | {"scripts/init_checkpoint_masked.py", "lmbuild/models/modernbert.py", "lmbuild/models/surgery.py", "lmbuild/models/layer_plan.py"},
-    "trained_checkpoint": (CODE_SETS["trained_checkpoint"] - {"scripts/trained_checkpoint.py"}) | {
+    # The Trainer's setup, not the causal stage's own parts (kept steps, stable cache, torchrun).
+    "trained_checkpoint": MODELS | TOKENS | TRAINER | {
         "scripts/trained_checkpoint_masked.py", "lmbuild/training/trained_checkpoint_masked.py",
         "lmbuild/models/modernbert.py", "lmbuild/models/surgery.py", "lmbuild/models/layer_plan.py",
     },
@@ -408,7 +419,7 @@ def test_causal_key_material_has_no_encoder_settings_or_training_code():
     }
     assert "scripts/trained_checkpoint_masked.py" in enc.artifacts["trained_checkpoint"].code_files
     assert "lmbuild/training/trained_checkpoint_masked.py" in enc.artifacts["trained_checkpoint"].code_files
-    assert "lmbuild/training/trained_checkpoint.py" in enc.artifacts["trained_checkpoint"].code_files  # it trains with train.py's pieces
+    assert "lmbuild/training/trainer.py" in enc.artifacts["trained_checkpoint"].code_files  # it trains with the causal stage's Trainer
     assert set(enc.artifacts["eval_report"].code_files) == ENCODER_SETS["eval_report"]
     assert set(enc.artifacts["init_checkpoint"].code_files) == ENCODER_SETS["init_checkpoint"]
     assert enc.artifacts["trained_checkpoint"].settings["objective"] == "masked"

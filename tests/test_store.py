@@ -226,7 +226,7 @@ def test_two_checkouts_share_one_store(tmp_path):
 
 
 def _checkpoint(store: Path) -> Path | None:
-    """A complete training checkpoint in the store's scratch (lmbuild.training.trained_checkpoint.last_checkpoint's test)."""
+    """A complete training checkpoint in the store's scratch (lmbuild.training.checkpoints.last_checkpoint's test)."""
     for state in store.glob("_work/trained_checkpoint/*/trainer/checkpoint-*/trainer_state.json"):
         if (state.parent / "data_order.json").is_file():
             return state.parent

@@ -20,6 +20,14 @@ import lm_corpus as lc  # noqa: E402
 from lmbuild.models import common, init_checkpoint as model  # noqa: E402
 from lmbuild.tokens import shards as pack, tokenizer
 from lmbuild.training import trained_checkpoint as train
+from lmbuild.training.accel import bf16_available, use_bf16
+from lmbuild.training.checkpoints import DATA_ORDER, KEPT_MARK, SPIKE_STATE, STABLE_MARK, check_resume, checkpoint_step, last_checkpoint
+from lmbuild.training.launch import launch, rendezvous_port, srun_torchrun_argv, torchrun_argv
+from lmbuild.training.order import BlockOrder
+from lmbuild.training.run import evenly_spaced
+from lmbuild.training.spikes import SpikeRule, TrainingDiverged
+from lmbuild.training.stable_cache import stable_key
+from lmbuild.training.trainer import CurveCallback, LMTrainer, training_arguments
 from lmbuild.errors import UserError  # noqa: E402
 from lmbuild.store.runner import StageContext  # noqa: E402
 from conftest import ROOT  # noqa: E402
@@ -52,7 +60,7 @@ def trained(inputs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_fp32(inputs, trained, tmp_path_factory):
     """The ``trained`` run in fp32 (the same run where the CPU has no bf16 arithmetic)."""
-    if not train.use_bf16("auto"):
+    if not use_bf16("auto"):
         return trained
     return lc.run(train, "trained_checkpoint", lc.settings("trained_checkpoint", train={**SHORT, "bf16": False}), inputs, tmp_path_factory.mktemp("fp32"), threads=THREADS)
 
@@ -69,7 +77,7 @@ def test_validation_loss_falls(trained):
     assert counts["steps"] == 20 and counts["tokens_seen"] == 20 * BATCH * SEQ
     assert counts["final_val_loss"] < counts["initial_val_loss"] - 0.3
     assert counts["initial_val_loss"] == pytest.approx(torch.log(torch.tensor(512.0)).item(), abs=0.3)  # near-uniform at init
-    assert counts["bf16"] == train.use_bf16("auto") and counts["tokens_per_second"] > 0
+    assert counts["bf16"] == use_bf16("auto") and counts["tokens_per_second"] > 0
     assert counts["tokens_per_source"] == {"python_stdlib": counts["tokens_seen"]}
 
 
@@ -117,7 +125,7 @@ def _schedule(**train_settings) -> list[float]:
     from transformers import get_scheduler
 
     s = lc.settings("trained_checkpoint", train={**SHORT, **train_settings})
-    args = train.training_arguments(s, "/nonexistent", bf16=False, world=1, resume=False)
+    args = training_arguments(s, "/nonexistent", bf16=False, world=1, resume=False)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
     sched = get_scheduler(args.lr_scheduler_type, opt, args.warmup_steps, args.max_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
     lrs = []
@@ -171,11 +179,11 @@ def test_trainer_checkpoints_stay_out_of_the_artifact(trained):
 
 def test_non_finite_loss_stops_with_one_line_error_and_saves_nothing(inputs, tmp_path):
     ctx = _context(inputs, tmp_path, learning_rate=1e30, warmup_steps=0)
-    with pytest.raises(train.TrainingDiverged, match=r"non-finite training loss (nan|inf|-inf) at step \d+: lower train.learning_rate") as exc:
+    with pytest.raises(TrainingDiverged, match=r"non-finite training loss (nan|inf|-inf) at step \d+: lower train.learning_rate") as exc:
         train.build(ctx)
     assert "\n" not in str(exc.value)
     assert not list(ctx.out.glob("*.safetensors")) and not (ctx.out / "config.json").exists()
-    assert train.last_checkpoint(ctx.work / "trainer") is None
+    assert last_checkpoint(ctx.work / "trainer") is None
     # Through the runner no artifact appears at all.
     with pytest.raises(UserError, match="non-finite"):
         lc.run(train, "trained_checkpoint", ctx.settings, inputs, tmp_path / "art", threads=THREADS)
@@ -192,11 +200,11 @@ def test_non_finite_model_is_never_saved_over_a_good_checkpoint(inputs, tmp_path
         if state.global_step >= state.max_steps:
             control.should_log = True
 
-    monkeypatch.setattr(train.CurveCallback, "on_step_end", poison)
+    monkeypatch.setattr(CurveCallback, "on_step_end", poison)
     ctx = _context(inputs, tmp_path, eval_steps=7, save_steps=5)  # no validation at step 10, which would catch it first
-    with pytest.raises(train.TrainingDiverged, match=r"non-finite parameter model.norm.weight at step 10: not saved"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite parameter model.norm.weight at step 10: not saved"):
         train.build(ctx)
-    good = train.last_checkpoint(ctx.work / "trainer")
+    good = last_checkpoint(ctx.work / "trainer")
     assert good.name == "checkpoint-5" and not (ctx.work / "trainer" / "checkpoint-10").exists()
     from safetensors.torch import load_file
 
@@ -222,26 +230,26 @@ def test_a_mixture_too_small_for_one_step_names_data_mixture(inputs, tmp_path):
 
 
 def test_last_checkpoint_skips_incomplete_ones(tmp_path):
-    for step, files in [(5, ["trainer_state.json", train.DATA_ORDER]), (10, ["trainer_state.json", train.DATA_ORDER]),
-                        (15, ["model.safetensors", train.DATA_ORDER]), (20, [])]:
+    for step, files in [(5, ["trainer_state.json", DATA_ORDER]), (10, ["trainer_state.json", DATA_ORDER]),
+                        (15, ["model.safetensors", DATA_ORDER]), (20, [])]:
         (tmp_path / f"checkpoint-{step}").mkdir()
         for name in files:
             (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
     (tmp_path / "checkpoint-x").mkdir()
-    assert train.last_checkpoint(tmp_path).name == "checkpoint-10"
-    assert train.last_checkpoint(tmp_path / "missing") is None
+    assert last_checkpoint(tmp_path).name == "checkpoint-10"
+    assert last_checkpoint(tmp_path / "missing") is None
 
 
 def test_data_order_is_seeded_and_checked_on_resume(tmp_path):
-    order = train.BlockOrder(100, seed=42)
-    assert list(order) == list(train.BlockOrder(100, seed=42)) and sorted(order) == list(range(100))
-    assert list(order) != list(train.BlockOrder(100, seed=43))
+    order = BlockOrder(100, seed=42)
+    assert list(order) == list(BlockOrder(100, seed=42)) and sorted(order) == list(range(100))
+    assert list(order) != list(BlockOrder(100, seed=43))
     order.set_epoch(1)
-    assert list(order) != list(train.BlockOrder(100, seed=42))
-    (tmp_path / train.DATA_ORDER).write_text(json.dumps(train.BlockOrder(100, 42).state(0, 16)))
-    train.check_resume(tmp_path, train.BlockOrder(100, 42))
+    assert list(order) != list(BlockOrder(100, seed=42))
+    (tmp_path / DATA_ORDER).write_text(json.dumps(BlockOrder(100, 42).state(0, 16)))
+    check_resume(tmp_path, BlockOrder(100, 42))
     with pytest.raises(UserError, match="data order .* not this run's"):
-        train.check_resume(tmp_path, train.BlockOrder(100, 7))
+        check_resume(tmp_path, BlockOrder(100, 7))
 
 
 # The stage in a child process, as Snakemake's job would run it: the real runner, the real work folder.
@@ -255,13 +263,14 @@ from pathlib import Path
 import transformers
 from lmbuild.store import runner
 from lmbuild.training import trained_checkpoint as train
+from lmbuild.training.trainer import CurveCallback
 spec = json.loads(sys.argv[1])
 if spec["pause"]:
-    step_end = train.CurveCallback.on_step_end
+    step_end = CurveCallback.on_step_end
     def slow(self, *a, **k):
         time.sleep(spec["pause"])
         return step_end(self, *a, **k)
-    train.CurveCallback.on_step_end = slow
+    CurveCallback.on_step_end = slow
 if spec.get("die") == "final-checkpoint":
     save = transformers.Trainer._save_checkpoint
     def save_then_die(self, *a, **k):
@@ -304,25 +313,25 @@ def test_sigkill_then_rerun_gives_the_same_weights_as_no_kill(inputs, trained, t
     work = tmp_path / "_work" / "trained_checkpoint" / "test" / "trainer"
     proc = _child(inputs, output, pause=0.05)
     deadline = time.time() + 300
-    while train.last_checkpoint(work) is None and proc.poll() is None and time.time() < deadline:
+    while last_checkpoint(work) is None and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not output.exists()  # no half-written artifact
-    newest = train.last_checkpoint(work)
-    assert newest is not None and train.checkpoint_step(newest) < 20
-    saved = json.loads((newest / train.DATA_ORDER).read_text())
-    assert saved["seed"] == SHORT.get("seed", 42) and saved["blocks_consumed"] == train.checkpoint_step(newest) * BATCH
+    newest = last_checkpoint(work)
+    assert newest is not None and checkpoint_step(newest) < 20
+    saved = json.loads((newest / DATA_ORDER).read_text())
+    assert saved["seed"] == SHORT.get("seed", 42) and saved["blocks_consumed"] == checkpoint_step(newest) * BATCH
     # As if killed mid-save of a later checkpoint: weights written, trainer_state.json not yet.
-    partial = work / f"checkpoint-{train.checkpoint_step(newest) + 5}"
+    partial = work / f"checkpoint-{checkpoint_step(newest) + 5}"
     partial.mkdir()
     shutil.copy(newest / "model.safetensors", partial / "model.safetensors")
 
     proc = _child(inputs, output, pause=0)
     assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
     counts = json.loads((output / "manifest.json").read_text())["counts"]
-    assert counts["resumed_from_step"] == train.checkpoint_step(newest) and counts["steps"] == 20
+    assert counts["resumed_from_step"] == checkpoint_step(newest) and counts["steps"] == 20
     resumed, uninterrupted = _weights(output), _weights(trained)
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
@@ -341,7 +350,7 @@ def test_sigkill_after_the_final_checkpoint_reruns_to_exactly_max_steps(inputs, 
     work = tmp_path / "_work" / "trained_checkpoint" / "test" / "trainer"
     proc = _child(inputs, output, pause=0, die=die)
     assert proc.wait() == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    assert not output.exists() and train.checkpoint_step(train.last_checkpoint(work)) == 20
+    assert not output.exists() and checkpoint_step(last_checkpoint(work)) == 20
 
     proc = _child(inputs, output, pause=0)
     assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
@@ -381,7 +390,7 @@ def test_a_finished_checkpoint_is_the_artifact_whatever_the_epoch(inputs, tmp_pa
         return train.build(StageContext("trained_checkpoint", "test", settings, inputs, tmp_path / name, work, threads=THREADS))
 
     first = build("uninterrupted")
-    assert first["steps"] == max_steps and train.checkpoint_step(train.last_checkpoint(work / "trainer")) == max_steps
+    assert first["steps"] == max_steps and checkpoint_step(last_checkpoint(work / "trainer")) == max_steps
     shutil.rmtree(work / "kept", ignore_errors=True)  # as if killed before the kept copy
     again = build("rerun")
     assert (again["steps"], again["steps_trained"], again["resumed_from_step"]) == (max_steps, 0, max_steps)
@@ -417,20 +426,20 @@ def test_torchrun_on_cpu_with_two_processes(inputs, trained_fp32, tmp_path, para
 
 
 def test_torchrun_argv_is_a_list_without_a_shell(tmp_path):
-    argv = train.torchrun_argv(4, tmp_path / "launch.json")
+    argv = torchrun_argv(4, tmp_path / "launch.json")
     assert argv[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=4" in argv
     assert argv[-1] == str(tmp_path / "launch.json")
 
 
 def test_srun_torchrun_argv_is_one_agent_per_node_with_a_c10d_rendezvous(tmp_path):
-    argv = train.srun_torchrun_argv(4, 8, tmp_path / "launch.json", host="gpu-017", port=train.rendezvous_port("123456"), job_id="123456")
+    argv = srun_torchrun_argv(4, 8, tmp_path / "launch.json", host="gpu-017", port=rendezvous_port("123456"), job_id="123456")
     assert argv[:6] == ["srun", "--overlap", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     torchrun = argv[argv.index("torch.distributed.run") - 2 :]
     assert torchrun[1:3] == ["-m", "torch.distributed.run"] and "--standalone" not in torchrun
     assert {"--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu-017:32956", "--rdzv_id=lmbuild-123456"} <= set(torchrun)
     assert argv[-1] == str(tmp_path / "launch.json")
     # Two agents on one node (how the tests run it on a one-node cluster).
-    assert train.srun_torchrun_argv(2, 1, tmp_path / "l.json", host="h", port=1, job_id="1", srun_nodes=1)[2:5] == ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2"]
+    assert srun_torchrun_argv(2, 1, tmp_path / "l.json", host="h", port=1, job_id="1", srun_nodes=1)[2:5] == ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2"]
 
 
 def test_more_than_one_node_outside_slurm_is_one_line_error(inputs, tmp_path, monkeypatch):
@@ -451,10 +460,10 @@ def test_two_torchrun_agents_as_two_nodes_under_slurm(cluster, inputs, trained_f
     ctx.nodes = 2
     call = tmp_path / "job.py"
     call.write_text(
-        "import json, logging\nfrom pathlib import Path\nlogging.basicConfig(level=logging.INFO)\nfrom lmbuild.training import trained_checkpoint as train\nfrom lmbuild.store.runner import StageContext\n"
+        "import json, logging\nfrom pathlib import Path\nlogging.basicConfig(level=logging.INFO)\nfrom lmbuild.training.launch import launch\nfrom lmbuild.store.runner import StageContext\n"
         f"ctx = StageContext(**json.loads(Path({str(tmp_path / 'ctx.json')!r}).read_text()))\n"
         "ctx.inputs = {k: Path(v) for k, v in ctx.inputs.items()}; ctx.out, ctx.work = Path(ctx.out), Path(ctx.work)\n"
-        "counts = train.launch(ctx, 1, 2, srun_nodes=1)\n"
+        "counts = launch(ctx, 1, 2, srun_nodes=1)\n"
         f"Path({str(tmp_path / 'counts.json')!r}).write_text(json.dumps(counts))\n"
     )
     (tmp_path / "ctx.json").write_text(json.dumps({**ctx.__dict__, "inputs": {k: str(v) for k, v in ctx.inputs.items()}, "out": str(ctx.out), "work": str(ctx.work)}))
@@ -475,15 +484,15 @@ def test_two_torchrun_agents_as_two_nodes_under_slurm(cluster, inputs, trained_f
 def test_batch_size_must_split_over_the_gpus():
     s = lc.settings("trained_checkpoint", train={**SHORT, "batch_size": 6})
     with pytest.raises(UserError, match="train.batch_size 6 is not divisible by the 4 processes"):
-        train.training_arguments(s, "/nonexistent", bf16=False, world=4, resume=False)
+        training_arguments(s, "/nonexistent", bf16=False, world=4, resume=False)
 
 
 def test_speed_settings_reach_the_trainer():
     s = lc.settings("trained_checkpoint", train={**SHORT, "compile": True, "compile_mode": "reduce-overhead"})
-    args = train.training_arguments(s, "/nonexistent", bf16=False, world=1, resume=False, liger=True)
+    args = training_arguments(s, "/nonexistent", bf16=False, world=1, resume=False, liger=True)
     assert args.torch_compile and args.torch_compile_mode == "reduce-overhead"
     assert args.use_liger_kernel and args.liger_kernel_config["fused_linear_cross_entropy"]
-    plain = train.training_arguments(lc.settings("trained_checkpoint", train=SHORT), "/nonexistent", bf16=False, world=1, resume=False)
+    plain = training_arguments(lc.settings("trained_checkpoint", train=SHORT), "/nonexistent", bf16=False, world=1, resume=False)
     assert not plain.torch_compile and not plain.use_liger_kernel and plain.torch_compile_mode is None
 
 
@@ -496,7 +505,7 @@ def test_kernels_auto_is_torch_and_sdpa_on_a_cpu(trained):
 def test_fsdp_under_torchrun_with_one_process(inputs, trained, tmp_path):
     """The path bench/gpu_check.sh takes to measure FSDP's overhead on one GPU: torchrun, one process, FSDP."""
     ctx = _context(inputs, tmp_path, parallel="fsdp")
-    counts = train.launch(ctx, 1)
+    counts = launch(ctx, 1)
     assert counts["processes"] == 1 and counts["parallel"] == "fsdp" and counts["steps"] == 20
     fsdp, single = _weights(ctx.out), _weights(trained)
     for k in single:
@@ -504,13 +513,13 @@ def test_fsdp_under_torchrun_with_one_process(inputs, trained, tmp_path):
 
 
 def test_bf16_setting():
-    assert train.use_bf16(False) is False and train.use_bf16(True) is True
-    assert train.use_bf16("auto") == train.bf16_available()
+    assert use_bf16(False) is False and use_bf16(True) is True
+    assert use_bf16("auto") == bf16_available()
 
 
 @pytest.mark.parametrize("n,k", [(10, 4), (3, 8), (350, 128), (128, 128)])
 def test_validation_subset_is_spread_over_the_whole_set(n, k):
-    idx = train.evenly_spaced(n, k)
+    idx = evenly_spaced(n, k)
     assert len(idx) == min(n, k) == len(set(idx))
     assert idx[0] == 0 and max(idx) < n
     assert max(idx) >= n - -(-n // min(n, k))  # reaches the last blocks, not only the first
@@ -549,7 +558,7 @@ def test_wsd_continues_from_the_stable_phase_bit_for_bit(inputs, tmp_path):
     assert c["stable"]["decay_start"] == 10 and c["stable"]["cached_steps"] == [5, 10] and c["stable"]["continued_from_step"] is None
     assert c["steps_trained"] == 12
     entry = store / "_stable" / c["stable"]["key"] / "step-10"
-    assert json.loads((entry / train.STABLE_MARK).read_text())["step"] == 10 and (entry / "optimizer.pt").is_file()
+    assert json.loads((entry / STABLE_MARK).read_text())["step"] == 10 and (entry / "optimizer.pt").is_file()
 
     longer = _run(inputs, store, max_steps=20, decay_steps=4, keep_steps=[5, 18])
     c = _counts(longer)
@@ -586,7 +595,7 @@ def test_cosine_runs_train_from_scratch_and_cache_nothing(inputs, tmp_path):
     c = _counts(_run(inputs, tmp_path, lr_scheduler="cosine", max_steps=10, keep_steps=[4]))
     assert c["stable"] is None and c["steps_trained"] == 10 and not (tmp_path / "_stable").exists()
     kept = tmp_path / "trained_checkpoint" / "k0" / "steps" / "4"
-    assert json.loads((kept / train.KEPT_MARK).read_text()) == {"step": 4, "tokens_seen": 4 * BATCH * SEQ}
+    assert json.loads((kept / KEPT_MARK).read_text()) == {"step": 4, "tokens_seen": 4 * BATCH * SEQ}
     assert not any(p.suffix in (".pt", ".pth", ".bin") for p in kept.iterdir())  # a model folder, no trainer state
     assert AutoModelForCausalLM.from_pretrained(kept).config.num_hidden_layers == TINY["num_hidden_layers"]
     AutoTokenizer.from_pretrained(kept)
@@ -594,16 +603,16 @@ def test_cosine_runs_train_from_scratch_and_cache_nothing(inputs, tmp_path):
 
 def test_stable_key_leaves_out_only_the_length():
     s = lc.settings("trained_checkpoint", train=WSD)
-    key = lambda **o: train.stable_key({**s, **o}, {}, {"code_hash": "c"})  # noqa: E731
+    key = lambda **o: stable_key({**s, **o}, {}, {"code_hash": "c"})  # noqa: E731
     assert key() == key(max_steps=999, decay_fraction=0.5, decay_steps=7, keep_steps=[3])
     assert key() != key(learning_rate=0.02) and key() != key(seed=1)
-    assert train.stable_key(s, {}, {"code_hash": "other"}) != key()
+    assert stable_key(s, {}, {"code_hash": "other"}) != key()
 
 
 def _inject(monkeypatch, at: set[int], factor=50.0, seen=None):
     """Multiply the training loss of the given steps by ``factor`` (once per step number), and
     record each step's first input block."""
-    original = train.LMTrainer.compute_loss
+    original = LMTrainer.compute_loss
     done = set()
 
     def spiky(self, model, inputs, *a, **k):
@@ -618,19 +627,19 @@ def _inject(monkeypatch, at: set[int], factor=50.0, seen=None):
             return out * factor if not isinstance(out, tuple) else (out[0] * factor, *out[1:])
         return out
 
-    monkeypatch.setattr(train.LMTrainer, "compute_loss", spiky)
+    monkeypatch.setattr(LMTrainer, "compute_loss", spiky)
 
 
 def test_spike_skip_makes_no_update_for_that_batch(inputs, tmp_path, monkeypatch):
     _inject(monkeypatch, {12})
     params = {}
-    original = train.CurveCallback.on_step_end
+    original = CurveCallback.on_step_end
 
     def record(self, args, state, control, **kwargs):
         params[state.global_step] = next(kwargs["model"].parameters()).detach().clone()
         return original(self, args, state, control, **kwargs)
 
-    monkeypatch.setattr(train.CurveCallback, "on_step_end", record)
+    monkeypatch.setattr(CurveCallback, "on_step_end", record)
     c = _counts(_run(inputs, tmp_path, lr_scheduler="cosine", spike={"action": "skip", "window": 8}))
     assert c["spikes"]["skipped_steps"] == [12] and c["spikes"]["skips"] == 1 and c["spikes"]["rollbacks"] == []
     assert torch.equal(params[12], params[11]) and not torch.equal(params[13], params[12])
@@ -648,16 +657,16 @@ def test_spike_rollback_skips_the_data_window(inputs, tmp_path, monkeypatch):
     from lmbuild.tokens.blocks import training_blocks
 
     data = training_blocks(inputs["shards"], {}, 42)  # what training reads
-    plain = list(train.BlockOrder(len(data), 42))
+    plain = list(BlockOrder(len(data), 42))
     block = lambda position: data[plain[position]]["input_ids"].tolist()  # noqa: E731
     assert seen[10][1] == block(10 * BATCH)  # step 11 before the rollback
     assert seen[15][1] == block(15 * BATCH)  # step 11 after it reads what step 16 would have
-    skipped = train.BlockOrder(len(data), 42, [(10 * BATCH, 5 * BATCH)])
+    skipped = BlockOrder(len(data), 42, [(10 * BATCH, 5 * BATCH)])
     assert list(skipped)[:10 * BATCH] == plain[:10 * BATCH] and list(skipped)[10 * BATCH:len(data) - 5 * BATCH] == plain[15 * BATCH:]
 
 
 def test_spike_rule_waits_for_half_a_window_and_leaves_spikes_out_of_the_mean():
-    rule = train.SpikeRule({"action": "skip", "factor": 2.0, "window": 4, "patience": 2})
+    rule = SpikeRule({"action": "skip", "factor": 2.0, "window": 4, "patience": 2})
     assert not rule.observe(100.0)  # no mean yet (window / 2 = 2 losses)
     rule.history.clear()
     assert [rule.observe(x) for x in (1.0, 1.0, 5.0, 5.0, 1.0, 5.0)] == [False, False, False, True, False, False]
@@ -682,7 +691,7 @@ def test_a_resumed_run_keeps_the_spike_rules_state(inputs, tmp_path, monkeypatch
     first = train.build(_context(inputs, tmp_path, bf16=False, spike=rule))
     assert first["spikes"]["skipped_steps"] == [12]
     ckpt = tmp_path / "work" / "trainer" / "checkpoint-10"
-    assert json.loads((ckpt / train.SPIKE_STATE).read_text())["history"]  # 8 losses kept, 10 seen
+    assert json.loads((ckpt / SPIKE_STATE).read_text())["history"]  # 8 losses kept, 10 seen
     shutil.rmtree(tmp_path / "work" / "trainer" / "checkpoint-20")
     shutil.move(tmp_path / "out", tmp_path / "uninterrupted")
     _inject(monkeypatch, {12})  # the spike again, in the resumed run

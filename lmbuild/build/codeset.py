@@ -30,11 +30,12 @@ PACKAGE = ROOT / "lmbuild"
 ENGINE = ("lmbuild.build", "lmbuild.store", "lmbuild.errors", "lmbuild.cli")
 # Stage-side modules that the engine reads too (which files a source names, a dataset's data
 # files, the raw fan-out, per-source cleaning settings, layer plans, the wsd schedule's
-# arithmetic, eval task entries). Each imports nothing of lmbuild but lmbuild.errors and other
-# leaves, and nothing heavy at import time; editing one re-keys the stages that import it.
+# arithmetic, the loss curve's reader, eval task entries). Each imports nothing of lmbuild but
+# lmbuild.errors and other leaves, and nothing heavy at import time; editing one re-keys the
+# stages that import it.
 LEAVES = (
     "lmbuild.data.files", "lmbuild.data.hub", "lmbuild.data.groups", "lmbuild.data.overrides",
-    "lmbuild.models.layer_plan", "lmbuild.training.schedule", "lmbuild.evaluation.tasks",
+    "lmbuild.models.layer_plan", "lmbuild.training.schedule", "lmbuild.training.curve", "lmbuild.evaluation.tasks",
 )
 
 

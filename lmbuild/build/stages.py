@@ -208,7 +208,7 @@ def _variants_checkpoints(plan) -> dict:
 
 
 def _stable_cache(artifact) -> list[str]:
-    """A wsd run's stable-phase cache (``<store>/_stable/<key>``, lmbuild.training.trained_checkpoint),
+    """A wsd run's stable-phase cache (``<store>/_stable/<key>``, lmbuild.training.stable_cache),
     which a longer run of the same settings continues from."""
     if artifact.settings.get("lr_scheduler") != "wsd":
         return []

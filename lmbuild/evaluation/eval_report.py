@@ -42,7 +42,6 @@ from __future__ import annotations
 import os
 
 # HF_HUB_OFFLINE / HF_DATASETS_OFFLINE: set by lmbuild/__init__.py, imported before this module.
-import csv
 import importlib.metadata
 import json
 import logging
@@ -66,6 +65,7 @@ from lmbuild.evaluation import tasks
 from lmbuild.models.common import FLOPS_FORMULA, count_parameters, llama_flops_per_token
 from lmbuild.store.artifact import read_manifest, write_json
 from lmbuild.training import accel
+from lmbuild.training.curve import read_curve
 
 log = logging.getLogger(__name__)
 
@@ -396,27 +396,6 @@ def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, 
 # --------------------------------------------------------------------------- inputs
 
 
-def read_loss_curve(path: Path) -> list[dict]:
-    """loss_curve.csv -> rows with numbers (None for empty cells); [] if the file is missing."""
-    if not path.is_file():
-        log.warning("no loss curve at %s", path)
-        return []
-    rows = []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            parsed = {}
-            for k, v in row.items():
-                if k is None:
-                    continue
-                v = (v or "").strip()
-                try:
-                    parsed[k] = None if v == "" else (int(float(v)) if k in ("step", "tokens") else float(v))
-                except ValueError:
-                    parsed[k] = None
-            rows.append(parsed)
-    return rows
-
-
 def _model_config(ckpt: Path) -> dict:
     try:
         config = json.loads((ckpt / "config.json").read_text())
@@ -650,7 +629,7 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager | None, extra_names: list[str]
             "summary": {k: counts.get(k) for k in TRAINING_SUMMARY},
             "counts": counts,
             "settings": manifest.get("settings", {}),
-            "loss_curve": read_loss_curve(ckpt / "loss_curve.csv"),
+            "loss_curve": read_curve(ckpt / "loss_curve.csv"),
         }
     return entry
 

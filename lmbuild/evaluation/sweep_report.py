@@ -11,7 +11,6 @@ What it does not do: train or evaluate anything, or read a run's TensorBoard fil
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -21,6 +20,7 @@ import jinja2
 
 from lmbuild.errors import UserError
 from lmbuild.store.artifact import read_manifest, write_json
+from lmbuild.training import curve
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Columns shown after the ranking metric, where the runs have them.
@@ -44,15 +44,8 @@ def _number(value) -> float | None:
 
 def read_curve(path: Path) -> dict[str, list]:
     """``loss_curve.csv`` -> {"train_loss": [[step, value], ...], "val_loss": [...]}."""
-    out: dict[str, list] = {"train_loss": [], "val_loss": []}
-    if not path.is_file():
-        return out
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for col in out:
-                if row.get(col):
-                    out[col].append([int(row["step"]), float(row[col])])
-    return out
+    rows = curve.read_curve(path)
+    return {col: [[r["step"], r[col]] for r in rows if r.get(col) is not None] for col in ("train_loss", "val_loss")}
 
 
 def run_metrics(trained: Path, evaluated: Path) -> dict[str, float]:

@@ -18,7 +18,7 @@ What goes:
     artifact that is complete or not kept, and empty part folders;
   * ``_work`` scratch of an artifact that is complete or not kept (a kept, unfinished one keeps
     its scratch: training resumes from it), and free lock files;
-  * stable-phase caches ``_stable/<key>`` (lmbuild.training.trained_checkpoint: where a longer wsd run continues)
+  * stable-phase caches ``_stable/<key>`` (lmbuild.training.stable_cache: where a longer wsd run continues)
     not kept, and their dead writers' temporary folders. A kept cache is kept whole;
   * live files of builds that died, and (``forget: stale``) registrations with no key planned
     within the window.

@@ -17,7 +17,6 @@ missing) is one warning line; an artifact reused from another builder is not log
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import json
 import logging
@@ -27,6 +26,8 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from lmbuild.training.curve import read_curve
 
 DEFAULT_STORE = "mlruns/mlflow.db"
 # MLflow's limits per log_batch call, and of a parameter value (MLflow 3: 6000 characters).
@@ -75,15 +76,11 @@ def metrics(artifact: Path, manifest: dict) -> list[tuple[str, float, int]]:
     its ``report.json`` (an evaluation's)."""
     out: list[tuple[str, float, int]] = []
     last = 0
-    curve = artifact / "loss_curve.csv"
-    if curve.is_file():
-        with open(curve, newline="") as f:
-            for row in csv.DictReader(f):
-                step = int(row["step"])
-                last = max(last, step)
-                for col in CURVE_METRICS:
-                    if row.get(col):
-                        out.append((col, float(row[col]), step))
+    for row in read_curve(artifact / "loss_curve.csv"):  # [] where the artifact has none
+        last = max(last, row["step"])
+        for col in CURVE_METRICS:
+            if row.get(col) is not None:
+                out.append((col, row[col], row["step"]))
     final = dict(manifest.get("counts") or {})
     if (artifact / "report.json").is_file():
         try:

@@ -2,7 +2,7 @@
 
 :class:`ShardedBlocks` reads every token file of one split (``index.json``, written by
 :mod:`lmbuild.tokens.shards`) as one dataset, memory-mapped, in index order; the trainer draws a seeded
-global order over it (``lmbuild.training.trained_checkpoint.BlockOrder``). :func:`mixture_index` turns
+global order over it (``lmbuild.training.order.BlockOrder``). :func:`mixture_index` turns
 ``data.mixture`` into the list of block numbers one training epoch visits, so that the
 mixture is applied when training samples blocks and nothing upstream is rebuilt for it.
 

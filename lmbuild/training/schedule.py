@@ -10,7 +10,7 @@ import hashlib
 import json
 
 # The wsd settings that fix only where the run ends and how it decays; every stable-phase step
-# is the same without them (lmbuild.training.trained_checkpoint's stable cache is keyed on the rest).
+# is the same without them (lmbuild.training.stable_cache is keyed on the rest).
 LENGTH_KEYS = ("max_steps", "decay_fraction", "decay_steps", "keep_steps")
 
 
@@ -31,7 +31,7 @@ def wsd_decay_start(train: dict) -> int:
 def stable_key(train: dict, code_hash: str | None, input_keys: dict) -> str:
     """A wsd run's identity without its length: the train settings less :data:`LENGTH_KEYS`, the
     stage's code hash and its inputs' keys. Runs that share it take the same steps up to the
-    start of either one's decay (the address of lmbuild.training.trained_checkpoint's stable-phase cache; the plan
+    start of either one's decay (the address of lmbuild.training.stable_cache's stable-phase cache; the plan
     computes it too, so that ``gc`` knows which cache entries a config reaches)."""
     material = {"settings": {k: v for k, v in train.items() if k not in LENGTH_KEYS}, "code": code_hash, "inputs": dict(input_keys)}
     return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
