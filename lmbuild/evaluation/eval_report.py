@@ -88,6 +88,9 @@ def _folder_digest(path: Path | None) -> str | None:
     return tasks.folder_digest(path) if path is not None else None
 
 
+# --------------------------------------------------------------------------- a checkpoint's entry
+
+
 def evaluate_checkpoint(ck: dict, tm: TaskManager | None, extra_names: list[str], heldout: dict, settings: dict, work: Path, seq_len: int, encoders=None) -> dict:
     """One checkpoint's report entry (lmbuild/schemas/report.schema.json): its figures by its objective
     (a causal LM here, an encoder by ``encoders.evaluate_encoder``, :mod:`lmbuild.evaluation.masked`),
