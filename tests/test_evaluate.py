@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import vendored
 
+from lmbuild.evaluation import causal, lm_eval_tasks, report_rows
 from lmbuild.evaluation import eval_report as evaluate
 from lmbuild.evaluation import report as report_mod
 from lmbuild.errors import UserError
@@ -211,7 +212,7 @@ def test_the_page_renders_the_real_report_json(built):
     assert page.count("<svg") >= 4 and "Against tokens seen" in page
     assert "lmbuild_heldout" in page and "word_perplexity" in page and "bits_per_byte" in page
     value = by_label(data)["trained_checkpoint"]["metrics"]["lmbuild_heldout"]["metrics"]["word_perplexity"]["value"]
-    assert report_mod.fmt(value) in page
+    assert report_rows.fmt(value) in page
     assert "<script>" not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; def" in page
     # No address but the SVG namespaces (names, never fetched).
     assert set(re.findall(r"https?://[^\"\s<]*", page)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
@@ -228,7 +229,7 @@ def test_missing_include_path_is_a_user_error(inputs, tmp_path):
         evaluate.build(make_ctx(tmp_path, inputs, include_path=str(tmp_path / "nope")))
 
 
-_ORIGINAL_ROLLING = evaluate.HFLM.loglikelihood_rolling
+_ORIGINAL_ROLLING = causal.HFLM.loglikelihood_rolling
 
 
 class SimulatedCrash(Exception):
@@ -267,7 +268,7 @@ def test_second_run_reuses_the_request_cache(inputs, tmp_path, monkeypatch):
 
 
 def test_interrupted_run_resumes_from_the_cache(inputs, tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluate, "ROLLING_CHUNK", 2)
+    monkeypatch.setattr(causal, "ROLLING_CHUNK", 2)
     work = tmp_path / "work"
     crashing = _Counter(monkeypatch, fail_after=2)  # the second chunk of 2 documents crashes
     with pytest.raises(SimulatedCrash):
@@ -311,7 +312,7 @@ def test_local_multiple_choice_task(inputs, tmp_path):
 
 def test_builtin_task_names_are_found(tmp_path):
     """The quick text check lets real built-in names through to the full index and rejects typos."""
-    assert evaluate._absent_from_builtin_yaml(["hellaswag", "wikitext", "no_such_task_xyz"]) == ["no_such_task_xyz"]
+    assert lm_eval_tasks._absent_from_builtin_yaml(["hellaswag", "wikitext", "no_such_task_xyz"]) == ["no_such_task_xyz"]
 
 
 HELLASWAG_DOCS = 40  # of the 60 vendored: enough for a stderr, ~10 s per checkpoint on 2 cores
@@ -463,14 +464,14 @@ def test_local_data_reads_the_include_chain_with_lm_evals_loader(tmp_path):
     (tasks / "mine.yaml").write_text("include: _base.yaml\ntask: my_task\nprocess_docs: !function utils.process_docs\n")
     data = tmp_path / "dev.jsonl"
     data.write_text('{"query": "q", "choices": ["a", "b"], "label": 0}\n')
-    out = evaluate.write_local_data_task({"task": "my_task", "data": str(data), "preprocessed": False}, 0, tmp_path / "work", tasks)
+    out = lm_eval_tasks.write_local_data_task({"task": "my_task", "data": str(data), "preprocessed": False}, 0, tmp_path / "work", tasks)
     cfg = yaml_load(out)
     assert cfg["include"] == str(tasks / "mine.yaml") and cfg["dataset_path"] == "json"
     assert cfg["validation_split"] == "dev" and cfg["test_split"] is None
     assert cfg["dataset_kwargs"]["data_files"] == {"dev": str(data)}
     (tasks / "mine.yaml").write_text("include: _missing.yaml\ntask: my_task\n")
     with pytest.raises(UserError, match=r"^eval.tasks\[0\].task: lm-eval could not read .*mine.yaml"):
-        evaluate.write_local_data_task({"task": "my_task", "data": str(data), "preprocessed": False}, 0, tmp_path / "work", tasks)
+        lm_eval_tasks.write_local_data_task({"task": "my_task", "data": str(data), "preprocessed": False}, 0, tmp_path / "work", tasks)
 
 
 def test_kept_checkpoints_are_evaluated_with_their_tokens_seen(inputs, tmp_path):

@@ -150,6 +150,8 @@ TRAINER = {
     "lmbuild/training/accel.py", "lmbuild/tokens/blocks.py",
 }
 READERS = {"lmbuild/data/sources.py", "lmbuild/data/files.py", "lmbuild/data/embedded.py", "lmbuild/data/hub.py"}
+# The one reading of a figure as a number (a shared leaf): the evaluation and report stages'.
+NUMBERS = {"lmbuild/numbers.py"}
 CODE_SETS = {
     "raw": DATA | READERS | {"scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/raw.py", "lmbuild/data/groups.py"},
     # Training the classifier reads the sources; its scoring (quality.py) is cleaning's too.
@@ -174,14 +176,19 @@ CODE_SETS = {
     # Evaluation does not render: the page's code, template and schema are the report stage's. The
     # FLOPs formula is models/common.py's, not the cost plan's; an encoder's figures
     # (lmbuild/evaluation/masked.py) are the encoder entry's.
-    "eval_report": EVALUATION | MODELS | {
+    "eval_report": EVALUATION | MODELS | NUMBERS | {
+        "lmbuild/evaluation/checkpoints.py", "lmbuild/evaluation/lm_eval_tasks.py", "lmbuild/evaluation/causal.py",
+        "lmbuild/evaluation/metrics.py", "lmbuild/evaluation/lineage.py",
         "scripts/eval_report.py", "lmbuild/evaluation/eval_report.py", "lmbuild/evaluation/tasks.py",
         "lmbuild/training/__init__.py", "lmbuild/training/accel.py", "lmbuild/training/curve.py",
     },
     # Stage.files: data files the import walk cannot see.
-    "report": EVALUATION | {"scripts/report.py", "lmbuild/evaluation/report.py", "lmbuild/evaluation/templates/report.html.j2", "lmbuild/schemas/report.schema.json"},
+    "report": EVALUATION | NUMBERS | {
+        "scripts/report.py", "lmbuild/evaluation/report.py", "lmbuild/evaluation/report_rows.py", "lmbuild/evaluation/report_charts.py",
+        "lmbuild/evaluation/report_lineage.py", "lmbuild/evaluation/templates/report.html.j2", "lmbuild/schemas/report.schema.json",
+    },
     "plan": MODELS | {"scripts/plan.py", "lmbuild/models/plan.py"},
-    "sweep_report": EVALUATION | {
+    "sweep_report": EVALUATION | NUMBERS | {
         "scripts/sweep_report.py", "lmbuild/evaluation/sweep_report.py", "lmbuild/evaluation/templates/sweep_report.html.j2",
         "lmbuild/training/__init__.py", "lmbuild/training/curve.py",
     },

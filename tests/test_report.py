@@ -18,7 +18,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from lmbuild.evaluation import report
+from lmbuild.evaluation import report, report_charts, report_lineage, report_rows
 from lmbuild.errors import UserError
 
 NASTY = "</pre><script>alert(1)</script> | `x` ```"
@@ -112,29 +112,29 @@ def schema() -> dict:
 
 
 def test_fmt():
-    assert report.fmt(None) == report.DASH
-    assert report.fmt(1638400) == "1,638,400"
-    assert report.fmt(4012.7) == "4,013"
-    assert report.fmt(0.04581) == "0.04581"
-    assert report.fmt(1.292e11) == "1.292e+11"
-    assert report.fmt(True) == "true"
+    assert report_rows.fmt(None) == report_rows.DASH
+    assert report_rows.fmt(1638400) == "1,638,400"
+    assert report_rows.fmt(4012.7) == "4,013"
+    assert report_rows.fmt(0.04581) == "0.04581"
+    assert report_rows.fmt(1.292e11) == "1.292e+11"
+    assert report_rows.fmt(True) == "true"
 
 
 def test_curve_columns_group_whatever_the_trainer_logs():
     rows = [{"step": 1, "tokens": 10, "train_loss": 3.0, "val_loss": 3.1, "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 900.0, "tok_s": 1.0, "mfu": 0.3}]
-    groups = report.curve_columns(rows)
+    groups = report_charts.curve_columns(rows)
     assert groups == {"loss": ["train_loss", "val_loss"], "learning rate": ["lr"], "throughput (tokens/s)": ["tokens_per_s", "tok_s"],
                       "gradient norm": ["grad_norm"], "other": ["mfu"]}
 
 
 def test_funnel_reads_the_manifests_generically():
     data = sample_data()
-    rows = {r["stage"]: r for r in report.funnel_rows(data)}
-    assert [r["stage"] for r in report.funnel_rows(data)] == ["raw", "cleaned", "deduplicated", "shards"]
+    rows = {r["stage"]: r for r in report_lineage.funnel_rows(data)}
+    assert [r["stage"] for r in report_lineage.funnel_rows(data)] == ["raw", "cleaned", "deduplicated", "shards"]
     assert rows["raw"]["documents_out"] == 791 and rows["cleaned"]["documents_in"] == 791 and rows["cleaned"]["documents_out"] == 769
     assert rows["shards"]["documents_out"] == 700 and rows["shards"]["tokens"] == 4434688 + 135680
-    assert ("cleaned", "lang_score_below_threshold", 1) in report.drop_reasons(data)  # a reason no code names
-    assert ("deduplicated", "duplicate_clusters", "31") in report.dedup_rows(data)
+    assert ("cleaned", "lang_score_below_threshold", 1) in report_lineage.drop_reasons(data)  # a reason no code names
+    assert ("deduplicated", "duplicate_clusters", "31") in report_lineage.dedup_rows(data)
 
 
 def test_sample_is_in_the_schema_and_a_wrong_shape_is_one_line(tmp_path):
@@ -155,27 +155,27 @@ def test_sample_is_in_the_schema_and_a_wrong_shape_is_one_line(tmp_path):
 
 
 def test_lineage_is_sorted_by_the_input_graph():
-    order = [a["stage"] for a in report.lineage_sorted(sample_data())]
+    order = [a["stage"] for a in report_lineage.lineage_sorted(sample_data())]
     assert order == ["raw", "cleaned", "deduplicated", "tokenizer", "init_checkpoint", "shards", "trained_checkpoint", "trained_checkpoint"]
 
 
 def test_charts_are_matplotlib_svg():
-    svg = report.line_chart("t", [("a", [(0, 1.0), (10, 3.0)]), ("b", [(5, 2.0), (None, 1.0)])], "title", "x", "y")
+    svg = report_charts.line_chart("t", [("a", [(0, 1.0), (10, 3.0)]), ("b", [(5, 2.0), (None, 1.0)])], "title", "x", "y")
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
     assert "Matplotlib" not in svg and "<dc:date>" not in svg  # no creator or date: the page is reproducible
     assert re.search(r"<text[^>]*>title</text>", svg)  # text stays text
     assert svg.count('id="line2d_') >= 2
-    assert report.line_chart("t", [("a", [(None, 1.0)])], "t", "x", "y") is None
-    assert report.bar_chart("b", [("raw", 10), ("cleaned", float("nan"))], "docs").count("<svg") == 1
-    assert report.line_chart("t", [("a", [(0, 1.0)])], "t", "x", "y") == report.line_chart("t", [("a", [(0, 1.0)])], "t", "x", "y")
+    assert report_charts.line_chart("t", [("a", [(None, 1.0)])], "t", "x", "y") is None
+    assert report_charts.bar_chart("b", [("raw", 10), ("cleaned", float("nan"))], "docs").count("<svg") == 1
+    assert report_charts.line_chart("t", [("a", [(0, 1.0)])], "t", "x", "y") == report_charts.line_chart("t", [("a", [(0, 1.0)])], "t", "x", "y")
 
 
 def test_every_metric_of_every_checkpoint_is_shown():
     data = sample_data()
-    assert ("lmbuild_masked", "masked_token_accuracy") in report.metric_names(data)
+    assert ("lmbuild_masked", "masked_token_accuracy") in report_rows.metric_names(data)
     page = report.render_html(data)
     assert re.search(r"<td>lmbuild_masked</td><td>masked_token_accuracy \u2191</td><td class=n>\u2014</td><td class=n>\u2014</td><td class=n>0.41</td>", page)
-    chart = str(report.metrics_chart(data))
+    chart = str(report_charts.metrics_chart(data))
     for title in ("lmbuild_heldout: word_perplexity \u2193", "mini_hellaswag: acc \u2191", "lmbuild_masked: masked_token_accuracy \u2191"):
         assert f">{title}</text>" in chart, title
 
@@ -186,7 +186,7 @@ def test_what_was_not_run_for_a_checkpoint_is_said_once_per_reason():
     data["checkpoints"][0]["objective"] = "masked"
     data["checkpoints"][0]["skipped"] = {"lm_eval": why, "generations": why}
     jsonschema.validate(data, schema())
-    assert report.skipped_rows(data["checkpoints"]) == [(data["checkpoints"][0]["label"], "generations, lm_eval", why)]
+    assert report_rows.skipped_rows(data["checkpoints"]) == [(data["checkpoints"][0]["label"], "generations, lm_eval", why)]
     page = report.render_html(data)
     assert page.count(f"Not run for {data['checkpoints'][0]['label']}: generations, lm_eval. {why}.") == 1
     assert "Not run for" not in report.render_html(sample_data())
@@ -194,9 +194,9 @@ def test_what_was_not_run_for_a_checkpoint_is_said_once_per_reason():
 
 def test_metrics_against_tokens_seen_per_training_run():
     data = sample_data()
-    runs = report.training_runs(data)
+    runs = report_rows.training_runs(data)
     assert {r: [c["label"] for c in cs] for r, cs in runs.items()} == {INIT: ["init_checkpoint", "trained_checkpoint@200", "trained_checkpoint"]}
-    chart = str(report.metrics_vs_tokens_chart(data))
+    chart = str(report_charts.metrics_vs_tokens_chart(data))
     assert ">tokens seen</text>" in chart and ">mini_hellaswag: acc \u2191</text>" in chart
     assert "masked_token_accuracy" not in chart  # one checkpoint has it: a point, not a line
     page = report.render_html(data)
@@ -204,7 +204,7 @@ def test_metrics_against_tokens_seen_per_training_run():
     # A run of one checkpoint, or checkpoints nobody counted tokens for, draw no such chart.
     for c in data["checkpoints"]:
         c["run"] = c["key"]
-    assert report.training_runs(data) == {} and report.metrics_vs_tokens_chart(data) is None
+    assert report_rows.training_runs(data) == {} and report_charts.metrics_vs_tokens_chart(data) is None
     assert "Against tokens seen" not in report.render_html(data)
 
 
@@ -241,7 +241,7 @@ def test_the_stage_renders_report_json(tmp_path):
 def test_headline_cards_show_every_figure_known_ones_first():
     c = sample_data()["checkpoints"][2]
     c["headline"] = {"zeta_score": 0.5, "heldout_docs": 20, "final_val_loss": 4.25, "heldout_tokens": None}
-    assert report.headline_cards(c) == [("final val loss", "4.25"), ("held-out documents", "20"), ("zeta score", "0.5"), ("mini_hellaswag acc", "0.3 \u00b1 0.0458")]
+    assert report_rows.headline_cards(c) == [("final val loss", "4.25"), ("held-out documents", "20"), ("zeta score", "0.5"), ("mini_hellaswag acc", "0.3 \u00b1 0.0458")]
 
 
 def test_generations_are_side_by_side():
@@ -284,6 +284,6 @@ def test_report_renders_in_a_headless_browser(tmp_path):
     ink = (img.sum(axis=2) < 600).mean(axis=1)  # share of non-white pixels per row
     assert (ink > 0.01).mean() > 0.3  # content on much of the page, not one line
     # The charts' series colours are drawn.
-    for hex_colour in report.COLORS[:2]:
+    for hex_colour in report_charts.COLORS[:2]:
         rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(img.astype(int) - rgb).sum(axis=2) < 30).sum() > 100, hex_colour

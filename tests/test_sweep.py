@@ -131,12 +131,14 @@ def test_a_sweep_run_may_not_take_a_variants_name():
 
 def test_the_report_code_set_is_what_its_script_runs():
     """Keyed like every stage: its code set is the import walk from its script (no hand list), and
-    the report module imports only plumbing, so its script, module and template are all its code."""
+    the report module imports only plumbing and the shared readers (lmbuild/numbers.py, lmbuild/training/curve.py),
+    so its script, module, template and those leaves are all its code."""
     from lmbuild.build.graph import code_files
 
     assert set(code_files("sweep_report")) == {
         "scripts/sweep_report.py", "lmbuild/evaluation/sweep_report.py", "lmbuild/evaluation/templates/sweep_report.html.j2",
-        "lmbuild/__init__.py", "lmbuild/evaluation/__init__.py",
+        "lmbuild/__init__.py", "lmbuild/evaluation/__init__.py", "lmbuild/numbers.py",
+        "lmbuild/training/__init__.py", "lmbuild/training/curve.py",
     }
 
 

@@ -34,6 +34,7 @@ ENGINE = ("lmbuild.build", "lmbuild.store", "lmbuild.errors", "lmbuild.cli")
 # lmbuild.errors and other leaves, and nothing heavy at import time; editing one re-keys the
 # stages that import it.
 LEAVES = (
+    "lmbuild.numbers",  # a figure read as a number: tracking and the report stages
     "lmbuild.data.files", "lmbuild.data.hub", "lmbuild.data.groups", "lmbuild.data.overrides",
     "lmbuild.models.layer_plan", "lmbuild.training.schedule", "lmbuild.training.curve", "lmbuild.evaluation.tasks",
 )

@@ -271,7 +271,7 @@ STAGES: dict[str, Stage] = {
             read_whole=("*",),  # the model, config, tokenizer, the kept steps' models, loss_curve.csv
             reads_whole={"shards": ("index.json", "meta.json", "tokens/*.train.*.bin")},  # every training block may be drawn
         ),
-        # Every labelled checkpoint is evaluated (lmbuild.evaluation.eval_report finds them by their
+        # Every labelled checkpoint is evaluated (lmbuild.evaluation.checkpoints finds them by their
         # manifests); with an encoder among them, the encoder's eval settings and entry
         # (scripts/eval_report_masked.py, which hands encoders to lmbuild.evaluation.masked).
         Stage(

@@ -1,7 +1,7 @@
 """The evaluation of an encoder (``model.objective: masked``) checkpoint in stage ``eval_report``.
 
 ``lmbuild.evaluation.eval_report.build`` evaluates every checkpoint input and calls :func:`evaluate_encoder`
-for each encoder (``eval_report.is_encoder``), given this module by the encoder's entry
+for each encoder (``checkpoints.is_encoder``), given this module by the encoder's entry
 (scripts/eval_report_masked.py); this module holds only what is an encoder's. Each
 encoder gets, on the held-out documents of the ``shards`` artifact (the first
 ``eval.val_docs``, as for a causal model), each document's first ``seq_len`` tokens (its eos

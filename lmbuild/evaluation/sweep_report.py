@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 import jinja2
 
 from lmbuild.errors import UserError
+from lmbuild.numbers import finite
 from lmbuild.store.artifact import read_manifest, write_json
 from lmbuild.training import curve
 
@@ -34,12 +34,6 @@ COLUMNS = (
     "tokens_per_second",
     "train_seconds",
 )
-
-
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def read_curve(path: Path) -> dict[str, list]:
@@ -60,7 +54,7 @@ def run_metrics(trained: Path, evaluated: Path) -> dict[str, float]:
     for name, value in [*counts.items(), *headline.items()]:
         if name.startswith("trained_checkpoint/") or name == "seconds":
             continue  # the per-label copies of the same figures; the evaluation's wall time
-        v = _number(value)
+        v = finite(value)
         if v is not None:
             found.setdefault(name, v)
     return found

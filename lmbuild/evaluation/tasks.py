@@ -16,7 +16,7 @@ preprocessed HellaSwag does), so ``process_docs`` is skipped.
 
 This module is imported when the workflow is parsed (``lmbuild.build.graph`` puts
 :func:`fingerprint` into the eval_report key), so it imports nothing heavy: it does not
-load lm-eval, and does not check that a name is a real task (``lmbuild.evaluation.eval_report`` does).
+load lm-eval, and does not check that a name is a real task (``lmbuild.evaluation.lm_eval_tasks`` does).
 """
 
 from __future__ import annotations

@@ -20,13 +20,13 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 import os
 import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from lmbuild.numbers import finite
 from lmbuild.training.curve import read_curve
 
 DEFAULT_STORE = "mlruns/mlflow.db"
@@ -64,12 +64,6 @@ def _metric_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
 
 
-def _finite(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def metrics(artifact: Path, manifest: dict) -> list[tuple[str, float, int]]:
     """(name, value, step) of a finished artifact: its curve (``loss_curve.csv``, a trained
     model's), then its final figures at the last step: the manifest's counts and the headline of
@@ -88,7 +82,7 @@ def metrics(artifact: Path, manifest: dict) -> list[tuple[str, float, int]]:
         except (OSError, ValueError):
             pass
     for name, value in final.items():
-        v = _finite(value)
+        v = finite(value)
         if v is not None:
             out.append((f"final/{name}" if name in CURVE_METRICS else name, v, last))
     return [(_metric_name(n), v, s) for n, v, s in out]
