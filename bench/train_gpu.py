@@ -71,9 +71,14 @@ def inputs(root: Path, vocab: int, seq: int, blocks: int, heads: int = 12, size:
     shards = root / "shards"
     shards.mkdir()
     rng = np.random.default_rng(0)
+    files = []
     for split, n in (("train", blocks), ("val", 64)):
         rng.integers(2, vocab, size=(n, seq), dtype=np.uint16).tofile(shards / f"{split}.bin")
-    (shards / "meta.json").write_text(json.dumps({"dtype": "uint16", "seq_len": seq, "vocab_size": vocab, "eos_token_id": 1}))
+        files.append({"path": f"{split}.bin", "split": split, "source": "random", "blocks": n, "tokens": n * seq, "documents": n})
+    head = {"dtype": "uint16", "seq_len": seq, "vocab_size": vocab, "eos_token_id": 1}
+    (shards / "meta.json").write_text(json.dumps(head))
+    # The shards artifact's index (lmbuild/tokens/shards.py): the trainer reads its token files from it.
+    (shards / "index.json").write_text(json.dumps({**head, "files": files}))
     return {"init_checkpoint": init, "shards": shards}
 
 
