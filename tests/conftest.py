@@ -1,8 +1,26 @@
+"""What several test modules share: the checkout's root, the end-to-end helpers (tests/smoke.yaml
+with overrides, a `snakemake` subprocess, its dry-run job table, a copy of the checkout) and the
+SLURM cluster fixture. Test modules import these (`from conftest import ...`); no test module
+imports another. Not here: a module's own fixtures and helpers, which stay in that module, and
+the helper modules beside this file (vendored.py, lm_corpus.py, bad_files.py, masked_inputs.py,
+data/clean_runs.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+import yaml
 
 import lmbuild  # noqa: F401 (sets the hub defaults before a test module imports transformers)
 
 ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -10,3 +28,108 @@ def pytest_collection_modifyitems(config, items):
     worker takes whole modules in collection order, so the minutes-long builds start at once
     instead of running alone at the end while the other worker idles."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
+# --- the workflow end to end -----------------------------------------------------------------
+
+
+def smoke_config(**overrides) -> dict:
+    """tests/smoke.yaml with dotted overrides: smoke_config(**{"train.max_steps": 20})."""
+    cfg = yaml.safe_load((ROOT / "tests" / "smoke.yaml").read_text())
+    for dotted, value in overrides.items():
+        *path, last = dotted.split(".")
+        node = cfg
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return cfg
+
+
+def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900, snakefile: Path = ROOT / "Snakefile") -> subprocess.CompletedProcess:
+    """`snakemake --cores 2 <args>` in ``workdir`` with ``cfg`` as its config.yaml."""
+    cfg_path = workdir / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    # Targets go before --configfile: after it Snakemake would read them as more config files.
+    cmd = [str(SNAKEMAKE), "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def jobs_of_dry_run(proc: subprocess.CompletedProcess) -> dict:
+    """{rule: count} from the 'Job stats' table of `snakemake -n`; {} for 'Nothing to be done'."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def artifact_dirs(workdir: Path, stage: str) -> list[Path]:
+    """The complete and incomplete artifact folders of a stage (not its .tmp-* folders)."""
+    return sorted(p for p in (workdir / "artifacts" / stage).glob("*") if not p.name.startswith("."))
+
+
+def copy_checkout(clone: Path) -> Path:
+    """The checkout's tracked and untracked-but-not-ignored files, copied to ``clone``."""
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for rel in tracked:
+        if (ROOT / rel).is_file():
+            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / rel, clone / rel)
+    return clone
+
+
+def reordered(obj):
+    """Every mapping with its keys in reverse order (lists keep theirs)."""
+    if isinstance(obj, dict):
+        return {k: reordered(obj[k]) for k in reversed(list(obj))}
+    if isinstance(obj, list):
+        return [reordered(v) for v in obj]
+    return obj
+
+
+# --- a SLURM cluster -------------------------------------------------------------------------
+
+SLURM_START = Path(os.environ.get("LMBUILD_SLURM_START", ROOT.parent / "shared" / "tools" / "slurm" / "start_slurm.sh"))
+
+
+def sh(*cmd: str, timeout: int = 30) -> str:
+    """A command's stdout; raises on a non-zero exit."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    """A running SLURM cluster with sacct and a GPU GRES: {partition, account}; skips if none.
+
+    The cluster is a single node on this machine, started by ../shared/tools/slurm/start_slurm.sh
+    (or $LMBUILD_SLURM_START) where it is not running and this runs as root."""
+    ready = shutil.which("sinfo") and subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+    if not ready:
+        if os.geteuid() != 0:
+            pytest.skip("SLURM is not running and starting it needs root")
+        if not SLURM_START.is_file():
+            pytest.skip(f"SLURM is not running and its start script is missing: {SLURM_START} (set LMBUILD_SLURM_START)")
+        if not shutil.which("apt-get") and not shutil.which("slurmctld"):
+            pytest.skip("SLURM is not installed and there is no apt-get to install it")
+    # Idempotent; also (re)starts a stopped slurmdbd, which sacct needs.
+    env = {**os.environ, "SLURM_ACCOUNTING": "dbd", "SLURM_FAKE_GPUS": "1", "SLURM_FAKE_GPU_TYPE": "h100"}
+    if SLURM_START.is_file() and os.geteuid() == 0:
+        proc = subprocess.run(["bash", str(SLURM_START)], capture_output=True, text=True, timeout=600, env=env)
+        if proc.returncode != 0:
+            pytest.skip(f"could not start SLURM with {SLURM_START}: {proc.stderr.strip().splitlines()[-1:]}")
+    try:
+        gres = sh("sinfo", "-h", "-o", "%G")
+        partition = sh("sinfo", "-h", "-o", "%P").split()[0].rstrip("*")
+        account = sh("sacctmgr", "-n", "-P", "show", "assoc", f"user={os.environ.get('USER', 'root')}", "format=account").split()[0]
+    except (subprocess.SubprocessError, IndexError, OSError) as exc:
+        pytest.skip(f"SLURM is up but sinfo/sacctmgr failed: {exc}")
+    if "gpu:h100" not in gres:
+        pytest.skip(f"the SLURM node has no gpu:h100 GRES (it has {gres.strip()!r}); start it with SLURM_FAKE_GPUS=1")
+    return {"partition": partition, "account": account}

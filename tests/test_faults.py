@@ -41,8 +41,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-from test_workflow import SNAKEMAKE, smoke_config
+from conftest import ROOT, SNAKEMAKE, smoke_config
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-from test_workflow import SNAKEMAKE, jobs_of_dry_run, smoke_config
+from conftest import ROOT, SNAKEMAKE, copy_checkout, jobs_of_dry_run, reordered, smoke_config
 
 pytestmark = pytest.mark.e2e
 
@@ -55,15 +54,6 @@ def run(workdir: Path, cfg_text: str, *args: str, snakefile: Path = ROOT / "Snak
     cfg_path.write_text(cfg_text)
     cmd = [str(SNAKEMAKE), "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
-def reordered(obj):
-    """Every mapping with its keys in reverse order (lists keep theirs)."""
-    if isinstance(obj, dict):
-        return {k: reordered(obj[k]) for k in reversed(list(obj))}
-    if isinstance(obj, list):
-        return [reordered(v) for v in obj]
-    return obj
 
 
 def renotated(text: str) -> str:
@@ -116,16 +106,6 @@ def test_a_copy_of_the_project_elsewhere_reuses_the_store(built, tmp_path):
     shutil.copytree(built / "corpus", work / "corpus")
     cfg = config("corpus/*.jsonl", artifacts=str(built / "artifacts"))
     nothing_to_do(run(work, yaml.safe_dump(cfg), TARGET, "-n", snakefile=clone / "Snakefile"))
-
-
-def copy_checkout(clone: Path) -> Path:
-    """The checkout's tracked and untracked-but-not-ignored files, copied to ``clone``."""
-    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        if (ROOT / rel).is_file():
-            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / rel, clone / rel)
-    return clone
 
 
 def test_an_edited_source_file_rebuilds_everything_from_raw(built):

@@ -1,9 +1,10 @@
 """The workflow on a real SLURM cluster through the Snakemake SLURM executor plugin.
 
-The cluster is a single node on this machine, started by ../shared/tools/slurm/start_slurm.sh
-(munge, slurmctld, slurmd, slurmdbd so that `sacct` works, and a fake GPU GRES `gpu:h100:1`
-backed by a character device: SLURM schedules it and sets CUDA_VISIBLE_DEVICES, torch sees no
-CUDA and trains on the CPU). Tests that need it skip with the reason where it cannot start.
+The cluster (tests/conftest.py's fixture) is a single node on this machine, started by
+../shared/tools/slurm/start_slurm.sh (munge, slurmctld, slurmd, slurmdbd so that `sacct` works,
+and a fake GPU GRES `gpu:h100:1` backed by a character device: SLURM schedules it and sets
+CUDA_VISIBLE_DEVICES, torch sees no CUDA and trains on the CPU). Tests that need it skip with
+the reason where it cannot start.
 
 One smoke build under `--profile profiles/slurm` serves several checks: every non-local rule
 ran as a SLURM job (sacct, by the `rule_<name>` job comment), training asked for and got a
@@ -17,11 +18,8 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,10 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SNAKEMAKE, sh
 
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-START_SCRIPT = Path(os.environ.get("LMBUILD_SLURM_START", ROOT.parent / "shared" / "tools" / "slurm" / "start_slurm.sh"))
 GPU_RULES = {"build_trained_checkpoint", "build_eval_report"}
 ARTIFACT_CPU_RULES = {f"build_{s}" for s in ("raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "report")}
 # The fan-out steps of the data stages: jobs too, without an artifact of their own.
@@ -154,38 +150,6 @@ def test_profile_asks_for_requeue_and_leaves_partition_and_account_to_the_user()
 # ---------------------------------------------------------------- the cluster
 
 
-def _sh(*cmd: str, timeout: int = 30) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
-
-
-@pytest.fixture(scope="module")
-def cluster() -> dict:
-    """A running SLURM cluster with sacct and a GPU GRES: {partition, account}; skips if none."""
-    ready = shutil.which("sinfo") and subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
-    if not ready:
-        if os.geteuid() != 0:
-            pytest.skip("SLURM is not running and starting it needs root")
-        if not START_SCRIPT.is_file():
-            pytest.skip(f"SLURM is not running and its start script is missing: {START_SCRIPT} (set LMBUILD_SLURM_START)")
-        if not shutil.which("apt-get") and not shutil.which("slurmctld"):
-            pytest.skip("SLURM is not installed and there is no apt-get to install it")
-    # Idempotent; also (re)starts a stopped slurmdbd, which sacct needs.
-    env = {**os.environ, "SLURM_ACCOUNTING": "dbd", "SLURM_FAKE_GPUS": "1", "SLURM_FAKE_GPU_TYPE": "h100"}
-    if START_SCRIPT.is_file() and os.geteuid() == 0:
-        proc = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True, timeout=600, env=env)
-        if proc.returncode != 0:
-            pytest.skip(f"could not start SLURM with {START_SCRIPT}: {proc.stderr.strip().splitlines()[-1:]}")
-    try:
-        gres = _sh("sinfo", "-h", "-o", "%G")
-        partition = _sh("sinfo", "-h", "-o", "%P").split()[0].rstrip("*")
-        account = _sh("sacctmgr", "-n", "-P", "show", "assoc", f"user={os.environ.get('USER', 'root')}", "format=account").split()[0]
-    except (subprocess.SubprocessError, IndexError, OSError) as exc:
-        pytest.skip(f"SLURM is up but sinfo/sacctmgr failed: {exc}")
-    if "gpu:h100" not in gres:
-        pytest.skip(f"the SLURM node has no gpu:h100 GRES (it has {gres.strip()!r}); start it with SLURM_FAKE_GPUS=1")
-    return {"partition": partition, "account": account}
-
-
 def slurm_snakemake(cluster: dict, workdir: Path, cfg: dict, *args: str, limit: int = 300) -> subprocess.Popen:
     cfg_path = write_config(workdir, cfg)
     cmd = ["timeout", "-s", "KILL", str(limit), str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
@@ -201,7 +165,7 @@ def slurm_snakemake(cluster: dict, workdir: Path, cfg: dict, *args: str, limit: 
 
 def cancel_jobs_in(workdir: Path) -> None:
     """scancel what a killed snakemake left queued or running in `workdir`."""
-    for line in _sh("squeue", "-h", "-o", "%i|%Z").splitlines():
+    for line in sh("squeue", "-h", "-o", "%i|%Z").splitlines():
         job_id, _, job_dir = line.partition("|")
         if job_dir == str(workdir):
             subprocess.run(["scancel", job_id], timeout=30)
@@ -211,7 +175,7 @@ def sacct_jobs(run_uuid: str) -> list[dict]:
     """Every SLURM job of one snakemake run (its job name), with requeued instances (-D).
     -S: sacct lists only jobs since midnight by default, so a run across midnight lost its jobs."""
     fields = ["JobIDRaw", "Comment", "State", "AllocTRES"]
-    out = _sh("sacct", "-X", "-D", "-n", "-P", "-S", "2000-01-01", "--name", run_uuid, f"--format={','.join(fields)}")
+    out = sh("sacct", "-X", "-D", "-n", "-P", "-S", "2000-01-01", "--name", run_uuid, f"--format={','.join(fields)}")
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
 
 
@@ -256,16 +220,16 @@ class Requeuer(threading.Thread):
         while not self.done.is_set():
             ckpts = glob.glob(pattern)
             if ckpts:
-                lines = _sh("squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%Z").splitlines()
+                lines = sh("squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%Z").splitlines()
                 ours = [ln.split("|")[0] for ln in lines if "rule_build_trained_checkpoint" in ln and ln.endswith(str(self.workdir))]
                 if ours:
                     self.step_seen = max(int(Path(c).parent.name.split("-")[1]) for c in ckpts)
                     self.job_id = ours[0]
-                    _sh("scontrol", "requeue", self.job_id)
+                    sh("scontrol", "requeue", self.job_id)
                     for _ in range(100):
-                        state = _sh("squeue", "-h", "-j", self.job_id, "-o", "%T").strip()
+                        state = sh("squeue", "-h", "-j", self.job_id, "-o", "%T").strip()
                         if state == "PENDING":
-                            _sh("scontrol", "update", f"JobId={self.job_id}", "StartTime=now")
+                            sh("scontrol", "update", f"JobId={self.job_id}", "StartTime=now")
                             return
                         time.sleep(0.2)
                     self.error = f"job {self.job_id} did not go back to PENDING after scontrol requeue"

@@ -19,9 +19,7 @@ import yaml
 
 from lmbuild.store.artifact import MANIFEST, read_manifest, seal, verify
 from lmbuild.store.registry import builds, checkout_id, planned, recover, register, registrations, verify_store
-from test_workflow import SNAKEMAKE, jobs_of_dry_run, smoke_config
-
-from conftest import ROOT
+from conftest import ROOT, SNAKEMAKE, jobs_of_dry_run, smoke_config
 
 
 def test_only_building_command_lines_claim_the_store():

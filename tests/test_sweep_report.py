@@ -77,7 +77,7 @@ def test_a_metric_no_run_has_is_one_line(tmp_path):
 
 # --------------------------------------------------------------------------- end to end
 
-from test_workflow import jobs_of_dry_run, smoke_config, snakemake  # noqa: E402
+from conftest import jobs_of_dry_run, smoke_config, snakemake  # noqa: E402
 
 GRID = {"train.learning_rate": [0.001, 0.01]}
 # Shorter than the smoke run: the runs only need a loss curve of a few points each.

@@ -23,7 +23,6 @@ from lmbuild.training import trained_checkpoint as train
 from lmbuild.errors import UserError  # noqa: E402
 from lmbuild.store.runner import StageContext  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from test_slurm import cluster  # noqa: E402,F401 (the fixture: a running SLURM cluster, or a skip)
 
 SEQ, BATCH = 32, 8
 # One torch thread: a tiny model gains nothing from two, and on a busy machine two OpenMP

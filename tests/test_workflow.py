@@ -11,7 +11,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,51 +19,11 @@ import pytest
 import yaml
 
 from bad_files import corrupt_parquet
-from conftest import ROOT
+from conftest import ROOT, SNAKEMAKE, artifact_dirs, copy_checkout, jobs_of_dry_run, reordered, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report", "report"]
-
-
-def smoke_config(**overrides) -> dict:
-    cfg = yaml.safe_load((ROOT / "tests" / "smoke.yaml").read_text())
-    for dotted, value in overrides.items():
-        *path, last = dotted.split(".")
-        node = cfg
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return cfg
-
-
-def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900, snakefile: Path = ROOT / "Snakefile") -> subprocess.CompletedProcess:
-    cfg_path = workdir / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    # Targets go before --configfile: after it Snakemake would read them as more config files.
-    cmd = [str(SNAKEMAKE), "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def jobs_of_dry_run(proc: subprocess.CompletedProcess) -> dict:
-    """{rule: count} from the 'Job stats' table of `snakemake -n`; {} for 'Nothing to be done'."""
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m or m.group(1) == "total":
-            break
-        jobs[m.group(1)] = int(m.group(2))
-    return jobs
-
-
-def artifact_dirs(workdir: Path, stage: str) -> list[Path]:
-    return sorted(p for p in (workdir / "artifacts" / stage).glob("*") if not p.name.startswith("."))
 
 
 @pytest.fixture(scope="module")
@@ -237,8 +196,6 @@ def test_an_edit_of_the_page_re_renders_and_evaluates_nothing(built, tmp_path):
     """The checkout copied and its page template (CSS) edited: `snakemake -n` over the same
     artifacts plans the report alone; the copy unedited plans nothing. Then the edited page is
     built, beside the first (another key), and the evaluation is the same artifact."""
-    from test_reruns import copy_checkout
-
     clone = copy_checkout(tmp_path / "clone")
     cfg = smoke_config()
     run = lambda *args: snakemake(built, cfg, *args, snakefile=clone / "Snakefile")  # noqa: E731
@@ -257,8 +214,6 @@ def test_an_edit_of_the_page_re_renders_and_evaluates_nothing(built, tmp_path):
 def test_the_same_settings_in_another_order_and_notation_rerun_nothing(built):
     """Every mapping of the whole smoke config reversed, numbers rewritten (tests/test_reruns.py
     attacks the data stages further): training and evaluation are not planned again."""
-    from test_reruns import reordered
-
     text = yaml.safe_dump(reordered(smoke_config()), sort_keys=False)
     text = re.sub(r"learning_rate: 0\.003\b", "learning_rate: 3.0e-03", text)
     text = re.sub(r"max_steps: 40\b", "max_steps: 4e1", text)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
+from conftest import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 

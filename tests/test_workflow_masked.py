@@ -9,7 +9,7 @@ import math
 import pytest
 
 from lmbuild.evaluation import report
-from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
+from conftest import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
+from conftest import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 
