@@ -21,6 +21,9 @@ import lmbuild  # noqa: F401 (sets the hub defaults before a test module imports
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+# The stages tests/smoke.yaml builds, in order; DATA_STAGES are those before the model.
+SMOKE_STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report", "report"]
+DATA_STAGES = SMOKE_STAGES[:5]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -75,6 +78,44 @@ def artifact_dirs(workdir: Path, stage: str) -> list[Path]:
     return sorted(p for p in (workdir / "artifacts" / stage).glob("*") if not p.name.startswith("."))
 
 
+@pytest.fixture(scope="session")
+def smoke_built(tmp_path_factory, request) -> Path:
+    """tests/smoke.yaml built once per test session (`snakemake --cores 2`, every stage): the
+    first module to ask builds it, under a file lock that other pytest-xdist workers wait on.
+    Its users copy it (copy_built) and change only their copy."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # an xdist worker: the session's folder is its parent, shared by all
+        root = root.parent
+    work, failed = root / "smoke-built", root / "smoke-built.failed"
+    with FileLock(str(root / "smoke-built.lock")):
+        assert not failed.exists(), failed.read_text()
+        if not (root / "smoke-built.ok").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            proc = snakemake(work, smoke_config())
+            if proc.returncode != 0:
+                failed.write_text(f"the smoke build failed:\n{(proc.stdout + proc.stderr)[-5000:]}")
+                raise AssertionError(failed.read_text())
+            (root / "smoke-built.ok").touch()
+    return work
+
+
+def copy_built(built: Path, dest: Path, stages: list[str] | None = None) -> Path:
+    """A copy of the built working directory ``built`` (artifacts, logs, .snakemake) in ``dest``,
+    modification times kept: Snakemake finds it built, as in the original (tests/test_reruns.py
+    attacks copies). ``stages``: only these stages' artifacts, as if fewer targets were built."""
+
+    def skipped(folder: str, names: list[str]) -> set[str]:
+        if stages is None or Path(folder) != built / "artifacts":
+            return set()
+        return {n for n in names if not n.startswith(("_", ".")) and n not in stages}
+
+    shutil.copytree(built, dest, symlinks=True, ignore=skipped, dirs_exist_ok=True)
+    return dest
+
+
 def copy_checkout(clone: Path) -> Path:
     """The checkout's tracked and untracked-but-not-ignored files, copied to ``clone``."""
     tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
@@ -104,7 +145,7 @@ def sh(*cmd: str, timeout: int = 30) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster() -> dict:
     """A running SLURM cluster with sacct and a GPU GRES: {partition, account}; skips if none.
 
@@ -118,8 +159,9 @@ def cluster() -> dict:
             pytest.skip(f"SLURM is not running and its start script is missing: {SLURM_START} (set LMBUILD_SLURM_START)")
         if not shutil.which("apt-get") and not shutil.which("slurmctld"):
             pytest.skip("SLURM is not installed and there is no apt-get to install it")
-    # Idempotent; also (re)starts a stopped slurmdbd, which sacct needs.
-    env = {**os.environ, "SLURM_ACCOUNTING": "dbd", "SLURM_FAKE_GPUS": "1", "SLURM_FAKE_GPU_TYPE": "h100"}
+    # Idempotent; also (re)starts a stopped slurmdbd, which sacct needs. No `srun hostname` at
+    # its end: it waits for a free CPU behind the other worker's SLURM jobs; the tests run jobs.
+    env = {**os.environ, "SLURM_ACCOUNTING": "dbd", "SLURM_FAKE_GPUS": "1", "SLURM_FAKE_GPU_TYPE": "h100", "SLURM_SMOKE_TEST": "0"}
     if SLURM_START.is_file() and os.geteuid() == 0:
         proc = subprocess.run(["bash", str(SLURM_START)], capture_output=True, text=True, timeout=600, env=env)
         if proc.returncode != 0:

@@ -7,9 +7,10 @@ CUDA_VISIBLE_DEVICES, torch sees no CUDA and trains on the CPU). Tests that need
 the reason where it cannot start.
 
 One smoke build under `--profile profiles/slurm` serves several checks: every non-local rule
-ran as a SLURM job (sacct, by the `rule_<name>` job comment), training asked for and got a
-GPU, and training, requeued with `scontrol requeue` once it has written a checkpoint, resumes
-from that checkpoint and finishes. A second, failing build checks the error report.
+ran as a SLURM job (sacct, by the `rule_<name>` job comment), the part jobs grouped several to
+a SLURM job and building what ungrouped local jobs build, training asked for and got a GPU, and
+training, requeued with `scontrol requeue` once it has written a checkpoint, resumes from that
+checkpoint and finishes. A second, failing build checks the error report.
 Every snakemake call is bounded with `timeout -s KILL`: on SIGTERM snakemake waits for its
 running jobs, and a status query that never succeeds would keep it waiting.
 """
@@ -249,12 +250,27 @@ def start_failing_build(cluster: dict, work: Path) -> subprocess.Popen:
     return slurm_snakemake(cluster, work, cfg, "raw", limit=300)
 
 
+# Four raw shards: 4 cleaned parts, 2 dedup maps, 2 dedup buckets, 4 pack parts. The command line
+# groups two parts to a SLURM job (over the profile's group-components): the cleaned parts go out
+# as 2 SLURM jobs, the maps and the buckets as 1 each, the pack parts as 1 (the profile's 20).
+GROUP_DATA = {"shards": 4}
+GROUP_ARGS = ("--group-components", "build_cleaned_part=2", "dedup_map=2", "dedup_bucket=2")
+
+
+def group_sizes() -> dict[str, int]:
+    """Part rule -> parts per SLURM job: the profile's group-components, GROUP_ARGS over them."""
+    groups = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["group-components"]
+    return groups | {rule: int(n) for rule, n in (arg.split("=") for arg in GROUP_ARGS[1:])}
+
+
 @pytest.fixture(scope="module")
 def slurm_build(cluster, tmp_path_factory) -> dict:
-    """The smoke build under --profile profiles/slurm, with its training job requeued halfway,
-    and beside it (at the same time, to save wall time) a build whose first job fails."""
+    """The smoke build (four raw shards, parts grouped by GROUP_ARGS) under --profile
+    profiles/slurm, with its training job requeued halfway, and beside it (at the same time, to
+    save wall time) a build whose first job fails."""
     work, failing_work = tmp_path_factory.mktemp("slurm"), tmp_path_factory.mktemp("slurm_failing")
     cfg = smoke_config(
+        data=GROUP_DATA,
         # A checkpoint every 5 of 30 steps: the requeue lands well before the end.
         train={"max_steps": 30, "warmup_steps": 3, "eval_steps": 5, "save_steps": 5, "eval_batches": 1, "logging_steps": 5},
         resources={
@@ -267,7 +283,7 @@ def slurm_build(cluster, tmp_path_factory) -> dict:
     requeuer.start()
     try:
         failing = start_failing_build(cluster, failing_work)
-        proc = slurm_snakemake(cluster, work, cfg, limit=900)
+        proc = slurm_snakemake(cluster, work, cfg, *GROUP_ARGS, limit=900)
         failing_output, _ = failing.communicate()
         output, _ = proc.communicate()
     finally:
@@ -310,9 +326,12 @@ def test_every_non_local_rule_ran_as_a_slurm_job(slurm_build):
     planned = job_stats(slurm_build["output"])
     remote = Counter({r: n for r, n in planned.items() if r in CPU_RULES | GPU_RULES})
     assert set(remote) == CPU_RULES | GPU_RULES
-    # The profile groups the part rules: ceil(jobs / group components) SLURM jobs each.
-    groups = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["group-components"]
+    assert {r: remote[r] for r in GROUPED_RULES} == {"build_raw_part": 1, "build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 4}
+    # The part rules are grouped: ceil(jobs / group components) SLURM jobs each (the cleaned
+    # parts 2 to a job, the others all in one).
+    groups = group_sizes()
     submitted = Counter({r: -(-n // groups.get(r, 1)) for r, n in remote.items()})
+    assert sum(submitted.values()) == sum(len(c) for c in sbatch_calls(slurm_build["output"]).values())
     # One sacct row per job instance: count each job once (the requeued one has two rows).
     final = {j["JobIDRaw"]: j for j in slurm_build["sacct"] if j["State"] != "REQUEUED"}
     assert Counter(rule_of(j["Comment"]) for j in final.values() if j["Comment"]) == submitted
@@ -388,11 +407,6 @@ def test_a_failing_job_fails_the_workflow_and_names_its_log(slurm_build):
 
 # ---------------------------------------------------------------- grouped part jobs
 
-# Four raw shards and two hash buckets: 4 cleaned parts, 2 dedup maps, 2 dedup buckets.
-GROUP_DATA = {"shards": 4}
-# Two parts per SLURM job: 4 + 2 + 2 part jobs go out as 2 + 1 + 1 SLURM jobs.
-GROUP_ARGS = ("--group-components", "build_cleaned_part=2", "dedup_map=2", "dedup_bucket=2")
-
 
 def group_config() -> dict:
     cfg = smoke_config(data=GROUP_DATA, resources={"default": {"threads": 1, "mem_mb": 1000, "runtime": 5}})
@@ -428,30 +442,13 @@ def test_grouping_settings_plan_nothing(local_dedup):
 
 
 @pytest.mark.e2e
-def test_grouped_parts_go_out_as_fewer_slurm_jobs_and_build_the_same_artifact(cluster, local_dedup, tmp_path):
-    proc = slurm_snakemake(cluster, tmp_path, group_config(), "deduplicated", *GROUP_ARGS, limit=900)
-    try:
-        output, _ = proc.communicate()
-    finally:
-        cancel_jobs_in(tmp_path)
-    assert proc.returncode == 0, output[-6000:]
-    planned = job_stats(output)
-    assert {r: planned.get(r, 0) for r in GROUPED_RULES} == {"build_raw_part": 1, "build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 0}
-    run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
-    jobs = sacct_jobs(run_uuid)
-    assert {j["State"] for j in jobs} == {"COMPLETED"}, jobs
-    submitted = Counter(rule_of(j["Comment"]) for j in jobs)
-    # 12 rule jobs, 8 SLURM jobs: each group job of the named rules ran two parts (the one raw
-    # part, an embedded source, is a group of one).
-    assert submitted == Counter(build_raw_part=1, build_raw=1, build_cleaned_part=2, build_cleaned=1, dedup_map=1, dedup_bucket=1, build_deduplicated=1)
-    assert sum(len(c) for c in sbatch_calls(output).values()) == 8
-    # The same key and the same bytes as the ungrouped local build.
+def test_grouped_parts_build_the_same_artifact_as_ungrouped_local_jobs(slurm_build, local_dedup):
+    """The SLURM build ran its parts two or more to a job (test_every_non_local_rule_ran_as_a_slurm_job
+    counts them): its deduplicated artifact has the key and the bytes of the local build without
+    groups, and locally, without the profile, its working directory plans nothing."""
     (ref,) = (local_dedup / "artifacts" / "deduplicated").glob("*/manifest.json")
-    (got,) = (tmp_path / "artifacts" / "deduplicated").glob("*/manifest.json")
+    (got,) = (slurm_build["work"] / "artifacts" / "deduplicated").glob("*/manifest.json")
     assert got.parent.name == ref.parent.name
     assert json.loads(got.read_text())["files"] == json.loads(ref.read_text())["files"]
-    (cleaned,) = (tmp_path / "artifacts" / "cleaned").glob("*/manifest.json")
-    assert json.loads(cleaned.read_text())["job"]["slurm_job_id"] in {j["JobIDRaw"] for j in jobs}
-    # And locally, without the profile, nothing is planned either.
-    proc = local_snakemake(tmp_path, group_config(), "--cores", "2", "-n", "deduplicated", limit=120)
+    proc = local_snakemake(slurm_build["work"], slurm_build["cfg"], "--cores", "2", "-n", limit=120)
     assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
