@@ -26,11 +26,22 @@ SMOKE_STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_c
 DATA_STAGES = SMOKE_STAGES[:5]
 
 
+# The end-to-end modules of a few minutes each, longest first (tests/workflow/ holds them).
+# test_workflow builds the session's smoke demo (smoke_built) that later modules copy.
+SLOWEST = ["test_workflow.py", "test_faults.py", "test_slurm.py", "test_workflow_masked.py", "test_store.py"]
+
+
 def pytest_collection_modifyitems(config, items):
-    """End-to-end modules first. Under pytest-xdist's `--dist loadfile` (pyproject's addopts) a
-    worker takes whole modules in collection order, so the minutes-long builds start at once
-    instead of running alone at the end while the other worker idles."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+    """End-to-end modules first, SLOWEST first of them. Under pytest-xdist's `--dist loadfile
+    --no-loadscope-reorder` (pyproject's addopts) a worker takes whole modules in this order, so
+    the minutes-long builds start at once instead of running alone at the end while the other
+    worker idles (without --no-loadscope-reorder, xdist would take the modules with the most tests first)."""
+
+    def rank(item) -> tuple:
+        name = item.path.name
+        return (item.get_closest_marker("e2e") is None, SLOWEST.index(name) if name in SLOWEST else len(SLOWEST))
+
+    items.sort(key=rank)
 
 
 # --- the workflow end to end -----------------------------------------------------------------

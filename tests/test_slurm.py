@@ -250,24 +250,18 @@ def start_failing_build(cluster: dict, work: Path) -> subprocess.Popen:
     return slurm_snakemake(cluster, work, cfg, "raw", limit=300)
 
 
-# Four raw shards: 4 cleaned parts, 2 dedup maps, 2 dedup buckets, 4 pack parts. The command line
-# groups two parts to a SLURM job (over the profile's group-components): the cleaned parts go out
-# as 2 SLURM jobs, the maps and the buckets as 1 each, the pack parts as 1 (the profile's 20).
+# Four raw shards: 4 cleaned parts, 2 dedup maps, 2 dedup buckets, 4 pack parts, which the
+# profile's group-components send out as one SLURM job per rule.
 GROUP_DATA = {"shards": 4}
+# Other groups on the command line (it replaces the profile's group-components): two parts to a job.
 GROUP_ARGS = ("--group-components", "build_cleaned_part=2", "dedup_map=2", "dedup_bucket=2")
-
-
-def group_sizes() -> dict[str, int]:
-    """Part rule -> parts per SLURM job: the profile's group-components, GROUP_ARGS over them."""
-    groups = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["group-components"]
-    return groups | {rule: int(n) for rule, n in (arg.split("=") for arg in GROUP_ARGS[1:])}
 
 
 @pytest.fixture(scope="module")
 def slurm_build(cluster, tmp_path_factory) -> dict:
-    """The smoke build (four raw shards, parts grouped by GROUP_ARGS) under --profile
-    profiles/slurm, with its training job requeued halfway, and beside it (at the same time, to
-    save wall time) a build whose first job fails."""
+    """The smoke build (four raw shards) under --profile profiles/slurm, with its training job
+    requeued halfway, and beside it (at the same time, to save wall time) a build whose first job
+    fails."""
     work, failing_work = tmp_path_factory.mktemp("slurm"), tmp_path_factory.mktemp("slurm_failing")
     cfg = smoke_config(
         data=GROUP_DATA,
@@ -283,7 +277,7 @@ def slurm_build(cluster, tmp_path_factory) -> dict:
     requeuer.start()
     try:
         failing = start_failing_build(cluster, failing_work)
-        proc = slurm_snakemake(cluster, work, cfg, *GROUP_ARGS, limit=900)
+        proc = slurm_snakemake(cluster, work, cfg, limit=900)
         failing_output, _ = failing.communicate()
         output, _ = proc.communicate()
     finally:
@@ -327,9 +321,8 @@ def test_every_non_local_rule_ran_as_a_slurm_job(slurm_build):
     remote = Counter({r: n for r, n in planned.items() if r in CPU_RULES | GPU_RULES})
     assert set(remote) == CPU_RULES | GPU_RULES
     assert {r: remote[r] for r in GROUPED_RULES} == {"build_raw_part": 1, "build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 4}
-    # The part rules are grouped: ceil(jobs / group components) SLURM jobs each (the cleaned
-    # parts 2 to a job, the others all in one).
-    groups = group_sizes()
+    # The profile groups the part rules: ceil(jobs / group components) SLURM jobs each (here one).
+    groups = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["group-components"]
     submitted = Counter({r: -(-n // groups.get(r, 1)) for r, n in remote.items()})
     assert sum(submitted.values()) == sum(len(c) for c in sbatch_calls(slurm_build["output"]).values())
     # One sacct row per job instance: count each job once (the requeued one has two rows).
@@ -443,9 +436,10 @@ def test_grouping_settings_plan_nothing(local_dedup):
 
 @pytest.mark.e2e
 def test_grouped_parts_build_the_same_artifact_as_ungrouped_local_jobs(slurm_build, local_dedup):
-    """The SLURM build ran its parts two or more to a job (test_every_non_local_rule_ran_as_a_slurm_job
-    counts them): its deduplicated artifact has the key and the bytes of the local build without
-    groups, and locally, without the profile, its working directory plans nothing."""
+    """The SLURM build ran each part rule's jobs as one grouped SLURM job
+    (test_every_non_local_rule_ran_as_a_slurm_job counts them): its deduplicated artifact has the
+    key and the bytes of the local build without groups, and locally, without the profile, its
+    working directory plans nothing."""
     (ref,) = (local_dedup / "artifacts" / "deduplicated").glob("*/manifest.json")
     (got,) = (slurm_build["work"] / "artifacts" / "deduplicated").glob("*/manifest.json")
     assert got.parent.name == ref.parent.name
