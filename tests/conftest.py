@@ -115,7 +115,7 @@ def smoke_built(tmp_path_factory, request) -> Path:
 
 def copy_built(built: Path, dest: Path, stages: list[str] | None = None) -> Path:
     """A copy of the built working directory ``built`` (artifacts, logs, .snakemake) in ``dest``,
-    modification times kept: Snakemake finds it built, as in the original (tests/test_reruns.py
+    modification times kept: Snakemake finds it built, as in the original (tests/workflow/test_reruns.py
     attacks copies). ``stages``: only these stages' artifacts, as if fewer targets were built."""
 
     def skipped(folder: str, names: list[str]) -> set[str]:

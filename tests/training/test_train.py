@@ -280,7 +280,7 @@ def _child(inputs, output, pause, die=None):
     import sys
 
     spec = {"settings": lc.settings("trained_checkpoint", train=SHORT), "inputs": {k: str(v) for k, v in inputs.items()}, "output": str(output), "pause": pause, "die": die}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

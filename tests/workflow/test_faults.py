@@ -16,7 +16,7 @@ Two builds of tests/smoke.yaml (20 training steps, a checkpoint every 5), each w
 
 Then every file of every artifact is compared with the reference: byte for byte, except
 what records time or place (timing(), MANIFEST_ONLY, PROVENANCE, NOT_COMPARED below).
-tests/test_train.py kills training in process: before its first checkpoint, between two, and
+tests/training/test_train.py kills training in process: before its first checkpoint, between two, and
 after the final one.
 
 Seeds: LMBUILD_FAULT_SEED (default 0) picks the kill points; the figures are printed.

@@ -4,7 +4,7 @@ A corpus of local JSON Lines files is built up to ``shards`` once; then the sour
 touched, moved and copied, and the project itself is copied to another folder: each time
 `snakemake -n` must say "Nothing to be done". An edited file, or a fan-out setting, plans
 raw onward. Settings written in another key order and number notation, and which settings
-plan which stages, are tests/test_workflow.py's test_snakemake_n_agrees_with_the_keys.
+plan which stages, are tests/workflow/test_workflow.py's test_snakemake_n_agrees_with_the_keys.
 """
 
 from __future__ import annotations

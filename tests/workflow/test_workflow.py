@@ -215,7 +215,7 @@ def test_snakemake_n_agrees_with_the_keys(built):
     nothing for the same config, nothing for the same settings written otherwise (every mapping
     reversed, numbers renotated, wsd-only settings on a cosine run), the evaluation and page for
     an evaluation setting, and cleaning onward (a job per raw shard, not raw) for a cleaning one.
-    tests/test_plan.py states more keys in process; tests/test_reruns.py attacks Snakemake's own
+    tests/build/test_plan.py states more keys in process; tests/workflow/test_reruns.py attacks Snakemake's own
     rerun triggers (touched, moved, copied files)."""
     base = chain_keys(smoke_config())
     assert base == {s: only(built, s).name for s in STAGES}
@@ -245,7 +245,7 @@ def test_a_deleted_model_is_planned_and_nothing_after_it(built, tmp_path):
     """`rm -rf` of the trained checkpoint (as verify advises for a damaged one): the default
     target holds the model itself, so plain `snakemake` plans its training again, and not the
     evaluation and page built from it. (A rebuilt artifact is the same bytes at the same key:
-    tests/test_faults.py; what was built after it stays: tests/test_reruns.py.)"""
+    tests/workflow/test_faults.py; what was built after it stays: tests/workflow/test_reruns.py.)"""
     ckpt = only(built, "trained_checkpoint")
     shutil.move(ckpt, tmp_path / "aside")  # put back below, as it was: this module's other tests read it
     try:
