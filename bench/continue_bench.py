@@ -7,7 +7,7 @@ standard library with this pipeline's stages, then in one artifact store trains 
 steps of wsd (decay 10%), then ``--long`` steps, which starts at the cached end of the short
 run's stable phase; then ``--long`` steps straight in a second store. Prints each job's wall
 seconds and steps trained, and whether the continued and the straight run have the same weights
-(they must: tests/test_train.py checks it bit for bit).
+(they must: tests/training/test_train.py checks it bit for bit).
 
 What it does NOT do: measure anything but one CPU process, or a cosine run (nothing to reuse).
 """

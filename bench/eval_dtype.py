@@ -2,7 +2,7 @@
 
     python bench/eval_dtype.py [--hidden 256 --layers 4 --heads 4] [--items 60] [--json OUT.jsonl]
 
-The checkpoint is the test suite's (tests/test_evaluate.py: a byte-level BPE trained on Python
+The checkpoint is the test suite's (tests/evaluation/test_evaluate.py: a byte-level BPE trained on Python
 standard-library source and a seeded random Llama of the given size); the tasks are the held-out
 perplexity task on six stdlib modules and lm-eval's own hellaswag on the vendored 60 validation
 items (tests/fixtures). Prints and records each dtype's scores and seconds, the differences,

@@ -149,8 +149,8 @@ MACHINE_PATH = re.compile(
 # that hit names no machine's folder.
 ALLOWED_PATHS = {
     (".gitignore", "work/"): "a pattern anchored at the repository root: the checkout's own work/ folder",
-    ("tests/test_runner.py", "data/shard-00001.parquet"): "the file name of a made-up OSError; nothing is read there",
-    ("tests/test_workflow.py", 'data/" in n'): "a part of an artifact's path inside the test's own folder",
+    ("tests/store/test_runner.py", "data/shard-00001.parquet"): "the file name of a made-up OSError; nothing is read there",
+    ("tests/workflow/test_workflow.py", 'data/" in n'): "a part of an artifact's path inside the test's own folder",
 }
 
 

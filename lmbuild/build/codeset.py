@@ -11,7 +11,7 @@ The walk stops at the engine (:data:`ENGINE`): parse-time code (lmbuild.build), 
 and compute keys but never an artifact's content; editing them re-keys nothing (a change there
 that must rebuild everything bumps lmbuild.build.keys.KEY_LEN). The engine imports no stage
 module, only the shared leaves (:data:`LEAVES`), which are in the code sets of the stages that
-import them. The import graph of lmbuild has no circle (tests/test_plan.py walks it).
+import them. The import graph of lmbuild has no circle (tests/build/test_plan.py walks it).
 
 What this module does not do: import or run the code it reads.
 """

@@ -164,7 +164,7 @@ def _causal(section: str) -> Callable[[dict], dict]:
     return lambda c: {k: v for k, v in c[section].items() if k not in ENCODER_ONLY[section]}
 
 
-# Settings that only the wsd schedule reads, at their schema defaults (tests/test_plan.py checks
+# Settings that only the wsd schedule reads, at their schema defaults (tests/build/test_plan.py checks
 # them against lmbuild/schemas/config.schema.yaml). A cosine run's settings hold these values whatever the
 # config says: decay_steps set on a cosine run retrains nothing. Pinned rather than left out, so
 # that the settings of every cosine run keyed before (which held the defaults) are unchanged.

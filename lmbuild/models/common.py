@@ -10,7 +10,7 @@ counter counts ``scaled_dot_product_attention`` (no halving for the causal mask)
 N comes either from a Llama's ``model.*`` settings (:func:`parameters`: the cost plan before any
 weight exists, and the evaluation's figures) or from a built model's linear layers
 (:func:`matmul_parameters`: the initial checkpoint, a Llama or an encoder); for a Llama both
-give the same number (tests/test_model.py).
+give the same number (tests/models/test_model.py).
 
 What this module does not do: import torch (it reads what a module gives it), or count
 anything but dense layers (no mixture of experts, no sparsity).

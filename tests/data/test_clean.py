@@ -14,39 +14,17 @@ import pytest
 import vendored
 
 from lmbuild.build.config import validate
-from lmbuild.data import cleaned as clean, raw as ingest
+from lmbuild.data import cleaned as clean
 from lmbuild.errors import UserError
 from lmbuild.store.runner import StageContext
 
-DEFAULTS = validate({})["data"]["clean"]
+from clean_runs import DEFAULTS, make_raw, rows, run_clean, stage
+
 PROSE = (
     "The harbour town woke slowly. Fishermen hauled their nets onto the quay while gulls argued "
     "over scraps, and the baker on the corner opened his shutters to let the smell of bread drift "
     "down towards the water, where a ferry waited with its engine idling."
 )
-
-
-def stage(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    out, work = tmp_path / name, tmp_path / f"{name}-work"
-    out.mkdir()
-    work.mkdir()
-    return out, work
-
-
-def make_raw(tmp_path: Path, sources, shards=2) -> Path:
-    out, work = stage(tmp_path, "raw")
-    ingest.build(StageContext("raw", "t", {"sources": sources, "shards": shards, "files_per_job": 8}, {}, out, work, 1))
-    return out
-
-
-def run_clean(tmp_path: Path, raw: Path, settings=None, threads=1, name="cleaned"):
-    out, work = stage(tmp_path, name)
-    ctx = StageContext("cleaned", "t", settings or DEFAULTS, {"raw": raw}, out, work, threads)
-    return clean.build(ctx), out
-
-
-def rows(out: Path) -> list[dict]:
-    return [r for p in sorted(out.glob("shard-*.parquet")) for r in pq.read_table(p).to_pylist()]
 
 
 def write_jsonl(path: Path, records) -> str:

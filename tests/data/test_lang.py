@@ -129,7 +129,7 @@ def test_real_japanese_pages(pages):
 
 
 def test_the_manifest_counts_drops_per_language(tmp_path, pages):
-    from test_clean import make_raw, run_clean
+    from clean_runs import make_raw, run_clean
 
     (tmp_path / "ja.jsonl").write_text("".join(json.dumps({"text": p["text"]}, ensure_ascii=False) + "\n" for p in pages))
     raw = make_raw(tmp_path, [{"type": "jsonl", "path": str(tmp_path / "ja.jsonl")}], shards=2)

@@ -24,7 +24,7 @@ from lmbuild.data.embedded import iter_python_stdlib, iter_shakespeare
 from lmbuild.errors import UserError
 from lmbuild.store.runner import StageContext
 
-from test_clean import make_raw, rows, stage
+from clean_runs import jsonl_source, make_raw, passages, rows, stage
 
 BOILERPLATE = [
     "Home", "About us", "Contact", "Privacy Policy", "Terms of Use", "Cookie settings", "Sign in", "Register",
@@ -32,17 +32,6 @@ BOILERPLATE = [
     "Click here for more", "Read more", "Related posts", "Skip to content", "Search", "Menu", "Next page",
     "Previous page", "Back to top", "Accept all cookies", "Log out", "My account", "Shopping cart (0)",
 ]
-
-
-def passages(text: str, size: int = 1200) -> list[str]:
-    """``text`` cut at line ends into passages of about ``size`` characters."""
-    out, cur = [], ""
-    for line in text.splitlines(keepends=True):
-        cur += line
-        if len(cur) >= size:
-            out.append(cur)
-            cur = ""
-    return out
 
 
 def salad(text: str, rng: random.Random) -> str:
@@ -63,15 +52,10 @@ def negatives(prose: list[str], code: list[str], rng: random.Random) -> list[str
     return [salad(t, rng) for t in prose] + [boilerplate(rng) for _ in range(n)] + code[:n]
 
 
-def write_jsonl(path: Path, texts: list[str]) -> dict:
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return {"type": "jsonl", "path": str(path)}
-
-
 def train(tmp_path: Path, positives: list[str], negative: list[str], **settings) -> tuple[dict, Path]:
     cfg = validate({"data": {"quality_model": {
-        "positives": [write_jsonl(tmp_path / "pos.jsonl", positives)],
-        "negatives": [write_jsonl(tmp_path / "neg.jsonl", negative)],
+        "positives": [jsonl_source(tmp_path / "pos.jsonl", positives)],
+        "negatives": [jsonl_source(tmp_path / "neg.jsonl", negative)],
         **settings,
     }}})["data"]["quality_model"]
     out, work = stage(tmp_path, "quality_model")
@@ -110,7 +94,7 @@ def test_classifier_separates_shakespeare_from_machine_text_and_cleaning_uses_it
     # The cleaned stage on a mixed corpus: prose kept with its score, machine text dropped.
     mixed = tmp_path / "mixed"
     mixed.mkdir()
-    raw = make_raw(mixed, [write_jsonl(mixed / "prose.jsonl", held_prose[:60]), write_jsonl(mixed / "neg.jsonl", held_neg[:120])], shards=2)
+    raw = make_raw(mixed, [jsonl_source(mixed / "prose.jsonl", held_prose[:60]), jsonl_source(mixed / "neg.jsonl", held_neg[:120])], shards=2)
     settings = validate({"data": {"clean": {"quality": {"enabled": True}, "min_chars": 100}}})["data"]["clean"]
     for group in ("gopher_quality", "gopher_repetition", "c4", "fineweb"):
         settings[group]["enabled"] = False  # this test is about the classifier alone

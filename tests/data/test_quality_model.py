@@ -13,7 +13,7 @@ from lmbuild.data import quality, quality_model
 from lmbuild.data.embedded import iter_shakespeare
 from lmbuild.errors import UserError
 
-from test_quality import passages, write_jsonl
+from clean_runs import jsonl_source, passages
 
 
 def test_the_f1_floor_is_the_always_positive_classifiers_by_default():
@@ -40,7 +40,7 @@ def test_a_classifier_of_identical_positives_and_negatives_fails_unless_the_floo
 
     acts = [p for _, text, _ in iter_shakespeare() for p in passages(text)]
     random.Random(0).shuffle(acts)
-    source = [write_jsonl(tmp_path / "same.jsonl", acts[:300])]
+    source = [jsonl_source(tmp_path / "same.jsonl", acts[:300])]
     settings = lambda **extra: validate({"data": {"quality_model": {  # noqa: E731
         "positives": source, "negatives": source, "dim": 16, "bucket": 20000, **extra}}})["data"]["quality_model"]
     out = tmp_path / "artifacts" / "quality_model" / "0123456789abcdef"

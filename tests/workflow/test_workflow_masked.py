@@ -9,7 +9,7 @@ import math
 import pytest
 
 from lmbuild.evaluation import report
-from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
+from conftest import SMOKE_STAGES, artifact_dirs, copy_built, jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,9 @@ def by_settings(workdir, stage, masked: bool):
     return found[0]
 
 
-def test_an_encoder_variant_beside_the_causal_model(tmp_path):
+def test_an_encoder_variant_beside_the_causal_model(smoke_built, tmp_path):
+    # The causal model built (the session's smoke build up to training): this adds the encoder.
+    copy_built(smoke_built, tmp_path, stages=SMOKE_STAGES[:-2])
     cfg = smoke_config(variants={"mlm": ENCODER})
     proc = snakemake(tmp_path, cfg, "all", "variants")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

@@ -1,14 +1,16 @@
 """The workflow on a real SLURM cluster through the Snakemake SLURM executor plugin.
 
-The cluster is a single node on this machine, started by ../shared/tools/slurm/start_slurm.sh
-(munge, slurmctld, slurmd, slurmdbd so that `sacct` works, and a fake GPU GRES `gpu:h100:1`
-backed by a character device: SLURM schedules it and sets CUDA_VISIBLE_DEVICES, torch sees no
-CUDA and trains on the CPU). Tests that need it skip with the reason where it cannot start.
+The cluster (tests/conftest.py's fixture) is a single node on this machine, started by
+../shared/tools/slurm/start_slurm.sh (munge, slurmctld, slurmd, slurmdbd so that `sacct` works,
+and a fake GPU GRES `gpu:h100:1` backed by a character device: SLURM schedules it and sets
+CUDA_VISIBLE_DEVICES, torch sees no CUDA and trains on the CPU). Tests that need it skip with
+the reason where it cannot start.
 
 One smoke build under `--profile profiles/slurm` serves several checks: every non-local rule
-ran as a SLURM job (sacct, by the `rule_<name>` job comment), training asked for and got a
-GPU, and training, requeued with `scontrol requeue` once it has written a checkpoint, resumes
-from that checkpoint and finishes. A second, failing build checks the error report.
+ran as a SLURM job (sacct, by the `rule_<name>` job comment), the part jobs grouped several to
+a SLURM job and building what ungrouped local jobs build, training asked for and got a GPU, and
+training, requeued with `scontrol requeue` once it has written a checkpoint, resumes from that
+checkpoint and finishes. A second, failing build checks the error report.
 Every snakemake call is bounded with `timeout -s KILL`: on SIGTERM snakemake waits for its
 running jobs, and a status query that never succeeds would keep it waiting.
 """
@@ -17,11 +19,8 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,10 +29,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SNAKEMAKE, sh
 
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-START_SCRIPT = Path(os.environ.get("LMBUILD_SLURM_START", ROOT.parent / "shared" / "tools" / "slurm" / "start_slurm.sh"))
 GPU_RULES = {"build_trained_checkpoint", "build_eval_report"}
 ARTIFACT_CPU_RULES = {f"build_{s}" for s in ("raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "report")}
 # The fan-out steps of the data stages: jobs too, without an artifact of their own.
@@ -154,38 +151,6 @@ def test_profile_asks_for_requeue_and_leaves_partition_and_account_to_the_user()
 # ---------------------------------------------------------------- the cluster
 
 
-def _sh(*cmd: str, timeout: int = 30) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
-
-
-@pytest.fixture(scope="module")
-def cluster() -> dict:
-    """A running SLURM cluster with sacct and a GPU GRES: {partition, account}; skips if none."""
-    ready = shutil.which("sinfo") and subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
-    if not ready:
-        if os.geteuid() != 0:
-            pytest.skip("SLURM is not running and starting it needs root")
-        if not START_SCRIPT.is_file():
-            pytest.skip(f"SLURM is not running and its start script is missing: {START_SCRIPT} (set LMBUILD_SLURM_START)")
-        if not shutil.which("apt-get") and not shutil.which("slurmctld"):
-            pytest.skip("SLURM is not installed and there is no apt-get to install it")
-    # Idempotent; also (re)starts a stopped slurmdbd, which sacct needs.
-    env = {**os.environ, "SLURM_ACCOUNTING": "dbd", "SLURM_FAKE_GPUS": "1", "SLURM_FAKE_GPU_TYPE": "h100"}
-    if START_SCRIPT.is_file() and os.geteuid() == 0:
-        proc = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True, timeout=600, env=env)
-        if proc.returncode != 0:
-            pytest.skip(f"could not start SLURM with {START_SCRIPT}: {proc.stderr.strip().splitlines()[-1:]}")
-    try:
-        gres = _sh("sinfo", "-h", "-o", "%G")
-        partition = _sh("sinfo", "-h", "-o", "%P").split()[0].rstrip("*")
-        account = _sh("sacctmgr", "-n", "-P", "show", "assoc", f"user={os.environ.get('USER', 'root')}", "format=account").split()[0]
-    except (subprocess.SubprocessError, IndexError, OSError) as exc:
-        pytest.skip(f"SLURM is up but sinfo/sacctmgr failed: {exc}")
-    if "gpu:h100" not in gres:
-        pytest.skip(f"the SLURM node has no gpu:h100 GRES (it has {gres.strip()!r}); start it with SLURM_FAKE_GPUS=1")
-    return {"partition": partition, "account": account}
-
-
 def slurm_snakemake(cluster: dict, workdir: Path, cfg: dict, *args: str, limit: int = 300) -> subprocess.Popen:
     cfg_path = write_config(workdir, cfg)
     cmd = ["timeout", "-s", "KILL", str(limit), str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
@@ -201,7 +166,7 @@ def slurm_snakemake(cluster: dict, workdir: Path, cfg: dict, *args: str, limit: 
 
 def cancel_jobs_in(workdir: Path) -> None:
     """scancel what a killed snakemake left queued or running in `workdir`."""
-    for line in _sh("squeue", "-h", "-o", "%i|%Z").splitlines():
+    for line in sh("squeue", "-h", "-o", "%i|%Z").splitlines():
         job_id, _, job_dir = line.partition("|")
         if job_dir == str(workdir):
             subprocess.run(["scancel", job_id], timeout=30)
@@ -211,7 +176,7 @@ def sacct_jobs(run_uuid: str) -> list[dict]:
     """Every SLURM job of one snakemake run (its job name), with requeued instances (-D).
     -S: sacct lists only jobs since midnight by default, so a run across midnight lost its jobs."""
     fields = ["JobIDRaw", "Comment", "State", "AllocTRES"]
-    out = _sh("sacct", "-X", "-D", "-n", "-P", "-S", "2000-01-01", "--name", run_uuid, f"--format={','.join(fields)}")
+    out = sh("sacct", "-X", "-D", "-n", "-P", "-S", "2000-01-01", "--name", run_uuid, f"--format={','.join(fields)}")
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
 
 
@@ -256,16 +221,16 @@ class Requeuer(threading.Thread):
         while not self.done.is_set():
             ckpts = glob.glob(pattern)
             if ckpts:
-                lines = _sh("squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%Z").splitlines()
+                lines = sh("squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%Z").splitlines()
                 ours = [ln.split("|")[0] for ln in lines if "rule_build_trained_checkpoint" in ln and ln.endswith(str(self.workdir))]
                 if ours:
                     self.step_seen = max(int(Path(c).parent.name.split("-")[1]) for c in ckpts)
                     self.job_id = ours[0]
-                    _sh("scontrol", "requeue", self.job_id)
+                    sh("scontrol", "requeue", self.job_id)
                     for _ in range(100):
-                        state = _sh("squeue", "-h", "-j", self.job_id, "-o", "%T").strip()
+                        state = sh("squeue", "-h", "-j", self.job_id, "-o", "%T").strip()
                         if state == "PENDING":
-                            _sh("scontrol", "update", f"JobId={self.job_id}", "StartTime=now")
+                            sh("scontrol", "update", f"JobId={self.job_id}", "StartTime=now")
                             return
                         time.sleep(0.2)
                     self.error = f"job {self.job_id} did not go back to PENDING after scontrol requeue"
@@ -285,12 +250,21 @@ def start_failing_build(cluster: dict, work: Path) -> subprocess.Popen:
     return slurm_snakemake(cluster, work, cfg, "raw", limit=300)
 
 
+# Four raw shards: 4 cleaned parts, 2 dedup maps, 2 dedup buckets, 4 pack parts, which the
+# profile's group-components send out as one SLURM job per rule.
+GROUP_DATA = {"shards": 4}
+# Other groups on the command line (it replaces the profile's group-components): two parts to a job.
+GROUP_ARGS = ("--group-components", "build_cleaned_part=2", "dedup_map=2", "dedup_bucket=2")
+
+
 @pytest.fixture(scope="module")
 def slurm_build(cluster, tmp_path_factory) -> dict:
-    """The smoke build under --profile profiles/slurm, with its training job requeued halfway,
-    and beside it (at the same time, to save wall time) a build whose first job fails."""
+    """The smoke build (four raw shards) under --profile profiles/slurm, with its training job
+    requeued halfway, and beside it (at the same time, to save wall time) a build whose first job
+    fails."""
     work, failing_work = tmp_path_factory.mktemp("slurm"), tmp_path_factory.mktemp("slurm_failing")
     cfg = smoke_config(
+        data=GROUP_DATA,
         # A checkpoint every 5 of 30 steps: the requeue lands well before the end.
         train={"max_steps": 30, "warmup_steps": 3, "eval_steps": 5, "save_steps": 5, "eval_batches": 1, "logging_steps": 5},
         resources={
@@ -346,9 +320,11 @@ def test_every_non_local_rule_ran_as_a_slurm_job(slurm_build):
     planned = job_stats(slurm_build["output"])
     remote = Counter({r: n for r, n in planned.items() if r in CPU_RULES | GPU_RULES})
     assert set(remote) == CPU_RULES | GPU_RULES
-    # The profile groups the part rules: ceil(jobs / group components) SLURM jobs each.
+    assert {r: remote[r] for r in GROUPED_RULES} == {"build_raw_part": 1, "build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 4}
+    # The profile groups the part rules: ceil(jobs / group components) SLURM jobs each (here one).
     groups = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["group-components"]
     submitted = Counter({r: -(-n // groups.get(r, 1)) for r, n in remote.items()})
+    assert sum(submitted.values()) == sum(len(c) for c in sbatch_calls(slurm_build["output"]).values())
     # One sacct row per job instance: count each job once (the requeued one has two rows).
     final = {j["JobIDRaw"]: j for j in slurm_build["sacct"] if j["State"] != "REQUEUED"}
     assert Counter(rule_of(j["Comment"]) for j in final.values() if j["Comment"]) == submitted
@@ -424,11 +400,6 @@ def test_a_failing_job_fails_the_workflow_and_names_its_log(slurm_build):
 
 # ---------------------------------------------------------------- grouped part jobs
 
-# Four raw shards and two hash buckets: 4 cleaned parts, 2 dedup maps, 2 dedup buckets.
-GROUP_DATA = {"shards": 4}
-# Two parts per SLURM job: 4 + 2 + 2 part jobs go out as 2 + 1 + 1 SLURM jobs.
-GROUP_ARGS = ("--group-components", "build_cleaned_part=2", "dedup_map=2", "dedup_bucket=2")
-
 
 def group_config() -> dict:
     cfg = smoke_config(data=GROUP_DATA, resources={"default": {"threads": 1, "mem_mb": 1000, "runtime": 5}})
@@ -464,30 +435,14 @@ def test_grouping_settings_plan_nothing(local_dedup):
 
 
 @pytest.mark.e2e
-def test_grouped_parts_go_out_as_fewer_slurm_jobs_and_build_the_same_artifact(cluster, local_dedup, tmp_path):
-    proc = slurm_snakemake(cluster, tmp_path, group_config(), "deduplicated", *GROUP_ARGS, limit=900)
-    try:
-        output, _ = proc.communicate()
-    finally:
-        cancel_jobs_in(tmp_path)
-    assert proc.returncode == 0, output[-6000:]
-    planned = job_stats(output)
-    assert {r: planned.get(r, 0) for r in GROUPED_RULES} == {"build_raw_part": 1, "build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 0}
-    run_uuid = re.search(r"--job-name '?([0-9a-f-]{36})", output).group(1)
-    jobs = sacct_jobs(run_uuid)
-    assert {j["State"] for j in jobs} == {"COMPLETED"}, jobs
-    submitted = Counter(rule_of(j["Comment"]) for j in jobs)
-    # 12 rule jobs, 8 SLURM jobs: each group job of the named rules ran two parts (the one raw
-    # part, an embedded source, is a group of one).
-    assert submitted == Counter(build_raw_part=1, build_raw=1, build_cleaned_part=2, build_cleaned=1, dedup_map=1, dedup_bucket=1, build_deduplicated=1)
-    assert sum(len(c) for c in sbatch_calls(output).values()) == 8
-    # The same key and the same bytes as the ungrouped local build.
+def test_grouped_parts_build_the_same_artifact_as_ungrouped_local_jobs(slurm_build, local_dedup):
+    """The SLURM build ran each part rule's jobs as one grouped SLURM job
+    (test_every_non_local_rule_ran_as_a_slurm_job counts them): its deduplicated artifact has the
+    key and the bytes of the local build without groups, and locally, without the profile, its
+    working directory plans nothing."""
     (ref,) = (local_dedup / "artifacts" / "deduplicated").glob("*/manifest.json")
-    (got,) = (tmp_path / "artifacts" / "deduplicated").glob("*/manifest.json")
+    (got,) = (slurm_build["work"] / "artifacts" / "deduplicated").glob("*/manifest.json")
     assert got.parent.name == ref.parent.name
     assert json.loads(got.read_text())["files"] == json.loads(ref.read_text())["files"]
-    (cleaned,) = (tmp_path / "artifacts" / "cleaned").glob("*/manifest.json")
-    assert json.loads(cleaned.read_text())["job"]["slurm_job_id"] in {j["JobIDRaw"] for j in jobs}
-    # And locally, without the profile, nothing is planned either.
-    proc = local_snakemake(tmp_path, group_config(), "--cores", "2", "-n", "deduplicated", limit=120)
+    proc = local_snakemake(slurm_build["work"], slurm_build["cfg"], "--cores", "2", "-n", limit=120)
     assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]

@@ -1,5 +1,5 @@
 """lmbuild why's comparison of a planned artifact with a built one (lmbuild/build/why.py); the
-agreement with `snakemake -n` is tested end to end in tests/test_reruns.py."""
+agreement with `snakemake -n` is tested end to end in tests/workflow/test_reruns.py."""
 
 from lmbuild.build.why import config_key, setting_changes
 

@@ -14,8 +14,7 @@ import pytest
 import vendored
 import yaml
 
-from conftest import ROOT
-from test_workflow import SNAKEMAKE
+from conftest import ROOT, SNAKEMAKE
 
 pytestmark = pytest.mark.e2e
 

@@ -1,9 +1,10 @@
 """Snakemake's own rerun triggers agree with the keys, attacked as a user would.
 
-A corpus of local JSON Lines files is built up to ``shards`` once; then the same settings are
-written in another key order and number notation, the source files are touched, moved and
-copied, and the project itself is copied to another folder: each time `snakemake -n` must
-say "Nothing to be done". Changing one value still plans exactly its downstream.
+A corpus of local JSON Lines files is built up to ``shards`` once; then the source files are
+touched, moved and copied, and the project itself is copied to another folder: each time
+`snakemake -n` must say "Nothing to be done". An edited file, or a fan-out setting, plans
+raw onward. Settings written in another key order and number notation, and which settings
+plan which stages, are tests/workflow/test_workflow.py's test_snakemake_n_agrees_with_the_keys.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-from test_workflow import SNAKEMAKE, jobs_of_dry_run, smoke_config
+from conftest import ROOT, SNAKEMAKE, copy_checkout, jobs_of_dry_run, smoke_config
 
 pytestmark = pytest.mark.e2e
 
@@ -57,24 +57,6 @@ def run(workdir: Path, cfg_text: str, *args: str, snakefile: Path = ROOT / "Snak
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
-def reordered(obj):
-    """Every mapping with its keys in reverse order (lists keep theirs)."""
-    if isinstance(obj, dict):
-        return {k: reordered(obj[k]) for k in reversed(list(obj))}
-    if isinstance(obj, list):
-        return [reordered(v) for v in obj]
-    return obj
-
-
-def renotated(text: str) -> str:
-    """Numbers in other notations: 0.003 -> 3e-3 (a string to YAML), 0.05 -> 5.0e-02, 64 -> 6.4e+1."""
-    text = re.sub(r"(learning_rate: )0\.003\b", r"\g<1>3e-3", text)
-    text = re.sub(r"(val_fraction: )0\.05\b", r"\g<1>5.0e-02", text)
-    text = re.sub(r"(seq_len: )64\b", r"\g<1>6.4e+1", text)
-    assert text.count("e-") >= 2 and "6.4e+1" in text, text
-    return text
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("reruns")
@@ -86,11 +68,6 @@ def built(tmp_path_factory) -> Path:
 
 def nothing_to_do(proc: subprocess.CompletedProcess) -> None:
     assert jobs_of_dry_run(proc) == {}, (proc.stdout + proc.stderr)[-3000:]
-
-
-def test_key_order_and_number_notation_plan_nothing(built):
-    text = yaml.safe_dump(reordered(config("corpus/*.jsonl")), sort_keys=False)
-    nothing_to_do(run(built, renotated(text), TARGET, "-n"))
 
 
 def test_touched_and_moved_sources_plan_nothing(built):
@@ -116,16 +93,6 @@ def test_a_copy_of_the_project_elsewhere_reuses_the_store(built, tmp_path):
     shutil.copytree(built / "corpus", work / "corpus")
     cfg = config("corpus/*.jsonl", artifacts=str(built / "artifacts"))
     nothing_to_do(run(work, yaml.safe_dump(cfg), TARGET, "-n", snakefile=clone / "Snakefile"))
-
-
-def copy_checkout(clone: Path) -> Path:
-    """The checkout's tracked and untracked-but-not-ignored files, copied to ``clone``."""
-    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        if (ROOT / rel).is_file():
-            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / rel, clone / rel)
-    return clone
 
 
 def test_an_edited_source_file_rebuilds_everything_from_raw(built):
@@ -159,19 +126,6 @@ def test_the_fan_out_follows_the_files(built):
     cfg["data"]["files_per_job"] = 2
     jobs = jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
     assert jobs == {**RAW_ONWARD, "build_raw_part": 2, "build_cleaned_part": 2, "build_shards_part": 2}
-
-
-def test_one_value_plans_exactly_its_downstream(built):
-    cfg = config("corpus/*.jsonl")
-    cfg["pack"]["seq_len"] = 32
-    # One pack job per deduplicated shard (one per raw shard: 3 here) and the gather.
-    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {"build_shards_part": 3, "build_shards": 1, "shards": 1}
-
-
-def test_a_mixture_rebuilds_no_data_stage(built):
-    cfg = config("corpus/*.jsonl")
-    cfg["data"]["mixture"] = {"part": {"weight": 1}}
-    nothing_to_do(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
 
 
 def test_the_job_reads_where_the_files_are_now_and_names_them_by_content(built):

@@ -1,7 +1,7 @@
 """MLflow tracking (lmbuild/store/tracking.py), read back with the real MlflowClient.
 
 The end-to-end checks (a build logs its training and evaluation runs; a tracker that is down
-warns and the build succeeds; the tracking config plans nothing) are in tests/test_sweep_report.py,
+warns and the build succeeds; the tracking config plans nothing) are in tests/evaluation/test_sweep_report.py,
 which builds a sweep once.
 """
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
+from conftest import DATA_STAGES, artifact_dirs, copy_built, jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,8 @@ def manifest(path) -> dict:
     return json.loads((path / "manifest.json").read_text())
 
 
-def test_train_small_upscale_continue_in_one_build(tmp_path):
+def test_train_small_upscale_continue_in_one_build(smoke_built, tmp_path):
+    copy_built(smoke_built, tmp_path, stages=DATA_STAGES)  # the session's smoke data: this builds the models
     cfg = solar_config()
     proc = snakemake(tmp_path, cfg, "trained_checkpoint")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_workflow import artifact_dirs, jobs_of_dry_run, smoke_config, snakemake
+from conftest import DATA_STAGES, artifact_dirs, copy_built, jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,9 @@ def manifest(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    work = tmp_path_factory.mktemp("continue")
+def built(smoke_built, tmp_path_factory):
+    # The data and the model's init from the session's smoke build: this trains with wsd.
+    work = copy_built(smoke_built, tmp_path_factory.mktemp("continue"), stages=[*DATA_STAGES, "init_checkpoint"])
     proc = snakemake(work, wsd(), "trained_checkpoint")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return work

@@ -11,7 +11,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,59 +19,14 @@ import pytest
 import yaml
 
 from bad_files import corrupt_parquet
-from conftest import ROOT
+from conftest import ROOT, SMOKE_STAGES as STAGES, SNAKEMAKE, artifact_dirs, copy_built, copy_checkout, jobs_of_dry_run, reordered, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report", "report"]
-
-
-def smoke_config(**overrides) -> dict:
-    cfg = yaml.safe_load((ROOT / "tests" / "smoke.yaml").read_text())
-    for dotted, value in overrides.items():
-        *path, last = dotted.split(".")
-        node = cfg
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return cfg
-
-
-def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900, snakefile: Path = ROOT / "Snakefile") -> subprocess.CompletedProcess:
-    cfg_path = workdir / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    # Targets go before --configfile: after it Snakemake would read them as more config files.
-    cmd = [str(SNAKEMAKE), "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def jobs_of_dry_run(proc: subprocess.CompletedProcess) -> dict:
-    """{rule: count} from the 'Job stats' table of `snakemake -n`; {} for 'Nothing to be done'."""
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m or m.group(1) == "total":
-            break
-        jobs[m.group(1)] = int(m.group(2))
-    return jobs
-
-
-def artifact_dirs(workdir: Path, stage: str) -> list[Path]:
-    return sorted(p for p in (workdir / "artifacts" / stage).glob("*") if not p.name.startswith("."))
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("smoke")
-    proc = snakemake(work, smoke_config())
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    return work
+def built(smoke_built, tmp_path_factory) -> Path:
+    """This module's copy of the session's smoke build (conftest.smoke_built), which it changes."""
+    return copy_built(smoke_built, tmp_path_factory.mktemp("smoke"))
 
 
 def only(workdir: Path, stage: str) -> Path:
@@ -213,23 +167,91 @@ def test_snakemake_report_bundles_the_page(built, tmp_path):
     assert zipfile.ZipFile(out).read(pages[0]) == (only(built, "report") / "report.html").read_bytes()
 
 
-def test_rerun_is_a_no_op(built):
+# Settings and the stages whose keys they change. The plan says so in process for each;
+# `snakemake -n` is asked for two of them (an evaluation and a cleaning setting): it plans a job
+# where an output's key is not on disk, whatever the setting that changed it.
+TRAINING_ON = {"trained_checkpoint", "eval_report", "report"}
+KEYED = [
+    ({"train.learning_rate": 0.001}, TRAINING_ON),
+    ({"train.kernels": "torch"}, TRAINING_ON),  # auto resolves to torch here, but the key follows the setting
+    ({"train.compile_mode": "max-autotune"}, TRAINING_ON),
+    ({"train.lr_scheduler": "wsd", "train.decay_steps": 5}, TRAINING_ON),
+    # smoke.yaml trains with the cosine schedule: decay_steps and decay_fraction shape only wsd's
+    # decay, so they key nothing (they used to retrain to identical weights).
+    ({"train.decay_steps": 5, "train.decay_fraction": 0.3}, set()),
+    # data.mixture is applied when training samples blocks: nothing is re-cleaned or re-tokenized.
+    ({"data.mixture": {"shakespeare": {"weight": 2}, "stdlib": {"weight": 1}}}, TRAINING_ON),
+    ({"eval.dtype": "bfloat16"}, {"eval_report", "report"}),
+    ({"pack.val_fraction": 0.1}, {"shards"} | TRAINING_ON),
+    ({"data.clean.min_chars": 150}, set(STAGES) - {"raw"}),
+]
+# A rule's jobs -> the stage whose artifact they make.
+RULE_STAGE = {"build_raw_part": "raw", "build_cleaned_part": "cleaned", "dedup_map": "deduplicated", "dedup_bucket": "deduplicated", "build_shards_part": "shards"}
+
+
+def chain_keys(cfg: dict) -> dict:
+    from lmbuild.build.config import validate
+    from lmbuild.build.graph import Plan
+
+    return {s: a.key for s, a in Plan(validate(cfg)).artifacts.items() if s in STAGES}
+
+
+def planned_stages(jobs: dict) -> set[str]:
+    return {RULE_STAGE.get(rule, rule.removeprefix("build_")) for rule in jobs if rule != "all"}
+
+
+def renotated(text: str) -> str:
+    """Numbers in other notations: 0.003 -> 3.0e-03, 40 -> 4e1 (a string to YAML), 0.05 -> 5.0e-02, 64 -> 6.4e+1."""
+    for pattern, new in [(r"learning_rate: 0\.003\b", "learning_rate: 3.0e-03"), (r"max_steps: 40\b", "max_steps: 4e1"),
+                         (r"val_fraction: 0\.05\b", "val_fraction: 5.0e-02"), (r"seq_len: 64\b", "seq_len: 6.4e+1")]:
+        text, n = re.subn(pattern, new, text)
+        assert n == 1, (pattern, text)
+    return text
+
+
+def test_snakemake_n_agrees_with_the_keys(built):
+    """The plan's keys are the built artifacts' folders; each setting of KEYED changes exactly its
+    stages' keys; and `snakemake -n` plans exactly the jobs of the stages whose keys changed:
+    nothing for the same config, nothing for the same settings written otherwise (every mapping
+    reversed, numbers renotated, wsd-only settings on a cosine run), the evaluation and page for
+    an evaluation setting, and cleaning onward (a job per raw shard, not raw) for a cleaning one.
+    tests/build/test_plan.py states more keys in process; tests/workflow/test_reruns.py attacks Snakemake's own
+    rerun triggers (touched, moved, copied files)."""
+    base = chain_keys(smoke_config())
+    assert base == {s: only(built, s).name for s in STAGES}
+    for overrides, stages in KEYED:
+        keys = chain_keys(smoke_config(**overrides))
+        assert {s for s in STAGES if keys[s] != base[s]} == stages, overrides
     assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
 
+    # The same settings written otherwise: its text differs, not its keys.
+    same = smoke_config(**{"train.decay_steps": 5, "train.decay_fraction": 0.3})
+    text = renotated(yaml.safe_dump(reordered(same), sort_keys=False))
+    assert chain_keys(yaml.safe_load(text)) == base
+    cfg_path = built / "reordered.yaml"
+    cfg_path.write_text(text)
+    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(built), "--cores", "2", "-n", "--configfile", str(cfg_path)]
+    assert jobs_of_dry_run(subprocess.run(cmd, capture_output=True, text=True, timeout=300)) == {}
 
-def test_a_deleted_model_is_rebuilt_at_its_key_and_nothing_after_it(built):
+    # smoke.yaml: 2 raw shards, so 2 cleaning jobs and a gather; 2 dedup maps and buckets; 2 pack jobs.
+    cleaning = {f"build_{s}": 1 for s in STAGES if s != "raw"} | {"build_cleaned_part": 2, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 2, "all": 1}
+    for overrides, expected in [({"eval.dtype": "bfloat16"}, {"build_eval_report": 1, "build_report": 1, "all": 1}), ({"data.clean.min_chars": 150}, cleaning)]:
+        jobs = jobs_of_dry_run(snakemake(built, smoke_config(**overrides), "-n"))
+        assert jobs == expected, overrides
+        assert planned_stages(jobs) == {s for s, k in chain_keys(smoke_config(**overrides)).items() if k != base[s]}
+
+
+def test_a_deleted_model_is_planned_and_nothing_after_it(built, tmp_path):
     """`rm -rf` of the trained checkpoint (as verify advises for a damaged one): the default
-    target holds the model itself, so plain `snakemake` retrains it, bit for bit on CPU, and
-    leaves the evaluation and the page built from it as they are."""
+    target holds the model itself, so plain `snakemake` plans its training again, and not the
+    evaluation and page built from it. (A rebuilt artifact is the same bytes at the same key:
+    tests/workflow/test_faults.py; what was built after it stays: tests/workflow/test_reruns.py.)"""
     ckpt = only(built, "trained_checkpoint")
-    weights = (ckpt / "model.safetensors").read_bytes()
-    after = {p: p.stat().st_mtime_ns for s in ("eval_report", "report") for p in [only(built, s) / "manifest.json"]}
-    shutil.rmtree(ckpt)
-    assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {"build_trained_checkpoint": 1, "all": 1}
-    proc = snakemake(built, smoke_config())
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert (ckpt / "model.safetensors").read_bytes() == weights
-    assert {p: p.stat().st_mtime_ns for p in after} == after
+    shutil.move(ckpt, tmp_path / "aside")  # put back below, as it was: this module's other tests read it
+    try:
+        assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {"build_trained_checkpoint": 1, "all": 1}
+    finally:
+        shutil.move(tmp_path / "aside", ckpt)
     assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
 
 
@@ -237,8 +259,6 @@ def test_an_edit_of_the_page_re_renders_and_evaluates_nothing(built, tmp_path):
     """The checkout copied and its page template (CSS) edited: `snakemake -n` over the same
     artifacts plans the report alone; the copy unedited plans nothing. Then the edited page is
     built, beside the first (another key), and the evaluation is the same artifact."""
-    from test_reruns import copy_checkout
-
     clone = copy_checkout(tmp_path / "clone")
     cfg = smoke_config()
     run = lambda *args: snakemake(built, cfg, *args, snakefile=clone / "Snakefile")  # noqa: E731
@@ -252,70 +272,6 @@ def test_an_edit_of_the_page_re_renders_and_evaluates_nothing(built, tmp_path):
     assert len(pages) == 2 and len(artifact_dirs(built, "eval_report")) == 1
     assert sum("h1{font-size:1.8rem;" in (p / "report.html").read_text() for p in pages) == 1
     assert jobs_of_dry_run(snakemake(built, cfg, "-n")) == {}  # the original checkout: its page is still there
-
-
-def test_the_same_settings_in_another_order_and_notation_rerun_nothing(built):
-    """Every mapping of the whole smoke config reversed, numbers rewritten (tests/test_reruns.py
-    attacks the data stages further): training and evaluation are not planned again."""
-    from test_reruns import reordered
-
-    text = yaml.safe_dump(reordered(smoke_config()), sort_keys=False)
-    text = re.sub(r"learning_rate: 0\.003\b", "learning_rate: 3.0e-03", text)
-    text = re.sub(r"max_steps: 40\b", "max_steps: 4e1", text)
-    assert "3.0e-03" in text and "4e1" in text
-    cfg_path = built / "reordered.yaml"
-    cfg_path.write_text(text)
-    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(built), "--cores", "2", "-n", "--configfile", str(cfg_path)]
-    assert jobs_of_dry_run(subprocess.run(cmd, capture_output=True, text=True, timeout=300)) == {}
-
-
-def test_changing_one_value_reruns_exactly_downstream_and_reverting_reruns_nothing(built):
-    lr = smoke_config(**{"train.learning_rate": 0.001})
-    assert jobs_of_dry_run(snakemake(built, lr, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
-    proc = snakemake(built, lr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert len(artifact_dirs(built, "trained_checkpoint")) == 2
-    assert len(artifact_dirs(built, "raw")) == 1
-    # Back to the original value: its artifacts are still at their addresses.
-    assert jobs_of_dry_run(snakemake(built, smoke_config(), "-n")) == {}
-    assert jobs_of_dry_run(snakemake(built, lr, "-n")) == {}
-
-
-@pytest.mark.parametrize("dotted,value,stages", [
-    ("train.kernels", "torch", ["trained_checkpoint", "eval_report", "report"]),  # auto resolves to torch here, but the key follows the setting
-    ("train.compile_mode", "max-autotune", ["trained_checkpoint", "eval_report", "report"]),
-    ("eval.dtype", "bfloat16", ["eval_report", "report"]),
-])
-def test_speed_settings_enter_their_stage_keys(built, dotted, value, stages):
-    expected = {f"build_{s}": 1 for s in stages} | {"all": 1}
-    assert jobs_of_dry_run(snakemake(built, smoke_config(**{dotted: value}), "-n")) == expected
-
-
-def test_wsd_only_settings_on_a_cosine_run_plan_nothing(built):
-    """smoke.yaml trains with the cosine schedule: train.decay_steps and decay_fraction shape only
-    wsd's decay, so setting them plans nothing (they used to retrain to identical weights)."""
-    cfg = smoke_config(**{"train.decay_steps": 5, "train.decay_fraction": 0.3})
-    assert jobs_of_dry_run(snakemake(built, cfg, "-n")) == {}
-    wsd = smoke_config(**{"train.lr_scheduler": "wsd", "train.decay_steps": 5})
-    assert jobs_of_dry_run(snakemake(built, wsd, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
-
-
-def test_a_cleaning_change_rebuilds_cleaned_and_after_not_raw(built):
-    cfg = smoke_config(**{"data.clean.min_chars": 150})
-    jobs = jobs_of_dry_run(snakemake(built, cfg, "-n"))
-    assert set(jobs) == {f"build_{s}" for s in STAGES if s != "raw"} | {"build_cleaned_part", "all", "dedup_map", "dedup_bucket", "build_shards_part"}
-    assert jobs["build_cleaned_part"] == 2 and jobs["build_cleaned"] == 1  # one job per raw shard, one gather
-
-
-def test_a_pack_setting_plans_the_pack_jobs_and_after(built):
-    jobs = jobs_of_dry_run(snakemake(built, smoke_config(**{"pack.val_fraction": 0.1}), "-n"))
-    assert jobs == {"build_shards_part": 2, "build_shards": 1, "build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
-
-
-def test_a_mixture_plans_training_and_evaluation_only(built):
-    """data.mixture is applied when training samples blocks: nothing is re-cleaned or re-tokenized."""
-    mix = {"shakespeare": {"weight": 2}, "stdlib": {"weight": 1}}
-    assert jobs_of_dry_run(snakemake(built, smoke_config(**{"data.mixture": mix}), "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
 
 
 def test_cleaning_fans_out_one_job_per_shard(tmp_path):

@@ -17,7 +17,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: E402
 from lmbuild.evaluation import eval_report as evaluate, masked as masked_eval, report  # noqa: E402
 
 from lmbuild.store import runner
-from test_masked import encoder_settings, inputs, trained  # noqa: E402, F401 (fixtures)
+from masked_inputs import encoder_settings, inputs, trained  # noqa: E402, F401 (fixtures)
 
 SEQ = 32
 

@@ -31,7 +31,6 @@ from lmbuild.training.trainer import CurveCallback, LMTrainer, training_argument
 from lmbuild.errors import UserError  # noqa: E402
 from lmbuild.store.runner import StageContext  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from test_slurm import cluster  # noqa: E402,F401 (the fixture: a running SLURM cluster, or a skip)
 
 SEQ, BATCH = 32, 8
 # One torch thread: a tiny model gains nothing from two, and on a busy machine two OpenMP
@@ -290,7 +289,7 @@ def _child(inputs, output, pause, die=None):
     import sys
 
     spec = {"settings": lc.settings("trained_checkpoint", train=SHORT), "inputs": {k: str(v) for k, v in inputs.items()}, "output": str(output), "pause": pause, "die": die}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -147,7 +147,7 @@ def test_the_report_code_set_is_what_its_script_runs():
 
 @pytest.mark.e2e
 def test_a_3x2_sweep_plans_the_shared_upstream_once(tmp_path):
-    from test_workflow import jobs_of_dry_run, smoke_config, snakemake
+    from conftest import jobs_of_dry_run, smoke_config, snakemake
 
     (tmp_path / "sweep").mkdir()
     (tmp_path / "one").mkdir()
@@ -166,7 +166,7 @@ def test_a_3x2_sweep_plans_the_shared_upstream_once(tmp_path):
 
 @pytest.mark.e2e
 def test_the_sweep_target_without_a_sweep_is_one_line(tmp_path):
-    from test_workflow import snakemake, smoke_config
+    from conftest import snakemake, smoke_config
 
     for args in (("sweep", "-n"), ("sweep",)):
         proc = snakemake(tmp_path, smoke_config(), *args)

@@ -77,7 +77,7 @@ def test_a_metric_no_run_has_is_one_line(tmp_path):
 
 # --------------------------------------------------------------------------- end to end
 
-from test_workflow import jobs_of_dry_run, smoke_config, snakemake  # noqa: E402
+from conftest import DATA_STAGES, copy_built, jobs_of_dry_run, smoke_config, snakemake  # noqa: E402
 
 GRID = {"train.learning_rate": [0.001, 0.01]}
 # Shorter than the smoke run: the runs only need a loss curve of a few points each.
@@ -95,8 +95,9 @@ def unused_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory) -> tuple[Path, dict]:
-    work = tmp_path_factory.mktemp("sweep")
+def swept(smoke_built, tmp_path_factory) -> tuple[Path, dict]:
+    # The data and the init of the session's smoke build (the sweep's runs share them): this builds the runs.
+    work = copy_built(smoke_built, tmp_path_factory.mktemp("sweep"), stages=[*DATA_STAGES, "init_checkpoint"])
     cfg = config(**{"sweep.grid": GRID, "tracking.mlflow.experiment": "smoke"})
     proc = snakemake(work, cfg, "sweep", timeout=2400)  # two trainings and evaluations; a busy machine
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

@@ -418,7 +418,7 @@ def test_wikitext_from_the_local_release(inputs, tmp_path):
         assert wt["metrics"]["word_perplexity"]["value"] > wt["metrics"]["byte_perplexity"]["value"] > 1
 
 
-HELLASWAG_FIXTURE = Path(__file__).parent / "fixtures" / "hellaswag_val_60.jsonl"
+HELLASWAG_FIXTURE = vendored.FIXTURES / "hellaswag_val_60.jsonl"
 
 
 def test_bf16_scores_stay_within_the_standard_error_of_fp32(inputs, tmp_path):

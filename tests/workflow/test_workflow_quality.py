@@ -12,7 +12,7 @@ import pytest
 from lmbuild.build.config import validate
 from lmbuild.errors import UserError
 from lmbuild.build.graph import Plan
-from test_workflow import jobs_of_dry_run, smoke_config, snakemake
+from conftest import jobs_of_dry_run, smoke_config, snakemake
 
 pytestmark = pytest.mark.e2e
 
