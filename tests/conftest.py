@@ -26,9 +26,10 @@ SMOKE_STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_c
 DATA_STAGES = SMOKE_STAGES[:5]
 
 
-# The modules of a minute or more, longest first: the end-to-end ones (test_workflow builds the
-# session's smoke demo, smoke_built, that later ones copy), then those of the fast lane.
-SLOWEST = ["test_workflow.py", "test_faults.py", "test_slurm.py", "test_workflow_masked.py", "test_store.py",
+# The modules of a minute or more, longest first: the end-to-end ones, then those of the fast
+# lane. test_workflow builds the session's smoke demo (smoke_built) that later ones copy;
+# test_slurm, mostly waiting on SLURM, runs beside it and test_faults, which use the CPUs.
+SLOWEST = ["test_workflow.py", "test_slurm.py", "test_faults.py", "test_workflow_masked.py", "test_store.py",
            "test_train.py", "test_evaluate.py"]
 
 
