@@ -26,16 +26,18 @@ SMOKE_STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_c
 DATA_STAGES = SMOKE_STAGES[:5]
 
 
-# The end-to-end modules of a few minutes each, longest first (tests/workflow/ holds them).
-# test_workflow builds the session's smoke demo (smoke_built) that later modules copy.
-SLOWEST = ["test_workflow.py", "test_faults.py", "test_slurm.py", "test_workflow_masked.py", "test_store.py"]
+# The modules of a minute or more, longest first: the end-to-end ones, then those of the fast
+# lane. test_workflow builds the session's smoke demo (smoke_built) that later ones copy;
+# test_slurm, mostly waiting on SLURM, runs beside it and test_faults, which use the CPUs.
+SLOWEST = ["test_workflow.py", "test_slurm.py", "test_faults.py", "test_workflow_masked.py", "test_store.py",
+           "test_train.py", "test_evaluate.py"]
 
 
 def pytest_collection_modifyitems(config, items):
-    """End-to-end modules first, SLOWEST first of them. Under pytest-xdist's `--dist loadfile
-    --no-loadscope-reorder` (pyproject's addopts) a worker takes whole modules in this order, so
-    the minutes-long builds start at once instead of running alone at the end while the other
-    worker idles (without --no-loadscope-reorder, xdist would take the modules with the most tests first)."""
+    """End-to-end modules first, then the others, SLOWEST first of each. Under pytest-xdist's
+    `--dist loadfile --no-loadscope-reorder` (pyproject's addopts) a worker takes whole modules
+    in this order, so the minutes-long builds start at once instead of running alone at the end
+    while the other worker idles (xdist's own order: the modules with the most tests first)."""
 
     def rank(item) -> tuple:
         name = item.path.name

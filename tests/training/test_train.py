@@ -450,6 +450,7 @@ def test_more_than_one_node_outside_slurm_is_one_line_error(inputs, tmp_path, mo
     assert not list((tmp_path / "out").iterdir())
 
 
+@pytest.mark.e2e  # a real SLURM job: out of the fast lane
 def test_two_torchrun_agents_as_two_nodes_under_slurm(cluster, inputs, trained_fp32, tmp_path):
     """Multi-node as far as one machine allows: a SLURM job whose step (as the SLURM plugin
     runs a job: ``srun -n1``) launches through srun two torchrun agents, each a "node" with one

@@ -250,23 +250,18 @@ def start_failing_build(cluster: dict, work: Path) -> subprocess.Popen:
     return slurm_snakemake(cluster, work, cfg, "raw", limit=300)
 
 
-# Four raw shards: 4 cleaned parts, 2 dedup maps, 2 dedup buckets, 4 pack parts, which the
-# profile's group-components send out as one SLURM job per rule.
-GROUP_DATA = {"shards": 4}
 # Other groups on the command line (it replaces the profile's group-components): two parts to a job.
 GROUP_ARGS = ("--group-components", "build_cleaned_part=2", "dedup_map=2", "dedup_bucket=2")
 
 
 @pytest.fixture(scope="module")
 def slurm_build(cluster, tmp_path_factory) -> dict:
-    """The smoke build (four raw shards) under --profile profiles/slurm, with its training job
-    requeued halfway, and beside it (at the same time, to save wall time) a build whose first job
-    fails."""
+    """The smoke build under --profile profiles/slurm, with its training job requeued halfway,
+    and beside it (at the same time, to save wall time) a build whose first job fails."""
     work, failing_work = tmp_path_factory.mktemp("slurm"), tmp_path_factory.mktemp("slurm_failing")
     cfg = smoke_config(
-        data=GROUP_DATA,
-        # A checkpoint every 5 of 30 steps: the requeue lands well before the end.
-        train={"max_steps": 30, "warmup_steps": 3, "eval_steps": 5, "save_steps": 5, "eval_batches": 1, "logging_steps": 5},
+        # A checkpoint every 5 of 20 steps: the requeue (at the first) lands well before the end.
+        train={"max_steps": 20, "warmup_steps": 3, "eval_steps": 5, "save_steps": 5, "eval_batches": 1, "logging_steps": 5},
         resources={
             "default": {"threads": 1, "mem_mb": 1000, "runtime": 10},
             "trained_checkpoint": {"gpu": 1, "gpu_model": "h100", "cpus_per_gpu": 2, "mem_mb": 2000},
@@ -320,8 +315,9 @@ def test_every_non_local_rule_ran_as_a_slurm_job(slurm_build):
     planned = job_stats(slurm_build["output"])
     remote = Counter({r: n for r, n in planned.items() if r in CPU_RULES | GPU_RULES})
     assert set(remote) == CPU_RULES | GPU_RULES
-    assert {r: remote[r] for r in GROUPED_RULES} == {"build_raw_part": 1, "build_cleaned_part": 4, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 4}
-    # The profile groups the part rules: ceil(jobs / group components) SLURM jobs each (here one).
+    # smoke.yaml: 2 raw shards, 2 hash buckets. The profile groups the part rules: ceil(jobs /
+    # group components) SLURM jobs each, here one.
+    assert {r: remote[r] for r in GROUPED_RULES} == {"build_raw_part": 1, "build_cleaned_part": 2, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 2}
     groups = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["group-components"]
     submitted = Counter({r: -(-n // groups.get(r, 1)) for r, n in remote.items()})
     assert sum(submitted.values()) == sum(len(c) for c in sbatch_calls(slurm_build["output"]).values())
@@ -402,7 +398,7 @@ def test_a_failing_job_fails_the_workflow_and_names_its_log(slurm_build):
 
 
 def group_config() -> dict:
-    cfg = smoke_config(data=GROUP_DATA, resources={"default": {"threads": 1, "mem_mb": 1000, "runtime": 5}})
+    cfg = smoke_config(resources={"default": {"threads": 1, "mem_mb": 1000, "runtime": 5}})
     assert cfg["data"]["dedup"]["buckets"] == 2
     return cfg
 
@@ -415,7 +411,7 @@ def local_snakemake(workdir: Path, cfg: dict, *args: str, limit: int = 600) -> s
 
 @pytest.fixture(scope="module")
 def local_dedup(tmp_path_factory) -> Path:
-    """`deduplicated` of the grouping config, built locally (no cluster, groups ignored)."""
+    """`deduplicated` of the smoke config, built locally (no cluster, groups ignored)."""
     work = tmp_path_factory.mktemp("local_dedup")
     proc = local_snakemake(work, group_config(), "--cores", "2", "deduplicated")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -15,8 +15,8 @@ TRAINING = {"build_trained_checkpoint": 1, "trained_checkpoint": 1}
 
 
 def wsd(**overrides) -> dict:
-    # 40 steps, decay 10%: the stable phase ends at step 36.
-    return smoke_config(**{"train.lr_scheduler": "wsd", **overrides})
+    # 20 steps, decay 10%: the stable phase ends at step 18.
+    return smoke_config(**{"train.lr_scheduler": "wsd", "train.max_steps": 20, **overrides})
 
 
 def manifest(path) -> dict:
@@ -34,17 +34,17 @@ def built(smoke_built, tmp_path_factory):
 
 def test_raising_max_steps_plans_training_and_trains_only_the_new_steps(built):
     assert jobs_of_dry_run(snakemake(built, wsd(), "trained_checkpoint", "-n")) == {}
-    longer = wsd(**{"train.max_steps": 60})
+    longer = wsd(**{"train.max_steps": 30})
     # A new key (the length is a setting), so training and everything after it is planned...
     assert jobs_of_dry_run(snakemake(built, longer, "trained_checkpoint", "-n")) == TRAINING
     assert jobs_of_dry_run(snakemake(built, longer, "-n")) == {"build_trained_checkpoint": 1, "build_eval_report": 1, "build_report": 1, "all": 1}
     proc = snakemake(built, longer, "trained_checkpoint")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    # ...but the job starts at the cached end of the 40-step run's stable phase.
-    new = [p for p in artifact_dirs(built, "trained_checkpoint") if manifest(p)["settings"]["max_steps"] == 60]
+    # ...but the job starts at the cached end of the 20-step run's stable phase.
+    new = [p for p in artifact_dirs(built, "trained_checkpoint") if manifest(p)["settings"]["max_steps"] == 30]
     counts = manifest(new[0])["counts"]
-    assert counts["steps"] == 60 and counts["stable"]["continued_from_step"] == 36 and counts["steps_trained"] == 24
-    assert sorted(p.name for p in (built / "artifacts" / "_stable" / counts["stable"]["key"]).iterdir()) == ["step-36", "step-54"]
+    assert counts["steps"] == 30 and counts["stable"]["continued_from_step"] == 18 and counts["steps_trained"] == 12
+    assert sorted(p.name for p in (built / "artifacts" / "_stable" / counts["stable"]["key"]).iterdir()) == ["step-18", "step-27"]
     # Both lengths are built: neither plans anything now.
     assert jobs_of_dry_run(snakemake(built, wsd(), "trained_checkpoint", "-n")) == {}
     assert jobs_of_dry_run(snakemake(built, longer, "trained_checkpoint", "-n")) == {}
@@ -62,4 +62,4 @@ def test_raising_max_steps_plans_training_and_trains_only_the_new_steps(built):
 
 
 def test_keep_steps_plans_training(built):
-    assert jobs_of_dry_run(snakemake(built, wsd(**{"train.keep_steps": [20]}), "trained_checkpoint", "-n")) == TRAINING
+    assert jobs_of_dry_run(snakemake(built, wsd(**{"train.keep_steps": [10]}), "trained_checkpoint", "-n")) == TRAINING
