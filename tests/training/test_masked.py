@@ -19,8 +19,6 @@ import lm_corpus as lc  # noqa: E402
 from lmbuild.build import config as lmconfig  # noqa: E402
 from lmbuild.models import modernbert as masked  # noqa: E402
 from lmbuild.training import trained_checkpoint_masked as masked_train
-from lmbuild.tokens import shards as pack, tokenizer
-from lmbuild.store import runner
 from lmbuild.build import stages
 from lmbuild.errors import UserError  # noqa: E402
 from lmbuild.tokens.blocks import ShardedBlocks  # noqa: E402
