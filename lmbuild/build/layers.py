@@ -65,15 +65,15 @@ def read_file(path: str | Path) -> dict:
     return data
 
 
-def _leaves(node, prefix: str = ""):
+def leaves(node, prefix: str = "", whole=lambda node: False):
     """(dotted path, value) of every leaf: a value that is not a non-empty mapping or a list of
-    mappings (``data.sources[0].path``)."""
-    if isinstance(node, dict) and node:
+    mappings (``data.sources[0].path``); a mapping for which ``whole`` is true is one leaf."""
+    if isinstance(node, dict) and node and not whole(node):
         for k, v in node.items():
-            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+            yield from leaves(v, f"{prefix}.{k}" if prefix else str(k), whole)
     elif isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
         for i, v in enumerate(node):
-            yield from _leaves(v, f"{prefix}[{i}]")
+            yield from leaves(v, f"{prefix}[{i}]", whole)
     else:
         yield prefix, node
 
@@ -87,7 +87,7 @@ def _merge_into(base: dict, over: dict, origins: dict, label: str, prefix: str =
         for p in [p for p in origins if p == path or p.startswith((path + ".", path + "["))]:
             del origins[p]
         base[k] = copy.deepcopy(v)
-        for leaf, _ in _leaves(v, path):
+        for leaf, _ in leaves(v, path):
             origins[leaf] = label
 
 
@@ -114,9 +114,9 @@ def load(files: list, cli: dict | None = None, demo: str | Path | None = None) -
 def origins(validated: dict, user: dict[str, str], preset: dict | None, preset_name: str | None) -> dict[str, str]:
     """Every leaf of the validated config -> its layer: the user's label, ``preset <name>``, or
     ``default``. A path below one the user set (a list, say) takes the user's label."""
-    preset_paths = {f"data.clean.{p}" for p, _ in _leaves(preset or {})}
+    preset_paths = {f"data.clean.{p}" for p, _ in leaves(preset or {})}
     out = {}
-    for path, _ in _leaves(validated):
+    for path, _ in leaves(validated):
         label = _user_label(path, user)
         if label is None:
             label = f"preset {preset_name}" if path in preset_paths else DEFAULT
@@ -139,7 +139,7 @@ def show(validated: dict, where: dict[str, str]) -> str:
     import json
 
     lines = []
-    for path, value in _leaves(validated):
+    for path, value in leaves(validated):
         shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
         lines.append(f"{where.get(path, DEFAULT)}\t{path}={shown}")
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lmbuild.build.layers import leaves
 from lmbuild.build.graph import Artifact, Plan
 from lmbuild.build.stages import CHAIN, FINAL, STAGES
 from lmbuild.errors import UserError
@@ -83,17 +84,6 @@ def would_run(wanted: list[Artifact]) -> list[Artifact]:
     return order
 
 
-def _leaves(node, prefix: str = ""):
-    if isinstance(node, dict) and node and not _is_files(node):
-        for k, v in node.items():
-            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
-        for i, v in enumerate(node):
-            yield from _leaves(v, f"{prefix}[{i}]")
-    else:
-        yield prefix, node
-
-
 def _is_files(node: dict) -> bool:
     """A located glob in key settings (lmbuild.build.locate.Locator.files): {pattern, files}."""
     return set(node) == {"pattern", "files"}
@@ -105,8 +95,8 @@ def _show(value) -> str:
 
 def setting_changes(old: dict, new: dict, stage: str = "") -> list[str]:
     """``key: old -> new`` per differing leaf (as config keys); a located glob by its file names."""
-    a = {config_key(stage, p): v for p, v in _leaves(old)}
-    b = {config_key(stage, p): v for p, v in _leaves(new)}
+    a = {config_key(stage, p): v for p, v in leaves(old, whole=_is_files)}
+    b = {config_key(stage, p): v for p, v in leaves(new, whole=_is_files)}
     lines = []
     for path in sorted(set(a) | set(b)):
         if a.get(path) == b.get(path) and (path in a) == (path in b):
