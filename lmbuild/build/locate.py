@@ -138,11 +138,20 @@ def raw_sources(loc: Locator, s: dict) -> None:
         source(loc, ["sources", i], src, f"data.sources[{i}]", fan_out=True)
 
 
+def _classifiers(s: dict):
+    """Stage quality_model's classifiers: (settings path, config key, settings) of each."""
+    if "quality_model" in s:
+        yield ["quality_model"], "data.quality_model", s["quality_model"]
+    for name, c in s.get("classifiers", {}).items():
+        yield ["classifiers", name], f"data.classifiers.{name}", c
+
+
 def classifier_sources(loc: Locator, s: dict) -> None:
-    """Stage quality_model: its positive and negative sources."""
-    for side in ("positives", "negatives"):
-        for i, src in enumerate(s[side]):
-            source(loc, [side, i], src, f"data.quality_model.{side}[{i}]")
+    """Stage quality_model: the positive and negative sources of each classifier."""
+    for path, key, c in _classifiers(s):
+        for side in ("positives", "negatives"):
+            for i, src in enumerate(c[side]):
+                source(loc, [*path, side, i], src, f"{key}.{side}[{i}]")
 
 
 def decontamination_files(loc: Locator, s: dict) -> None:
@@ -195,3 +204,9 @@ def embedded_corpus(*lists: str) -> Callable[[dict], dict]:
         return {name: [embedded if src["type"] == "embedded" else None for src in settings[name]] for name in lists}
 
     return environment
+
+
+def classifier_corpus(s: dict) -> dict:
+    """Stage quality_model's ``environment``: :func:`embedded_corpus` per classifier."""
+    each = embedded_corpus("positives", "negatives")
+    return {".".join(map(str, path)): each(c) for path, _, c in _classifiers(s)}

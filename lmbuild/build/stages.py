@@ -110,13 +110,37 @@ def _raw_settings(c: dict) -> dict:
 
 
 def cleaned_inputs(c: dict) -> tuple[str, ...]:
-    """The trained quality classifier is an input only when cleaning scores with it."""
-    if not c["data"]["clean"]["quality"]["enabled"]:
-        return ("raw",)
-    q = c["data"]["quality_model"]
-    if not q["positives"] or not q["negatives"]:
-        raise UserError("config: data.clean.quality.enabled needs data.quality_model.positives and data.quality_model.negatives")
-    return ("raw", "quality_model")
+    """The trained classifiers are an input only when cleaning scores with one."""
+    d = c["data"]
+    legacy = d["clean"]["quality"]["enabled"]
+    if legacy:
+        q = d["quality_model"]
+        if not q["positives"] or not q["negatives"]:
+            raise UserError("config: data.clean.quality.enabled needs data.quality_model.positives and data.quality_model.negatives")
+        if "quality" in d["classifiers"]:
+            raise UserError("config: data.classifiers.quality: the name of data.quality_model's classifier, which data.clean.quality.enabled uses; rename one")
+    for name, s in d["classifiers"].items():
+        for side in ("positives", "negatives"):
+            if not s[side]:
+                raise UserError(f"config: data.classifiers.{name}.{side}: no sources (a classifier needs positives and negatives)")
+    return ("raw", "quality_model") if legacy or d["classifiers"] else ("raw",)
+
+
+def _classifier_settings(c: dict) -> dict:
+    """What the quality_model stage trains: data.quality_model when cleaning uses it (as the
+    classifier ``quality``), and data.classifiers without their keep rules, which cleaning
+    applies (editing one re-cleans and trains nothing)."""
+    d = c["data"]
+    out = {"quality_model": d["quality_model"]} if d["clean"]["quality"]["enabled"] else {}
+    named = {n: {k: v for k, v in s.items() if k != "keep"} for n, s in d["classifiers"].items()}
+    return {**out, "classifiers": named} if named else out
+
+
+def _cleaned_settings(c: dict) -> dict:
+    """data.clean, and the named classifiers' keep rules when there are any (absent otherwise, so
+    that a build without them keeps its keys)."""
+    keep = {n: {"keep": s["keep"]} for n, s in c["data"]["classifiers"].items()}
+    return {**c["data"]["clean"], "classifiers": keep} if keep else c["data"]["clean"]
 
 
 def tokenizer_inputs(c: dict) -> tuple[str, ...]:
@@ -248,13 +272,14 @@ STAGES: dict[str, Stage] = {
     for s in [
         # One job per group of input files (lmbuild.data.groups), then a gather.
         Stage("raw", (), _raw_settings, ("raw_part",), locate=locate.raw_sources, environment=locate.embedded_corpus("sources"), section="data."),
-        # A fastText classifier for data.clean.quality (lmbuild.data.quality_model); built only when used.
+        # The fastText classifiers that cleaning scores with: data.clean.quality's and data.classifiers
+        # (lmbuild.data.quality_model); built only when used.
         Stage(
-            "quality_model", (), lambda c: c["data"]["quality_model"],
-            locate=locate.classifier_sources, environment=locate.embedded_corpus("positives", "negatives"), section="data.quality_model.",
+            "quality_model", (), _classifier_settings,
+            locate=locate.classifier_sources, environment=locate.classifier_corpus, section="data.",
             read_whole=("*",),  # fastText's model.bin, loaded whole by every cleaning part
         ),
-        Stage("cleaned", cleaned_inputs, lambda c: c["data"]["clean"], ("cleaned_part",), section="data.clean."),
+        Stage("cleaned", cleaned_inputs, _cleaned_settings, ("cleaned_part",), section="data.clean.", elsewhere={"classifiers": "data.classifiers"}),
         Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket"), locate=locate.decontamination_files, section="data.dedup."),
         # from_pretrained reads every file.
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"], locate=locate.tokenizer_folder, section="tokenizer.", read_whole=("*",)),

@@ -61,10 +61,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lmbuild.store.artifact import link_or_copy, parquet_shards, read_manifest
-from lmbuild.data.cleaner import QUALITY_SCHEMA, SCHEMA, SourceCleaners
+from lmbuild.data.classifiers import Classifiers
+from lmbuild.data.cleaner import QUALITY_SCHEMA, SCHEMA, SourceCleaners, schema  # noqa: F401 (the schemas, for readers)
 from lmbuild.data.filters import load_lid_model
 from lmbuild.data.groups import shard_name
-from lmbuild.data.quality import load_classifier
+from lmbuild.data.quality import LEGACY, load_classifier
 from lmbuild.errors import UserError
 from lmbuild.store.runner import StageContext
 
@@ -87,8 +88,8 @@ COUNTS = ("documents_in", "documents_out", "bytes_in", "bytes_out")
 
 
 def output_schema(settings: dict) -> pa.Schema:
-    """The kept shards' schema: ``quality_score`` only when a classifier scores them."""
-    return QUALITY_SCHEMA if settings["quality"]["enabled"] else SCHEMA
+    """The kept shards' schema: a score column per classifier that scores them."""
+    return schema(settings)
 
 
 class DroppedWriter:
@@ -231,7 +232,7 @@ def build_part(ctx: StageContext, part: int) -> dict:
 
 
 def _classifier(ctx: StageContext) -> str | None:
-    """The quality_model artifact's path, when cleaning scores with it."""
+    """The quality_model artifact's path (its classifiers), when cleaning scores with one."""
     path = ctx.inputs.get("quality_model")
     return None if path is None else str(path)
 
@@ -263,8 +264,9 @@ def build(ctx: StageContext) -> dict:
             # Once before the fork instead of once per worker: the model, and pyarrow's first
             # pa.array() call, which imports pandas (~0.6 s).
             load_lid_model()
-            if _classifier(ctx) is not None:
-                load_classifier(_classifier(ctx))
+            if ctx.settings["quality"]["enabled"]:
+                load_classifier(str(Path(_classifier(ctx)) / LEGACY))
+            Classifiers(ctx.settings, _classifier(ctx)).load()
             pa.array([""])
             with _pool(workers) as pool:
                 results = pool.map(clean_shard, jobs, chunksize=1)
@@ -284,6 +286,9 @@ def build(ctx: StageContext) -> dict:
     total["edits"] = dict(sorted(edits.items()))
     total["dropped_kept"] = sum(r["dropped_kept"] for r in results)
     total["shards"] = [{k: r[k] for k in ("shard", *COUNTS)} for r in results]
+    named = Classifiers(ctx.settings, _classifier(ctx))
+    if named:
+        total["classifiers"] = named.describe()
     if total["documents_in"] and not total["documents_out"]:
         detail = ", ".join(f"{k}: {v}" for k, v in dropped.most_common())
         raise UserError(f"every document was dropped by cleaning ({detail}); loosen data.clean settings")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -43,7 +44,8 @@ from lmbuild.data.filters import (
 )
 from lmbuild.data.lang import segmenter
 from lmbuild.data.overrides import for_source
-from lmbuild.data.quality import score
+from lmbuild.data.classifiers import Classifiers, columns
+from lmbuild.data.quality import LEGACY, score
 from lmbuild.errors import UserError
 
 # The kept rows: the raw schema + fastText's label (null for code) (+ the classifier's score).
@@ -58,6 +60,14 @@ SCHEMA = pa.schema(
     ]
 )
 QUALITY_SCHEMA = SCHEMA.append(pa.field("quality_score", pa.float32()))
+
+
+def schema(settings: dict) -> pa.Schema:
+    """The kept rows' schema: :data:`SCHEMA` and a float32 column per classifier score (lmbuild.data.classifiers)."""
+    out = SCHEMA
+    for name in columns(settings):
+        out = out.append(pa.field(name, pa.float32()))
+    return out
 REPETITION_CHARS = 256 << 10  # text per vectorised repetition call: fastest measured (64k-4M)
 
 
@@ -65,12 +75,15 @@ class Cleaner:
     """The configured filters for one process, applied to record batches."""
 
     def __init__(self, settings: dict, classifier: str | None = None):
+        """``classifier``: the quality_model artifact's path, when cleaning scores with it."""
         self.form = settings["normalization"]
         self.segmenters = {lang: name for lang, name in settings["word_segmenters"].items() if name != "whitespace"}
         q = settings["quality"]
-        self.classifier = classifier if q["enabled"] else None
         if q["enabled"] and classifier is None:
             raise UserError("data.clean.quality.enabled needs the quality_model artifact as an input")
+        self.classifier = str(Path(classifier) / LEGACY) if q["enabled"] else None
+        self.named = Classifiers(settings, classifier)
+        self.schema = schema(settings)
         self.quality_threshold = q["threshold"]
         self.length = LengthFilter(settings["min_chars"], settings["max_chars"])
         lang = settings["lang"]
@@ -141,6 +154,15 @@ class Cleaner:
                 if self.quality_threshold is not None and q < self.quality_threshold:
                     reasons[i] = "quality_score"
             prose = [i for i in prose if reasons[i] is None]
+        named: dict[str, list[float | None]] = {}
+        if self.named:
+            by_column, drops = self.named.apply([texts[i] for i in prose])
+            for col, values in by_column.items():
+                named[col] = [None] * n
+                for i, v in zip(prose, values):
+                    named[col][i] = v
+            for i, r in zip(prose, drops):
+                reasons[i] = r
         if self.code is not None:
             for i in range(n):
                 if reasons[i] is None and kinds[i] == "code":
@@ -161,7 +183,8 @@ class Cleaner:
         ]
         if self.classifier is not None:
             columns.append(pa.array([quality[i] for i in keep], pa.float32()))
-        kept = pa.RecordBatch.from_arrays(columns, schema=QUALITY_SCHEMA if self.classifier is not None else SCHEMA)
+        columns += [pa.array([values[i] for i in keep], pa.float32()) for values in named.values()]
+        kept = pa.RecordBatch.from_arrays(columns, schema=self.schema)
         return kept, reasons, langs, scores, texts
 
 

@@ -16,6 +16,8 @@ from typing import Sequence
 
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
 MODEL, META = "model.bin", "classifier.json"
+# The folder of data.quality_model's classifier in the quality_model artifact (each classifier has its own).
+LEGACY = "quality"
 
 
 def prepare(text: str, max_chars: int, lowercase: bool) -> str:

@@ -42,8 +42,9 @@ import logging
 import random
 import subprocess
 import sys
+from pathlib import Path
 
-from lmbuild.data.quality import META, MODEL, NEGATIVE, POSITIVE, positive, prepare
+from lmbuild.data.quality import LEGACY, META, MODEL, NEGATIVE, POSITIVE, positive, prepare
 from lmbuild.data.sources import iter_source
 from lmbuild.errors import UserError
 from lmbuild.store.runner import StageContext
@@ -56,26 +57,29 @@ def _held_out(doc_id: str, fraction: float) -> bool:
     return h / 2**64 < fraction
 
 
-def _examples(sources: list[dict], label: str, what: str, s: dict, lines: dict, counts: dict) -> None:
+def _examples(sources: list[dict], label: str, what: str, where: str, s: dict, lines: dict, counts: dict) -> None:
     if not sources:
-        raise UserError(f"data.quality_model.{what}: no sources (the classifier needs {what})")
+        raise UserError(f"{where}.{what}: no sources (the classifier needs {what})")
     for i, src in enumerate(sources):
         try:
             docs = list(iter_source(src, i))
         except UserError as exc:
-            raise UserError(str(exc).replace(f"data.sources[{i}]", f"data.quality_model.{what}[{i}]")) from None
+            raise UserError(str(exc).replace(f"data.sources[{i}]", f"{where}.{what}[{i}]")) from None
+        n = 0
         for doc_id, text, _meta in docs:
             line = prepare(text, s["max_chars"], s["lowercase"])
             if not line:
                 continue
+            n += 1
             split = "valid" if _held_out(f"{what}:{doc_id}", s["valid_fraction"]) else "train"
             lines[split].append(f"{label} {line}\n")
             counts[split][label.removeprefix("__label__")] += 1
+        if not n:
+            raise UserError(f"{where}.{what}[{i}]: no documents with text (the classifier needs {what})")
 
 
-def _metrics(model, valid: list[tuple[str, str]]) -> dict:
+def _metrics(valid: list[tuple[str, str]], scores: list[float]) -> dict:
     """Precision, recall and F1 of the positive class, accuracy, at a probability of 0.5."""
-    scores = positive(model, [t for _, t in valid])
     tp = sum(1 for (lab, _), p in zip(valid, scores) if lab == POSITIVE and p >= 0.5)
     fp = sum(1 for (lab, _), p in zip(valid, scores) if lab != POSITIVE and p >= 0.5)
     fn = sum(1 for (lab, _), p in zip(valid, scores) if lab == POSITIVE and p < 0.5)
@@ -100,27 +104,29 @@ fasttext.train_supervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])
 """
 
 
-def train_classifier(ctx: StageContext) -> dict:
-    """Train the classifier on the configured sources; validate it on the held-out share."""
+def train_one(s: dict, where: str, out: Path, work: Path) -> dict:
+    """Train one classifier (settings ``s``, config key ``where``) into the folder ``out``;
+    validate it on the held-out share. ``classifier.json`` keeps the held-out scores, sorted, from
+    which cleaning fixes a top or bottom fraction's threshold (lmbuild.data.classifiers)."""
     import fasttext
 
     fasttext.FastText.eprint = lambda *a, **k: None  # its load_model warning about WordVectorModel
-    s = ctx.settings
     counts = {split: {"hq": 0, "lq": 0} for split in ("train", "valid")}
     lines: dict[str, list[str]] = {"train": [], "valid": []}
-    _examples(s["positives"], POSITIVE, "positives", s, lines, counts)
-    _examples(s["negatives"], NEGATIVE, "negatives", s, lines, counts)
+    _examples(s["positives"], POSITIVE, "positives", where, s, lines, counts)
+    _examples(s["negatives"], NEGATIVE, "negatives", where, s, lines, counts)
     for split in ("train", "valid"):
         for cls in ("hq", "lq"):
             if not counts[split][cls]:
                 raise UserError(
-                    f"data.quality_model: no {'positive' if cls == 'hq' else 'negative'} document in the {split} split "
+                    f"{where}: no {'positive' if cls == 'hq' else 'negative'} document in the {split} split "
                     f"(too few documents, or valid_fraction {s['valid_fraction']})"
                 )
     # Shuffled (seeded): SGD over all positives then all negatives diverges (fastText: NaN).
     random.Random(s["seed"]).shuffle(lines["train"])
-    ctx.work.mkdir(parents=True, exist_ok=True)
-    train = ctx.work / "train.txt"
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    train = work / "train.txt"
     train.write_text("".join(lines["train"]))
     args = dict(
         input=str(train), epoch=s["epoch"], lr=s["lr"], wordNgrams=s["word_ngrams"], dim=s["dim"],
@@ -128,17 +134,19 @@ def train_classifier(ctx: StageContext) -> dict:
     )
     # A fresh interpreter: a second train_supervised in one process (fasttext 0.9.2 and
     # 0.9.3 alike) gave other weights, often NaN, than the same call in a new process.
-    proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps(args), str(ctx.out / MODEL)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps(args), str(out / MODEL)], capture_output=True, text=True)
     if proc.returncode:
         error = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UserError(f"data.quality_model: fastText training failed ({error}); a lower lr or a larger bucket usually helps")
-    model = fasttext.load_model(str(ctx.out / MODEL))
-    (ctx.out / META).write_text(json.dumps({"max_chars": s["max_chars"], "lowercase": s["lowercase"], "positive": POSITIVE, "negative": NEGATIVE}))
+        raise UserError(f"{where}: fastText training failed ({error}); a lower lr or a larger bucket usually helps")
+    model = fasttext.load_model(str(out / MODEL))
     valid = [tuple(line.rstrip("\n").split(" ", 1)) for line in lines["valid"]]
-    metrics = _metrics(model, valid)  # the lines are prepared already
-    log.info("quality_model: %s, validation %s", counts, metrics)
+    scores = positive(model, [t for _, t in valid])  # the lines are prepared already
+    metrics = _metrics(valid, scores)
+    meta = {"max_chars": s["max_chars"], "lowercase": s["lowercase"], "positive": POSITIVE, "negative": NEGATIVE,
+            "valid": metrics, "valid_scores": sorted(scores)}
+    (out / META).write_text(json.dumps(meta))
+    log.info("%s: %s, validation %s", where, counts, metrics)
     return {"documents": counts, "valid": metrics, "labels": len(model.get_labels()), "words": len(model.words)}
-
 
 
 def always_positive_f1(positives: int, negatives: int) -> float:
@@ -148,10 +156,10 @@ def always_positive_f1(positives: int, negatives: int) -> float:
     return 2 * p / (1 + p)
 
 
-def check_floor(metrics: dict, valid: dict, min_f1: float | None) -> None:
+def check_floor(metrics: dict, valid: dict, min_f1: float | None, where: str = "data.quality_model") -> None:
     """UserError (one line, with the figures) when the validation F1 is under ``min_f1``, or, with
     ``min_f1`` None, no better than :func:`always_positive_f1` of the held-out documents
-    (``valid``: {"hq": positives, "lq": negatives})."""
+    (``valid``: {"hq": positives, "lq": negatives}). ``where``: the classifier's config key."""
     f1 = metrics["f1"]
     figures = (f"validation F1 {f1:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}; "
                f"{valid['hq']} positive and {valid['lq']} negative documents held out)")
@@ -159,15 +167,27 @@ def check_floor(metrics: dict, valid: dict, min_f1: float | None) -> None:
         baseline = always_positive_f1(valid["hq"], valid["lq"])
         if f1 <= round(baseline, 4):  # the metrics are rounded to 4 digits
             raise UserError(
-                f"data.quality_model.min_f1: the classifier's {figures} is no better than labelling every document "
+                f"{where}.min_f1: the classifier's {figures} is no better than labelling every document "
                 f"positive (F1 {baseline:.4f}): do the positives and negatives differ? Set min_f1 lower to use it anyway"
             )
     elif f1 < min_f1:
-        raise UserError(f"data.quality_model.min_f1: the classifier's {figures} is under the floor {min_f1:g}")
+        raise UserError(f"{where}.min_f1: the classifier's {figures} is under the floor {min_f1:g}")
+
+
+def classifiers(settings: dict) -> dict[str, tuple[str, dict]]:
+    """{folder name: (config key, settings)} of every classifier the stage trains: data.quality_model
+    as ``quality`` (lmbuild.data.quality.LEGACY) when cleaning uses it, then data.classifiers."""
+    out = {LEGACY: ("data.quality_model", settings["quality_model"])} if "quality_model" in settings else {}
+    out.update({n: (f"data.classifiers.{n}", s) for n, s in sorted(settings.get("classifiers", {}).items())})
+    return out
 
 
 def build(ctx: StageContext) -> dict:
-    """Train and validate the classifier (:func:`train_classifier`); refuse it under the floor."""
-    counts = train_classifier(ctx)
-    check_floor(counts["valid"], counts["documents"]["valid"], ctx.settings.get("min_f1"))
-    return counts
+    """Train and validate every classifier (:func:`train_one`) into ``<name>/``; refuse one under its floor."""
+    counts = {}
+    for name, (where, s) in classifiers(ctx.settings).items():
+        c = counts[name] = train_one(s, where, ctx.out / name, ctx.work / name)
+        check_floor(c["valid"], c["documents"]["valid"], s.get("min_f1"), where)
+    if not counts:
+        raise UserError("quality_model: no classifier to train (data.clean.quality.enabled is off and data.classifiers is empty)")
+    return {"classifiers": counts}

@@ -59,7 +59,7 @@ def train(tmp_path: Path, positives: list[str], negative: list[str], **settings)
         **settings,
     }}})["data"]["quality_model"]
     out, work = stage(tmp_path, "quality_model")
-    return quality_model.train_classifier(StageContext("quality_model", "t", cfg, {}, out, work, 1)), out
+    return quality_model.train_one(cfg, "data.quality_model", out / quality.LEGACY, work), out
 
 
 def code_passages(limit: int) -> list[str]:
@@ -82,10 +82,12 @@ def test_classifier_separates_shakespeare_from_machine_text_and_cleaning_uses_it
     assert counts["documents"]["valid"]["lq"] > 100
     # Measured 0.959 / 1.0: shuffled Shakespeare keeps its words, only its bigrams change.
     assert counts["valid"]["precision"] >= 0.9 and counts["valid"]["recall"] >= 0.95, counts
-    assert sorted(p.name for p in model.iterdir()) == ["classifier.json", "model.bin"]
+    assert sorted(p.name for p in (model / "quality").iterdir()) == ["classifier.json", "model.bin"]
+    meta = json.loads((model / "quality" / "classifier.json").read_text())
+    assert meta["valid"] == counts["valid"] and len(meta["valid_scores"]) == sum(counts["documents"]["valid"].values())
     # Unseen passages of each kind.
     held_neg = negatives(held_prose[:60], code[1500:1560], rng)
-    pos_scores, neg_scores = quality.score(str(model), held_prose), quality.score(str(model), held_neg)
+    pos_scores, neg_scores = quality.score(str(model / "quality"), held_prose), quality.score(str(model / "quality"), held_neg)
     print(f"Shakespeare: validation {counts['valid']}; held out: {sum(s < 0.5 for s in pos_scores)} of {len(pos_scores)} prose "
           f"under 0.5, over 0.5: {[sum(s >= 0.5 for s in neg_scores[i:i + 60]) for i in (0, 60, 120)]} of 60 salads, boilerplate, code")
     assert sum(s >= 0.5 for s in pos_scores) >= 0.95 * len(pos_scores)
@@ -133,7 +135,7 @@ def test_a_class_with_no_documents_is_an_error(tmp_path):
         train(tmp_path, ["some prose " * 20] * 5, [])
     cfg = validate({"data": {"quality_model": {"positives": [{"type": "jsonl", "path": str(tmp_path / "pos.jsonl")}]}}})
     with pytest.raises(UserError, match="data.quality_model.negatives: no sources"):
-        quality_model.train_classifier(StageContext("quality_model", "t", cfg["data"]["quality_model"], {}, *stage(tmp_path, "q2"), 1))
+        quality_model.train_one(cfg["data"]["quality_model"], "data.quality_model", *stage(tmp_path, "q2"))
 
 
 def test_separates_real_prose_from_machine_text(tmp_path):
@@ -152,7 +154,7 @@ def test_separates_real_prose_from_machine_text(tmp_path):
     print("quality_model on WikiText-2 + KJV:", json.dumps(counts))
     assert counts["valid"]["precision"] >= 0.95 and counts["valid"]["recall"] >= 0.95, counts
     held_neg = negatives(held[::4], code[2000:2100], rng)
-    pos, neg = quality.score(str(model), held), quality.score(str(model), held_neg)
+    pos, neg = quality.score(str(model / "quality"), held), quality.score(str(model / "quality"), held_neg)
     tp, fn = sum(s >= 0.5 for s in pos), sum(s < 0.5 for s in pos)
     fp = sum(s >= 0.5 for s in neg)
     print(f"held out: {len(pos)} prose, {len(neg)} machine-made: precision {tp / max(tp + fp, 1):.4f} recall {tp / len(pos):.4f}")

@@ -41,8 +41,8 @@ def test_a_classifier_of_identical_positives_and_negatives_fails_unless_the_floo
     acts = [p for _, text, _ in iter_shakespeare() for p in passages(text)]
     random.Random(0).shuffle(acts)
     source = [jsonl_source(tmp_path / "same.jsonl", acts[:300])]
-    settings = lambda **extra: validate({"data": {"quality_model": {  # noqa: E731
-        "positives": source, "negatives": source, "dim": 16, "bucket": 20000, **extra}}})["data"]["quality_model"]
+    settings = lambda **extra: {"quality_model": validate({"data": {"quality_model": {  # noqa: E731
+        "positives": source, "negatives": source, "dim": 16, "bucket": 20000, **extra}}})["data"]["quality_model"]}
     out = tmp_path / "artifacts" / "quality_model" / "0123456789abcdef"
     with pytest.raises(UserError) as err:
         run(quality_model.build, stage="quality_model", key=out.name, settings=settings(), lineage={}, inputs={}, output=out)
@@ -52,4 +52,4 @@ def test_a_classifier_of_identical_positives_and_negatives_fails_unless_the_floo
     assert f1 <= baseline and "precision" in message and "held out" in message
     assert not out.exists() and not list(out.parent.glob(".tmp-*"))  # no classifier written
     run(quality_model.build, stage="quality_model", key=out.name, settings=settings(min_f1=0), lineage={}, inputs={}, output=out)
-    assert (out / quality.MODEL).is_file()
+    assert (out / quality.LEGACY / quality.MODEL).is_file()
