@@ -252,14 +252,14 @@ def reference_markdown() -> str:
         t = s.get("type", "object")
         return " \\| ".join(t) if isinstance(t, list) else t
 
-    def walk(schema: dict, prefix: str) -> None:
+    def walk(schema: dict, prefix: str, items: bool = True) -> None:
         for name, sub in schema.get("properties", {}).items():
             key = f"{prefix}{name}"
             default = sub.get("default", "")
             if sub.get("type") == "object" and "properties" in sub:
-                walk(sub, key + ".")
+                walk(sub, key + ".", items)
                 continue
-            if sub.get("type") == "array" and "properties" in sub.get("items", {}):
+            if items and sub.get("type") == "array" and "properties" in sub.get("items", {}):
                 desc = " ".join(sub.get("description", "").split())
                 rows.append(f"| `{key}` | list | `{json.dumps(default)}` | {desc} |")
                 walk(sub["items"], key + "[]" + ".")
@@ -267,6 +267,10 @@ def reference_markdown() -> str:
             desc = " ".join(sub.get("description", "").split())
             shown = f"`{json.dumps(default)}`" if "default" in sub else ""
             rows.append(f"| `{key}` | {type_of(sub)} | {shown} | {desc} |")
+            # A mapping of named entries whose settings are described (data.classifiers): each as <name>.
+            each = sub.get("additionalProperties")
+            if isinstance(each, dict) and any("description" in s for s in each.get("properties", {}).values()):
+                walk(each, key + ".<name>.", items=False)  # their lists' items are described once, above
 
     walk(load_schema(), "")
     return "\n".join(rows) + "\n"

@@ -156,9 +156,10 @@ CODE_SETS = {
     "raw": DATA | READERS | {"scripts/raw.py", "scripts/raw_part.py", "lmbuild/data/raw.py", "lmbuild/data/groups.py"},
     # Training the classifier reads the sources; its scoring (quality.py) is cleaning's too.
     "quality_model": DATA | READERS | {"scripts/quality_model.py", "lmbuild/data/quality_model.py", "lmbuild/data/quality.py"},
-    # Not the readers: cleaning names its shards with groups.shard_name, and scores with quality.py only.
+    # Not the readers: cleaning names its shards with groups.shard_name, and scores with quality.py and
+    # the named classifiers' keep rules (classifiers.py) only.
     "cleaned": DATA | {
-        "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/cleaned.py", "lmbuild/data/cleaner.py", *FILTERS,
+        "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/cleaned.py", "lmbuild/data/cleaner.py", "lmbuild/data/classifiers.py", *FILTERS,
         "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py", "lmbuild/data/groups.py", "lmbuild/data/files.py",
     },
     "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py",
