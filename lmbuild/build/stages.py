@@ -119,6 +119,8 @@ def cleaned_inputs(c: dict) -> tuple[str, ...]:
             raise UserError("config: data.clean.quality.enabled needs data.quality_model.positives and data.quality_model.negatives")
         if "quality" in d["classifiers"]:
             raise UserError("config: data.classifiers.quality: the name of data.quality_model's classifier, which data.clean.quality.enabled uses; rename one")
+    if "lang" in d["classifiers"]:
+        raise UserError("config: data.classifiers.lang: its column would be lang_score, which cleaning writes already; rename it")
     for name, s in d["classifiers"].items():
         for side in ("positives", "negatives"):
             if not s[side]:

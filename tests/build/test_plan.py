@@ -505,3 +505,49 @@ def test_the_sweep_report_is_a_stage_of_the_whole_build():
     report = p.artifacts["sweep_report"]
     assert report.settings["runs"] == p.sweep_runs and set(report.code_files) == CODE_SETS["sweep_report"]
     assert all("sweep_report" not in v.artifacts for v in p.variants.values())
+
+
+def test_named_classifiers_key_their_training_and_cleaning_not_raw(tmp_path):
+    """data.classifiers: a training setting or a source file re-keys the classifiers' artifact
+    (quality_model) and cleaning onward; a keep rule re-keys cleaning onward only; raw never;
+    changed back, the same keys. `lmbuild why` names the settings as written. (snakemake -n
+    agrees: tests/workflow/test_workflow_quality.py.)"""
+    from lmbuild.build.why import config_key
+
+    (tmp_path / "pos.jsonl").write_text('{"text": "in the beginning"}\n')
+    (tmp_path / "neg.jsonl").write_text('{"text": "home | about | contact"}\n')
+    topic = lambda **extra: {"data": {"classifiers": {"topic": {  # noqa: E731
+        "positives": [{"type": "jsonl", "path": str(tmp_path / "pos.jsonl")}],
+        "negatives": [{"type": "jsonl", "path": str(tmp_path / "neg.jsonl")}], **extra}}}}
+    base, named = keys({}), keys(topic())
+    assert changed(base, named) == set(CHAIN) - {"raw"}
+    assert "quality_model" not in Plan(validate({})).artifacts["cleaned"].inputs
+    kept = keys(topic(keep={"min_score": 0.3}))
+    assert changed(named, kept) == set(CHAIN) - {"raw", "quality_model"}
+    assert changed(named, keys(topic(epoch=7))) == set(CHAIN) - {"raw"}
+    (tmp_path / "neg.jsonl").write_text('{"text": "home | about | contact | sign in"}\n')
+    assert changed(named, keys(topic())) == set(CHAIN) - {"raw"}
+    (tmp_path / "neg.jsonl").write_text('{"text": "home | about | contact"}\n')
+    assert keys(topic()) == named and keys(topic(keep={"min_score": 0.3})) == kept
+    # The legacy classifier: unused settings key nothing; used, it shares the artifact.
+    assert keys({"data": {"quality_model": {"epoch": 3}}}) == base
+    both = topic()
+    both["data"].update(quality_model=topic()["data"]["classifiers"]["topic"], clean={"quality": {"enabled": True}})
+    assert changed(named, keys(both)) == set(CHAIN) - {"raw"}
+    assert config_key("cleaned", "classifiers.topic.keep.min_score") == "data.classifiers.topic.keep.min_score"
+    assert config_key("quality_model", "classifiers.topic.epoch") == "data.classifiers.topic.epoch"
+    assert config_key("quality_model", "quality_model.epoch") == "data.quality_model.epoch"
+
+
+@pytest.mark.parametrize("classifiers, message", [
+    ({"topic": {"positives": [{"type": "embedded"}]}}, r"^config: data\.classifiers\.topic\.negatives: no sources"),
+    ({"lang": {"positives": [{"type": "embedded"}], "negatives": [{"type": "embedded"}]}}, r"^config: data\.classifiers\.lang: .*lang_score"),
+])
+def test_a_named_classifier_without_sources_or_with_a_taken_name_is_one_line(classifiers, message):
+    from lmbuild.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        Plan(validate({"data": {"classifiers": classifiers}}))
+    legacy = {"quality_model": {"positives": [{"type": "embedded"}], "negatives": [{"type": "embedded"}]}, "clean": {"quality": {"enabled": True}}}
+    with pytest.raises(UserError, match=r"^config: data\.classifiers\.quality: "):
+        Plan(validate({"data": {**legacy, "classifiers": {"quality": dict(legacy["quality_model"])}}}))
