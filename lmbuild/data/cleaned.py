@@ -213,6 +213,8 @@ def clean_shard(job: tuple) -> dict:
     counts["dropped_by_lang"] = _by_lang(by_lang)
     counts["edits"] = dict(sorted(edits.items()))
     counts["dropped_kept"] = sum(side.kept.values())
+    if cleaner.stage.named:
+        counts["classifiers"] = cleaner.stage.named.describe()
     log.info("%s: %d -> %d documents, dropped %s, edits %s", src.name, counts["documents_in"], counts["documents_out"], counts["dropped"], counts["edits"])
     return counts
 
@@ -286,9 +288,8 @@ def build(ctx: StageContext) -> dict:
     total["edits"] = dict(sorted(edits.items()))
     total["dropped_kept"] = sum(r["dropped_kept"] for r in results)
     total["shards"] = [{k: r[k] for k in ("shard", *COUNTS)} for r in results]
-    named = Classifiers(ctx.settings, _classifier(ctx))
-    if named:
-        total["classifiers"] = named.describe()
+    if results and "classifiers" in results[0]:  # the same rules in every part
+        total["classifiers"] = results[0]["classifiers"]
     if total["documents_in"] and not total["documents_out"]:
         detail = ", ".join(f"{k}: {v}" for k, v in dropped.most_common())
         raise UserError(f"every document was dropped by cleaning ({detail}); loosen data.clean settings")

@@ -33,35 +33,63 @@ def sources(tmp: Path) -> dict:
 
 def test_without_a_classifier_no_key_but_its_own_depends_on_its_settings(tmp_path):
     base = Plan(validate({"artifacts": str(tmp_path)}))
-    trained = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q")}}))
+    unused = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q")}}))
     assert "quality_model" not in base.artifacts["cleaned"].inputs
-    for stage, a in base.artifacts.items():
-        assert (trained.artifacts[stage].key == a.key) == (stage != "quality_model"), stage
-    used = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q"), "clean": {"quality": {"enabled": True}}}}))
-    assert used.artifacts["cleaned"].inputs["quality_model"].key == trained.artifacts["quality_model"].key
+    # Settings of a classifier that cleaning does not use key nothing, not even its own artifact.
+    assert {s: a.key for s, a in unused.artifacts.items()} == {s: a.key for s, a in base.artifacts.items()}
+    on = lambda: {"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q"), "clean": {"quality": {"enabled": True}}}}  # noqa: E731
+    used = Plan(validate(on()))
+    assert used.artifacts["cleaned"].inputs["quality_model"].key == used.artifacts["quality_model"].key != base.artifacts["quality_model"].key
     assert used.artifacts["raw"].key == base.artifacts["raw"].key and used.artifacts["cleaned"].key != base.artifacts["cleaned"].key
     with pytest.raises(UserError, match="data.clean.quality.enabled needs data.quality_model.positives"):
         Plan(validate({"data": {"clean": {"quality": {"enabled": True}}}}))
     # Its training files enter its key by content, as raw's do: a touch keeps it, an edit does not.
     os.utime(tmp_path / "q" / "neg.jsonl", ns=(1, 1))
-    retouched = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q")}}))
-    assert retouched.artifacts["quality_model"].key == trained.artifacts["quality_model"].key
+    retouched = Plan(validate(on()))
+    assert retouched.artifacts["quality_model"].key == used.artifacts["quality_model"].key
     with open(tmp_path / "q" / "neg.jsonl", "a") as f:
         f.write(json.dumps({"text": NOISE}) + "\n")
-    edited = Plan(validate({"artifacts": str(tmp_path), "data": {"quality_model": sources(tmp_path / "q")}}))
-    assert edited.artifacts["quality_model"].key != trained.artifacts["quality_model"].key
+    edited = Plan(validate(on()))
+    assert edited.artifacts["quality_model"].key != used.artifacts["quality_model"].key
+
+
+def chain_keys(cfg: dict) -> dict:
+    return {s: a.key for s, a in Plan(validate(cfg)).artifacts.items()}
 
 
 def test_retraining_the_classifier_recleans_and_nothing_before(tmp_path):
-    cfg = smoke_config(**{"data.quality_model": sources(tmp_path / "q"), "data.clean.quality": {"enabled": True, "threshold": 0.2}})
+    """With data.clean.quality's classifier and a named one (data.classifiers.noise, whose
+    positives are the noise, kept under max_score): a training setting of either plans the
+    classifiers and cleaning onward, a keep rule cleaning onward only, and raw never; `snakemake -n`
+    plans the stages whose keys (Plan, in process) change."""
+    q = sources(tmp_path / "q")
+    noise = {**q, "positives": q["negatives"], "negatives": q["positives"], "keep": {"max_score": 0.9}}
+    cfg = smoke_config(**{"data.quality_model": q, "data.clean.quality": {"enabled": True, "threshold": 0.2}, "data.classifiers": {"noise": noise}})
     proc = snakemake(tmp_path, cfg, "cleaned")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    cleaned = json.loads(next((tmp_path / "artifacts" / "cleaned").glob("*/manifest.json")).read_text())["counts"]
+    assert cleaned["classifiers"]["noise"] == {"column": "noise_score", "keep": {"score": "<= 0.9"}}
     downstream = {"build_deduplicated": 1, "dedup_map": 2, "dedup_bucket": 2, "deduplicated": 1}
     assert jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "deduplicated")) == downstream
-    cfg["data"]["quality_model"]["epoch"] = 7
-    jobs = jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "deduplicated"))
-    assert jobs == {**downstream, "build_quality_model": 1, "build_cleaned_part": 2, "build_cleaned": 1}
-    # Off again: cleaning no longer reads the classifier, so it is not planned.
+    base = chain_keys(cfg)
+    recleaned = {**downstream, "build_cleaned_part": 2, "build_cleaned": 1}
+    edits = [
+        (("quality_model", "epoch", 7), {**recleaned, "build_quality_model": 1}),
+        (("classifiers", "noise", "epoch", 7), {**recleaned, "build_quality_model": 1}),
+        (("classifiers", "noise", "keep", {"max_score": 0.8}), recleaned),
+    ]
+    for path, expected in edits:
+        edited = json.loads(json.dumps(cfg))
+        node = edited["data"]
+        for k in path[:-2]:
+            node = node[k]
+        node[path[-2]] = path[-1]
+        jobs = jobs_of_dry_run(snakemake(tmp_path, edited, "-n", "deduplicated"))
+        assert jobs == expected, path
+        keys = chain_keys(edited)
+        assert {s for s in ("raw", "quality_model", "cleaned") if keys[s] != base[s]} == ({"quality_model", "cleaned"} if "build_quality_model" in expected else {"cleaned"})
+    # Off again: cleaning no longer reads the classifiers, so they are not planned.
     cfg["data"]["clean"]["quality"]["enabled"] = False
+    cfg["data"]["classifiers"] = {}
     jobs = jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "deduplicated"))
-    assert jobs == {**downstream, "build_cleaned_part": 2, "build_cleaned": 1}
+    assert jobs == recleaned
