@@ -1,6 +1,6 @@
-# Train the fastText quality classifier from data.quality_model's positives and negatives
-# (DCLM's recipe); cleaning scores prose with it when data.clean.quality.enabled.
-# Code: scripts/quality_model.py -> lmbuild.data.quality.build
+# Train the fastText classifiers (DCLM's recipe): data.quality_model's, when
+# data.clean.quality.enabled, and each of data.classifiers; cleaning scores prose with them.
+# Code: scripts/quality_model.py -> lmbuild.data.quality_model.build
 
 
 rule build_quality_model:

@@ -1,4 +1,4 @@
-"""Rule build_quality_model: train the fastText quality classifier; refuse one under data.quality_model.min_f1."""
+"""Rule build_quality_model: train the fastText classifiers (data.quality_model, data.classifiers); refuse one under its min_f1."""
 
 import sys
 from pathlib import Path

@@ -5,7 +5,7 @@ under its reason and keep the dropped documents for inspection.
 Layout of the artifact::
 
     shard-00000.parquet ...          one per raw shard: the raw schema + lang, lang_score
-                                     (+ quality_score when a classifier scores them)
+                                     (+ quality_score, <name>_score per classifier scoring them)
     dropped/shard-00000.parquet ...  dropped documents: id, source, reason, lang, lang_score,
                                      chars, text (bounded, see below)
     manifest.json                    counts: documents/bytes in and out, dropped per reason,
@@ -22,7 +22,9 @@ FineWeb; for code, length and StarCoder's rules.
 With ``data.clean.quality.enabled``, prose that passed the rules is scored by the
 ``quality_model`` stage's fastText classifier (an input of this stage) and dropped under
 ``threshold`` (``quality_score``) or outside each shard's ``top_fraction``
-(``quality_top_fraction``; the shard is written, then rewritten without them).
+(``quality_top_fraction``; the shard is written, then rewritten without them). The named
+classifiers of ``data.classifiers`` then score it too and apply their keep rules (reason
+``classifier:<name>``; lmbuild.data.classifiers).
 
 Then PII redaction on the kept documents of both kinds.
 
@@ -43,8 +45,8 @@ it does not grow with the shard or corpus size; a single document is held whole 
 document is read, counted and dropped as ``too_long`` under the default ``max_chars``).
 
 What this stage does not do: remove boilerplate from web pages (the ``html`` source type
-extracts main text at ingest), toxic-content scoring, or fix encodings; ``top_fraction``
-is per shard, not a corpus-wide rank.
+extracts main text at ingest), or fix encodings; data.clean.quality's ``top_fraction``
+is per shard, not a corpus-wide rank (a named classifier's is a threshold fixed at training).
 """
 
 from __future__ import annotations

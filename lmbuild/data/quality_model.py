@@ -1,13 +1,17 @@
-"""Stage ``quality_model``: a fastText quality classifier trained from configured sources,
-DCLM's recipe (Li et al. 2024, "DataComp-LM", section 4.4: a fastText bigram classifier
-with high-quality reference text as positives and raw crawl text as negatives), refused
-under a floor of validation F1 (``data.quality_model.min_f1``).
+"""Stage ``quality_model``: the fastText classifiers that cleaning scores with, each trained from
+configured sources by DCLM's recipe (Li et al. 2024, "DataComp-LM", section 4.4: a fastText
+bigram classifier with high-quality reference text as positives and raw crawl text as
+negatives), each refused under a floor of validation F1 (``min_f1``): data.quality_model's
+(folder ``quality``, when data.clean.quality.enabled) and every one of data.classifiers
+(folder ``<name>``, their keep rules applied by cleaning, lmbuild.data.classifiers).
 
 Layout of the artifact::
 
-    model.bin          the fastText supervised model (fastText's own binary format)
-    classifier.json    how to prepare a text for it (max_chars, lowercase) and its labels
-    manifest.json      counts: documents per class and split, validation precision/recall
+    <name>/model.bin        the fastText supervised model (fastText's own binary format)
+    <name>/classifier.json  how to prepare a text for it (max_chars, lowercase), its labels, its
+                            validation figures and held-out scores (sorted)
+    manifest.json           counts.classifiers.<name>: documents per class and split,
+                            validation precision/recall/F1
 
 Each document becomes one line: its first ``max_chars`` characters, whitespace collapsed to
 single spaces (fastText reads a line per example), lowercased by default. Documents are held
@@ -25,7 +29,8 @@ scores under it. A number sets the floor instead; 0 accepts any classifier.
 
 Kept apart from :mod:`lmbuild.data.quality`, the scoring the ``cleaned`` stage runs: this module
 is in the classifier's code set only, so editing it re-keys the classifier and not the cleaning
-of a build that uses none. What it does not do: balance the classes (the counts are in the manifest), pick
+of a build that uses none. One artifact holds every classifier: editing one re-trains all (a few
+seconds each at the sizes of the tests). What it does not do: balance the classes (the counts are in the manifest), pick
 hyper-parameters, stream (the prepared lines are held in memory, to shuffle them), or read
 a pretrained classifier (DCLM's own is hub-only). Training diverges (fastText's "Encountered
 NaN", reported as a config error) on tiny or near-duplicate data and with very small
