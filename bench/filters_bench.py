@@ -105,7 +105,6 @@ def train_classifier(texts: list[str], folder: Path) -> Path:
     import random
 
     from lmbuild.data import quality_model
-    from lmbuild.store.runner import StageContext
 
     rng = random.Random(0)
     pos, neg = folder / "pos.jsonl", folder / "neg.jsonl"
@@ -119,7 +118,7 @@ def train_classifier(texts: list[str], folder: Path) -> Path:
     q = validate({"data": {"quality_model": {"positives": [{"type": "jsonl", "path": str(pos)}], "negatives": [{"type": "jsonl", "path": str(neg)}]}}})
     out, work = folder / "model", folder / "work"
     out.mkdir()
-    counts = quality_model.train_classifier(StageContext("quality_model", "bench", q["data"]["quality_model"], {}, out, work, 1))
+    counts = quality_model.train_one(q["data"]["quality_model"], "data.quality_model", out, work)
     print(f"classifier: {json.dumps(counts['valid'])}", file=sys.stderr)
     return out
 
