@@ -101,7 +101,8 @@ def test_named_classifiers_train_score_and_keep_the_same_documents_however_shard
         sub.mkdir()
         raw = make_raw(sub, held, shards=shards)
         out, work = stage(sub, "cleaned")
-        counts = clean.build(StageContext("cleaned", "t", cleaning, {"raw": raw, "quality_model": artifact}, out, work, 1))
+        # 3 shards on 2 threads: forked workers, the models loaded before the fork.
+        counts = clean.build(StageContext("cleaned", "t", cleaning, {"raw": raw, "quality_model": artifact}, out, work, min(shards, 2)))
         kept = rows(out)
         bible = sum(r["source"].endswith("held-kjv.jsonl") for r in kept)
         # Measured: 40 of 40 KJV passages kept, 4 fortunes (the threshold, 0.28, comes from 51 held-out documents).
@@ -131,3 +132,12 @@ def test_cleaning_with_named_classifiers_needs_the_artifact():
     settings = {**validate({})["data"]["clean"], "classifiers": {"topic": {"keep": {}}}}
     with pytest.raises(UserError, match="data.classifiers needs the quality_model artifact"):
         clean.SourceCleaners(settings)
+
+
+def test_a_classifier_name_is_a_column_name():
+    with pytest.raises(UserError, match=r"^config: data\.classifiers: a classifier's name is lowercase letters.*'Toxic-2'"):
+        validate({"data": {"classifiers": {"Toxic-2": {}}}})
+    with pytest.raises(UserError, match=r"^config: data\.classifiers\.toxic\.keep: one keep rule: min_score, max_score, top_fraction or bottom_fraction \(got"):
+        validate({"data": {"classifiers": {"toxic": {"keep": {"min_score": 0.1, "top_fraction": 0.5}}}}})
+    with pytest.raises(UserError, match=r"^config: data\.classifiers\.toxic\.keep\.min_score: 2\.0 is greater than the maximum of 1"):
+        validate({"data": {"classifiers": {"toxic": {"keep": {"min_score": 2}}}}})
