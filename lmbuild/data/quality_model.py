@@ -29,8 +29,8 @@ scores under it. A number sets the floor instead; 0 accepts any classifier.
 
 Kept apart from :mod:`lmbuild.data.quality`, the scoring the ``cleaned`` stage runs: this module
 is in the classifier's code set only, so editing it re-keys the classifier and not the cleaning
-of a build that uses none. One artifact holds every classifier: editing one re-trains all (a few
-seconds each at the sizes of the tests). What it does not do: balance the classes (the counts are in the manifest), pick
+of a build that uses none. One artifact holds every classifier; editing one trains only it, the
+others are copied from an earlier artifact of the store (:func:`train_one`). What it does not do: balance the classes (the counts are in the manifest), pick
 hyper-parameters, stream (the prepared lines are held in memory, to shuffle them), or read
 a pretrained classifier (DCLM's own is hub-only). Training diverges (fastText's "Encountered
 NaN", reported as a config error) on tiny or near-duplicate data and with very small
@@ -45,6 +45,7 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,7 @@ from pathlib import Path
 from lmbuild.data.quality import LEGACY, META, MODEL, NEGATIVE, POSITIVE, positive, prepare
 from lmbuild.data.sources import iter_source
 from lmbuild.errors import UserError
+from lmbuild.store.artifact import read_manifest
 from lmbuild.store.runner import StageContext
 
 log = logging.getLogger(__name__)
@@ -109,10 +111,45 @@ fasttext.train_supervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])
 """
 
 
-def train_one(s: dict, where: str, out: Path, work: Path) -> dict:
+def _identity(args: dict, train: str, valid: list[str], code: str | None) -> str:
+    """What a classifier is trained from: the fastText arguments, the prepared lines (so the sources'
+    content, whatever their paths) and the stage's code hash."""
+    h = hashlib.sha256(json.dumps({"args": {k: v for k, v in args.items() if k != "input"}, "code": code}, sort_keys=True).encode())
+    for text in (train, "".join(valid)):
+        h.update(b"\0" + text.encode())
+    return h.hexdigest()[:32]
+
+
+def _trained_before(store: Path | None, identity: str) -> tuple[str, Path] | None:
+    """``(key/name, model.bin)`` of a classifier of this identity in a complete quality_model artifact
+    of the store, its bytes checked against that artifact's manifest; None if there is none."""
+    if store is None:
+        return None
+    for artifact in sorted((Path(store) / "quality_model").glob("[!.]*")):
+        try:
+            manifest = read_manifest(artifact)
+            for name, c in manifest["counts"]["classifiers"].items():
+                path = artifact / name / MODEL
+                if c.get("identity") == identity and _sha256(path) == manifest["files"][f"{name}/{MODEL}"]["sha256"]:
+                    return f"{artifact.name}/{name}", path
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # incomplete, removed meanwhile, or older
+            continue
+    return None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def train_one(s: dict, where: str, out: Path, work: Path, store: Path | None = None, code: str | None = None) -> dict:
     """Train one classifier (settings ``s``, config key ``where``) into the folder ``out``;
     validate it on the held-out share. ``classifier.json`` keeps the held-out scores, sorted, from
-    which cleaning fixes a top or bottom fraction's threshold (lmbuild.data.classifiers)."""
+    which cleaning fixes a top or bottom fraction's threshold (lmbuild.data.classifiers).
+
+    A classifier of the same identity (:func:`_identity`: arguments, data, code) in a complete
+    artifact of ``store`` is copied instead of trained again: one-thread training is
+    deterministic (the same bytes, checked), so editing one classifier retrains only it."""
     import fasttext
 
     fasttext.FastText.eprint = lambda *a, **k: None  # its load_model warning about WordVectorModel
@@ -132,17 +169,24 @@ def train_one(s: dict, where: str, out: Path, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     train = work / "train.txt"
-    train.write_text("".join(lines["train"]))
+    train_text = "".join(lines["train"])
+    train.write_text(train_text)
     args = dict(
         input=str(train), epoch=s["epoch"], lr=s["lr"], wordNgrams=s["word_ngrams"], dim=s["dim"],
         bucket=s["bucket"], minCount=s["min_count"], seed=s["seed"], thread=1, verbose=0,
     )
-    # A fresh interpreter: a second train_supervised in one process (fasttext 0.9.2 and
-    # 0.9.3 alike) gave other weights, often NaN, than the same call in a new process.
-    proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps(args), str(out / MODEL)], capture_output=True, text=True)
-    if proc.returncode:
-        error = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UserError(f"{where}: fastText training failed ({error}); a lower lr or a larger bucket usually helps")
+    identity = _identity(args, train_text, lines["valid"], code)
+    before = _trained_before(store, identity)
+    if before is not None:
+        shutil.copyfile(before[1], out / MODEL)
+        log.info("%s: the classifier of %s, the same training", where, before[0])
+    else:
+        # A fresh interpreter: a second train_supervised in one process (fasttext 0.9.2 and
+        # 0.9.3 alike) gave other weights, often NaN, than the same call in a new process.
+        proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps(args), str(out / MODEL)], capture_output=True, text=True)
+        if proc.returncode:
+            error = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise UserError(f"{where}: fastText training failed ({error}); a lower lr or a larger bucket usually helps")
     model = fasttext.load_model(str(out / MODEL))
     valid = [tuple(line.rstrip("\n").split(" ", 1)) for line in lines["valid"]]
     scores = positive(model, [t for _, t in valid])  # the lines are prepared already
@@ -151,7 +195,8 @@ def train_one(s: dict, where: str, out: Path, work: Path) -> dict:
             "valid": metrics, "valid_scores": sorted(scores)}
     (out / META).write_text(json.dumps(meta))
     log.info("%s: %s, validation %s", where, counts, metrics)
-    return {"documents": counts, "valid": metrics, "labels": len(model.get_labels()), "words": len(model.words)}
+    return {"documents": counts, "valid": metrics, "labels": len(model.get_labels()), "words": len(model.words), "identity": identity,
+            "copied_from": None if before is None else before[0]}
 
 
 def always_positive_f1(positives: int, negatives: int) -> float:
@@ -191,7 +236,7 @@ def build(ctx: StageContext) -> dict:
     """Train and validate every classifier (:func:`train_one`) into ``<name>/``; refuse one under its floor."""
     counts = {}
     for name, (where, s) in classifiers(ctx.settings).items():
-        c = counts[name] = train_one(s, where, ctx.out / name, ctx.work / name)
+        c = counts[name] = train_one(s, where, ctx.out / name, ctx.work / name, ctx.store, ctx.lineage.get("code_hash"))
         check_floor(c["valid"], c["documents"]["valid"], s.get("min_f1"), where)
     if not counts:
         raise UserError("quality_model: no classifier to train (data.clean.quality.enabled is off and data.classifiers is empty)")

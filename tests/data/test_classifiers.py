@@ -40,10 +40,10 @@ def corpus() -> dict[str, list[str]]:
     return out
 
 
-def train(tmp_path, classifiers: dict):
+def train(tmp_path, classifiers: dict, key: str = "0123456789abcdef"):
     """The quality_model stage on ``classifiers`` (data.classifiers entries): (artifact, its counts)."""
     settings = {"classifiers": {n: {k: v for k, v in s.items() if k != "keep"} for n, s in validate({"data": {"classifiers": classifiers}})["data"]["classifiers"].items()}}
-    out = tmp_path / "artifacts" / "quality_model" / "0123456789abcdef"
+    out = tmp_path / "artifacts" / "quality_model" / key
     run(quality_model.build, stage="quality_model", key=out.name, settings=settings, lineage={}, inputs={}, output=out)
     return out, read_manifest(out)["counts"]
 
@@ -141,3 +141,30 @@ def test_a_classifier_name_is_a_column_name():
         validate({"data": {"classifiers": {"toxic": {"keep": {"min_score": 0.1, "top_fraction": 0.5}}}}})
     with pytest.raises(UserError, match=r"^config: data\.classifiers\.toxic\.keep\.min_score: 2\.0 is greater than the maximum of 1"):
         validate({"data": {"classifiers": {"toxic": {"keep": {"min_score": 2}}}}})
+
+
+def test_an_edited_classifier_is_trained_again_and_the_others_are_copied(tmp_path):
+    """One artifact holds every classifier; a classifier trained from the same data, arguments and
+    code in a complete artifact of the store is copied (the same bytes), so editing one trains
+    only it. A copy whose bytes do not match its manifest is not taken."""
+    texts = corpus()
+    kjv = jsonl_source(tmp_path / "kjv.jsonl", texts["kjv"][:60])
+    wiki = jsonl_source(tmp_path / "wiki.jsonl", texts["wiki"][:60])
+    a = {"scripture": {"positives": [kjv], "negatives": [wiki], **SMALL}, "wiki": {"positives": [wiki], "negatives": [kjv], **SMALL}}
+    first, counts = train(tmp_path, a, "1" * 16)
+    assert [c["copied_from"] for c in counts["classifiers"].values()] == [None, None]
+    b = {**a, "wiki": {**a["wiki"], "epoch": 5}}
+    second, counts = train(tmp_path, b, "2" * 16)
+    assert counts["classifiers"]["scripture"]["copied_from"] == "1111111111111111/scripture"
+    assert counts["classifiers"]["wiki"]["copied_from"] is None
+    for name in ("scripture", "wiki"):
+        same = (first / name / "model.bin").read_bytes() == (second / name / "model.bin").read_bytes()
+        assert same == (name == "scripture"), name
+        assert (first / name / "classifier.json").read_text() == (second / name / "classifier.json").read_text() or name == "wiki"
+    for art in (first, second):
+        damaged = art / "scripture" / "model.bin"
+        damaged.chmod(0o644)
+        damaged.write_bytes(damaged.read_bytes()[:-1] + b"x")
+    _, counts = train(tmp_path, a, "3" * 16)
+    assert counts["classifiers"]["scripture"]["copied_from"] is None
+    assert counts["classifiers"]["wiki"]["copied_from"] == "1111111111111111/wiki"
