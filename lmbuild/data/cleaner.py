@@ -1,5 +1,6 @@
 """The per-document work of stage ``cleaned`` (lmbuild.data.cleaned) on one record batch of a raw
-shard: normalise, filter (lmbuild.data.filters), score with the quality classifier, redact PII;
+shard: normalise, filter (lmbuild.data.filters), score with the quality classifier and the named
+ones (lmbuild.data.classifiers), redact PII;
 per source where ``data.clean.per_source`` says so (lmbuild.data.overrides).
 
 Each document goes through, in order, stopping at the first drop:
@@ -60,6 +61,7 @@ SCHEMA = pa.schema(
     ]
 )
 QUALITY_SCHEMA = SCHEMA.append(pa.field("quality_score", pa.float32()))
+REPETITION_CHARS = 256 << 10  # text per vectorised repetition call: fastest measured (64k-4M)
 
 
 def schema(settings: dict) -> pa.Schema:
@@ -68,7 +70,6 @@ def schema(settings: dict) -> pa.Schema:
     for name in columns(settings):
         out = out.append(pa.field(name, pa.float32()))
     return out
-REPETITION_CHARS = 256 << 10  # text per vectorised repetition call: fastest measured (64k-4M)
 
 
 class Cleaner:
