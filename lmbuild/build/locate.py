@@ -114,6 +114,13 @@ def source(loc: Locator, where: list, src: dict, what: str, fan_out: bool = Fals
             node["resolved_revision"] = resolve_hf_revision(src["path"], src.get("revision"), what)
         if fan_out:
             node["data_files"] = _hf_data_files({**src, "resolved_revision": node.get("resolved_revision")}, where[-1], local)
+    elif src["type"] == "synthetic":
+        # The prompts by content; the teacher's folder by content (a variant's artifact is an input).
+        loc.files(where, "prompts", src["prompts"], f"{what}.prompts")
+        if "path" in src["model"]:
+            if not Path(src["model"]["path"]).expanduser().is_dir():
+                raise UserError(f"{what}.model.path: {src['model']['path']}: no such folder")
+            loc.folder([*where, "model"], "path", src["model"]["path"])
 
 
 def _hf_data_files(src: dict, index: int, local: bool) -> int | None:

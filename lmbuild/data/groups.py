@@ -39,9 +39,9 @@ class Group:
 
 
 def whole(src: dict) -> bool:
-    """A source that one job reads whole: embedded, capped by ``max_docs``, or a hub dataset
+    """A source that one job reads whole: embedded, synthetic (one teacher loaded once), capped by ``max_docs``, or a hub dataset
     whose data files the plan could not list (hub off)."""
-    return src["type"] == "embedded" or src.get("max_docs") is not None or (src["type"] == "hf" and not src.get("data_files"))
+    return src["type"] in ("embedded", "synthetic") or src.get("max_docs") is not None or (src["type"] == "hf" and not src.get("data_files"))
 
 
 def unit_count(src: dict, index: int) -> int:

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from lmbuild.data.files import source_name
 from lmbuild.data.groups import Group, layout, shard_name, whole
 from lmbuild.data.sources import iter_source
+from lmbuild.data.synthetic import with_teacher
 from lmbuild.errors import UserError
 from lmbuild.store.artifact import link_or_copy, read_manifest
 from lmbuild.store.runner import StageContext
@@ -134,6 +135,8 @@ def _ingest(ctx: StageContext, group: Group, out: Path) -> dict:
     try:
         for i, start, stop in group.items:
             src = sources[i]
+            if src["type"] == "synthetic":  # its teacher: a folder, or raw's input teacher_<i>
+                src = with_teacher(src, i, ctx.inputs)
             name, entry_kind = source_name(src), src.get("kind")
             docs = nbytes = 0
             skipped: Counter = Counter()
