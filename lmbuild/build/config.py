@@ -198,10 +198,6 @@ def _check_consistency(config: dict, source: str) -> None:
             raise UserError(f"{source}: data.sources[{i}].parts applies to type embedded only")
         if src["type"] != "synthetic" and SYNTHETIC_KEYS & set(src):
             raise UserError(f"{source}: data.sources[{i}].{sorted(SYNTHETIC_KEYS & set(src))[0]} applies to type synthetic only")
-    for side in ("positives", "negatives"):
-        for i, src in enumerate(config["data"]["quality_model"][side]):
-            if src["type"] == "synthetic" or SYNTHETIC_KEYS & set(src):
-                raise UserError(f"{source}: data.quality_model.{side}[{i}]: synthetic sources are for data.sources only")
     _check_init(m, source)
     if m["objective"] == "masked":
         _check_masked(m, source)
@@ -276,8 +272,12 @@ def reference_markdown() -> str:
         return " \\| ".join(t) if isinstance(t, list) else t
 
     def walk(schema: dict, prefix: str) -> None:
+        # Defaults that apply under a condition (a synthetic source's: the schema's if/then).
+        conditional = schema.get("then", {}).get("properties", {})
         for name, sub in schema.get("properties", {}).items():
             key = f"{prefix}{name}"
+            if "default" not in sub and "default" in conditional.get(name, {}):
+                sub = {**sub, "default": conditional[name]["default"]}
             default = sub.get("default", "")
             if sub.get("type") == "object" and "properties" in sub:
                 walk(sub, key + ".")

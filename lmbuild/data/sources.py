@@ -310,13 +310,6 @@ def read_embedded(src: dict, index: int, name: str, bad: Problems, units: range 
         yield f"{name}:{rel}", text, meta
 
 
-def read_synthetic(src: dict, index: int, name: str, bad: Problems, units: range | None = None) -> Iterator[Doc]:
-    """A teacher model's documents (lmbuild.data.synthetic, which imports torch only when it runs)."""
-    from lmbuild.data.synthetic import read_synthetic as read
-
-    yield from read(src, index, name, bad, units)
-
-
 _READERS = {
     "jsonl": read_jsonl,
     "parquet": read_parquet,
@@ -324,5 +317,4 @@ _READERS = {
     "html": read_html,
     "hf": read_hf,
     "embedded": read_embedded,
-    "synthetic": read_synthetic,
 }
