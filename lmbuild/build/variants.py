@@ -11,7 +11,9 @@ gets its own chain of artifacts. Keys are computed the same way as for the base,
 variant's settings equal the base's (here the data stages and the tokenizer) it shares the
 base's artifacts and they are built once. ``model.source: {variant: name}`` makes that
 variant's ``trained_checkpoint`` (or ``init_checkpoint``) an input of ``init_checkpoint``,
-so its key enters every key downstream.
+so its key enters every key downstream; so does a synthetic source's ``model: {variant: name}``
+(lmbuild.data.synthetic), whose artifact becomes an input of ``raw``. A variant taught by itself,
+and a cycle through teachers and sources, is one line.
 
 What this module does not do: override inside lists (``data.sources`` is replaced whole), set
 ``data.clean.preset`` (a layer under the user's settings, lmbuild.build.layers), or vary
