@@ -132,7 +132,7 @@ def _documents(ctx: StageContext, src: dict, i: int, skipped: Counter, units: ra
     classifier's readers do not hold it); any other's from its reader."""
     if src["type"] != "synthetic":
         return iter_source(src, i, skipped, units)
-    docs = read_synthetic(with_teacher(src, i, ctx.inputs), i, source_name(src), Problems(src, i, skipped))
+    docs = read_synthetic(with_teacher(src, i, ctx.inputs), i, source_name(src), Problems(src, i, skipped), threads=ctx.threads)
     return islice(docs, src["max_docs"]) if src.get("max_docs") is not None else docs
 
 

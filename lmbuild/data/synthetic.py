@@ -120,10 +120,15 @@ def generate(model, tok, prompts: list[list[int]], s: dict, batch_no: int) -> li
     return out
 
 
-def read_synthetic(src: dict, index: int, name: str, bad, units: range | None = None) -> Iterator[tuple[str, str, dict]]:
+def read_synthetic(src: dict, index: int, name: str, bad, units: range | None = None, threads: int | None = None) -> Iterator[tuple[str, str, dict]]:
     """The teacher's documents, ``per_prompt`` for each prompt, in prompt order; ids
     ``<name>:<prompts file>:<line>:<sample>``. ``src`` as :func:`with_teacher` returns it
-    (``model.path`` a folder); ``units`` is ignored (the source is one unit)."""
+    (``model.path`` a folder); ``units`` is ignored (the source is one unit). ``threads``: torch's
+    CPU threads (the job's, as the model stages set them), else torch's default."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     prompts = read_prompts(src, index)
     model, tok = load_teacher(src["model"]["path"], index)
     limit = getattr(model.config, "max_position_embeddings", None)
