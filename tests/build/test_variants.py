@@ -167,6 +167,9 @@ def taught(teacher: dict | None = None, **synthetic) -> dict:
 def prompts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.txt").write_text("Once upon a time\n")
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    (tmp_path / "no_weights").mkdir()
+    (tmp_path / "no_weights" / "config.json").write_text("{}")
     return tmp_path / "prompts.txt"
 
 
@@ -199,10 +202,11 @@ def test_a_local_teacher_folder_enters_the_raw_key_by_content(prompts, tmp_path)
     folder = tmp_path / "teacher"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"x")
     cfg = {"data": {"sources": [EMBEDDED, {"type": "synthetic", "model": {"path": "teacher"}, "prompts": "prompts.txt"}]}}
     before = Plan(validate(cfg)).artifacts["raw"]
     assert before.inputs == {} and before.settings["sources"][1]["model"]["path"] == {"sha256": StateCache().folder_digest(folder)}
-    (folder / "model.safetensors").write_bytes(b"x")
+    (folder / "model.safetensors").write_bytes(b"y")
     assert Plan(validate(cfg)).artifacts["raw"].key != before.key
 
 
@@ -228,6 +232,12 @@ def test_a_local_teacher_folder_enters_the_raw_key_by_content(prompts, tmp_path)
         ),
         ({"data": {"sources": [{"type": "synthetic", "model": {"path": "nowhere"}, "prompts": "prompts.txt"}]}}, r"^data.sources\[0\].model.path: nowhere: no such folder$"),
         ({"data": {"sources": [{"type": "synthetic", "model": {"path": "."}, "prompts": "none.txt"}]}}, r"^data.sources\[0\].prompts: no file matches 'none.txt'$"),
+        # Found when the workflow is parsed, before a teacher trains: an empty prompts file, a folder without weights.
+        (taught(prompts="blank.txt"), r"^data.sources\[1\].prompts: blank.txt: no prompts \(one prompt a line\)$"),
+        (
+            {"data": {"sources": [{"type": "synthetic", "model": {"path": "no_weights"}, "prompts": "prompts.txt"}]}},
+            r"^data.sources\[0\].model.path: no_weights: not a Hugging Face model folder \(config.json and \*.safetensors weights\)$",
+        ),
     ],
 )
 def test_bad_synthetic_sources_stop_with_one_line(prompts, cfg, message):

@@ -33,9 +33,15 @@ def manifest(path) -> dict:
 
 def test_a_trained_teacher_writes_raw_documents_and_its_settings_key_them(smoke_built, tmp_path):
     copy_built(smoke_built, tmp_path)  # the teacher's whole chain, built
-    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     teacher = artifact_dirs(tmp_path, "trained_checkpoint")[0]
     cfg = taught()
+    # An empty prompts file stops the parse with one line, before any job (a teacher could train for hours first).
+    (tmp_path / "prompts.txt").write_text("\n")
+    proc = snakemake(tmp_path, cfg, "raw")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == "error: data.sources[2].prompts: prompts.txt: no prompts (one prompt a line)"
+    assert len(artifact_dirs(tmp_path, "raw")) == 1
+
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     # The teacher is built (the smoke build): only the base's raw is planned, one job for its three sources.
     assert jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "raw")) == {"build_raw_part": 1, "build_raw": 1, "raw": 1}
     assert jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "teacher__trained_checkpoint")) == {}
