@@ -190,10 +190,14 @@ def _check_consistency(config: dict, source: str) -> None:
     if tok["type"] == "pretrained" and not tok["path"]:
         raise UserError(f"{source}: tokenizer.path is required when tokenizer.type is pretrained")
     for i, src in enumerate(config["data"]["sources"]):
-        if src["type"] != "embedded" and not src.get("path"):
+        if src["type"] == "synthetic":
+            _check_synthetic(src, f"{source}: data.sources[{i}]")
+        elif src["type"] != "embedded" and not src.get("path"):
             raise UserError(f"{source}: data.sources[{i}].path is required for type {src['type']}")
         if src["type"] != "embedded" and "parts" in src:
             raise UserError(f"{source}: data.sources[{i}].parts applies to type embedded only")
+        if src["type"] != "synthetic" and SYNTHETIC_KEYS & set(src):
+            raise UserError(f"{source}: data.sources[{i}].{sorted(SYNTHETIC_KEYS & set(src))[0]} applies to type synthetic only")
     _check_init(m, source)
     if m["objective"] == "masked":
         _check_masked(m, source)
@@ -211,6 +215,21 @@ def _check_consistency(config: dict, source: str) -> None:
     late = [k for k in t["keep_steps"] if k > t["max_steps"]]
     if late:
         raise UserError(f"{source}: train.keep_steps {late} exceed train.max_steps ({t['max_steps']})")
+
+
+# The keys of a synthetic source (lmbuild.data.synthetic), which no other source type takes.
+SYNTHETIC_KEYS = {"model", "prompts", "per_prompt", "max_new_tokens", "temperature", "seed", "batch_size"}
+
+
+def _check_synthetic(src: dict, where: str) -> None:
+    """A synthetic source's teacher is one local folder or one variant's artifact (as model.source)."""
+    if "path" in src:
+        raise UserError(f"{where}.path: a synthetic source has no path (its documents come from model and prompts)")
+    kinds = [k for k in ("path", "variant") if k in src["model"]]
+    if len(kinds) != 1:
+        raise UserError(f"{where}.model: needs exactly one of path (a local model folder) or variant (a variant of this build)")
+    if "stage" in src["model"] and kinds != ["variant"]:
+        raise UserError(f"{where}.model: stage goes with variant")
 
 
 def _check_init(m: dict, source: str) -> None:
@@ -253,8 +272,12 @@ def reference_markdown() -> str:
         return " \\| ".join(t) if isinstance(t, list) else t
 
     def walk(schema: dict, prefix: str, items: bool = True) -> None:
+        # Defaults that apply under a condition (a synthetic source's: the schema's if/then).
+        conditional = schema.get("then", {}).get("properties", {})
         for name, sub in schema.get("properties", {}).items():
             key = f"{prefix}{name}"
+            if "default" not in sub and "default" in conditional.get(name, {}):
+                sub = {**sub, "default": conditional[name]["default"]}
             default = sub.get("default", "")
             if sub.get("type") == "object" and "properties" in sub:
                 walk(sub, key + ".", items)

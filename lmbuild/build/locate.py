@@ -114,6 +114,25 @@ def source(loc: Locator, where: list, src: dict, what: str, fan_out: bool = Fals
             node["resolved_revision"] = resolve_hf_revision(src["path"], src.get("revision"), what)
         if fan_out:
             node["data_files"] = _hf_data_files({**src, "resolved_revision": node.get("resolved_revision")}, where[-1], local)
+    elif src["type"] == "synthetic":
+        # The prompts by content; the teacher's folder by content (a variant's artifact is an input).
+        # Checked here, before anything builds (a teacher may train for hours before raw's job runs).
+        loc.files(where, "prompts", src["prompts"], f"{what}.prompts")
+        if not any(_has_a_line(p) for p, _ in match_files(src["prompts"], f"{what}.prompts")):
+            raise UserError(f"{what}.prompts: {src['prompts']}: no prompts (one prompt a line)")
+        if "path" in src["model"]:
+            folder = Path(src["model"]["path"]).expanduser()
+            if not folder.is_dir():
+                raise UserError(f"{what}.model.path: {src['model']['path']}: no such folder")
+            if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+                raise UserError(f"{what}.model.path: {src['model']['path']}: not a Hugging Face model folder (config.json and *.safetensors weights)")
+            loc.folder([*where, "model"], "path", src["model"]["path"])
+
+
+def _has_a_line(path: str) -> bool:
+    """The file has a non-blank line (read up to the first one)."""
+    with open(path, "rb") as fh:
+        return any(line.strip() for line in fh)
 
 
 def _hf_data_files(src: dict, index: int, local: bool) -> int | None:

@@ -105,8 +105,24 @@ LAYER_PLAN_KEYS = ("layer_plan", "downscale_keep", "upscale_drop")
 
 
 def _raw_settings(c: dict) -> dict:
+    """data.sources, shards, files_per_job. A synthetic source's teacher variant is named by its
+    artifact (the input teacher_<i>, :func:`_teachers`), not by the variant's name."""
     d = c["data"]
-    return {"sources": d["sources"], "shards": d["shards"], "files_per_job": d["files_per_job"]}
+    sources = [
+        {**s, "model": {"stage": s["model"].get("stage", "trained_checkpoint")}} if s["type"] == "synthetic" and "variant" in s["model"] else s
+        for s in d["sources"]
+    ]
+    return {"sources": sources, "shards": d["shards"], "files_per_job": d["files_per_job"]}
+
+
+def _teachers(plan) -> dict:
+    """raw's ``teacher_<i>`` inputs: the artifact that ``data.sources[i]`` of type synthetic takes
+    its documents from (``model: {variant: ...}``); so it is built first, and its key is in raw's."""
+    return {
+        f"teacher_{i}": plan.variant(s["model"]["variant"]).artifacts[s["model"].get("stage", "trained_checkpoint")]
+        for i, s in enumerate(plan.config["data"]["sources"])
+        if s["type"] == "synthetic" and "variant" in s["model"]
+    }
 
 
 def cleaned_inputs(c: dict) -> tuple[str, ...]:
@@ -273,7 +289,10 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         # One job per group of input files (lmbuild.data.groups), then a gather.
-        Stage("raw", (), _raw_settings, ("raw_part",), locate=locate.raw_sources, environment=locate.embedded_corpus("sources"), section="data."),
+        Stage(
+            "raw", (), _raw_settings, ("raw_part",), locate=locate.raw_sources, environment=locate.embedded_corpus("sources"),
+            more_inputs=_teachers, section="data.",
+        ),
         # The fastText classifiers that cleaning scores with: data.clean.quality's and data.classifiers
         # (lmbuild.data.quality_model); built only when used.
         Stage(

@@ -11,7 +11,9 @@ gets its own chain of artifacts. Keys are computed the same way as for the base,
 variant's settings equal the base's (here the data stages and the tokenizer) it shares the
 base's artifacts and they are built once. ``model.source: {variant: name}`` makes that
 variant's ``trained_checkpoint`` (or ``init_checkpoint``) an input of ``init_checkpoint``,
-so its key enters every key downstream.
+so its key enters every key downstream; so does a synthetic source's ``model: {variant: name}``
+(lmbuild.data.synthetic), whose artifact becomes an input of ``raw``. A variant taught by itself,
+and a cycle through teachers and sources, is one line.
 
 What this module does not do: override inside lists (``data.sources`` is replaced whole), set
 ``data.clean.preset`` (a layer under the user's settings, lmbuild.build.layers), or vary
@@ -88,10 +90,40 @@ def variant_configs(config: dict, source: str = "config", sweep_runs: dict | Non
                 raise UserError(f"{source}: variants: model.source.variant forms a cycle: {chain}")
             seen.append(name)
             name = source_variant(out[name])
+    _check_teachers(config, out, source)
     for name, cfg in [(None, config), *out.items()]:
         if source_variant(cfg) in out:
             _check_fits(cfg["model"], out[source_variant(cfg)]["model"], f"{source}: variants.{name}" if name else source)
     return out
+
+
+def teacher_variants(config: dict) -> list[tuple[int, str]]:
+    """``(i, variant)`` of each ``data.sources[i]`` of type synthetic whose teacher is a variant."""
+    return [(i, s["model"]["variant"]) for i, s in enumerate(config["data"]["sources"]) if s["type"] == "synthetic" and "variant" in s["model"]]
+
+
+def _check_teachers(config: dict, out: dict, source: str) -> None:
+    """Synthetic sources' teachers: known variants, never the variant itself, and no cycle through
+    them and model.source (a teacher's raw data cannot wait on a model trained from it)."""
+    needs = {}
+    for name, cfg in [(None, config), *out.items()]:
+        where = f"{source}: variants.{name}" if name else source
+        for i, v in teacher_variants(cfg):
+            if v not in out:
+                raise UserError(f"{where}: data.sources[{i}].model.variant: unknown variant {v!r} (variants: {', '.join(sorted(out)) or 'none defined'})")
+            if v == name:
+                raise UserError(f"{where}: data.sources[{i}].model.variant: the teacher is this variant itself; give variants.{name} its own data.sources")
+        needs[name] = [v for _, v in teacher_variants(cfg)] + ([source_variant(cfg)] if source_variant(cfg) else [])
+
+    def walk(name, path: list) -> None:
+        for v in needs[name]:
+            if v in path:
+                chain = " -> ".join(s or "(base)" for s in [*path[path.index(v):], v])
+                raise UserError(f"{source}: variants: synthetic teachers and model.source form a cycle: {chain}")
+            walk(v, [*path, v])
+
+    for name in needs:
+        walk(name, [name])
 
 
 ARCHITECTURE = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rope_theta", "tie_word_embeddings")

@@ -54,7 +54,7 @@ def source_name(src: dict) -> str:
         return src["name"]
     if src["type"] == "embedded":
         return src["type"]
-    path = src.get("path")
+    path = src.get("prompts") if src["type"] == "synthetic" else src.get("path")
     return f"{src['type']}:{relative_pattern(path) if src['type'] != 'hf' else path}"
 
 

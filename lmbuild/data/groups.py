@@ -2,7 +2,7 @@
 
 A *unit* is what one job can read on its own: one file of a local source (jsonl, parquet,
 text, html), one data file of a Hugging Face dataset (the dataset's own shards, as
-``datasets`` lists them), or a whole source that cannot be split: ``embedded``, and any
+``datasets`` lists them), or a whole source that cannot be split: ``embedded``, ``synthetic``, and any
 source with ``max_docs`` (its first N documents belong to the whole source, not to a file).
 Units are taken in config order (files in name order) and packed ``data.files_per_job`` to a
 job, across sources, so many small sources make few jobs.
@@ -39,9 +39,9 @@ class Group:
 
 
 def whole(src: dict) -> bool:
-    """A source that one job reads whole: embedded, capped by ``max_docs``, or a hub dataset
-    whose data files the plan could not list (hub off)."""
-    return src["type"] == "embedded" or src.get("max_docs") is not None or (src["type"] == "hf" and not src.get("data_files"))
+    """A source that one job reads whole: embedded, synthetic (its teacher loaded once), capped
+    by ``max_docs``, or a hub dataset whose data files the plan could not list (hub off)."""
+    return src["type"] in ("embedded", "synthetic") or src.get("max_docs") is not None or (src["type"] == "hf" and not src.get("data_files"))
 
 
 def unit_count(src: dict, index: int) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,7 +31,8 @@ import pyarrow.parquet as pq
 
 from lmbuild.data.files import source_name
 from lmbuild.data.groups import Group, layout, shard_name, whole
-from lmbuild.data.sources import iter_source
+from lmbuild.data.sources import Problems, iter_source
+from lmbuild.data.synthetic import read_synthetic, with_teacher
 from lmbuild.errors import UserError
 from lmbuild.store.artifact import link_or_copy, read_manifest
 from lmbuild.store.runner import StageContext
@@ -124,6 +126,16 @@ def _check_unique_ids(ctx: StageContext, names: list[str]) -> None:
         )
 
 
+def _documents(ctx: StageContext, src: dict, i: int, skipped: Counter, units: range | None):
+    """The documents of ``data.sources[i]``: a synthetic source's from its teacher, a local folder
+    or raw's input ``teacher_<i>`` (lmbuild.data.synthetic, read here only, so that the quality
+    classifier's readers do not hold it); any other's from its reader."""
+    if src["type"] != "synthetic":
+        return iter_source(src, i, skipped, units)
+    docs = read_synthetic(with_teacher(src, i, ctx.inputs), i, source_name(src), Problems(src, i, skipped), threads=ctx.threads)
+    return islice(docs, src["max_docs"]) if src.get("max_docs") is not None else docs
+
+
 def _ingest(ctx: StageContext, group: Group, out: Path) -> dict:
     """One job's documents (its units of each source, in order) round robin into its run of
     shards in ``out``; its counts, per source and per shard."""
@@ -137,7 +149,7 @@ def _ingest(ctx: StageContext, group: Group, out: Path) -> dict:
             name, entry_kind = source_name(src), src.get("kind")
             docs = nbytes = 0
             skipped: Counter = Counter()
-            for doc_id, text, meta in iter_source(src, i, skipped, None if whole(src) else range(start, stop)):
+            for doc_id, text, meta in _documents(ctx, src, i, skipped, None if whole(src) else range(start, stop)):
                 meta = dict(meta)
                 # The entry's kind wins; else the reader's (embedded, or a record's own "kind").
                 if entry_kind is not None:

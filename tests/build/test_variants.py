@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lmbuild.build.config import validate
+from lmbuild.build.filestate import StateCache
 from lmbuild.errors import UserError
 from lmbuild.build.graph import Plan
 from lmbuild.build.stages import CHAIN
@@ -148,3 +149,98 @@ def test_a_variant_source_must_fit_before_anything_trains():
         Plan(validate({"model": {**UPSCALE, "upscale_drop": None, "layer_plan": [0, 1, 2, 3, 9], "num_hidden_layers": 5}, "variants": {"small": SMALL}}))
     with pytest.raises(UserError, match=r"^config: model.downscale_keep: .* removes nothing"):
         Plan(validate({"model": {**UPSCALE, "init": "downscale", "upscale_drop": None, "downscale_keep": 2, "num_hidden_layers": 4}, "variants": {"small": SMALL}}))
+
+
+# --- a synthetic source whose teacher is a variant of the build (lmbuild/data/synthetic.py) ---------
+
+EMBEDDED = {"type": "embedded"}
+
+
+def taught(teacher: dict | None = None, **synthetic) -> dict:
+    """The base reads the embedded corpus and what the variant `teacher` (trained on the embedded
+    corpus alone) writes from prompts.txt."""
+    src = {"type": "synthetic", "model": {"variant": "teacher"}, "prompts": "prompts.txt", **synthetic}
+    return {"data": {"sources": [EMBEDDED, src]}, "variants": {"teacher": {"data.sources": [EMBEDDED], **(teacher or {})}}}
+
+
+@pytest.fixture
+def prompts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.txt").write_text("Once upon a time\n")
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    (tmp_path / "no_weights").mkdir()
+    (tmp_path / "no_weights" / "config.json").write_text("{}")
+    return tmp_path / "prompts.txt"
+
+
+def test_a_teacher_variant_is_an_input_of_raw_and_its_key_in_every_key_after(prompts):
+    plan = Plan(validate(taught()))
+    teacher = plan.variants["teacher"]
+    raw = plan.artifacts["raw"]
+    assert raw.inputs == {"teacher_1": teacher.artifacts["trained_checkpoint"]}
+    # The teacher is the embedded build: its keys are those of a build without the synthetic source.
+    assert keys(teacher) == keys(Plan(validate({})))
+    # Named by its artifact, not the variant's name: a renamed teacher re-keys only the page that shows it.
+    assert raw.settings["sources"][1]["model"] == {"stage": "trained_checkpoint"}
+    renamed = Plan(validate({"data": {"sources": [EMBEDDED, {**taught()["data"]["sources"][1], "model": {"variant": "tutor"}}]},
+                             "variants": {"tutor": {"data.sources": [EMBEDDED]}}}))
+    base = keys(plan)
+    assert {s for s in base if keys(renamed)[s] != base[s]} == {"eval_report", "report"}
+    # The seed and every sampling setting re-key raw onward and not the teacher; so does the teacher's training.
+    downstream = {"raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report", "report"}
+    for cfg in (taught(seed=1), taught(temperature=0.7), taught(per_prompt=2), taught(teacher={"train.max_steps": 100})):
+        other = Plan(validate(cfg))
+        assert {s for s in base if keys(other)[s] != base[s]} == downstream, cfg
+    assert keys(Plan(validate(taught(teacher={"train.seed": 42})))) == base  # settings written otherwise
+    assert keys(Plan(validate(taught(seed=0, per_prompt=1, temperature=1)))) == base
+    assert keys(Plan(validate(taught({}, model={"variant": "teacher", "stage": "init_checkpoint"}))))["raw"] != base["raw"]
+    prompts.write_text("Once upon a time\nThe king\n")  # the prompts by content
+    assert keys(Plan(validate(taught())))["raw"] != base["raw"]
+
+
+def test_a_local_teacher_folder_enters_the_raw_key_by_content(prompts, tmp_path):
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"x")
+    cfg = {"data": {"sources": [EMBEDDED, {"type": "synthetic", "model": {"path": "teacher"}, "prompts": "prompts.txt"}]}}
+    before = Plan(validate(cfg)).artifacts["raw"]
+    assert before.inputs == {} and before.settings["sources"][1]["model"]["path"] == {"sha256": StateCache().folder_digest(folder)}
+    (folder / "model.safetensors").write_bytes(b"y")
+    assert Plan(validate(cfg)).artifacts["raw"].key != before.key
+
+
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        # The base's sources are the variant's unless it sets its own: its teacher would be itself.
+        ({**taught(), "variants": {"teacher": {}}}, r"^config: variants.teacher: data.sources\[1\].model.variant: the teacher is this variant itself; give variants.teacher its own data.sources$"),
+        ({**taught(), "variants": {}}, r"^config: data.sources\[1\].model.variant: unknown variant 'teacher' \(variants: none defined\)$"),
+        (
+            {**taught(), "variants": {"teacher": {"data.sources": [EMBEDDED], "model.init": "pretrained", "model.source": {"variant": "student"}},
+                                      "student": {"data.sources": taught()["data"]["sources"]}}},
+            r"^config: variants: synthetic teachers and model.source form a cycle: teacher -> student -> teacher$",
+        ),
+        (taught(model={"variant": "teacher", "path": "x"}), r"^config: data.sources\[1\].model: needs exactly one of path \(a local model folder\) or variant"),
+        (taught(model={"path": "x", "stage": "init_checkpoint"}), r"^config: data.sources\[1\].model: stage goes with variant$"),
+        (taught(path="x"), r"^config: data.sources\[1\].path: a synthetic source has no path"),
+        ({"data": {"sources": [{"type": "jsonl", "path": "x", "seed": 1}]}}, r"^config: data.sources\[0\].seed applies to type synthetic only$"),
+        ({"data": {"sources": [{"type": "synthetic", "model": {"path": "x"}}]}}, r"^config: data.sources\[0\]: 'prompts' is a required property$"),
+        (
+            {"data": {"quality_model": {"positives": [taught()["data"]["sources"][1]], "negatives": [EMBEDDED]}}},
+            r"^config: data.quality_model.positives\[0\].model: unknown key$",  # the schema has no synthetic classifier sources
+        ),
+        ({"data": {"sources": [{"type": "synthetic", "model": {"path": "nowhere"}, "prompts": "prompts.txt"}]}}, r"^data.sources\[0\].model.path: nowhere: no such folder$"),
+        ({"data": {"sources": [{"type": "synthetic", "model": {"path": "."}, "prompts": "none.txt"}]}}, r"^data.sources\[0\].prompts: no file matches 'none.txt'$"),
+        # Found when the workflow is parsed, before a teacher trains: an empty prompts file, a folder without weights.
+        (taught(prompts="blank.txt"), r"^data.sources\[1\].prompts: blank.txt: no prompts \(one prompt a line\)$"),
+        (
+            {"data": {"sources": [{"type": "synthetic", "model": {"path": "no_weights"}, "prompts": "prompts.txt"}]}},
+            r"^data.sources\[0\].model.path: no_weights: not a Hugging Face model folder \(config.json and \*.safetensors weights\)$",
+        ),
+    ],
+)
+def test_bad_synthetic_sources_stop_with_one_line(prompts, cfg, message):
+    with pytest.raises(UserError, match=message) as err:
+        Plan(validate(cfg))
+    assert "\n" not in str(err.value)
