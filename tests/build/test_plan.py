@@ -12,7 +12,7 @@ from lmbuild.build import codeset
 from lmbuild.build import graph as plan_mod
 from lmbuild.build.config import validate
 from lmbuild.build.graph import STAGES, Plan, code_files
-from lmbuild.build.stages import CHAIN
+from lmbuild.build.stages import CHAIN, CLEANING_LISTS
 
 from conftest import ROOT
 
@@ -140,7 +140,7 @@ EVALUATION = TOP | {"lmbuild/evaluation/__init__.py"}
 # The filters package: one module per rule family (lmbuild/data/filters/__init__.py imports them all).
 FILTERS = {f"lmbuild/data/filters/{m}.py" for m in (
     "__init__", "base", "unicode", "length", "langid", "gopher_repetition", "kernels", "gopher_quality", "c4", "fineweb",
-    "starcoder", "pii",
+    "starcoder", "pii", "url", "badwords",
 )}
 # The Trainer and its setup, which both objectives train with; its data order, checkpoints, spike
 # rule, loss curve, schedule and accelerations.
@@ -160,11 +160,13 @@ CODE_SETS = {
     "cleaned": DATA | {
         "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/cleaned.py", "lmbuild/data/cleaner.py", *FILTERS,
         "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py", "lmbuild/data/groups.py", "lmbuild/data/files.py",
+        "lmbuild/data/statistics.py", *CLEANING_LISTS,
     },
     "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py",
                      "lmbuild/data/clusters.py", "lmbuild/data/decontamination.py"},
     "tokenizer": TOKENS | {"scripts/tokenizer.py", "lmbuild/tokens/tokenizer.py"},
-    "shards": TOKENS | {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/tokens/shards.py"},
+    "shards": TOKENS | {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/tokens/shards.py",
+                        "lmbuild/data/__init__.py", "lmbuild/data/statistics.py", "lmbuild/data/data_card.py"},
     # A causal model: no encoder code (an encoder's init runs scripts/init_checkpoint_masked.py).
     "init_checkpoint": MODELS | {"scripts/init_checkpoint.py", "lmbuild/models/init_checkpoint.py", "lmbuild/models/surgery.py", "lmbuild/models/layer_plan.py"},
     # The datasets (lmbuild/tokens/blocks.py), not the packing code: editing shards.py rebuilds shards,

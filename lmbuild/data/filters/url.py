@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from lmbuild.data.files import match_files
 from lmbuild.data.filters.base import Filter
+from lmbuild.data.statistics import host_of
 from lmbuild.errors import UserError
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "refinedweb"
@@ -63,14 +64,6 @@ def url_key(url: str) -> str:
     host = (parts.hostname or "").removeprefix("www.")
     rest = parts.path.rstrip("/") + (f"?{parts.query}" if parts.query else "")
     return host + rest
-
-
-def host_of(url: str) -> str | None:
-    """The URL's host name, lowercased; None where it has none."""
-    try:
-        return urlsplit(url if "://" in url else "//" + url).hostname
-    except ValueError:  # an invalid IPv6 literal
-        return None
 
 
 class URLFilter(Filter):
