@@ -188,6 +188,7 @@ CODE_SETS = {
     "report": EVALUATION | NUMBERS | {
         "scripts/report.py", "lmbuild/evaluation/report.py", "lmbuild/evaluation/report_rows.py", "lmbuild/evaluation/report_charts.py",
         "lmbuild/evaluation/report_lineage.py", "lmbuild/evaluation/templates/report.html.j2", "lmbuild/schemas/report.schema.json",
+        "lmbuild/evaluation/report_data.py", "lmbuild/data/__init__.py", "lmbuild/data/statistics.py",
     },
     "plan": MODELS | {"scripts/plan.py", "lmbuild/models/plan.py"},
     "sweep_report": EVALUATION | NUMBERS | {
