@@ -360,6 +360,33 @@ def test_moved_source_files_keep_their_keys(tmp_path, monkeypatch):
     assert keys({"data": {"sources": [{"type": "jsonl", "path": "b/*.jsonl"}]}})["raw"] != before["raw"]
 
 
+def test_url_blocklists_enter_the_cleaned_key_by_content(tmp_path, monkeypatch):
+    """data.clean.url.blocklist (and a source's own): the files' contents re-key cleaning onward,
+    their place does not, and the same content again is the same key; the job gets the path back."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "block.txt").write_text("spam.example\n")
+    base = keys({})
+    cfg = {"data": {"clean": {"url": {"blocklist": ["a/block.txt"]}}}}
+    first = keys(cfg)
+    assert changed(base, first) == set(CHAIN) - {"raw", "quality_model"}
+    (tmp_path / "a" / "block.txt").write_text("spam.example\nmore.example\n")
+    assert keys(cfg)["cleaned"] != first["cleaned"]
+    (tmp_path / "a" / "block.txt").write_text("spam.example\n")
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = {"data": {"clean": {"url": {"blocklist": [str(tmp_path / "b" / "block.txt")]}}}}
+    assert keys(moved) == first
+    per_source = {"data": {"clean": {"per_source": {"embedded": {"url": {"blocklist": ["b/block.txt"]}}}}}}
+    assert keys(per_source)["cleaned"] not in (base["cleaned"], first["cleaned"])
+    art = Plan(validate(per_source)).artifacts["cleaned"]
+    assert art.settings["per_source"]["embedded"]["url"]["blocklist"][0]["files"][0][0] == "block.txt"
+    assert [p[2] for p in art.located] == ["b/block.txt"]
+    from lmbuild.errors import UserError
+
+    with pytest.raises(UserError, match=r"^data\.clean\.url\.blocklist\[0\]: no file matches 'nothing\.txt'"):
+        keys({"data": {"clean": {"url": {"blocklist": ["nothing.txt"]}}}})
+
+
 def test_hf_sources_pin_the_resolved_commit(monkeypatch):
     cfg = {"data": {"sources": [{"type": "hf", "path": "org/data", "revision": "main"}]}}
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
