@@ -17,32 +17,36 @@ NO_BOUNDARIES = ("ja", "th", "zh")
 # datatrove's C4BadWordsFilter allowlist (FineWeb-2): common subwords of languages without
 # spaces, each of which alone drops over 10% of that language's documents. Removed from every list.
 ALLOWLIST = frozenset({"sm", "グロ", "女の子", "性"})
-_WORDS = re.compile(r"\w+")
+_WORD_CHAR = re.compile(r"\w").match
 
 
 class Lexicon:
     """One language's list, matched as C4 does: an entry between non-word characters (or the
     text's ends) of the lowercased text; anywhere for :data:`NO_BOUNDARIES` languages.
 
-    The same answers as datatrove's one alternation regex, faster: one-word entries are looked
-    up in the set of the text's words; an entry of several words or with punctuation (``s&m``)
-    is searched for only when its first word occurs."""
+    The same answers as datatrove's one alternation regex (``(?:\\W|^)(a|b|...)(?:\\W|$)``),
+    in one Aho-Corasick pass over the text (pyahocorasick, datatrove's choice for the URL
+    subwords), each occurrence then checked for its boundaries: the regex tries the whole
+    alternation at every position, 30x slower on prose."""
 
     def __init__(self, entries: frozenset[str], boundaries: bool):
-        self.anywhere = () if boundaries else tuple(sorted(entries))
-        self.single = frozenset(e for e in entries if _WORDS.fullmatch(e)) if boundaries else frozenset()
-        self.phrases: dict[str | None, list[re.Pattern]] = {}
-        for e in sorted(entries - self.single) if boundaries else ():
-            first = _WORDS.search(e)
-            self.phrases.setdefault(first.group() if first else None, []).append(re.compile(r"(?:\W|^)" + re.escape(e) + r"(?:\W|$)"))
+        import ahocorasick
+
+        self.boundaries = boundaries
+        self.automaton = ahocorasick.Automaton()
+        for e in sorted(entries):
+            self.automaton.add_word(e, len(e))
+        self.automaton.make_automaton()
 
     def found(self, low: str) -> bool:
-        if self.anywhere:
-            return any(e in low for e in self.anywhere)
-        words = set(_WORDS.findall(low))
-        if not words.isdisjoint(self.single):
-            return True
-        return any((first is None or first in words) and any(p.search(low) for p in pats) for first, pats in self.phrases.items())
+        n = len(low)
+        for end, size in self.automaton.iter(low):
+            if not self.boundaries:
+                return True
+            start = end - size + 1
+            if (start == 0 or not _WORD_CHAR(low, start - 1)) and (end + 1 == n or not _WORD_CHAR(low, end + 1)):
+                return True
+        return False
 
 
 @lru_cache(maxsize=None)
