@@ -25,26 +25,24 @@ class Lexicon:
     text's ends) of the lowercased text; anywhere for :data:`NO_BOUNDARIES` languages.
 
     The same answers as datatrove's one alternation regex (``(?:\\W|^)(a|b|...)(?:\\W|$)``),
-    in one Aho-Corasick pass over the text (pyahocorasick, datatrove's choice for the URL
-    subwords), each occurrence then checked for its boundaries: the regex tries the whole
-    alternation at every position, 30x slower on prose."""
+    in one Aho-Corasick pass over the text (ahocorasick-rs, a DFA: ~100 MB/s here), every
+    occurrence, overlapping ones too, then checked for its boundaries: the regex tries the
+    whole alternation at every position, 50x slower on prose (measured on 400 documents)."""
 
     def __init__(self, entries: frozenset[str], boundaries: bool):
-        import ahocorasick
+        import ahocorasick_rs as ac
 
         self.boundaries = boundaries
-        self.automaton = ahocorasick.Automaton()
-        for e in sorted(entries):
-            self.automaton.add_word(e, len(e))
-        self.automaton.make_automaton()
+        self.entries = sorted(entries)
+        self.automaton = ac.AhoCorasick(self.entries, matchkind=ac.MatchKind.Standard, implementation=ac.Implementation.DFA)
 
     def found(self, low: str) -> bool:
+        if not self.boundaries:
+            return bool(self.automaton.find_matches_as_indexes(low))
         n = len(low)
-        for end, size in self.automaton.iter(low):
-            if not self.boundaries:
-                return True
-            start = end - size + 1
-            if (start == 0 or not _WORD_CHAR(low, start - 1)) and (end + 1 == n or not _WORD_CHAR(low, end + 1)):
+        # (entry, start, end) in characters; overlapping: "sass" holds "ass" flanked by "s" only.
+        for _, start, end in self.automaton.find_matches_as_indexes(low, overlapping=True):
+            if (start == 0 or not _WORD_CHAR(low, start - 1)) and (end == n or not _WORD_CHAR(low, end)):
                 return True
         return False
 
