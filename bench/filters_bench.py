@@ -35,6 +35,8 @@ One process, one core each, on the same real prose (no network):
   its first words; 1 in 50 on a blocked domain, 1 in 50 with a listed word), cleaned with
   both rule families off and with both on (a 10,000-domain blocklist), alternately; and on
   URLs that none of the rules drop (no work saved by an early drop: the rules' whole cost).
+* ``statistics``: what the stage adds after cleaning a shard, lmbuild.data.statistics'
+  ``cleaned_part`` reading a shard of every document (with its URL) back and counting it.
 
 Thresholds are the same on both sides where the rule exists on both (FineWeb's duplicate
 line share at datatrove's 0.01, the language threshold at datatrove's 0.65). Sides run
@@ -194,6 +196,23 @@ def url_settings(on: bool, blocklist: str) -> dict:
     return s
 
 
+def run_statistics(texts: list[str], urls: list[str], folder: Path) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lmbuild.data import statistics as stats
+
+    shard = folder / "shard-00000.parquet"
+    if not shard.exists():  # written once, not timed: a cleaned shard of every document
+        n = len(texts)
+        pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": texts, "source": ["bench"] * n,
+                                 "metadata": [json.dumps({"kind": "prose", "url": u}) for u in urls],
+                                 "lang": ["en"] * n, "lang_score": pa.array([0.9] * n, pa.float32())}), shard, compression="zstd")
+    t0 = time.perf_counter()
+    out = stats.cleaned_part(shard, Counter({"bench": len(texts)}), Counter(), {"url"})
+    return {"seconds": time.perf_counter() - t0, "reasons": {"kept": out["bench"]["documents"]}}
+
+
 def run_lmbuild(texts: list[str], config: dict | None = None, classifier: Path | None = None, urls: list[str] | None = None) -> dict:
     import pyarrow as pa
 
@@ -328,6 +347,7 @@ def main() -> None:
         "URL and bad words: on": lambda: run_lmbuild(texts, url_settings(True, str(scratch / "blocklist.txt")), urls=urls),
         # No URL drops: every document goes through every rule, the rules' whole cost.
         "URL and bad words: on, clean URLs": lambda: run_lmbuild(texts, url_settings(True, str(scratch / "blocklist.txt")), urls=clean_urls),
+        "statistics": lambda: run_statistics(texts, urls, scratch),
     }
     if args.only:
         sides = {k: v for k, v in sides.items() if k in args.only}
@@ -361,6 +381,8 @@ def main() -> None:
     for side in ("URL and bad words: on", "URL and bad words: on, clean URLs"):
         if {"URL and bad words: off", side} <= set(med):
             print(f"\n{side}: {100 * (med[side] / med['URL and bad words: off'] - 1):+.1f}% of the cleaning time")
+    if {"URL and bad words: off", "statistics"} <= set(med):
+        print(f"\nstatistics of every document: {100 * med['statistics'] / med['URL and bad words: off']:.1f}% of the cleaning time")
     print("\ndrops, first round:")
     for name, runs in results.items():
         print(f"- {name}: {json.dumps(dict(sorted(runs[0]['reasons'].items())))}")

@@ -8,8 +8,9 @@ Each document goes through, in order, stopping at the first drop:
   RefinedWeb's URL rules (:class:`filters.URLFilter`) first, as FineWeb runs them before
   extraction; a document without one is counted (``url_missing``) and not checked.
 * prose (metadata ``kind`` != ``"code"``): length, language ID, Gopher repetition, Gopher
-  quality, C4 (may remove lines), FineWeb, then C4's bad words when on (:class:`filters.BadWordsFilter`,
-  by the language's list); the order FineWeb's pipeline uses, with the cheap length rule first. Language ID runs before the expensive rules so that every
+  quality, C4 (may remove lines), FineWeb; the order FineWeb's pipeline uses, with the
+  cheap length rule first; then C4's bad words when on (:class:`filters.BadWordsFilter`, by
+  the document's language). Language ID runs before the expensive rules so that every
   prose document, dropped or not, carries its label.
 * code: length, then StarCoder's file rules (:class:`filters.CodeFilter`). Language ID
   labels code by its comments, and the prose rules read ``pass``/``else:`` lines and
@@ -157,9 +158,10 @@ class Cleaner:
                 flagged = self.badwords.flagged(texts[i], langs[i])
                 if flagged is None:
                     edits["badwords_no_list"] += 1
-                elif flagged:
-                    reasons[i] = self.badwords.check(texts[i], langs[i])
-                    edits["badwords_kept"] += reasons[i] is None
+                elif self.badwords.kept_anyway(texts[i]):
+                    edits["badwords_kept"] += 1
+                else:
+                    reasons[i] = "badwords"
             prose = [i for i in prose if reasons[i] is None]
         quality: list[float | None] = [None] * n
         if self.classifier is not None and prose:

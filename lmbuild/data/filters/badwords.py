@@ -88,9 +88,9 @@ class BadWordsFilter(Filter):
         lex = lexicon(lang) if lang else None
         return None if lex is None else lex.found(text.lower())
 
+    def kept_anyway(self, text: str) -> bool:
+        """Whether a flagged document is in the ``keep_fraction`` kept anyway."""
+        return self.keep_fraction > 0 and keep_draw(text) < self.keep_fraction
+
     def check(self, text: str, lang: str | None = "en") -> str | None:
-        if not self.flagged(text, lang):
-            return None
-        if self.keep_fraction > 0 and keep_draw(text) < self.keep_fraction:
-            return None
-        return "badwords"
+        return "badwords" if self.flagged(text, lang) and not self.kept_anyway(text) else None
