@@ -158,9 +158,9 @@ class Cleaner:
                 flagged = self.badwords.flagged(texts[i], langs[i])
                 if flagged is None:
                     edits["badwords_no_list"] += 1
-                elif self.badwords.kept_anyway(texts[i]):
+                elif flagged and self.badwords.kept_anyway(texts[i]):
                     edits["badwords_kept"] += 1
-                else:
+                elif flagged:
                     reasons[i] = "badwords"
             prose = [i for i in prose if reasons[i] is None]
         quality: list[float | None] = [None] * n
