@@ -69,6 +69,10 @@ def test_cleaner_counts_flagged_kept_and_unlisted():
     _, reasons, langs, _, _ = Cleaner(settings).batch(batch, edits)
     assert reasons == [None, "badwords", None] and langs[2] == "de"
     assert edits["badwords_no_list"] == 1 and edits["url_missing"] == 3
+    settings["badwords"]["keep_fraction"] = 1.0
+    edits = Counter()
+    _, reasons, _, _, _ = Cleaner(settings).batch(batch, edits)
+    assert reasons == [None, None, None] and edits["badwords_kept"] == 1
 
 
 def test_the_same_answers_as_datatroves_regex():
