@@ -34,6 +34,8 @@ EDGES = {
     "quality_score": [i / 20 for i in range(20)],
 }
 LENGTHS = ("chars", "words", "tokens")
+# Python's str.split() whitespace in RE2: a run of anything else is a word (Arrow counts them).
+WORD = r"[^\s\pZ\x{0b}\x{1c}-\x{1f}\x{85}]+"
 TOP_DOMAINS = 200
 ALL = "*"
 
@@ -76,6 +78,24 @@ class Stats:
                 h = s.setdefault(name, {"total": 0, "counts": [0] * len(EDGES[name])})
                 h["total"] += v
                 h["counts"][bisect.bisect_right(EDGES[name], v) - 1] += 1
+
+    def add_arrays(self, source: str | None, n: int, values: dict, langs: list, urls: list) -> None:
+        """``n`` kept documents at once: ``values`` maps a histogram's name to a NumPy array (NaN:
+        not scored); ``langs``, ``urls``: one entry (or None) per document."""
+        import numpy as np
+
+        s = self.source(source)
+        s["documents"] += n
+        for name, v in values.items():
+            v = v[~np.isnan(v)] if v.dtype.kind == "f" else v
+            if not len(v):
+                continue
+            h = s.setdefault(name, {"total": 0, "counts": [0] * len(EDGES[name])})
+            h["total"] += v.sum().item()
+            bins = np.bincount(np.searchsorted(EDGES[name], v, side="right") - 1, minlength=len(EDGES[name]))
+            h["counts"] = [a + b for a, b in zip(h["counts"], bins.tolist())]
+        s["lang"].update(x for x in langs if x is not None)
+        s["domains"].update(h.removeprefix("www.") for h in map(host_of, filter(None, urls)) if h)
 
     def to_json(self) -> dict:
         out = {}
@@ -129,17 +149,26 @@ def cleaned_part(shard: Path, read: Counter, dropped: Counter, url_fields: set[s
     any quality_top_fraction rewrite), the drops per ``(source, reason)``; ``read``: documents
     read per source. Drops not in ``dropped`` (the top-fraction rewrite) are counted as
     ``quality_top_fraction``."""
-    import pyarrow.parquet as pq  # here: the shards stage imports this module without it
+    # Here: the shards stage imports this module without them.
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     stats = Stats()
     f = pq.ParquetFile(shard)
-    scored = "quality_score" in f.schema_arrow.names
-    columns = ["text", "source", "metadata", "lang", "lang_score"] + (["quality_score"] if scored else [])
-    for batch in f.iter_batches(batch_size=1024, columns=columns):
-        cols = {c: batch.column(c).to_pylist() for c in columns}
-        for i, text in enumerate(cols["text"]):
-            stats.add(cols["source"][i], chars=len(text), words=len(text.split()), lang=cols["lang"][i], lang_score=cols["lang_score"][i],
-                      quality_score=cols["quality_score"][i] if scored else None, url=_url(cols["metadata"][i], url_fields))
+    scores = [c for c in ("lang_score", "quality_score") if c in f.schema_arrow.names]
+    for batch in f.iter_batches(batch_size=4096, columns=["text", "source", "metadata", "lang", *scores]):
+        text = batch.column("text")
+        arrays = {"chars": pc.utf8_length(text).to_numpy(), "words": pc.count_substring_regex(text, WORD).to_numpy(),
+                  **{c: batch.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in scores}}
+        langs, metas = batch.column("lang").to_pylist(), batch.column("metadata").to_pylist()
+        rows: dict = {}
+        for i, name in enumerate(batch.column("source").to_pylist()):
+            rows.setdefault(name, []).append(i)
+        for name, idx in rows.items():
+            take = np.array(idx)
+            stats.add_arrays(name, len(idx), {k: v[take] for k, v in arrays.items()}, [langs[i] for i in idx],
+                             [_url(metas[i], url_fields) for i in idx])
     for (source, reason), n in dropped.items():
         stats.source(source)["dropped"][reason] += n
     for source, n in read.items():
