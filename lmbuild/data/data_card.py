@@ -65,7 +65,13 @@ def render(key: str, meta: dict, stats: dict, up: dict[str, dict]) -> str:
     for stage, m in (("raw", raw), ("cleaned", cleaned), ("deduplicated", dedup)):
         if m:
             c = m.get("counts") or {}
-            lines.append(f"- **{stage}** `{m.get('key')}`: {_n(c.get('documents_in'))} documents in, {_n(c.get('documents_out'))} out.")
+            if "documents_in" in c:
+                lines.append(f"- **{stage}** `{m.get('key')}`: {_n(c.get('documents_in'))} documents in, {_n(c.get('documents_out'))} out.")
+            else:  # raw: what it read
+                lines.append(f"- **{stage}** `{m.get('key')}`: {_n(c.get('documents'))} documents read.")
+            for src in c.get("sources") or [] if stage == "raw" else []:
+                if isinstance(src, dict) and "name" in src:
+                    lines.append(f"  - source `{src['name']}` ({src.get('type', '-')}): {_n(src.get('documents'))} documents, {_n(src.get('bytes'))} bytes")
     if cleaned:
         s = cleaned.get("settings") or {}
         on = sorted(k for k, v in s.items() if isinstance(v, dict) and v.get("enabled"))

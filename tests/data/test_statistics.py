@@ -83,12 +83,13 @@ def test_data_card_names_sources_sizes_and_upstream():
         "deduplicated": {"key": "d1", "settings": {"method": "minhash"}, "counts": {"documents_in": 3, "documents_out": 2}},
         "cleaned": {"key": "c1", "settings": {"url": {"enabled": True}, "badwords": {"enabled": False}, "lang": {"keep": ["en"]}},
                     "counts": {"documents_in": 9, "documents_out": 3, "dropped": {"url_banned_word": 4, "too_short": 2}, "stats": cleaned_stats.to_json()}},
-        "raw": {"key": "r1", "counts": {"documents_in": 9, "documents_out": 9}},
+        "raw": {"key": "r1", "counts": {"documents": 9, "sources": [{"name": "web", "type": "jsonl", "documents": 9, "bytes": 4400}]}},
     }
     card = data_card.render("s1", {"train_tokens": 512, "val_tokens": 128, "seq_len": 64, "tokenizer": "t1", "vocab_size": 300}, stats, up)
     assert card.startswith("# Data card: shards s1")
     assert "| books | 1 | 900 | 90.0% | 4,000.0 | 700.0 | 900.0 |" in card
-    assert "- **cleaned** `c1`: 9 documents in, 3 out." in card and "Deduplication: minhash" in card
+    assert "- **cleaned** `c1`: 9 documents in, 3 out." in card and "- **raw** `r1`: 9 documents read." in card
+    assert "  - source `web` (jsonl): 9 documents, 4,400 bytes" in card and "Deduplication: minhash" in card
     assert "Cleaning rules on: url; languages kept: en." in card
     assert card.index("url_banned_word") < card.index("too_short") and "| example.com | 1 |" in card
     assert "Licences" in card
