@@ -1,5 +1,5 @@
-"""Per-source statistics of the documents a data stage keeps (stages ``cleaned`` and ``shards``),
-and the data card of the shards artifact.
+"""Per-source statistics of the documents a data stage keeps (stages ``cleaned`` and ``shards``;
+the shards artifact's data card, lmbuild.data.data_card, is written from them).
 
 Each part job counts its own documents into fixed histogram bins (:data:`EDGES`), so the gather
 job only adds counts (:func:`merge`); the result is ``stats.json`` in the artifact and ``stats`` in
@@ -33,7 +33,6 @@ EDGES = {
     "lang_score": [i / 20 for i in range(20)],
     "quality_score": [i / 20 for i in range(20)],
 }
-LENGTHS = ("chars", "words", "tokens")
 TOP_DOMAINS = 200
 ALL = "*"
 
