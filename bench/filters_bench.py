@@ -70,6 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import SHARED_DATA as SHARED, peer_python, relative_command  # noqa: E402
+from filters_url import BLOCKED, made_up_urls, run_alone, run_statistics, url_settings  # noqa: E402
 from lmbuild.build.config import validate  # noqa: E402
 
 LANG_THRESHOLD = 0.65  # datatrove's LanguageFilter default
@@ -172,63 +173,6 @@ def run_datatrove_classifier(python: str, texts_path: str, model: Path) -> dict:
     if proc.returncode:
         sys.exit(f"datatrove classifier failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-BLOCKED = [f"blocked{i}.example" for i in range(10_000)]
-
-
-def made_up_urls(texts: list[str], dirty: bool = True) -> list[str]:
-    """One URL per document: a host of 2,000 (``dirty``: 1 in 50 a blocked one's subdomain), a
-    slug of its first words (``dirty``: 1 in 50 with a RefinedWeb banned word)."""
-    from lmbuild.data.filters.url import word_list
-
-    banned = sorted(word_list("banned_words.txt"))
-    out = []
-    for i, t in enumerate(texts):
-        slug = "-".join(re.findall(r"[a-z0-9]+", t[:80].lower())[:6]) or "page"
-        host = f"www.{BLOCKED[i % len(BLOCKED)]}" if dirty and i % 50 == 7 else f"site{i % 2000}.org"
-        if dirty and i % 50 == 13:
-            slug += f"-{banned[i % len(banned)]}"
-        out.append(f"https://{host}/{i % 97}/{slug}.html")
-    return out
-
-
-def url_settings(on: bool, blocklist: str) -> dict:
-    s = settings()
-    s["url"].update(enabled=on, blocklist=[blocklist] if on else [])
-    s["badwords"]["enabled"] = on
-    return s
-
-
-def run_statistics(texts: list[str], urls: list[str], folder: Path) -> dict:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from lmbuild.data import statistics as stats
-
-    shard = folder / "shard-00000.parquet"
-    if not shard.exists():  # written once, not timed: a cleaned shard of every document
-        n = len(texts)
-        pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": texts, "source": ["bench"] * n,
-                                 "metadata": [json.dumps({"kind": "prose", "url": u}) for u in urls],
-                                 "lang": ["en"] * n, "lang_score": pa.array([0.9] * n, pa.float32())}), shard, compression="zstd")
-    t0 = time.perf_counter()
-    out = stats.cleaned_part(shard, Counter({"bench": len(texts)}), Counter(), {"url"})
-    return {"seconds": time.perf_counter() - t0, "reasons": {"kept": out["bench"]["documents"]}}
-
-
-def run_alone(texts: list[str], urls: list[str], which: str, blocklist: str) -> dict:
-    from lmbuild.data.filters import BadWordsFilter, URLFilter
-
-    if which == "url":
-        f = URLFilter.from_settings(url_settings(True, blocklist)["url"])
-        t0 = time.perf_counter()
-        reasons = Counter(f.check(u) or "kept" for u in urls)
-    else:
-        f = BadWordsFilter()
-        t0 = time.perf_counter()
-        reasons = Counter(f.check(t, "en") or "kept" for t in texts)
-    return {"seconds": time.perf_counter() - t0, "reasons": dict(reasons)}
 
 
 def run_lmbuild(texts: list[str], config: dict | None = None, classifier: Path | None = None, urls: list[str] | None = None) -> dict:
@@ -361,10 +305,10 @@ def main() -> None:
         "quality classifier: lmbuild score": lambda: run_score(texts, model),
         "quality classifier: datatrove FastTextClassifierFilter": lambda: run_datatrove_classifier(args.datatrove_python, fh.name, model),
         "lmbuild + quality classifier": lambda: run_lmbuild(texts, scored, model),
-        "URL and bad words: off": lambda: run_lmbuild(texts, url_settings(False, ""), urls=urls),
-        "URL and bad words: on": lambda: run_lmbuild(texts, url_settings(True, str(scratch / "blocklist.txt")), urls=urls),
+        "URL and bad words: off": lambda: run_lmbuild(texts, url_settings(settings(), False, ""), urls=urls),
+        "URL and bad words: on": lambda: run_lmbuild(texts, url_settings(settings(), True, str(scratch / "blocklist.txt")), urls=urls),
         # No URL drops: every document goes through every rule, the rules' whole cost.
-        "URL and bad words: on, clean URLs": lambda: run_lmbuild(texts, url_settings(True, str(scratch / "blocklist.txt")), urls=clean_urls),
+        "URL and bad words: on, clean URLs": lambda: run_lmbuild(texts, url_settings(settings(), True, str(scratch / "blocklist.txt")), urls=clean_urls),
         "URL rules alone": lambda: run_alone(texts, urls, "url", str(scratch / "blocklist.txt")),
         "bad words alone": lambda: run_alone(texts, urls, "badwords", ""),
         "statistics": lambda: run_statistics(texts, urls, scratch),
