@@ -29,6 +29,19 @@ One process, one core each, on the same real prose (no network):
   own ``build`` with its defaults: positives every other corpus document, negatives the
   others with their words shuffled.
 
+* ``URL and bad words``: the cost of RefinedWeb's URL rules and C4's bad words
+  (lmbuild.data.filters.url, .badwords) inside the stage's ``Cleaner``: the same
+  documents, each with a URL in its metadata (made up: one of 2,000 hosts and a slug of
+  its first words; 1 in 50 on a blocked domain, 1 in 50 with a listed word), cleaned with
+  both rule families off and with both on (a 10,000-domain blocklist), alternately; and on
+  URLs that none of the rules drop (no work saved by an early drop: the rules' whole cost).
+* ``URL rules alone``, ``bad words alone``: the two filters' own calls on every document
+  (the stage runs the bad words only on what the other rules kept: an upper bound),
+  against the same run of ``URL and bad words: off``: less noisy on a shared machine than
+  the difference of two stage runs.
+* ``statistics``: what the stage adds after cleaning a shard, lmbuild.data.statistics'
+  ``cleaned_part`` reading a shard of every document (with its URL) back and counting it.
+
 Thresholds are the same on both sides where the rule exists on both (FineWeb's duplicate
 line share at datatrove's 0.01, the language threshold at datatrove's 0.65). Sides run
 alternately, ``--rounds`` times; the median is reported with the load average before
@@ -57,6 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import SHARED_DATA as SHARED, peer_python, relative_command  # noqa: E402
+from filters_url import BLOCKED, made_up_urls, run_alone, run_statistics, url_settings  # noqa: E402
 from lmbuild.build.config import validate  # noqa: E402
 
 LANG_THRESHOLD = 0.65  # datatrove's LanguageFilter default
@@ -160,7 +174,7 @@ def run_datatrove_classifier(python: str, texts_path: str, model: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_lmbuild(texts: list[str], config: dict | None = None, classifier: Path | None = None) -> dict:
+def run_lmbuild(texts: list[str], config: dict | None = None, classifier: Path | None = None, urls: list[str] | None = None) -> dict:
     import pyarrow as pa
 
     from lmbuild.data.cleaned import READ_ROWS
@@ -176,7 +190,8 @@ def run_lmbuild(texts: list[str], config: dict | None = None, classifier: Path |
                     "id": [str(j) for j in range(i, i + len(chunk))],
                     "text": chunk,
                     "source": ["bench"] * len(chunk),
-                    "metadata": ['{"kind": "prose"}'] * len(chunk),
+                    "metadata": ['{"kind": "prose"}'] * len(chunk) if urls is None
+                    else [json.dumps({"kind": "prose", "url": u}) for u in urls[i : i + len(chunk)]],
                 }
             )
         )
@@ -275,7 +290,10 @@ def main() -> None:
     mb = sum(len(t.encode()) for t in texts) / 1e6
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(texts, fh)
-    model = train_classifier(texts, Path(tempfile.mkdtemp()))
+    scratch = Path(tempfile.mkdtemp())
+    model = train_classifier(texts, scratch) if not args.only or any("classifier" in side for side in args.only) else None
+    urls, clean_urls = made_up_urls(texts), made_up_urls(texts, dirty=False)
+    (scratch / "blocklist.txt").write_text("".join(d + "\n" for d in BLOCKED))
     scored = copy.deepcopy(settings())
     scored["quality"].update(enabled=True, threshold=None)
     sides = {
@@ -286,6 +304,13 @@ def main() -> None:
         "quality classifier: lmbuild score": lambda: run_score(texts, model),
         "quality classifier: datatrove FastTextClassifierFilter": lambda: run_datatrove_classifier(args.datatrove_python, fh.name, model),
         "lmbuild + quality classifier": lambda: run_lmbuild(texts, scored, model),
+        "URL and bad words: off": lambda: run_lmbuild(texts, url_settings(settings(), False, ""), urls=urls),
+        "URL and bad words: on": lambda: run_lmbuild(texts, url_settings(settings(), True, str(scratch / "blocklist.txt")), urls=urls),
+        # No URL drops: every document goes through every rule, the rules' whole cost.
+        "URL and bad words: on, clean URLs": lambda: run_lmbuild(texts, url_settings(settings(), True, str(scratch / "blocklist.txt")), urls=clean_urls),
+        "URL rules alone": lambda: run_alone(texts, urls, "url", str(scratch / "blocklist.txt")),
+        "bad words alone": lambda: run_alone(texts, urls, "badwords", ""),
+        "statistics": lambda: run_statistics(texts, urls, scratch),
     }
     if args.only:
         sides = {k: v for k, v in sides.items() if k in args.only}
@@ -316,6 +341,12 @@ def main() -> None:
         same_rules = med["course"] / med["lmbuild, course's rules"]
         print(f"\nlmbuild vs datatrove: {med['datatrove'] / med['lmbuild']:.1f}x; vs the course's way: {med['course'] / med['lmbuild']:.2f}x; "
               f"with the course's rules vs the course's way: {same_rules:.2f}x")
+    for side in ("URL and bad words: on", "URL and bad words: on, clean URLs"):
+        if {"URL and bad words: off", side} <= set(med):
+            print(f"\n{side}: {100 * (med[side] / med['URL and bad words: off'] - 1):+.1f}% of the cleaning time")
+    for side in ("URL rules alone", "bad words alone", "statistics"):
+        if {"URL and bad words: off", side} <= set(med):
+            print(f"\n{side}, every document: {100 * med[side] / med['URL and bad words: off']:.1f}% of the cleaning time")
     print("\ndrops, first round:")
     for name, runs in results.items():
         print(f"- {name}: {json.dumps(dict(sorted(runs[0]['reasons'].items())))}")

@@ -179,6 +179,15 @@ def decontamination_files(loc: Locator, s: dict) -> None:
         loc.files(["decontaminate", "eval", i], "path", entry["path"], f"data.dedup.decontaminate.eval[{i}].path")
 
 
+def url_blocklists(loc: Locator, s: dict) -> None:
+    """Stage cleaned: the URL blocklist files, of the stage and of each per-source entry."""
+    for i, pattern in enumerate(s.get("url", {}).get("blocklist", [])):
+        loc.files(["url", "blocklist"], i, pattern, f"data.clean.url.blocklist[{i}]")
+    for name, over in (s.get("per_source") or {}).items():
+        for i, pattern in enumerate((over.get("url") or {}).get("blocklist") or []):
+            loc.files(["per_source", name, "url", "blocklist"], i, pattern, f"data.clean.per_source.{name}.url.blocklist[{i}]")
+
+
 def tokenizer_folder(loc: Locator, s: dict) -> None:
     """Stage tokenizer: a pretrained tokenizer's folder (else a hub name, as it is)."""
     if s["type"] == "pretrained" and Path(s["path"]).expanduser().is_dir():

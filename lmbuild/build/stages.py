@@ -285,6 +285,13 @@ def _sweep_runs(plan) -> dict:
     return {f"{run}__{stage}": plan.variants[run].artifacts[stage] for run in plan.sweep_runs for stage in ("trained_checkpoint", "eval_report")}
 
 
+CLEANING_LISTS = tuple(
+    f"lmbuild/data/resources/{f}"
+    for f in ("refinedweb/banned_words.txt", "refinedweb/banned_subwords.txt", "refinedweb/soft_banned_words.txt",
+              "ldnoobw/en", "ldnoobw/ja", "ldnoobw/ko", "ldnoobw/th", "ldnoobw/zh")
+)
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
@@ -300,7 +307,11 @@ STAGES: dict[str, Stage] = {
             locate=locate.classifier_sources, environment=locate.classifier_corpus, section="data.",
             read_whole=("*",),  # fastText's model.bin, loaded whole by every cleaning part
         ),
-        Stage("cleaned", cleaned_inputs, _cleaned_settings, ("cleaned_part",), section="data.clean.", elsewhere={"classifiers": "data.classifiers"}),
+        Stage(
+            "cleaned", cleaned_inputs, _cleaned_settings, ("cleaned_part",), locate=locate.url_blocklists, section="data.clean.",
+            elsewhere={"classifiers": "data.classifiers"},
+            files=CLEANING_LISTS,  # the vendored URL and bad-words lists (lmbuild/data/resources/README.md)
+        ),
         Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket"), locate=locate.decontamination_files, section="data.dedup."),
         # from_pretrained reads every file.
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"], locate=locate.tokenizer_folder, section="tokenizer.", read_whole=("*",)),

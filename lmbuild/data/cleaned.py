@@ -11,13 +11,16 @@ Layout of the artifact::
     manifest.json                    counts: documents/bytes in and out, dropped per reason,
                                      edits per kind (PII, C4 line removals, documents split
                                      per word segmenter), drops per language, per shard
+    stats.json                       per source: the kept documents' characters, words,
+                                     languages, scores and domains, drops per reason
+                                     (lmbuild.data.statistics; also ``stats`` in the counts)
 
 The ``text`` column holds the normalised, edited text. ``lang`` / ``lang_score`` are
 fastText's top label and probability for prose, null for code.
 
 Each document goes through the rules in the order lmbuild.data.cleaner describes, stopping at
-the first drop: for prose, length, language ID, Gopher repetition, Gopher quality, C4 and
-FineWeb; for code, length and StarCoder's rules.
+the first drop: the URL rules for every document with a URL; for prose, length, language ID, Gopher repetition, Gopher quality, C4 and
+FineWeb (then C4's bad words, when on); for code, length and StarCoder's rules.
 
 With ``data.clean.quality.enabled``, prose that passed the rules is scored by the
 ``quality_model`` stage's fastText classifier (an input of this stage) and dropped under
@@ -63,6 +66,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lmbuild.store.artifact import link_or_copy, parquet_shards, read_manifest
+from lmbuild.data import statistics
 from lmbuild.data.classifiers import Classifiers
 from lmbuild.data.cleaner import QUALITY_SCHEMA, SCHEMA, SourceCleaners, schema  # noqa: F401 (the schemas, for readers)
 from lmbuild.data.filters import load_lid_model
@@ -184,6 +188,7 @@ def clean_shard(job: tuple) -> dict:
     dropped: Counter = Counter()
     edits: Counter = Counter()
     counts = dict.fromkeys(COUNTS, 0)
+    read, dropped_by_source = Counter(), Counter()
     try:
         pf = pq.ParquetFile(src)
     except (pa.ArrowException, OSError) as exc:
@@ -198,6 +203,9 @@ def clean_shard(job: tuple) -> dict:
             for batch in pf.iter_batches(batch_size=READ_ROWS, columns=["id", "text", "source", "metadata"]):
                 kept, reasons, langs, scores, texts = cleaner.batch(batch, edits)
                 dropped.update(r for r in reasons if r is not None)
+                sources = batch.column("source").to_pylist()
+                read.update(sources)
+                dropped_by_source.update((s, r) for s, r in zip(sources, reasons) if r is not None)
                 by_lang.update((lang or "none", r) for lang, r in zip(langs, reasons) if r is not None)
                 side.add(batch, reasons, langs, scores, texts)
                 counts["documents_in"] += batch.num_rows
@@ -217,6 +225,8 @@ def clean_shard(job: tuple) -> dict:
     counts["dropped_kept"] = sum(side.kept.values())
     if cleaner.stage.named:
         counts["classifiers"] = cleaner.stage.named.describe()
+    url_fields = {settings["url"]["field"], *((o.get("url") or {}).get("field") for o in settings["per_source"].values())} - {None}
+    counts["stats"] = statistics.cleaned_part(out / src.name, read, dropped_by_source, url_fields)
     log.info("%s: %d -> %d documents, dropped %s, edits %s", src.name, counts["documents_in"], counts["documents_out"], counts["dropped"], counts["edits"])
     return counts
 
@@ -292,6 +302,8 @@ def build(ctx: StageContext) -> dict:
     total["shards"] = [{k: r[k] for k in ("shard", *COUNTS)} for r in results]
     if results and "classifiers" in results[0]:  # the same rules in every part
         total["classifiers"] = results[0]["classifiers"]
+    total["stats"] = statistics.merge([r["stats"] for r in results])
+    statistics.write(ctx.out, total["stats"])
     if total["documents_in"] and not total["documents_out"]:
         detail = ", ".join(f"{k}: {v}" for k, v in dropped.most_common())
         raise UserError(f"every document was dropped by cleaning ({detail}); loosen data.clean settings")

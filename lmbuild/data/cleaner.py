@@ -5,9 +5,13 @@ per source where ``data.clean.per_source`` says so (lmbuild.data.overrides).
 
 Each document goes through, in order, stopping at the first drop:
 
+* every document with a URL (metadata ``url``, or the field ``data.clean.url.field`` names):
+  RefinedWeb's URL rules (:class:`filters.URLFilter`) first, as FineWeb runs them before
+  extraction; a document without one is counted (``url_missing``) and not checked.
 * prose (metadata ``kind`` != ``"code"``): length, language ID, Gopher repetition, Gopher
   quality, C4 (may remove lines), FineWeb; the order FineWeb's pipeline uses, with the
-  cheap length rule first. Language ID runs before the expensive rules so that every
+  cheap length rule first; then C4's bad words when on (:class:`filters.BadWordsFilter`, by
+  the document's language). Language ID runs before the expensive rules so that every
   prose document, dropped or not, carries its label.
 * code: length, then StarCoder's file rules (:class:`filters.CodeFilter`). Language ID
   labels code by its comments, and the prose rules read ``pass``/``else:`` lines and
@@ -32,6 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from lmbuild.data.filters import (
+    BadWordsFilter,
     C4Filter,
     CodeFilter,
     FineWebFilter,
@@ -41,6 +46,7 @@ from lmbuild.data.filters import (
     LanguageFilter,
     LengthFilter,
     PIIFormatter,
+    URLFilter,
     normalize,
 )
 from lmbuild.data.lang import segmenter
@@ -75,9 +81,14 @@ def schema(settings: dict) -> pa.Schema:
 class Cleaner:
     """The configured filters for one process, applied to record batches."""
 
-    def __init__(self, settings: dict, classifier: str | None = None):
+    def __init__(self, settings: dict, classifier: str | None = None, where: str = "data.clean"):
         """``classifier``: the quality_model artifact's path, when cleaning scores with it."""
         self.form = settings["normalization"]
+        url = settings["url"]
+        self.url = URLFilter.from_settings(url, f"{where}.url") if url["enabled"] else None
+        self.url_field = url["field"]
+        bad = settings["badwords"]
+        self.badwords = BadWordsFilter(bad["keep_fraction"]) if bad["enabled"] else None
         self.segmenters = {lang: name for lang, name in settings["word_segmenters"].items() if name != "whitespace"}
         q = settings["quality"]
         if q["enabled"] and classifier is None:
@@ -121,8 +132,16 @@ class Cleaner:
         ``edits`` also counts the documents split by each segmenter (``words_<segmenter>``)."""
         texts = [normalize(t, self.form) for t in batch.column("text").to_pylist()]
         n = len(texts)
-        kinds = [json.loads(m).get("kind") for m in batch.column("metadata").to_pylist()]
+        metas = [json.loads(m) for m in batch.column("metadata").to_pylist()]
+        kinds = [m.get("kind") for m in metas]
         reasons = [self.length.check(t) for t in texts]
+        if self.url is not None:
+            for i, m in enumerate(metas):
+                url = m.get(self.url_field)
+                if isinstance(url, str) and url:
+                    reasons[i] = self.url.check(url) or reasons[i]
+                else:
+                    edits["url_missing"] += 1
         langs: list[str | None] = [None] * n
         scores: list[float | None] = [None] * n
         prose = [i for i in range(n) if reasons[i] is None and kinds[i] != "code"]
@@ -147,6 +166,16 @@ class Cleaner:
                     texts[i] = text
                     if words[i] is not None:  # the next filters count the edited text's words
                         words[i] = self.words(text, langs[i])
+            prose = [i for i in prose if reasons[i] is None]
+        if self.badwords is not None:
+            for i in prose:
+                flagged = self.badwords.flagged(texts[i], langs[i])
+                if flagged is None:
+                    edits["badwords_no_list"] += 1
+                elif flagged and self.badwords.kept_anyway(texts[i]):
+                    edits["badwords_kept"] += 1
+                elif flagged:
+                    reasons[i] = "badwords"
             prose = [i for i in prose if reasons[i] is None]
         quality: list[float | None] = [None] * n
         if self.classifier is not None and prose:
@@ -198,7 +227,7 @@ class SourceCleaners:
     def __init__(self, settings: dict, classifier: str | None = None):
         self.stage = Cleaner(settings, classifier)
         self.classifier = self.stage.classifier
-        self.by_source = {name: Cleaner(for_source(settings, name), classifier) for name in settings["per_source"]}
+        self.by_source = {name: Cleaner(for_source(settings, name), classifier, f"data.clean.per_source.{name}") for name in settings["per_source"]}
 
     def batch(self, batch: pa.RecordBatch, edits: Counter):
         if not self.by_source:

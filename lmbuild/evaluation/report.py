@@ -4,8 +4,8 @@ The data is checked against ``lmbuild/schemas/report.schema.json`` first (one sh
 shaped into plain rows (:mod:`lmbuild.evaluation.report_rows`, and from the lineage
 :mod:`lmbuild.evaluation.report_lineage`), drawn as matplotlib's SVG, inlined
 (:mod:`lmbuild.evaluation.report_charts`): every metric of every checkpoint, each metric against
-tokens seen along a training run that has two or more checkpoints, the training curves, and the
-data funnel; and laid out here by the jinja2 template ``lmbuild/evaluation/templates/report.html.j2``
+tokens seen along a training run that has two or more checkpoints, the training curves, the
+data funnel and the data's statistics (:mod:`lmbuild.evaluation.report_data`); and laid out here by the jinja2 template ``lmbuild/evaluation/templates/report.html.j2``
 (autoescaped). Missing values render as a dash.
 
 What it does not do: evaluate, read anything but report.json, or fetch anything (the page
@@ -22,6 +22,7 @@ import jinja2
 import jsonschema
 
 from lmbuild.errors import UserError
+from lmbuild.evaluation.report_data import data_section
 from lmbuild.evaluation.report_charts import bar_chart, metrics_chart, metrics_vs_tokens_chart, training_charts
 from lmbuild.evaluation.report_lineage import dedup_rows, drop_reasons, funnel_rows, lineage_entries, lineage_sorted
 from lmbuild.evaluation.report_rows import (
@@ -115,6 +116,7 @@ def context(data: dict) -> dict:
                                       bar_chart("bytes", [(r["stage"], r["bytes_out"]) for r in funnel], "bytes out of each stage")) if c is not None],
         "drops": [(s, r, fmt(n)) for s, r, n in drop_reasons(data)],
         "dedup": dedup_rows(data),
+        "data": data_section(data),
         "tokenizers": [(a["key"], [(k, fmt(v)) for k, v in flat(a.get("counts") or {})]) for a in tokenizer_arts],
         "tokenizer_rows": [(c["label"], *(fmt(c["tokenizer"].get(k)) for k in ("vocab_size", "tokens", "words", "bytes", "tokens_per_word", "tokens_per_byte"))) for c in cks],
         "model_rows": model_rows(cks),

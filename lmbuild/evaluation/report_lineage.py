@@ -81,7 +81,7 @@ def dedup_rows(data: dict) -> list[tuple[str, str, str]]:
         if a["stage"] not in DATA_STAGES:
             continue
         for k, v in flat(a.get("counts") or {}):
-            if any(w in k for w in ("dup", "cluster", "group")) and not k.startswith("dropped"):
+            if any(w in k for w in ("dup", "cluster", "group")) and not k.startswith(("dropped", "stats.")):
                 out.append((a["stage"], k, fmt(v)))
     return out
 
@@ -101,6 +101,7 @@ def lineage_entries(data: dict) -> list[dict]:
             "inputs": [(n, i.get("stage"), i.get("key")) for n, i in ins.items()],
             "used_by": [(b["stage"], b["key"]) for b in arts if any(i.get("stage") == a["stage"] and i.get("key") == a["key"] for i in (b.get("inputs") or {}).values())],
             "settings_rows": [(k, fmt(v)) for k, v in flat(a.get("settings") or {})],
-            "counts_rows": [(k, fmt(v)) for k, v in flat(a.get("counts") or {})],
+            # The statistics are the Data section's (lmbuild.evaluation.report_data), not rows here.
+            "counts_rows": [(k, fmt(v)) for k, v in flat({n: v for n, v in (a.get("counts") or {}).items() if n != "stats"})],
         })
     return out

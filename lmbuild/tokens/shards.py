@@ -20,6 +20,9 @@ The artifact:
                        and per source: blocks and tokens; the tokenizer's key
   meta.json            dtype, seq_len, vocab_size, eos_token_id, block/token/document counts
   val_docs.jsonl       the validation documents as {"id", "text"}, in shard order, for evaluation
+  stats.json           per source: characters, words and tokens per document (lmbuild.data.statistics;
+                       also ``stats`` in the counts)
+  data_card.md         the data card: sources, sizes, the cleaning and dedup upstream (lmbuild.data.data_card)
 
 A part streams its shard one record batch at a time and writes blocks as they fill, so its
 memory does not grow with the shard. This stage does not shuffle: training samples blocks
@@ -43,6 +46,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
+from lmbuild.data import data_card, statistics
 from lmbuild.errors import UserError
 from lmbuild.store.artifact import link_or_copy, parquet_shards, read_manifest, write_json
 from lmbuild.store.runner import StageContext
@@ -197,6 +201,7 @@ def pack_shard(path: Path, tok, settings: dict, fallback: str | None, out: Path)
     (out / TOKENS).mkdir(parents=True, exist_ok=True)
     writers: dict[tuple[str, str], BlockWriter] = {}
     n_tokens, started = 0, time.time()
+    stats = statistics.Stats()
     f = pq.ParquetFile(path)
     missing = {"id", "text", "source"} - set(f.schema_arrow.names)
     if missing:
@@ -209,6 +214,7 @@ def pack_shard(path: Path, tok, settings: dict, fallback: str | None, out: Path)
             for doc_id, text, source, enc in zip(ids, texts, sources, encodings):
                 split = "val" if hash_fraction(doc_id) < frac or doc_id == fallback else "train"
                 groups[split, source or ""].append(enc)
+                stats.add(source, chars=len(text), words=len(text.split()), tokens=len(enc.ids) + 1)  # + eos
                 if split == "val":
                     val_docs.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
             for group, encs in groups.items():
@@ -225,7 +231,7 @@ def pack_shard(path: Path, tok, settings: dict, fallback: str | None, out: Path)
                       "tokens": w.blocks * seq_len, "documents": w.documents, "dropped_tokens": dropped})
     seconds = time.time() - started
     return {"shard": path.name, "files": sorted(files, key=lambda e: e["path"]), "tokens_in": n_tokens,
-            "seconds": round(seconds, 3), "tokens_per_second": round(n_tokens / max(seconds, 1e-9))}
+            "seconds": round(seconds, 3), "tokens_per_second": round(n_tokens / max(seconds, 1e-9)), "stats": stats.to_json()}
 
 
 def use_threads(threads: int) -> None:
@@ -319,6 +325,9 @@ def build(ctx: StageContext) -> dict:
     write_json(ctx.out / INDEX, {**head, "files": files, "shards": per_shard, "sources": dict(sorted(per_source.items()))})
     meta = {**head, **{k: v for k, v in totals.items() if not k.endswith("dropped_tokens")}}
     write_json(ctx.out / META, meta)
+    stats = statistics.merge([r["stats"] for r in results])
+    statistics.write(ctx.out, stats)
+    data_card.write(ctx, meta, stats)
     n_tokens = sum(r["tokens_in"] for r in results)
     part_seconds = sum(r["seconds"] for r in results)
     counts = {
@@ -332,6 +341,7 @@ def build(ctx: StageContext) -> dict:
         "part_seconds": round(part_seconds, 3),
         "seconds": round(time.time() - started, 3),
         "shards": [{**row, "tokens_per_second": r["tokens_per_second"]} for row, r in zip(per_shard, results)],
+        "stats": stats,
     }
     log.info("shards: %s", {k: v for k, v in counts.items() if k != "shards"})
     return counts

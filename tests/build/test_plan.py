@@ -12,7 +12,7 @@ from lmbuild.build import codeset
 from lmbuild.build import graph as plan_mod
 from lmbuild.build.config import validate
 from lmbuild.build.graph import STAGES, Plan, code_files
-from lmbuild.build.stages import CHAIN
+from lmbuild.build.stages import CHAIN, CLEANING_LISTS
 
 from conftest import ROOT
 
@@ -140,7 +140,7 @@ EVALUATION = TOP | {"lmbuild/evaluation/__init__.py"}
 # The filters package: one module per rule family (lmbuild/data/filters/__init__.py imports them all).
 FILTERS = {f"lmbuild/data/filters/{m}.py" for m in (
     "__init__", "base", "unicode", "length", "langid", "gopher_repetition", "kernels", "gopher_quality", "c4", "fineweb",
-    "starcoder", "pii",
+    "starcoder", "pii", "url", "badwords",
 )}
 # The Trainer and its setup, which both objectives train with; its data order, checkpoints, spike
 # rule, loss curve, schedule and accelerations.
@@ -162,11 +162,13 @@ CODE_SETS = {
     "cleaned": DATA | {
         "scripts/cleaned.py", "scripts/cleaned_part.py", "lmbuild/data/cleaned.py", "lmbuild/data/cleaner.py", "lmbuild/data/classifiers.py", *FILTERS,
         "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py", "lmbuild/data/groups.py", "lmbuild/data/files.py",
+        "lmbuild/data/statistics.py", *CLEANING_LISTS,
     },
     "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py",
                      "lmbuild/data/clusters.py", "lmbuild/data/decontamination.py"},
     "tokenizer": TOKENS | {"scripts/tokenizer.py", "lmbuild/tokens/tokenizer.py"},
-    "shards": TOKENS | {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/tokens/shards.py"},
+    "shards": TOKENS | {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/tokens/shards.py",
+                        "lmbuild/data/__init__.py", "lmbuild/data/statistics.py", "lmbuild/data/data_card.py"},
     # A causal model: no encoder code (an encoder's init runs scripts/init_checkpoint_masked.py).
     "init_checkpoint": MODELS | {"scripts/init_checkpoint.py", "lmbuild/models/init_checkpoint.py", "lmbuild/models/surgery.py", "lmbuild/models/layer_plan.py"},
     # The datasets (lmbuild/tokens/blocks.py), not the packing code: editing shards.py rebuilds shards,
@@ -188,6 +190,7 @@ CODE_SETS = {
     "report": EVALUATION | NUMBERS | {
         "scripts/report.py", "lmbuild/evaluation/report.py", "lmbuild/evaluation/report_rows.py", "lmbuild/evaluation/report_charts.py",
         "lmbuild/evaluation/report_lineage.py", "lmbuild/evaluation/templates/report.html.j2", "lmbuild/schemas/report.schema.json",
+        "lmbuild/evaluation/report_data.py", "lmbuild/data/__init__.py", "lmbuild/data/statistics.py",
     },
     "plan": MODELS | {"scripts/plan.py", "lmbuild/models/plan.py"},
     "sweep_report": EVALUATION | NUMBERS | {
@@ -357,6 +360,33 @@ def test_moved_source_files_keep_their_keys(tmp_path, monkeypatch):
     # A renamed file is another document id, so another key.
     (tmp_path / "b" / "x.jsonl").rename(tmp_path / "b" / "y.jsonl")
     assert keys({"data": {"sources": [{"type": "jsonl", "path": "b/*.jsonl"}]}})["raw"] != before["raw"]
+
+
+def test_url_blocklists_enter_the_cleaned_key_by_content(tmp_path, monkeypatch):
+    """data.clean.url.blocklist (and a source's own): the files' contents re-key cleaning onward,
+    their place does not, and the same content again is the same key; the job gets the path back."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "block.txt").write_text("spam.example\n")
+    base = keys({})
+    cfg = {"data": {"clean": {"url": {"blocklist": ["a/block.txt"]}}}}
+    first = keys(cfg)
+    assert changed(base, first) == set(CHAIN) - {"raw", "quality_model"}
+    (tmp_path / "a" / "block.txt").write_text("spam.example\nmore.example\n")
+    assert keys(cfg)["cleaned"] != first["cleaned"]
+    (tmp_path / "a" / "block.txt").write_text("spam.example\n")
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = {"data": {"clean": {"url": {"blocklist": [str(tmp_path / "b" / "block.txt")]}}}}
+    assert keys(moved) == first
+    per_source = {"data": {"clean": {"per_source": {"embedded": {"url": {"blocklist": ["b/block.txt"]}}}}}}
+    assert keys(per_source)["cleaned"] not in (base["cleaned"], first["cleaned"])
+    art = Plan(validate(per_source)).artifacts["cleaned"]
+    assert art.settings["per_source"]["embedded"]["url"]["blocklist"][0]["files"][0][0] == "block.txt"
+    assert [p[2] for p in art.located] == ["b/block.txt"]
+    from lmbuild.errors import UserError
+
+    with pytest.raises(UserError, match=r"^data\.clean\.url\.blocklist\[0\]: no file matches 'nothing\.txt'"):
+        keys({"data": {"clean": {"url": {"blocklist": ["nothing.txt"]}}}})
 
 
 def test_hf_sources_pin_the_resolved_commit(monkeypatch):

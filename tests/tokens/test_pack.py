@@ -77,6 +77,13 @@ def test_layout_index_and_meta(shards):
     assert set(index["sources"]) == {"python_stdlib", "test"} == set(counts["tokens_per_source"])
     assert sum(r["blocks"] for r in index["shards"]) == meta["train_blocks"] + meta["val_blocks"]
     assert counts["tokens_per_second"] > 0 and counts["parts"] == 3
+    # Per-source statistics: every document with its eos, and the data card over them.
+    stats = json.loads((shards / "stats.json").read_text())
+    assert stats == counts["stats"] and stats["*"]["documents"] == 41
+    assert stats["*"]["tokens"]["total"] == sum(counts[f"{sp}_{k}"] for sp in ("train", "val") for k in ("tokens", "dropped_tokens"))
+    assert stats["test"]["documents"] == 1 and stats["test"]["chars"]["total"] == len('EOS = "<|endoftext|>"\n' * 3)
+    card = (shards / "data_card.md").read_text()
+    assert card.startswith("# Data card: shards ") and "| python_stdlib | 40 |" in card
 
 
 def test_training_reads_every_shard_as_one_dataset(shards):
@@ -159,7 +166,7 @@ def test_val_split_is_by_id_hash_and_independent_of_order(shards, docs, tok_dir,
 
 def test_repeat_build_is_identical(shards, docs, tok_dir, tmp_path):
     again = _pack(docs, tok_dir, tmp_path)
-    names = ["index.json", "meta.json", "val_docs.jsonl"] + [e["path"] for e in _index(shards)["files"]]
+    names = ["index.json", "meta.json", "val_docs.jsonl", "stats.json", "data_card.md"] + [e["path"] for e in _index(shards)["files"]]
     for name in names:
         assert (again / name).read_bytes() == (shards / name).read_bytes(), name
 

@@ -138,6 +138,10 @@ def test_report_holds_the_metrics(built):
     assert len(trained["generations"]) == 3
     html = (only(built, "report") / "report.html").read_text()
     assert "<svg" in html and 'id="lineage"' in html and "Against tokens seen" in html
+    # The Data section: the cleaned and shards statistics; the data card beside the shards.
+    assert 'id="data-statistics"' in html and "chars per document (cleaned)" in html and "tokens per document (shards)" in html
+    card = (only(built, "shards") / "data_card.md").read_text()
+    assert card.startswith("# Data card: shards ") and "- **cleaned** `" in card
     assert json.loads((only(built, "report") / "manifest.json").read_text())["inputs"]["eval_report"]["key"] == art.name
     assert [c["label"] for c in report["checkpoints"]] == ["init_checkpoint", "trained_checkpoint"]
     # Every number in the report is a real, finite measurement.
@@ -235,7 +239,11 @@ def test_snakemake_n_agrees_with_the_keys(built):
 
     # smoke.yaml: 2 raw shards, so 2 cleaning jobs and a gather; 2 dedup maps and buckets; 2 pack jobs.
     cleaning = {f"build_{s}": 1 for s in STAGES if s != "raw"} | {"build_cleaned_part": 2, "dedup_map": 2, "dedup_bucket": 2, "build_shards_part": 2, "all": 1}
-    for overrides, expected in [({"eval.dtype": "bfloat16"}, {"build_eval_report": 1, "build_report": 1, "all": 1}), ({"data.clean.min_chars": 150}, cleaning)]:
+    # A URL blocklist enters cleaning's key by its content (tests/build/test_plan.py states more).
+    (built / "blocklist.txt").write_text("spam.example\n")
+    blocklist = {"data.clean.url.blocklist": [str(built / "blocklist.txt")]}
+    for overrides, expected in [({"eval.dtype": "bfloat16"}, {"build_eval_report": 1, "build_report": 1, "all": 1}), ({"data.clean.min_chars": 150}, cleaning),
+                                (blocklist, cleaning)]:
         jobs = jobs_of_dry_run(snakemake(built, smoke_config(**overrides), "-n"))
         assert jobs == expected, overrides
         assert planned_stages(jobs) == {s for s, k in chain_keys(smoke_config(**overrides)).items() if k != base[s]}
