@@ -39,15 +39,6 @@ def last_kept(manifest: dict, n: int, where: str) -> list[dict]:
     return kept[-n:]
 
 
-def check_enough(average_last: int, keep_steps: list[int], where: str) -> None:
-    """The config's own check, at plan time: ``average_last`` kept steps exist in ``train.keep_steps``."""
-    if average_last > len(keep_steps):
-        raise UserError(
-            f"config: {where}: {average_last} asks for the mean of the last {average_last} kept checkpoints, "
-            f"but train.keep_steps keeps {len(keep_steps)}"
-        )
-
-
 def _weights(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
