@@ -108,10 +108,18 @@ LAYER_PLAN_KEYS = ("layer_plan", "downscale_keep", "upscale_drop")
 CARD_ONLY = ("license",)
 
 
+def _sources(sources: list[dict]) -> list[dict]:
+    return [{k: v for k, v in src.items() if k not in CARD_ONLY} for src in sources]
+
+
 def _raw_settings(c: dict) -> dict:
     d = c["data"]
-    sources = [{k: v for k, v in src.items() if k not in CARD_ONLY} for src in d["sources"]]
-    return {"sources": sources, "shards": d["shards"], "files_per_job": d["files_per_job"]}
+    return {"sources": _sources(d["sources"]), "shards": d["shards"], "files_per_job": d["files_per_job"]}
+
+
+def _quality_model_settings(c: dict) -> dict:
+    q = c["data"]["quality_model"]
+    return {**q, "positives": _sources(q["positives"]), "negatives": _sources(q["negatives"])}
 
 
 def cleaned_inputs(c: dict) -> tuple[str, ...]:
@@ -296,7 +304,7 @@ STAGES: dict[str, Stage] = {
         Stage("raw", (), _raw_settings, ("raw_part",), locate=locate.raw_sources, environment=locate.embedded_corpus("sources"), section="data."),
         # A fastText classifier for data.clean.quality (lmbuild.data.quality_model); built only when used.
         Stage(
-            "quality_model", (), lambda c: c["data"]["quality_model"],
+            "quality_model", (), _quality_model_settings,
             locate=locate.classifier_sources, environment=locate.embedded_corpus("positives", "negatives"), section="data.quality_model.",
             read_whole=("*",),  # fastText's model.bin, loaded whole by every cleaning part
         ),
