@@ -80,6 +80,9 @@ def copy_model(folder: Path, trained: Path, out: Path) -> list[str]:
 
 
 def heldout_texts(val_docs: Path, n: int) -> list[str]:
+    """The first ``n`` non-empty held-out documents (the shards' ``val_docs.jsonl``)."""
+    if not val_docs.is_file():
+        raise UserError(f"export: {val_docs} is missing: no held-out text to check the GGUF on (export.check_docs: 0 skips the check)")
     texts = []
     with val_docs.open(encoding="utf-8") as f:
         for line in f:
