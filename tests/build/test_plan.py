@@ -552,3 +552,10 @@ def test_bad_export_settings_are_one_line(cfg, line):
     with pytest.raises(UserError) as exc:
         Plan(validate(cfg))
     assert str(exc.value) == line
+
+
+def test_each_variant_has_its_own_export():
+    p = Plan(validate({"variants": {"small": {"model.num_hidden_layers": 1}}}))
+    mine, small = p.artifacts["export"], p.variants["small"].artifacts["export"]
+    assert small.key != mine.key and small.inputs["trained_checkpoint"] is p.variants["small"].artifacts["trained_checkpoint"]
+    assert small.inputs["eval_report"] is p.variants["small"].artifacts["eval_report"]

@@ -40,6 +40,11 @@ def test_export_push_and_the_keys(smoke_built, tmp_path, monkeypatch):
     q8 = smoke_config(**{"export.gguf_type": "q8_0"})
     assert jobs_of_dry_run(snakemake(tmp_path, q8, "-n", "export")) == {"build_export": 1, "export": 1}
 
+    # A variant's export: its own target, from its own trained model (planned only: -n).
+    variant = smoke_config(variants={"small": {"model.num_hidden_layers": 1}})
+    jobs = jobs_of_dry_run(snakemake(tmp_path, variant, "-n", "small__export"))
+    assert jobs["build_export"] == jobs["build_trained_checkpoint"] == jobs["small__export"] == 1 and "build_raw" not in jobs
+
     # push, offline (lmbuild's default): one line, a non-zero exit, nothing uploaded.
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     proc = snakemake(tmp_path, smoke_config(**{"export.push.repo_id": "me/tiny"}), "push")
