@@ -24,12 +24,20 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "nu
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gguf")
+def tok_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok")
     dedup = lc.write_deduplicated(root / "dedup", lc.stdlib_docs(limit=30))
-    tok = lc.run(tokenizer, "tokenizer", lc.settings("tokenizer", tokenizer={"vocab_size": 512}), {"deduplicated": dedup}, root)
-    settings = lc.settings("init_checkpoint", model=TINY, pack={"seq_len": 128})
-    return lc.run(init_checkpoint, "init_checkpoint", settings, {"tokenizer": tok}, root, threads=1)
+    return lc.run(tokenizer, "tokenizer", lc.settings("tokenizer", tokenizer={"vocab_size": 512}), {"deduplicated": dedup}, root)
+
+
+def init(tok_dir, root, **model):
+    settings = lc.settings("init_checkpoint", model={**TINY, **model}, pack={"seq_len": 128})
+    return lc.run(init_checkpoint, "init_checkpoint", settings, {"tokenizer": tok_dir}, root, threads=1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tok_dir, tmp_path_factory):
+    return init(tok_dir, tmp_path_factory.mktemp("gguf"))  # tied embeddings, the default
 
 
 def heldout_ids(tok, n=4, length=96):
@@ -97,3 +105,16 @@ def test_bad_input_is_one_line(model_dir, tmp_path):
     with pytest.raises(UserError, match=r"supports LlamaForCausalLM, not ModernBertForMaskedLM \(an encoder, model.objective: masked\)"):
         gguf_file.write_gguf(enc, tmp_path / "m.gguf", "f16")
     assert not (tmp_path / "m.gguf").exists()
+
+
+def test_an_untied_output_head_is_written_as_output(tok_dir, tmp_path):
+    untied = init(tok_dir, tmp_path, tie_word_embeddings=False)
+    path = tmp_path / "m.gguf"
+    gguf_file.write_gguf(untied, path, "f16")
+    assert "output.weight" in {t.name for t in gguf.GGUFReader(str(path)).tensors}
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
+    rounded = AutoModelForCausalLM.from_pretrained(untied, dtype=torch.float32)
+    rounded.load_state_dict({k: stored(v, "f16") for k, v in rounded.state_dict().items()})
+    ids = heldout_ids(AutoTokenizer.from_pretrained(untied), n=2)
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, rounded(ids).logits, atol=1e-4, rtol=1e-4)
