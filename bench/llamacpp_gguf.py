@@ -17,13 +17,26 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 
 def worker(gguf: str, docs_json: str) -> None:
     """In the llama.cpp venv: tokens, argmax and NLL per document, as JSON on stdout."""
+    import llama_cpp.llama_cpp as C
     import numpy as np
+
+    # No AMX repacking (llama.cpp's use_extra_bufts, the CLI's --no-repack): on this 2-core VM the
+    # CPU advertises AMX but llama.cpp's AMX kernels for q8_0 die with SIGILL; the plain CPU kernels run.
+    defaults = C.llama_model_default_params
+
+    def plain():
+        p = defaults()
+        p.use_extra_bufts = False
+        return p
+
+    C.llama_model_default_params = plain
     from llama_cpp import Llama
 
     docs = json.loads(Path(docs_json).read_text())
@@ -69,12 +82,12 @@ def main() -> None:
             nll = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(x[1:]), reduction="sum").item()
             hf.append({"argmax": logits.argmax(-1).tolist(), "nll": nll})
     hf_seconds = time.perf_counter() - started
-    docs_json = export.parent / f".llamacpp-bench-{export.name}.json"
-    docs_json.write_text(json.dumps({"texts": texts, "ids": ids, "n_ctx": n_ctx, "threads": a.threads}))
-    try:
-        proc = subprocess.run([a.llama_python, __file__, "--worker", str(gguf), str(docs_json)], capture_output=True, text=True, check=True)
-    finally:
-        docs_json.unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        docs_json = Path(tmp) / "docs.json"
+        docs_json.write_text(json.dumps({"texts": texts, "ids": ids, "n_ctx": n_ctx, "threads": a.threads}))
+        proc = subprocess.run([a.llama_python, __file__, "--worker", str(gguf), str(docs_json)], capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"llama.cpp failed:\n{proc.stderr[-3000:]}")
     ll = json.loads(proc.stdout.strip().splitlines()[-1])
     positions = sum(len(x) for x in ids)
     agree = sum(sum(p == q for p, q in zip(h["argmax"], c["argmax"])) for h, c in zip(hf, ll["docs"]))

@@ -132,7 +132,9 @@ def write_gguf(folder: Path, out: Path, gguf_type: str, name: str = "lmbuild") -
     w.add_rope_freq_base(float(theta))
     w.add_file_type(ftype)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt2")  # the GPT-2 split regex: ByteLevel(use_regex=True), lmbuild.tokens.tokenizer
+    # llama.cpp's name of the GPT-2 split regex (ByteLevel(use_regex=True), lmbuild.tokens.tokenizer);
+    # "gpt2" is refused by llama.cpp ("unknown pre-tokenizer type"), found by running it.
+    w.add_tokenizer_pre("gpt-2")
     w.add_token_list(vocab["tokens"])
     w.add_token_types(vocab["types"])
     w.add_token_merges(vocab["merges"])

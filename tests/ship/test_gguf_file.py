@@ -90,8 +90,11 @@ def test_gguf_metadata(model_dir, tmp_path):
     path = tmp_path / "m.gguf"
     gguf_file.write_gguf(model_dir, path, "f16")
     r = gguf.GGUFReader(str(path))
-    fields = {k: r.fields[k].contents() for k in ("general.architecture", "tokenizer.ggml.model", "llama.block_count", "tokenizer.ggml.eos_token_id")}
-    assert fields == {"general.architecture": "llama", "tokenizer.ggml.model": "gpt2", "llama.block_count": 2, "tokenizer.ggml.eos_token_id": 0}
+    keys = ("general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.pre", "llama.block_count", "tokenizer.ggml.eos_token_id")
+    fields = {k: r.fields[k].contents() for k in keys}
+    # "gpt-2": llama.cpp's name of the GPT-2 split (it refuses "gpt2"; bench/llamacpp_gguf.py runs it).
+    assert fields == {"general.architecture": "llama", "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "llama.block_count": 2,
+                      "tokenizer.ggml.eos_token_id": 0}
     assert {t.name for t in r.tensors} >= {"token_embd.weight", "blk.0.attn_q.weight", "blk.1.ffn_down.weight", "output_norm.weight"}
 
 
