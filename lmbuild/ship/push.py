@@ -7,7 +7,8 @@ metadata: hosts, paths, timings; the card carries the lineage keys), in one comm
 it prints one line saying so, uploads nothing and exits non-zero.
 
 What it does not do: build the export (the rule's input does), log in (``hf auth login`` or
-``HF_TOKEN``), or delete files already in the repository.
+``HF_TOKEN``), delete files already in the repository, or remove a repository it created when the
+upload then fails (it holds no commit of the export then).
 """
 
 from __future__ import annotations
