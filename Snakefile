@@ -24,6 +24,7 @@ include: "rules/init_checkpoint.smk"
 include: "rules/trained_checkpoint.smk"
 include: "rules/eval_report.smk"
 include: "rules/report.smk"
+include: "rules/export.smk"
 include: "rules/plan.smk"
 include: "rules/variants.smk"
 include: "rules/sweep_report.smk"
@@ -37,6 +38,7 @@ localrules:
     gc,
     gc_remove,
     verify,
+    push,
 
 
 # The last stage and the trained model itself: a deleted model is rebuilt (at its key) even

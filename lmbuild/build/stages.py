@@ -104,13 +104,21 @@ class Stage:
 LAYER_PLAN_KEYS = ("layer_plan", "downscale_keep", "upscale_drop")
 
 
+# Keys of a data.sources entry that only the export's model card reads (in its key, not raw's).
+CARD_ONLY = ("license",)
+
+
+def _sources(sources: list[dict]) -> list[dict]:
+    return [{k: v for k, v in src.items() if k not in CARD_ONLY} for src in sources]
+
+
 def _raw_settings(c: dict) -> dict:
     """data.sources, shards, files_per_job. A synthetic source's teacher variant is named by its
     artifact (the input teacher_<i>, :func:`_teachers`), not by the variant's name."""
     d = c["data"]
     sources = [
         {**s, "model": {"stage": s["model"].get("stage", "trained_checkpoint")}} if s["type"] == "synthetic" and "variant" in s["model"] else s
-        for s in d["sources"]
+        for s in _sources(d["sources"])
     ]
     return {"sources": sources, "shards": d["shards"], "files_per_job": d["files_per_job"]}
 
@@ -144,13 +152,18 @@ def cleaned_inputs(c: dict) -> tuple[str, ...]:
     return ("raw", "quality_model") if legacy or d["classifiers"] else ("raw",)
 
 
+def _labelled(q: dict) -> dict:
+    """A classifier's settings without its sources' card-only keys (a licence)."""
+    return {**q, "positives": _sources(q["positives"]), "negatives": _sources(q["negatives"])}
+
+
 def _classifier_settings(c: dict) -> dict:
     """What the quality_model stage trains: data.quality_model when cleaning uses it (as the
     classifier ``quality``), and data.classifiers without their keep rules, which cleaning
     applies (editing one re-cleans and trains nothing)."""
     d = c["data"]
-    out = {"quality_model": d["quality_model"]} if d["clean"]["quality"]["enabled"] else {}
-    named = {n: {k: v for k, v in s.items() if k != "keep"} for n, s in d["classifiers"].items()}
+    out = {"quality_model": _labelled(d["quality_model"])} if d["clean"]["quality"]["enabled"] else {}
+    named = {n: _labelled({k: v for k, v in s.items() if k != "keep"}) for n, s in d["classifiers"].items()}
     return {**out, "classifiers": named} if named else out
 
 
@@ -204,6 +217,47 @@ def is_encoder(settings: dict) -> bool:
 
 def _causal(section: str) -> Callable[[dict], dict]:
     return lambda c: {k: v for k, v in c[section].items() if k not in ENCODER_ONLY[section]}
+
+
+def check_enough(average_last: int, keep_steps: list[int], where: str) -> None:
+    """``average_last`` kept steps exist in ``train.keep_steps`` (lmbuild.training.average checks
+    the trained model's manifest again when it averages)."""
+    if average_last > len(keep_steps):
+        raise UserError(
+            f"config: {where}: {average_last} asks for the mean of the last {average_last} kept checkpoints, "
+            f"but train.keep_steps keeps {len(keep_steps)}"
+        )
+
+
+def _eval_settings(c: dict, encoder: bool = False) -> dict:
+    """eval.*: a causal report's without the encoder-only settings; ``average_last`` only when set,
+    so that the reports keyed before it existed keep their keys. Asking to average more kept
+    steps than train.keep_steps keeps is a config error."""
+    e = dict(c["eval"]) if encoder else _causal("eval")(c)
+    if e.get("average_last") is None:
+        e.pop("average_last", None)
+    else:
+        check_enough(e["average_last"], c["train"]["keep_steps"], "eval.average_last")
+    return e
+
+
+def _export_settings(c: dict) -> dict:
+    """export.* but ``push`` (where it is uploaded, no artifact's content), what the chosen
+    checkpoint ignores, and each data source's licence for the card (``licenses``, in source
+    order; None where unset). The checkpoint it names must be kept (train.keep_steps)."""
+    e = {k: v for k, v in c["export"].items() if k != "push"}
+    keep = c["train"]["keep_steps"]
+    if e["checkpoint"] == "average":
+        check_enough(e["average_last"], keep, "export.average_last")
+    else:
+        e.pop("average_last")
+    if e["checkpoint"].startswith("step-") and int(e["checkpoint"][5:]) not in keep:
+        raise UserError(f"config: export.checkpoint: {e['checkpoint']} is not a kept step (train.keep_steps: {keep})")
+    if not e["gguf"]:
+        for k in ("gguf_type", "check_docs", "min_agreement"):
+            e.pop(k)
+    e["licenses"] = [src.get("license") for src in c["data"]["sources"]]
+    return e
 
 
 # Settings that only the wsd schedule reads, at their schema defaults (tests/build/test_plan.py checks
@@ -332,13 +386,20 @@ STAGES: dict[str, Stage] = {
         # manifests); with an encoder among them, the encoder's eval settings and entry
         # (scripts/eval_report_masked.py, which hands encoders to lmbuild.evaluation.masked).
         Stage(
-            "eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), _causal("eval"), encoder_settings=lambda c: c["eval"],
+            "eval_report", ("init_checkpoint", "trained_checkpoint", "shards"), _eval_settings, encoder_settings=lambda c: _eval_settings(c, encoder=True),
             encoder_script="eval_report_masked", encoder_from_inputs=True, locate=locate.eval_files, more_inputs=_variants_checkpoints,
             section="eval.", tracked=True, gpu=True, read_whole=("report.json",),
         ),
         # The page over report.json (lmbuild.evaluation.report): its own cheap step, so a change of
         # the page re-renders in seconds and evaluates nothing. No settings of its own.
         Stage("report", ("eval_report",), lambda c: {}, files=("lmbuild/evaluation/templates/report.html.j2", "lmbuild/schemas/report.schema.json")),
+        # The model shipped (lmbuild.ship.export): HF folder, GGUF, model card; `snakemake export`.
+        # Outside the chain: a full copy of the weights and a GGUF are not needed to read the report.
+        Stage(
+            "export", ("trained_checkpoint", "eval_report", "shards"), _export_settings, chain=False, section="export.",
+            elsewhere={"licenses": "data.sources"},
+            reads_whole={"eval_report": ("report.json",), "shards": ()},  # the shards' first val_docs only
+        ),
         # What the run will cost (lmbuild.models.plan), from the config alone: `snakemake plan`.
         Stage("plan", (), _plan_settings, encoder_settings=lambda c: _plan_settings(c, encoder=True), chain=False),
         # The sweep's comparison of its runs (lmbuild.evaluation.sweep_report): `snakemake sweep`.

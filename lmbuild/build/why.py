@@ -53,13 +53,13 @@ def targets(plan: Plan, names: list[str]) -> list[Artifact]:
             if "sweep_report" not in plan.artifacts:
                 raise UserError("config: sweep: no runs (set sweep.grid or sweep.random)")
             out.append(plan.artifacts["sweep_report"])
-        elif name in CHAIN or name == "plan":
+        elif name in CHAIN or name in ("plan", "export"):
             out.append(plan.artifacts[name])
-        elif "__" in name and name.split("__", 1)[0] in plan.variants and name.split("__", 1)[1] in CHAIN:
-            variant, stage = name.split("__", 1)
+        elif "__" in name and name.split("__", 1)[0] in plan.variants and name.split("__", 1)[1] in (*CHAIN, "export"):
+            variant, stage = name.split("__", 1)  # rules/variants.smk and rules/export.smk name these targets
             out.append(plan.variants[variant].artifacts[stage])
         else:
-            known = ", ".join(["all", "variants", "sweep", "plan", *CHAIN, *(f"{v}__<stage>" for v in plan.variants)])
+            known = ", ".join(["all", "variants", "sweep", "plan", "export", *CHAIN, *(f"{v}__<stage>" for v in plan.variants)])
             raise UserError(f"why: unknown target {name!r} (targets: {known})")
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lmbuild.errors import UserError
 from lmbuild.store.artifact import read_manifest
+from lmbuild.training.average import average_kept
 
 # The model types of encoders (lmbuild.models.modernbert), read from a checkpoint's config.json.
 ENCODER_TYPES = ("modernbert",)
@@ -59,4 +60,23 @@ def find_checkpoints(inputs: dict[str, Path]) -> list[dict]:
             out.append({"label": name, "path": Path(path), "manifest": manifest})
     if not out:
         raise UserError("eval_report: no checkpoint among the inputs (" + ", ".join(inputs) + ")")
+    return out
+
+
+def with_average(checkpoints: list[dict], n: int, work: Path) -> list[dict]:
+    """``checkpoints`` with the mean of the build's own trained model's last ``n`` kept steps
+    (``eval.average_last``, :mod:`lmbuild.training.average`), written into ``work``, before that
+    model: labelled ``trained_checkpoint@average-<n>``, on the same training run, at the tokens
+    seen of the newest step it averages (so the curve against tokens seen gains a point)."""
+    out = []
+    for ck in checkpoints:
+        if ck["label"] == "trained_checkpoint":
+            folder = work / f"average-{n}"
+            info = average_kept(ck["path"], ck["manifest"], n, folder, "eval.average_last")
+            key = ck["manifest"].get("key")
+            out.append({"label": f"trained_checkpoint@average-{n}", "path": folder,
+                        "manifest": {"stage": "averaged_checkpoint", "key": f"{key}@average-{n}",
+                                     "counts": {"tokens_seen": info["tokens_seen"], "averaged_steps": info["steps"]},
+                                     "inputs": ck["manifest"].get("inputs") or {}}})
+        out.append(ck)
     return out

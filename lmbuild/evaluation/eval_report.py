@@ -9,6 +9,8 @@ What it does:
     held-out task over the first ``eval.val_docs`` validation documents of the ``shards``
     artifact, and a local-data task per ``eval.tasks`` entry with ``data``
     (:mod:`lmbuild.evaluation.lm_eval_tasks`; the entries: :mod:`lmbuild.evaluation.tasks`);
+  * with ``eval.average_last``, the mean of the trained model's last kept steps too
+    (:func:`~lmbuild.evaluation.checkpoints.with_average`), on the same run;
   * per causal checkpoint, lm-eval's held-out perplexity and extra tasks, resumable through the
     request cache, and greedy sample generations for ``eval.prompts``
     (:mod:`lmbuild.evaluation.causal`);
@@ -47,7 +49,7 @@ from lm_eval.tasks import TaskManager
 from lmbuild.errors import UserError
 from lmbuild.evaluation import tasks
 from lmbuild.evaluation.causal import ResumableHFLM, evaluate_causal
-from lmbuild.evaluation.checkpoints import check_checkpoint, find_checkpoints, is_encoder
+from lmbuild.evaluation.checkpoints import check_checkpoint, find_checkpoints, is_encoder, with_average
 from lmbuild.evaluation.lineage import training_run, walk_lineage
 from lmbuild.evaluation.lm_eval_tasks import HELDOUT_TASK, include_folder, make_task_manager, write_heldout_task, write_local_data_task
 from lmbuild.evaluation.metrics import model_summary, tokenizer_stats
@@ -101,6 +103,8 @@ def evaluate_checkpoint(ck: dict, tm: TaskManager | None, extra_names: list[str]
         "tokens_seen": counts.get("tokens_seen", 0 if stage == "init_checkpoint" else None),
         **part,
     }
+    if stage == "averaged_checkpoint":
+        entry["averaged"] = {"steps": counts.get("averaged_steps")}
     if stage == "trained_checkpoint":
         entry["training"] = {
             "summary": {k: counts.get(k) for k in TRAINING_SUMMARY},
@@ -123,6 +127,8 @@ def build(ctx, encoders=None) -> dict:
     s = ctx.settings
     inputs = {k: Path(v) for k, v in ctx.inputs.items()}
     checkpoints = find_checkpoints(inputs)
+    if s.get("average_last"):  # the mean of the last kept steps, evaluated beside them
+        checkpoints = with_average(checkpoints, s["average_last"], Path(ctx.work))
     shards = inputs["shards"]
     specs = tasks.parse(s.get("tasks") or [])
     extra_names = [t["task"] for t in specs]

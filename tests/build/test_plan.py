@@ -184,7 +184,7 @@ CODE_SETS = {
         "lmbuild/evaluation/checkpoints.py", "lmbuild/evaluation/lm_eval_tasks.py", "lmbuild/evaluation/causal.py",
         "lmbuild/evaluation/metrics.py", "lmbuild/evaluation/lineage.py",
         "scripts/eval_report.py", "lmbuild/evaluation/eval_report.py", "lmbuild/evaluation/tasks.py",
-        "lmbuild/training/__init__.py", "lmbuild/training/accel.py", "lmbuild/training/curve.py",
+        "lmbuild/training/__init__.py", "lmbuild/training/accel.py", "lmbuild/training/curve.py", "lmbuild/training/average.py",
     },
     # Stage.files: data files the import walk cannot see.
     "report": EVALUATION | NUMBERS | {
@@ -193,6 +193,12 @@ CODE_SETS = {
         "lmbuild/evaluation/report_data.py", "lmbuild/data/__init__.py", "lmbuild/data/statistics.py",
     },
     "plan": MODELS | {"scripts/plan.py", "lmbuild/models/plan.py"},
+    # The card's funnel is the report page's (report_lineage.py); the mean of kept steps is training's.
+    "export": EVALUATION | NUMBERS | {
+        "scripts/export.py", "lmbuild/ship/__init__.py", "lmbuild/ship/export.py", "lmbuild/ship/gguf_file.py", "lmbuild/ship/model_card.py",
+        "lmbuild/evaluation/lineage.py", "lmbuild/evaluation/report_lineage.py", "lmbuild/evaluation/report_rows.py",
+        "lmbuild/training/__init__.py", "lmbuild/training/average.py",
+    },
     "sweep_report": EVALUATION | NUMBERS | {
         "scripts/sweep_report.py", "lmbuild/evaluation/sweep_report.py", "lmbuild/evaluation/templates/sweep_report.html.j2",
         "lmbuild/training/__init__.py", "lmbuild/training/curve.py",
@@ -582,3 +588,52 @@ def test_a_named_classifier_without_sources_or_with_a_taken_name_is_one_line(cla
     legacy = {"quality_model": {"positives": [{"type": "embedded"}], "negatives": [{"type": "embedded"}]}, "clean": {"quality": {"enabled": True}}}
     with pytest.raises(UserError, match=r"^config: data\.classifiers\.quality: "):
         Plan(validate({"data": {**legacy, "classifiers": {"quality": dict(legacy["quality_model"])}}}))
+
+
+# --------------------------------------------------------------------------- export
+
+
+def all_keys(cfg: dict) -> dict:
+    return {s: a.key for s, a in Plan(validate(cfg)).artifacts.items()}
+
+
+def test_the_export_is_keyed_by_its_settings_and_the_checkpoints_outside_the_chain():
+    """`export`: outside the chain; its own settings re-key it alone, push settings and licences
+    nothing else; a new trained model or evaluation re-keys it."""
+    assert not STAGES["export"].chain
+    assert all("export" not in a.inputs for a in Plan(validate({})).artifacts.values())
+    base = all_keys({})
+    assert changed(base, all_keys({"export": {"gguf_type": "q8_0"}})) == {"export"}
+    assert changed(base, all_keys({"export": {"push": {"repo_id": "me/model"}}})) == set()
+    assert changed(base, all_keys({"data": {"sources": [{"type": "embedded", "license": "cc0-1.0"}]}})) == {"export"}
+    assert changed(base, all_keys({"export": {"average_last": 3}})) == set()  # read only with checkpoint: average
+    assert changed(base, all_keys({"train": {"learning_rate": 0.01}})) == {"trained_checkpoint", "eval_report", "report", "export", "plan"}
+    assert changed(base, all_keys({"eval": {"val_docs": 7}})) == {"eval_report", "report", "export"}
+
+
+def test_eval_average_last_keys_only_when_set():
+    keep = {"train": {"keep_steps": [10, 20]}}
+    base = all_keys(keep)
+    assert changed(base, all_keys({**keep, "eval": {"average_last": None}})) == set()
+    assert changed(base, all_keys({**keep, "eval": {"average_last": 2}})) == {"eval_report", "report", "export"}
+
+
+@pytest.mark.parametrize("cfg, line", [
+    ({"export": {"checkpoint": "average"}}, "config: export.average_last: 2 asks for the mean of the last 2 kept checkpoints, but train.keep_steps keeps 0"),
+    ({"eval": {"average_last": 3}, "train": {"keep_steps": [5, 10]}}, "config: eval.average_last: 3 asks for the mean of the last 3 kept checkpoints, but train.keep_steps keeps 2"),
+    ({"export": {"checkpoint": "step-7"}, "train": {"keep_steps": [5]}}, "config: export.checkpoint: step-7 is not a kept step (train.keep_steps: [5])"),
+    ({"export": {"gguf_type": "q4_k"}}, "config: export.gguf_type: 'q4_k' is not one of ['f16', 'q8_0']"),
+])
+def test_bad_export_settings_are_one_line(cfg, line):
+    from lmbuild.errors import UserError
+
+    with pytest.raises(UserError) as exc:
+        Plan(validate(cfg))
+    assert str(exc.value) == line
+
+
+def test_each_variant_has_its_own_export():
+    p = Plan(validate({"variants": {"small": {"model.num_hidden_layers": 1}}}))
+    mine, small = p.artifacts["export"], p.variants["small"].artifacts["export"]
+    assert small.key != mine.key and small.inputs["trained_checkpoint"] is p.variants["small"].artifacts["trained_checkpoint"]
+    assert small.inputs["eval_report"] is p.variants["small"].artifacts["eval_report"]

@@ -23,3 +23,12 @@ def test_changes_name_values_and_files():
         "data.clean.sources[0].path: file added: c.jsonl",
     ]
     assert setting_changes(old, old) == []
+
+
+def test_the_export_targets_are_known():
+    from lmbuild.build.config import validate
+    from lmbuild.build.graph import Plan
+    from lmbuild.build.why import targets
+
+    p = Plan(validate({"variants": {"small": {"model.num_hidden_layers": 1}}}))
+    assert targets(p, ["export", "small__export"]) == [p.artifacts["export"], p.variants["small"].artifacts["export"]]

@@ -476,19 +476,22 @@ def test_local_data_reads_the_include_chain_with_lm_evals_loader(tmp_path):
 
 def test_kept_checkpoints_are_evaluated_with_their_tokens_seen(inputs, tmp_path):
     """A trained checkpoint's kept steps (train.keep_steps, counts.kept) each get an entry in
-    report.json, in the order of tokens seen, with its ``tokens_seen``."""
+    report.json, in the order of tokens seen, with its ``tokens_seen``; with eval.average_last the
+    mean of the last kept steps too, on the same run (lmbuild.training.average)."""
     trained = make_checkpoint(tmp_path / "trained")
     for step, seed in ((10, 5), (20, 6)):
         make_checkpoint(trained / "steps" / str(step), seed=seed)
     manifest = json.loads((trained / "manifest.json").read_text())
     manifest["counts"]["kept"] = [{"step": s, "tokens_seen": s * 2048, "path": f"steps/{s}"} for s in (10, 20)]
     (trained / "manifest.json").write_text(json.dumps(manifest))
-    ctx = make_ctx(tmp_path, {**inputs, "trained_checkpoint": trained}, val_docs=2, prompts=["def f():"], max_new_tokens=4)
+    ctx = make_ctx(tmp_path, {**inputs, "trained_checkpoint": trained}, val_docs=2, prompts=["def f():"], max_new_tokens=4, average_last=2)
     counts = evaluate.build(ctx)
-    data = json.loads((ctx.out / "report.json").read_text())
-    assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint@step-10", "trained_checkpoint@step-20", "trained_checkpoint"]
-    assert [e["tokens_seen"] for e in data["checkpoints"]] == [0, 20480, 40960, 61440]
+    data = report_mod.load(ctx.out / "report.json")  # in the schema
+    assert counts["checkpoints"] == ["init_checkpoint", "trained_checkpoint@step-10", "trained_checkpoint@step-20", "trained_checkpoint@average-2",
+                                     "trained_checkpoint"]
+    assert [e["tokens_seen"] for e in data["checkpoints"]] == [0, 20480, 40960, 40960, 61440]
+    assert by_label(data)["trained_checkpoint@average-2"]["averaged"] == {"steps": [10, 20]}
     assert data["primary"] == "trained_checkpoint"
     assert len({e["run"] for e in data["checkpoints"]}) == 1  # one training run: one line per metric in the report
     figures = [counts[f"{label}/heldout_bits_per_byte"] for label in counts["checkpoints"]]
-    assert len(set(figures)) == 4  # four different models, each evaluated
+    assert len(set(figures)) == 5  # five different models, each evaluated
