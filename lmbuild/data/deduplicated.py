@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lmbuild.data import paragraphs
 from lmbuild.data.clusters import clusters
 from lmbuild.data.decontamination import contaminated_table, eval_index
 from lmbuild.data.minhash import MinHasher
@@ -261,8 +262,9 @@ def _local_parts(ctx: StageContext) -> tuple[list[Path], list[Path]]:
     return maps, outs
 
 
-def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path) -> int:
+def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path, edit=None) -> int:
     """Copy ``shard`` to ``out`` without the rows at the sorted positions ``drop_rows``; returns the count.
+    ``edit`` (paragraph dedup, lmbuild.data.paragraphs.Editor): (batch, first row) -> (batch, rows to keep).
 
     Written by pyarrow with the input's schema: DuckDB's COPY would mark columns NOT NULL in
     non-empty files only, and readers that concatenate shards reject the mix.
@@ -273,9 +275,9 @@ def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path) -> int:
         for batch in pf.iter_batches(batch_size=WRITE_ROWS):
             n = batch.num_rows
             lo, hi = np.searchsorted(drop_rows, [start, start + n])
-            if hi > lo:
-                keep = np.ones(n, bool)
-                keep[drop_rows[lo:hi] - start] = False
+            batch, keep = edit(batch, start) if edit else (batch, np.ones(n, bool))
+            keep[drop_rows[lo:hi] - start] = False
+            if not keep.all():
                 batch = batch.filter(pa.array(keep))
             writer.write_batch(batch)
             written += batch.num_rows
@@ -313,11 +315,6 @@ def build(ctx: StageContext) -> dict:
         "CREATE TEMP TABLE dropped AS SELECT id, 'contaminated' AS reason, eval AS detail FROM conta "
         f"UNION ALL SELECT id, '{REASON[s['method']]}', keep FROM dup ANTI JOIN conta USING (id)"
     )
-    # For a person (and the tests): why each document went; detail = the survivor it duplicates
-    # or the evaluation data it overlaps.
-    con.execute(
-        f"COPY (SELECT * FROM dropped ORDER BY id) TO '{_sql_str(ctx.out / 'dropped.parquet')}' (FORMAT parquet, COMPRESSION zstd)"
-    )
     # Where each dropped document sits (shard, row): one join over the id column of all shards,
     # so that no shard is matched against every dropped id (with S shards that was S hash
     # builds of the whole dropped set). Sorted by shard, a shard's lookup reads its row groups only.
@@ -326,17 +323,33 @@ def build(ctx: StageContext) -> dict:
             FROM read_parquet({_sql_list(shards)}, filename = true, file_row_number = true) c
             SEMI JOIN dropped d ON c.id = d.id ORDER BY f, r"""
     )
+    # --- paragraph dedup (lmbuild.data.paragraphs): first occurrences over the survivors ---
+    if s.get("paragraphs"):
+        paragraphs.repeated(con, [str(p) for p in shards])
+    editors: list = []
     lock = Lock()  # a connection is not thread-safe: one query at a time
 
     def survivors(shard: Path) -> int:
         with lock:
             rows = con.execute("SELECT r FROM drop_rows WHERE f = ? ORDER BY r", [str(shard)]).fetchnumpy()["r"]
-        return _write_survivors(shard, np.asarray(rows, np.int64), ctx.out / shard.name)
+            editor = paragraphs.Editor(paragraphs.edits(con, str(shard)), s.get("paragraph_min_words", 50)) if s.get("paragraphs") else None
+            editors.append(editor)
+        return _write_survivors(shard, np.asarray(rows, np.int64), ctx.out / shard.name, editor)
 
     # Shards in parallel threads (pyarrow releases the GIL while it decodes and encodes): 4.6 s
     # -> 2.9 s for the 8 shards of 4M short documents on 2 cores.
     with ThreadPoolExecutor(max(1, min(ctx.threads, len(shards)))) as pool:
         docs_out = sum(pool.map(survivors, shards))
+    short = sorted(i for e in editors if e for i in e.dropped)
+    if short:
+        con.register("short", pa.table({"id": pa.array(short, pa.string())}))
+        con.execute(f"INSERT INTO dropped SELECT id, '{paragraphs.REASON}', NULL FROM short")
+    # For a person (and the tests): why each document went; detail = the survivor it duplicates
+    # or the evaluation data it overlaps.
+    con.execute(
+        f"COPY (SELECT * FROM dropped ORDER BY id) TO '{_sql_str(ctx.out / 'dropped.parquet')}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    removed_by_source = dict(con.execute("SELECT detail, count(*) FROM dropped WHERE reason = 'contaminated' GROUP BY ALL ORDER BY 1").fetchall())
     reasons = dict(con.execute("SELECT reason, count(*) FROM dropped GROUP BY reason ORDER BY reason").fetchall())
     con.close()
     docs_in = sum(c["documents"] for c in map_counts)
@@ -346,6 +359,12 @@ def build(ctx: StageContext) -> dict:
     for c in map_counts:
         conta.update(c.get("contaminated", {}))
     size_hist = Counter(int(x) for x in sizes)
+    extra: dict = {}
+    if s.get("paragraphs"):
+        extra["paragraphs"] = {k: int(sum(getattr(e, k) for e in editors if e)) for k in ("paragraphs", "bytes", "edited")}
+        extra["paragraphs"]["too_short"] = len(short)
+    if removed_by_source:
+        extra["decontamination_removed"] = {k: int(v) for k, v in removed_by_source.items()}
     log.info("%d -> %d documents; dropped %s; %d clusters", docs_in, docs_out, reasons, len(sizes))
     return {
         "method": s["method"],
@@ -362,4 +381,5 @@ def build(ctx: StageContext) -> dict:
         },
         "buckets": len(bucket_dirs),
         "shards": len(shards),
+        **extra,
     }
