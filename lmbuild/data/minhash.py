@@ -212,21 +212,3 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
     """np.unique by sorting: numpy 2.4's hash-based np.unique took 10x longer on 1M uint64."""
     x = np.sort(x)
     return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
-
-
-def ngram_set(texts: pa.Array, n: int) -> np.ndarray:
-    """Sorted unique hashes of the word n-grams of texts, normalised as lm-eval's Janitor."""
-    words, docs = word_hashes(texts, punctuation="delete", numbers=False)
-    grams, _ = ngram_hashes(words, docs, n, short=False)
-    return sorted_unique(grams)
-
-
-def contaminated(texts: pa.Array, n: int, index: np.ndarray) -> np.ndarray:
-    """Per document, the number of its word n-grams found in ``index`` (sorted unique hashes)."""
-    words, docs = word_hashes(texts, punctuation="delete", numbers=False)
-    grams, gdocs = ngram_hashes(words, docs, n, short=False)
-    if len(index) == 0 or len(grams) == 0:
-        return np.zeros(len(texts), np.int64)
-    pos = np.searchsorted(index, grams)
-    hit = index[np.minimum(pos, len(index) - 1)] == grams
-    return np.bincount(gdocs[hit], minlength=len(texts))
