@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from lmbuild.errors import UserError
-from lmbuild.evaluation import tasks as eval_tasks
+from lmbuild.evaluation.tasks import data_files, parse
 
 
 class _Loader(yaml.SafeLoader):
@@ -69,7 +69,7 @@ def _include_path_tasks(include: str | None) -> dict[str, list[str]]:
 def task_sources(eval_settings: dict, decontaminate: dict) -> list[dict]:
     """``[{"task", "path"}]``: one entry per local data file of every evaluated task that is a
     decontamination source, in ``eval.tasks`` order."""
-    specs = eval_tasks.parse(eval_settings.get("tasks") or [])
+    specs = parse(eval_settings.get("tasks") or [])
     names = [s["task"] for s in specs]
     wanted = list(decontaminate.get("tasks") or [])
     for name in wanted:
@@ -88,7 +88,7 @@ def task_sources(eval_settings: dict, decontaminate: dict) -> list[dict]:
         if name in skip or (not decontaminate.get("eval_tasks", True) and name not in wanted):
             continue
         if spec["data"]:
-            files = eval_tasks.data_files(spec["data"], f"eval.tasks[{i}].data")
+            files = data_files(spec["data"], f"eval.tasks[{i}].data")
             paths = [str(p) for split, p in files.items() if split != "train"]
         else:
             paths = included.get(name, [])
