@@ -197,8 +197,7 @@ def partition(ctx: StageContext, part: int) -> dict:
         hasher = minhasher(s)
         writers = _BucketWriters(ctx.out, buckets, BAND_KEYS)
         band_ids = np.arange(hasher.bands, dtype=np.uint8)
-        for batch in _texts(files):
-            keys = hasher.band_keys(hasher.signatures(batch.column("text")))  # (docs, bands)
+        for batch, keys in hasher.keyed(_texts(files), ctx.threads):  # keys: (docs, bands)
             rows = np.repeat(np.arange(batch.num_rows), hasher.bands)
             ids = batch.column("id").take(pa.array(rows))
             flat = keys.reshape(-1)

@@ -33,6 +33,11 @@ Jaccard verification of candidate pairs.
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
+from typing import Iterable, Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,18 +59,27 @@ _DIGIT = np.zeros(256, bool)
 _DIGIT[np.frombuffer(b"0123456789", np.uint8)] = True
 _UPPER_TO_LOWER = np.arange(256, dtype=np.uint8)
 _UPPER_TO_LOWER[65:91] += 32
+# One lookup instead of three passes over the buffer (MinHash's normalisation): ASCII lowercase,
+# punctuation -> space, digit -> "0".
+_SPACE_PUNCT_DIGITS = _UPPER_TO_LOWER.copy()
+_SPACE_PUNCT_DIGITS[_PUNCT] = 32
+_SPACE_PUNCT_DIGITS[_DIGIT] = 48
 
 _pow_cache: dict[str, np.ndarray] = {"p": np.ones(1, U64), "pinv": np.ones(1, U64)}
+_pow_lock = Lock()
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """p^k and p^-k mod 2^64 for k < n (cached, grown by doubling)."""
-    if len(_pow_cache["p"]) < n:
-        size = max(n, 2 * len(_pow_cache["p"]))
-        with np.errstate(over="ignore"):
-            _pow_cache["p"] = np.cumprod(np.r_[U64(1), np.full(size - 1, _P, U64)], dtype=U64)
-            _pow_cache["pinv"] = np.cumprod(np.r_[U64(1), np.full(size - 1, _P_INV, U64)], dtype=U64)
-    return _pow_cache["p"][:n], _pow_cache["pinv"][:n]
+    """p^k and p^-k mod 2^64 for k < n (cached, grown by doubling; threads share it)."""
+    with _pow_lock:
+        p, pinv = _pow_cache["p"], _pow_cache["pinv"]
+        if len(p) < n:
+            size = max(n, 2 * len(p))
+            with np.errstate(over="ignore"):
+                p = np.cumprod(np.r_[U64(1), np.full(size - 1, _P, U64)], dtype=U64)
+                pinv = np.cumprod(np.r_[U64(1), np.full(size - 1, _P_INV, U64)], dtype=U64)
+            _pow_cache["p"], _pow_cache["pinv"] = p, pinv
+        return p[:n], pinv[:n]
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -98,20 +112,23 @@ def word_hashes(texts: pa.Array, punctuation: str = "space", numbers: bool = Tru
     """
     with np.errstate(over="ignore"):
         buf, offsets = _buffer(texts)
-        buf = _UPPER_TO_LOWER[buf]
         # Bytes to delete; offsets follow through the cumulative count of kept bytes.
-        drop = np.zeros(len(buf), bool)
+        drop = None
         if punctuation == "delete":
-            drop |= _PUNCT[buf]
+            buf = _UPPER_TO_LOWER[buf]
+            drop = _PUNCT[buf]
+            if numbers:
+                buf = np.where(_DIGIT[buf], np.uint8(48), buf)
         else:
-            buf = np.where(_PUNCT[buf], np.uint8(32), buf)
+            buf = (_SPACE_PUNCT_DIGITS if numbers else np.where(_PUNCT, np.uint8(32), _UPPER_TO_LOWER).astype(np.uint8))[buf]
         if numbers:
-            digit = _DIGIT[buf]
-            buf = np.where(digit, np.uint8(48), buf)
-            digit_prev = np.r_[False, digit[:-1]]
-            digit_prev[offsets[:-1][offsets[:-1] < len(buf)]] = False
-            drop |= digit & digit_prev
-        if drop.any():
+            digit = buf == 48  # after the mapping a "0" is a digit and only a digit is
+            # a digit after a digit of the same document: all but the first of a run go
+            dup = np.zeros(len(buf), bool)
+            np.logical_and(digit[1:], digit[:-1], out=dup[1:])
+            dup[offsets[:-1][offsets[:-1] < len(buf)]] = False
+            drop = dup if drop is None else drop | dup
+        if drop is not None and drop.any():
             kept_before = np.r_[0, np.cumsum(~drop)]
             offsets = kept_before[offsets]
             buf = buf[~drop]
@@ -183,13 +200,16 @@ class MinHasher:
         words, docs = word_hashes(texts, punctuation="space", numbers=True)
         sh, sdocs = ngram_hashes(words, docs, self.ngram)
         sig = np.full((len(texts), len(self.a)), np.iinfo(np.uint32).max, np.uint32)
+        # One block reused for every chunk: a fresh 29 MB array per chunk cost page faults.
+        block = np.empty((len(self.a), min(self.CHUNK, len(sh))), U64)
         with np.errstate(over="ignore"):
             for lo in range(0, len(sh), self.CHUNK):
                 x, d = sh[lo : lo + self.CHUNK], sdocs[lo : lo + self.CHUNK]
                 # (permutations, shingles): each reduceat segment is contiguous in memory, 4x
                 # faster than the transposed layout. The shift comes after the min: x >> 32 is
                 # monotone, so min(h) >> 32 == min(h >> 32) at 1/len(first) of the cost.
-                vals = self.a[:, None] * x[None, :]
+                vals = block[:, : len(x)]
+                np.multiply(self.a[:, None], x[None, :], out=vals)
                 vals += self.b[:, None]
                 first = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
                 mins = (np.minimum.reduceat(vals, first, axis=1) >> U64(32)).astype(np.uint32).T
@@ -197,6 +217,23 @@ class MinHasher:
                 # A document split across two chunks: combine with what the last chunk found.
                 sig[rows] = np.minimum(sig[rows], mins)
         return sig
+
+    def keyed(self, batches: Iterable[pa.RecordBatch], threads: int = 1) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """(batch, its band keys) for every batch of ``batches``, in order, hashed by ``threads``
+        threads (numpy and pyarrow release the GIL on whole arrays); at most 2 x threads
+        batches are in flight, so memory stays that of a few batches."""
+        work = lambda b: (b, self.band_keys(self.signatures(b.column("text"))))  # noqa: E731
+        if threads <= 1:
+            yield from map(work, batches)
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            pending: deque = deque()
+            for batch in batches:
+                pending.append(pool.submit(work, batch))
+                if len(pending) >= 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def band_keys(self, sig: np.ndarray) -> np.ndarray:
         """(documents, bands) uint64: one hash per band of ``rows`` signature values."""
