@@ -82,13 +82,19 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
         return p[:n], pinv[:n]
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads every input bit over the 64 output bits."""
-    x = x ^ (x >> U64(30))
-    x = x * U64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> U64(27))
-    x = x * U64(0x94D049BB133111EB)
-    return x ^ (x >> U64(31))
+def mix64(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """splitmix64's finaliser: spreads every input bit over the 64 output bits. ``inplace``
+    overwrites ``x`` (one temporary instead of five)."""
+    x = x if inplace else x.copy()
+    t = x >> U64(30)
+    x ^= t
+    x *= U64(0xBF58476D1CE4E5B9)
+    np.right_shift(x, U64(27), out=t)
+    x ^= t
+    x *= U64(0x94D049BB133111EB)
+    np.right_shift(x, U64(31), out=t)
+    x ^= t
+    return x
 
 
 def _buffer(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -128,23 +134,35 @@ def word_hashes(texts: pa.Array, punctuation: str = "space", numbers: bool = Tru
             np.logical_and(digit[1:], digit[:-1], out=dup[1:])
             dup[offsets[:-1][offsets[:-1] < len(buf)]] = False
             drop = dup if drop is None else drop | dup
-        if drop is not None and drop.any():
-            kept_before = np.r_[0, np.cumsum(~drop)]
-            offsets = kept_before[offsets]
-            buf = buf[~drop]
+        if drop is not None:
+            gone = np.flatnonzero(drop)  # few (punctuation, digit runs): no pass over a cumsum
+            if len(gone):
+                offsets = offsets - np.searchsorted(gone, offsets)
+                buf = np.delete(buf, gone)
         n = len(buf)
-        is_word = ~_SPACE[buf]
-        brk = np.zeros(n + 1, bool)
-        brk[offsets] = True  # a document boundary always ends a word
-        prev = np.r_[False, is_word[:-1]]
-        starts = np.flatnonzero(is_word & (~prev | brk[:-1]))
-        nxt = np.r_[is_word[1:], False]
-        ends = np.flatnonzero(is_word & (~nxt | brk[1:])) + 1
+        # Word bounds from the transitions of is_word; a document boundary inside a run of word
+        # bytes (a document that ends and the next that starts with a word) splits it.
+        is_word = (~_SPACE[buf]).view(np.int8)
+        step = np.diff(is_word, prepend=np.int8(0), append=np.int8(0))
+        starts = np.flatnonzero(step == 1)
+        ends = np.flatnonzero(step == -1)
+        inner = np.unique(offsets[1:-1])  # empty documents repeat an offset
+        inner = inner[(inner > 0) & (inner < n)]
+        split = inner[(is_word[inner - 1] == 1) & (is_word[inner] == 1)] if len(inner) else inner
+        if len(split):
+            starts = np.sort(np.r_[starts, split])
+            ends = np.sort(np.r_[ends, split])
         p, pinv = _powers(n + 1)
-        prefix = np.r_[U64(0), np.cumsum(buf.astype(U64) * p[:n], dtype=U64)]
-        h = (prefix[ends] - prefix[starts]) * pinv[starts] + (ends - starts).astype(U64)
+        prefix = np.empty(n + 1, U64)
+        prefix[0] = 0
+        np.multiply(buf, p[:n], out=prefix[1:])
+        np.cumsum(prefix[1:], out=prefix[1:])
+        h = prefix[ends]
+        h -= prefix[starts]
+        h *= pinv[starts]
+        h += (ends - starts).astype(U64)
         docs = np.searchsorted(offsets, starts, side="right") - 1
-        return mix64(h), docs
+        return mix64(h, inplace=True), docs
 
 
 def ngram_hashes(words: np.ndarray, docs: np.ndarray, n: int, short: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -157,11 +175,13 @@ def ngram_hashes(words: np.ndarray, docs: np.ndarray, n: int, short: bool = True
     with np.errstate(over="ignore"):
         if m >= n:
             k = m - n + 1
-            acc = np.zeros(k, U64)
+            acc = np.full(k, U64(n * (n - 1) // 2))  # the "+ j" of every position, added once
+            tmp = np.empty(k, U64)
             for j in range(n):  # n is 5 or 13: a loop over positions in the n-gram, not over words
-                acc += words[j : j + k] * _GRAM_MULT[j % len(_GRAM_MULT)] + U64(j)
+                np.multiply(words[j : j + k], _GRAM_MULT[j % len(_GRAM_MULT)], out=tmp)
+                acc += tmp
             valid = docs[: k] == docs[n - 1 :]
-            grams, gdocs = mix64(acc[valid]), docs[:k][valid]
+            grams, gdocs = mix64(acc[valid], inplace=True), docs[:k][valid]
         else:
             grams, gdocs = np.zeros(0, U64), np.zeros(0, np.int64)
         if short:
