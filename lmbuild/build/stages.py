@@ -127,13 +127,17 @@ def tokenizer_inputs(c: dict) -> tuple[str, ...]:
 
 
 def _dedup_settings(c: dict) -> dict:
-    """data.dedup without what is off (paragraph dedup's keys, the task choices), plus
+    """data.dedup without what is off (paragraph and substring dedup's keys, the task choices), plus
     ``eval_tasks``: the evaluated tasks' local data files that it decontaminates against
     (lmbuild.data.eval_sources), so that a config without them keeps its key."""
     s = json.loads(json.dumps(c["data"]["dedup"]))
+    if not s.get("substrings"):
+        s.pop("substrings", None)
+        s.pop("substring_min_bytes", None)
     if not s.get("paragraphs"):
         s.pop("paragraphs", None)
-        s.pop("paragraph_min_words", None)
+    if not (s.get("paragraphs") or s.get("substrings")):
+        s.pop("edited_min_words", None)
     deco = s.get("decontaminate", {})
     sources = eval_sources.task_sources(c["eval"], deco)
     for k in ("eval_tasks", "skip_tasks", "tasks"):

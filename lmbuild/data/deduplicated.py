@@ -36,8 +36,9 @@ Decontamination (optional, ``data.dedup.decontaminate``, lmbuild.data.decontamin
 document is dropped when one of its word 13-grams occurs in the configured evaluation data
 (Brown et al. 2020), with the reason ``contaminated``, even where it survived deduplication.
 
-What this stage does not do: remove repeated passages inside documents (exact substring
-dedup), verify MinHash candidates by exact Jaccard, or shuffle.
+Optional edits of the survivors: paragraph dedup (lmbuild.data.paragraphs), then exact-substring
+dedup (lmbuild.data.substrings). What this stage does not do: verify MinHash candidates by
+exact Jaccard, or shuffle.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lmbuild.data import paragraphs
+from lmbuild.data import paragraphs, substrings
 from lmbuild.data.clusters import clusters
 from lmbuild.data.decontamination import contaminated_table, eval_index
 from lmbuild.data.minhash import MinHasher
@@ -331,7 +332,7 @@ def build(ctx: StageContext) -> dict:
     def survivors(shard: Path) -> int:
         with lock:
             rows = con.execute("SELECT r FROM drop_rows WHERE f = ? ORDER BY r", [str(shard)]).fetchnumpy()["r"]
-            editor = paragraphs.Editor(paragraphs.edits(con, str(shard)), s.get("paragraph_min_words", 50)) if s.get("paragraphs") else None
+            editor = paragraphs.Editor(paragraphs.edits(con, str(shard)), s.get("edited_min_words", 50)) if s.get("paragraphs") else None
             editors.append(editor)
         return _write_survivors(shard, np.asarray(rows, np.int64), ctx.out / shard.name, editor)
 
@@ -340,6 +341,13 @@ def build(ctx: StageContext) -> dict:
     with ThreadPoolExecutor(max(1, min(ctx.threads, len(shards)))) as pool:
         docs_out = sum(pool.map(survivors, shards))
     short = sorted(i for e in editors if e for i in e.dropped)
+    subs = None
+    if s.get("substrings"):  # lmbuild.data.substrings: rewrites the output shards in place
+        subs = substrings.apply([ctx.out / p.name for p in shards], s.get("substring_min_bytes", 100), s.get("edited_min_words", 50))
+        docs_out -= subs["too_short"]
+    if subs and subs["dropped"]:
+        con.register("sub_short", pa.table({"id": pa.array(sorted(subs.pop("dropped")), pa.string())}))
+        con.execute(f"INSERT INTO dropped SELECT id, '{substrings.REASON}', NULL FROM sub_short")
     if short:
         con.register("short", pa.table({"id": pa.array(short, pa.string())}))
         con.execute(f"INSERT INTO dropped SELECT id, '{paragraphs.REASON}', NULL FROM short")
@@ -362,6 +370,9 @@ def build(ctx: StageContext) -> dict:
     if s.get("paragraphs"):
         extra["paragraphs"] = {k: int(sum(getattr(e, k) for e in editors if e)) for k in ("paragraphs", "bytes", "edited")}
         extra["paragraphs"]["too_short"] = len(short)
+    if subs is not None:
+        subs.pop("dropped", None)
+        extra["substrings"] = subs
     if removed_by_source:
         extra["decontamination_removed"] = {k: int(v) for k, v in removed_by_source.items()}
     log.info("%d -> %d documents; dropped %s; %d clusters", docs_in, docs_out, reasons, len(sizes))

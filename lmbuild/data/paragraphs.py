@@ -15,7 +15,7 @@ on jobs, buckets or threads:
 * corpus order is (shard name, row in the shard, paragraph in the document), over the documents
   that survive whole-document dedup and decontamination; every occurrence after the first
   (in another document or the same one) is removed, together with the blank line before it;
-* a document with text removed that is left with fewer than ``paragraph_min_words`` words
+* a document with text removed that is left with fewer than ``edited_min_words`` words
   (default 50, the Gopher rules' minimum document length, Rae et al. 2021) is dropped with
   the reason ``paragraphs:too_short``.
 

@@ -162,7 +162,8 @@ CODE_SETS = {
         "lmbuild/data/lang.py", "lmbuild/data/overrides.py", "lmbuild/data/quality.py", "lmbuild/data/groups.py", "lmbuild/data/files.py",
     },
     "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py",
-                     "lmbuild/data/clusters.py", "lmbuild/data/decontamination.py", "lmbuild/data/paragraphs.py"},
+                     "lmbuild/data/clusters.py", "lmbuild/data/decontamination.py", "lmbuild/data/paragraphs.py",
+                     "lmbuild/data/substrings.py"},
     "tokenizer": TOKENS | {"scripts/tokenizer.py", "lmbuild/tokens/tokenizer.py"},
     "shards": TOKENS | {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/tokens/shards.py"},
     # A causal model: no encoder code (an encoder's init runs scripts/init_checkpoint_masked.py).

@@ -95,6 +95,6 @@ def test_off_by_default_and_min_words(tmp_path):
     cleaned = write_cleaned(tmp_path / "cleaned", corpus())
     counts, out = run(tmp_path, cleaned, name="off")
     assert "paragraphs" not in counts and counts["documents_out"] == 9
-    counts, out = run(tmp_path, cleaned, name="zero", settings=settings(paragraphs=True, paragraph_min_words=0))
+    counts, out = run(tmp_path, cleaned, name="zero", settings=settings(paragraphs=True, edited_min_words=0))
     assert counts["documents_out"] == 9
     assert {r["id"]: r["text"] for r in by_id(read(out))}["c:0"] == "short page"

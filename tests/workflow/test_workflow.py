@@ -186,7 +186,7 @@ KEYED = [
     ({"data.clean.min_chars": 150}, set(STAGES) - {"raw"}),
     ({"data.dedup.paragraphs": True}, set(STAGES) - {"raw", "cleaned"}),
     # Paragraph dedup off: its threshold keys nothing; nor does opting out a task not evaluated.
-    ({"data.dedup.paragraph_min_words": 10, "data.dedup.decontaminate.skip_tasks": ["piqa"]}, set()),
+    ({"data.dedup.edited_min_words": 10, "data.dedup.decontaminate.skip_tasks": ["piqa"]}, set()),
 ]
 # A rule's jobs -> the stage whose artifact they make.
 RULE_STAGE = {"build_raw_part": "raw", "build_cleaned_part": "cleaned", "dedup_map": "deduplicated", "dedup_bucket": "deduplicated", "build_shards_part": "shards"}
