@@ -12,6 +12,7 @@ from lmbuild.build import graph as plan
 from lmbuild.build import stages
 from lmbuild.build.config import validate
 from lmbuild.errors import UserError
+from lmbuild.evaluation import report_lineage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_dedup import read, real_code, run, write_cleaned  # noqa: E402
@@ -74,6 +75,10 @@ def test_quoting_documents_are_removed_per_task(tmp_path):
     assert counts["decontamination_removed"] == {"task:hellaswag": 1, "task:mini_obqa": 3}
     dropped = {r["id"]: r["detail"] for r in pq.read_table(out / "dropped.parquet").to_pylist()}
     assert dropped["t:q2"] == "task:mini_obqa"
+    # The report's drop-reason table lists the removals per task (from the manifest's counts).
+    lineage = {"lineage": {"d": {"stage": "deduplicated", "key": "k", "counts": counts, "inputs": {}}}}
+    assert {r for s, r, n in report_lineage.drop_reasons(lineage) if r.startswith("task:")} == {"task:hellaswag", "task:mini_obqa"}
+    assert ("deduplicated", "task:mini_obqa", 3) in report_lineage.drop_reasons(lineage)
 
 
 def test_opt_out_and_explicit_tasks(tmp_path):
