@@ -175,7 +175,12 @@ def child_datatrove(method: str, src: Path, work: Path, workers: int) -> dict:
         from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
         from datatrove.pipeline.dedup.minhash import MinhashConfig
 
-        cfg = MinhashConfig()  # 5-grams, 14 buckets x 8 hashes
+        try:  # datatrove 2's default xxhash rejects str with xxhash 3.6 ("Strings must be encoded"): its sha1
+            from datatrove.utils.hashing import HashConfig
+
+            cfg = MinhashConfig(hash_config=HashConfig(hash_fc="sha1"))  # 5-grams, 14 buckets x 8 hashes
+        except ImportError:
+            cfg = MinhashConfig()
         stages = [
             ([reader(), MinhashDedupSignature(str(work / "sigs"), config=cfg)], tasks, workers),
             ([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=cfg)], cfg.num_buckets, workers),

@@ -345,12 +345,11 @@ def build(ctx: StageContext) -> dict:
     if s.get("substrings"):  # lmbuild.data.substrings: rewrites the output shards in place
         subs = substrings.apply([ctx.out / p.name for p in shards], s.get("substring_min_bytes", 100), s.get("edited_min_words", 50))
         docs_out -= subs["too_short"]
-    if subs and subs["dropped"]:
-        con.register("sub_short", pa.table({"id": pa.array(sorted(subs.pop("dropped")), pa.string())}))
-        con.execute(f"INSERT INTO dropped SELECT id, '{substrings.REASON}', NULL FROM sub_short")
-    if short:
-        con.register("short", pa.table({"id": pa.array(short, pa.string())}))
-        con.execute(f"INSERT INTO dropped SELECT id, '{paragraphs.REASON}', NULL FROM short")
+    for reason, ids in ((paragraphs.REASON, short), (substrings.REASON, subs.pop("dropped") if subs else [])):
+        if ids:  # documents the edits left too short
+            con.register("edit_drops", pa.table({"id": pa.array(sorted(ids), pa.string())}))
+            con.execute(f"INSERT INTO dropped SELECT id, '{reason}', NULL FROM edit_drops")
+            con.unregister("edit_drops")
     # For a person (and the tests): why each document went; detail = the survivor it duplicates
     # or the evaluation data it overlaps.
     con.execute(
@@ -371,7 +370,6 @@ def build(ctx: StageContext) -> dict:
         extra["paragraphs"] = {k: int(sum(getattr(e, k) for e in editors if e)) for k in ("paragraphs", "bytes", "edited")}
         extra["paragraphs"]["too_short"] = len(short)
     if subs is not None:
-        subs.pop("dropped", None)
         extra["substrings"] = subs
     if removed_by_source:
         extra["decontamination_removed"] = {k: int(v) for k, v in removed_by_source.items()}
