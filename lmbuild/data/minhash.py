@@ -149,9 +149,9 @@ def word_hashes(texts: pa.Array, punctuation: str = "space", numbers: bool = Tru
         inner = np.unique(offsets[1:-1])  # empty documents repeat an offset
         inner = inner[(inner > 0) & (inner < n)]
         split = inner[(is_word[inner - 1] == 1) & (is_word[inner] == 1)] if len(inner) else inner
-        if len(split):
-            starts = np.sort(np.r_[starts, split])
-            ends = np.sort(np.r_[ends, split])
+        if len(split):  # merged in place of a sort: both sides are sorted, split is small
+            starts = np.insert(starts, np.searchsorted(starts, split), split)
+            ends = np.insert(ends, np.searchsorted(ends, split), split)
         p, pinv = _powers(n + 1)
         prefix = np.empty(n + 1, U64)
         prefix[0] = 0
