@@ -175,7 +175,7 @@ def child_datatrove(method: str, src: Path, work: Path, workers: int) -> dict:
         from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
         from datatrove.pipeline.dedup.minhash import MinhashConfig
 
-        try:  # datatrove 2's default xxhash rejects str with xxhash 3.6 ("Strings must be encoded"): its sha1
+        try:  # datatrove 0.10's default xxhash rejects str with xxhash 4.1.0 ("Strings must be encoded"): its sha1
             from datatrove.utils.hashing import HashConfig
 
             cfg = MinhashConfig(hash_config=HashConfig(hash_fc="sha1"))  # 5-grams, 14 buckets x 8 hashes
