@@ -10,6 +10,7 @@ import pytest
 
 from lmbuild.build import graph as plan
 from lmbuild.build import stages
+from lmbuild.build.keys import apply_patches
 from lmbuild.build.config import validate
 from lmbuild.errors import UserError
 from lmbuild.evaluation import report_lineage
@@ -107,5 +108,10 @@ def test_task_data_enters_the_deduplicated_key_only(tmp_path, monkeypatch):
     edited = keys(config(inc, hella))
     assert edited["deduplicated"] != base["deduplicated"] and edited["cleaned"] == base["cleaned"]
     assert {n for n in base if base[n] != edited[n]} >= {"deduplicated", "shards"}
+    # The key holds the files' content, not their paths; the job gets the paths back.
+    art = plan.Plan(config(inc, hella)).artifacts["deduplicated"]
+    assert str(tmp_path) not in json.dumps(art.settings)
+    job = apply_patches(art.settings, art.located)
+    assert [Path(e["path"]).resolve() for e in job["eval_tasks"]] == [(inc / "obqa_test.jsonl").resolve(), hella.resolve()]
     (inc / "train.jsonl").write_text("{}\n")  # the train split is not a source
     assert keys(config(inc, hella))["deduplicated"] == edited["deduplicated"]
