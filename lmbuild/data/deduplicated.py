@@ -332,7 +332,7 @@ def build(ctx: StageContext) -> dict:
     def survivors(shard: Path) -> int:
         with lock:
             rows = con.execute("SELECT r FROM drop_rows WHERE f = ? ORDER BY r", [str(shard)]).fetchnumpy()["r"]
-            editor = paragraphs.Editor(paragraphs.edits(con, str(shard)), s.get("edited_min_words", 50)) if s.get("paragraphs") else None
+            editor = paragraphs.Editor(paragraphs.edits(con, shards.index(shard)), s.get("edited_min_words", 50)) if s.get("paragraphs") else None
             editors.append(editor)
         return _write_survivors(shard, np.asarray(rows, np.int64), ctx.out / shard.name, editor)
 

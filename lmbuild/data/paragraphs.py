@@ -19,7 +19,7 @@ on jobs, buckets or threads:
   (default 50, the Gopher rules' minimum document length, Rae et al. 2021) is dropped with
   the reason ``paragraphs:too_short``.
 
-Memory: one DuckDB row per paragraph (shard, row, index, hash, length: ~30 bytes), spilling
+Memory: one DuckDB row per paragraph (shard, row, index, hash, length: 24 bytes), spilling
 to the job's temp folder beyond ``memory_limit``; Python touches only the edited documents.
 
 What this module does not do: near-duplicate paragraphs (case, punctuation), sentence or
@@ -63,28 +63,32 @@ def remove(text: str, drop: set[int]) -> str:
 
 
 def repeated(con: duckdb.DuckDBPyConnection, shards: list[str]) -> None:
-    """Table ``para_drop`` (f, r, i): every paragraph (1-based i of row r of shard f) seen
-    earlier in the corpus order, over the rows of ``shards`` not in table ``drop_rows`` (f, r)."""
-    files = "[" + ", ".join("'" + str(s).replace("'", "''") + "'" for s in shards) + "]"
+    """Table ``para_drop`` (s, r, i): every paragraph (1-based i of row r of shard number s, in
+    the order of ``shards``) seen earlier in the corpus order, over the rows of ``shards`` not in
+    table ``drop_rows`` (f, r)."""
+    files = "[" + ", ".join("'" + str(x).replace("'", "''") + "'" for x in shards) + "]"
+    con.register("shard_no", pa.table({"f": pa.array([str(x) for x in shards]), "s": pa.array(range(len(shards)), pa.uint32())}))
     con.execute(
         f"""CREATE TEMP TABLE paras AS
-            SELECT f, r, i::UINTEGER AS i, hash(p) AS h, strlen(p)::UINTEGER AS n FROM (
-              SELECT f, r, trim(unnest(parts), '{_TRIM}') AS p, generate_subscripts(parts, 1) AS i FROM (
-                SELECT c.filename AS f, c.file_row_number AS r, string_split_regex(coalesce(c.text, ''), '{SPLIT}') AS parts
+            SELECT s, r::UINTEGER AS r, i::UINTEGER AS i, hash(p) AS h, strlen(p)::UINTEGER AS n FROM (
+              SELECT s, r, trim(unnest(parts), '{_TRIM}') AS p, generate_subscripts(parts, 1) AS i FROM (
+                SELECT k.s, c.file_row_number AS r, string_split_regex(coalesce(c.text, ''), '{SPLIT}') AS parts
                 FROM read_parquet({files}, filename = true, file_row_number = true) c
+                JOIN shard_no k ON c.filename = k.f
                 ANTI JOIN drop_rows d ON c.filename = d.f AND c.file_row_number = d.r))
             WHERE p <> ''"""
     )
     con.execute(
-        """CREATE TEMP TABLE para_drop AS SELECT f, r, i FROM paras
-           QUALIFY row_number() OVER (PARTITION BY h, n ORDER BY f, r, i) > 1 ORDER BY f, r, i"""
+        """CREATE TEMP TABLE para_drop AS SELECT s, r, i FROM paras
+           QUALIFY row_number() OVER (PARTITION BY h, n ORDER BY s, r, i) > 1 ORDER BY s, r, i"""
     )
     con.execute("DROP TABLE paras")
+    con.unregister("shard_no")
 
 
-def edits(con: duckdb.DuckDBPyConnection, shard: str) -> dict[int, set[int]]:
-    """row -> paragraph indices to remove, for one shard (from table ``para_drop``)."""
-    got = con.execute("SELECT r, list(i) AS i FROM para_drop WHERE f = ? GROUP BY r", [shard]).fetchall()
+def edits(con: duckdb.DuckDBPyConnection, shard_no: int) -> dict[int, set[int]]:
+    """row -> paragraph indices to remove, for shard number ``shard_no`` (table ``para_drop``)."""
+    got = con.execute("SELECT r, list(i) AS i FROM para_drop WHERE s = ? GROUP BY r", [shard_no]).fetchall()
     return {int(r): set(i) for r, i in got}
 
 
