@@ -142,7 +142,8 @@ def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int
 
     # "exact-raw": exact with data.dedup.exact_normalise false (byte-identical text only).
     raw = method == "exact-raw"
-    dd = {"method": "exact" if raw else method, "buckets": buckets, "memory_limit": memory_limit}
+    method, *edits = method.split("+")  # "minhash+paragraphs+substrings": the optional edits on
+    dd = {"method": "exact" if raw else method, "buckets": buckets, "memory_limit": memory_limit, **{e: True for e in edits}}
     if raw:
         dd["exact_normalise"] = False
     settings = validate({"data": {"dedup": dd}})["data"]["dedup"]
@@ -150,7 +151,8 @@ def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int
     out.mkdir(parents=True)
     tmp.mkdir()
     counts = dedup.build(StageContext("deduplicated", "bench", settings, {"cleaned": src}, out, tmp, threads))
-    return {"documents_out": counts["documents_out"], "clusters": counts["clusters"]["count"]}
+    return {"documents_out": counts["documents_out"], "clusters": counts["clusters"]["count"],
+            **{k: counts[k] for k in ("paragraphs", "substrings") if k in counts}}
 
 
 def child_datatrove(method: str, src: Path, work: Path, workers: int) -> dict:
@@ -243,6 +245,7 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="1GB", help="lmbuild's data.dedup.memory_limit (DuckDB)")
     ap.add_argument("--datasketch-python", help="the python of a venv with datasketch: its MinHash runs beside ours on the first mixed corpus")
     ap.add_argument("--fuzzy-only", action="store_true", help="MinHash runs only (no exact, no short corpora)")
+    ap.add_argument("--edits", action="store_true", help="also lmbuild's MinHash with paragraph dedup, and with paragraph and substring dedup, on the first mixed corpus")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the plan, alternating the tools each round (a shared machine)")
     ap.add_argument("--only", choices=["lmbuild", "datatrove"], help="run one tool's jobs only")
     ap.add_argument("--skip-datatrove", action="store_true")
@@ -308,6 +311,8 @@ def main() -> None:
             plan.append(("datatrove", "minhash", f"mixed-x{k}"))
         if k == a.mixed[0] and a.datasketch_python:
             plan.append(("datasketch", "minhash", f"mixed-x{k}"))
+    if a.edits:
+        plan += [("lmbuild", "minhash+paragraphs", f"mixed-x{a.mixed[0]}"), ("lmbuild", "minhash+paragraphs+substrings", f"mixed-x{a.mixed[0]}")]
     plan = plan * a.rounds
     results = []
     for tool, method, corpus in plan:
