@@ -3,6 +3,7 @@
     python bench/dedup_bench.py --datatrove-python DT/bin/python                # everything, results in the terminal
     python bench/dedup_bench.py --datatrove-python DT/bin/python --json out.json
     python bench/dedup_bench.py --only lmbuild                                  # no datatrove venv needed
+    python bench/dedup_bench.py --datatrove-python DT/bin/python --datasketch-python DT/bin/python --fuzzy-only --mixed 1 4 --rounds 3
 
 DT is a venv with datatrove (``--datatrove-python`` is required unless ``--only lmbuild`` or
 ``--skip-datatrove``); ``--work`` defaults to lmbuild-dedup-bench in the temp folder.
@@ -141,7 +142,8 @@ def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int
 
     # "exact-raw": exact with data.dedup.exact_normalise false (byte-identical text only).
     raw = method == "exact-raw"
-    dd = {"method": "exact" if raw else method, "buckets": buckets, "memory_limit": memory_limit}
+    method, *edits = method.split("+")  # "minhash+paragraphs+substrings": the optional edits on
+    dd = {"method": "exact" if raw else method, "buckets": buckets, "memory_limit": memory_limit, **{e: True for e in edits}}
     if raw:
         dd["exact_normalise"] = False
     settings = validate({"data": {"dedup": dd}})["data"]["dedup"]
@@ -149,7 +151,8 @@ def child_lmbuild(method: str, src: Path, work: Path, buckets: int, threads: int
     out.mkdir(parents=True)
     tmp.mkdir()
     counts = dedup.build(StageContext("deduplicated", "bench", settings, {"cleaned": src}, out, tmp, threads))
-    return {"documents_out": counts["documents_out"], "clusters": counts["clusters"]["count"]}
+    return {"documents_out": counts["documents_out"], "clusters": counts["clusters"]["count"],
+            **{k: counts[k] for k in ("paragraphs", "substrings") if k in counts}}
 
 
 def child_datatrove(method: str, src: Path, work: Path, workers: int) -> dict:
@@ -174,7 +177,12 @@ def child_datatrove(method: str, src: Path, work: Path, workers: int) -> dict:
         from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
         from datatrove.pipeline.dedup.minhash import MinhashConfig
 
-        cfg = MinhashConfig()  # 5-grams, 14 buckets x 8 hashes
+        try:  # datatrove 0.10's default xxhash rejects str with xxhash 4.1.0 ("Strings must be encoded"): its sha1
+            from datatrove.utils.hashing import HashConfig
+
+            cfg = MinhashConfig(hash_config=HashConfig(hash_fc="sha1"))  # 5-grams, 14 buckets x 8 hashes
+        except ImportError:
+            cfg = MinhashConfig()
         stages = [
             ([reader(), MinhashDedupSignature(str(work / "sigs"), config=cfg)], tasks, workers),
             ([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=cfg)], cfg.num_buckets, workers),
@@ -184,6 +192,27 @@ def child_datatrove(method: str, src: Path, work: Path, workers: int) -> dict:
     for i, (pipeline, n_tasks, n_workers) in enumerate(stages):
         LocalPipelineExecutor(pipeline=pipeline, tasks=n_tasks, workers=n_workers, logging_dir=f"{logs}/{i}", skip_completed=False).run()
     kept = sum(pq.ParquetFile(p).metadata.num_rows for p in (work / "out").rglob("*.parquet"))
+    return {"documents_out": kept}
+
+
+def child_datasketch(src: Path) -> dict:
+    """datasketch's MinHash (112 permutations) and MinHashLSH (14 bands x 8), the same shingles
+    (5-grams of lowercased words, ASCII punctuation as spaces, digit runs as 0), one process:
+    a document is dropped when the index already holds a candidate (streaming, no clusters)."""
+    import pyarrow.parquet as pq
+    from datasketch import MinHash, MinHashLSH
+
+    punct = re.compile(r"[!-/:-@\[-`{-~]")
+    lsh, kept = MinHashLSH(num_perm=112, params=(14, 8)), 0
+    for f in sorted(src.glob("shard-*.parquet")):
+        table = pq.read_table(f, columns=["id", "text"])
+        for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
+            words = re.sub(r"[0-9]+", "0", punct.sub(" ", text.lower())).split()
+            m = MinHash(num_perm=112)
+            m.update_batch([" ".join(words[i : i + 5]).encode() for i in range(max(1, len(words) - 4))])
+            if not lsh.query(m):
+                lsh.insert(doc_id, m)
+                kept += 1
     return {"documents_out": kept}
 
 
@@ -214,6 +243,10 @@ def main() -> None:
     ap.add_argument("--buckets", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-limit", default="1GB", help="lmbuild's data.dedup.memory_limit (DuckDB)")
+    ap.add_argument("--datasketch-python", help="the python of a venv with datasketch: its MinHash runs beside ours on the first mixed corpus")
+    ap.add_argument("--fuzzy-only", action="store_true", help="MinHash runs only (no exact, no short corpora)")
+    ap.add_argument("--edits", action="store_true", help="also lmbuild's MinHash with paragraph dedup, and with paragraph and substring dedup, on the first mixed corpus")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the plan, alternating the tools each round (a shared machine)")
     ap.add_argument("--only", choices=["lmbuild", "datatrove"], help="run one tool's jobs only")
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--json")
@@ -227,6 +260,8 @@ def main() -> None:
         work.mkdir(parents=True)
         if tool == "lmbuild":
             res = child_lmbuild(method, Path(src), work, a.buckets, a.threads, a.memory_limit)
+        elif tool == "datasketch":
+            res = child_datasketch(Path(src))
         else:
             res = child_datatrove(method, Path(src), work, a.threads)
         shutil.rmtree(work, ignore_errors=True)
@@ -237,6 +272,8 @@ def main() -> None:
     datatrove = not a.make and not a.skip_datatrove and a.only != "lmbuild"
     if datatrove:  # before the corpora are made, not after
         a.datatrove_python = peer_python(a.datatrove_python, "--datatrove-python", "datatrove")
+    if a.datasketch_python and not a.make:
+        a.datasketch_python = peer_python(a.datasketch_python, "--datasketch-python", "datasketch")
     if a.make:
         shutil.rmtree(root, ignore_errors=True)
         corpora = {}
@@ -266,13 +303,20 @@ def main() -> None:
             plan.append(("datatrove", "exact", f"short-{n}"))
     k0 = f"mixed-x{a.mixed[0]}"
     plan += [("lmbuild", "exact", k0)] + ([] if a.skip_datatrove else [("datatrove", "exact", k0)])
+    if a.fuzzy_only:
+        plan = []
     for k in a.mixed:
         plan.append(("lmbuild", "minhash", f"mixed-x{k}"))
         if k == a.mixed[0] and not a.skip_datatrove:
             plan.append(("datatrove", "minhash", f"mixed-x{k}"))
+        if k == a.mixed[0] and a.datasketch_python:
+            plan.append(("datasketch", "minhash", f"mixed-x{k}"))
+    if a.edits:
+        plan += [("lmbuild", "minhash+paragraphs", f"mixed-x{a.mixed[0]}"), ("lmbuild", "minhash+paragraphs+substrings", f"mixed-x{a.mixed[0]}")]
+    plan = plan * a.rounds
     results = []
     for tool, method, corpus in plan:
-        python = me if tool == "lmbuild" else a.datatrove_python
+        python = {"lmbuild": me, "datasketch": a.datasketch_python}.get(tool, a.datatrove_python)
         if a.only and tool != a.only:
             continue
         r = run_child(
@@ -291,7 +335,8 @@ def main() -> None:
             f"{r['mb_per_s']} | {r['documents_out']:,} | {r['peak_rss_mb']} | {r['load_before'][0]} |"
         )
     if a.json:
-        named = {"<workdir>": root, **({"DT": Path(a.datatrove_python).parent.parent} if datatrove else {})}
+        named = {"<workdir>": root, **({"DT": Path(a.datatrove_python).parent.parent} if datatrove else {}),
+                 **({"DS": Path(a.datasketch_python).parent.parent} if a.datasketch_python else {})}
         Path(a.json).write_text(json.dumps({"corpora": corpora, "results": results, "argv": relative_argv(sys.argv, named)}, indent=1))
 
 

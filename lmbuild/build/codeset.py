@@ -35,7 +35,7 @@ ENGINE = ("lmbuild.build", "lmbuild.store", "lmbuild.errors", "lmbuild.cli")
 # stages that import it.
 LEAVES = (
     "lmbuild.numbers",  # a figure read as a number: tracking and the report stages
-    "lmbuild.data.files", "lmbuild.data.hub", "lmbuild.data.groups", "lmbuild.data.overrides",
+    "lmbuild.data.files", "lmbuild.data.hub", "lmbuild.data.groups", "lmbuild.data.overrides", "lmbuild.data.eval_sources",
     "lmbuild.models.layer_plan", "lmbuild.training.schedule", "lmbuild.training.curve", "lmbuild.evaluation.tasks",
 )
 

@@ -177,6 +177,8 @@ def decontamination_files(loc: Locator, s: dict) -> None:
     """Stage deduplicated: the evaluation data it removes overlaps with."""
     for i, entry in enumerate(s.get("decontaminate", {}).get("eval", [])):
         loc.files(["decontaminate", "eval", i], "path", entry["path"], f"data.dedup.decontaminate.eval[{i}].path")
+    for i, entry in enumerate(s.get("eval_tasks", [])):  # the evaluated tasks' data (lmbuild.data.eval_sources)
+        loc.files(["eval_tasks", i], "path", entry["path"], f"eval.tasks ({entry['task']})")
 
 
 def url_blocklists(loc: Locator, s: dict) -> None:

@@ -24,10 +24,12 @@ can all read it. What it does not do: compute a key, or run anything.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Callable
 
 from lmbuild.build import locate
+from lmbuild.data import eval_sources
 from lmbuild.errors import UserError
 from lmbuild.training.schedule import stable_key
 
@@ -177,6 +179,27 @@ def _cleaned_settings(c: dict) -> dict:
 def tokenizer_inputs(c: dict) -> tuple[str, ...]:
     """A pretrained tokenizer reads no data; a trained one reads the deduplicated corpus."""
     return ("deduplicated",) if c["tokenizer"]["type"] == "bpe" else ()
+
+
+def _dedup_settings(c: dict) -> dict:
+    """data.dedup without what is off (paragraph and substring dedup's keys, the task choices), plus
+    ``eval_tasks``: the evaluated tasks' local data files that it decontaminates against
+    (lmbuild.data.eval_sources), so that a config without them keeps its key."""
+    s = json.loads(json.dumps(c["data"]["dedup"]))
+    if not s.get("substrings"):
+        s.pop("substrings", None)
+        s.pop("substring_min_bytes", None)
+    if not s.get("paragraphs"):
+        s.pop("paragraphs", None)
+    if not (s.get("paragraphs") or s.get("substrings")):
+        s.pop("edited_min_words", None)
+    deco = s.get("decontaminate", {})
+    sources = eval_sources.task_sources(c["eval"], deco)
+    for k in ("eval_tasks", "skip_tasks", "tasks"):
+        deco.pop(k, None)
+    if sources:
+        s["eval_tasks"] = sources
+    return s
 
 
 def _init_settings(c: dict) -> dict:
@@ -366,7 +389,10 @@ STAGES: dict[str, Stage] = {
             elsewhere={"classifiers": "data.classifiers"},
             files=CLEANING_LISTS,  # the vendored URL and bad-words lists (lmbuild/data/resources/README.md)
         ),
-        Stage("deduplicated", ("cleaned",), lambda c: c["data"]["dedup"], ("dedup_map", "dedup_bucket"), locate=locate.decontamination_files, section="data.dedup."),
+        Stage(
+            "deduplicated", ("cleaned",), _dedup_settings, ("dedup_map", "dedup_bucket"), locate=locate.decontamination_files,
+            section="data.dedup.", elsewhere={"eval_tasks": "eval.tasks"},
+        ),
         # from_pretrained reads every file.
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"], locate=locate.tokenizer_folder, section="tokenizer.", read_whole=("*",)),
         Stage("shards", ("deduplicated", "tokenizer"), lambda c: c["pack"], ("shards_part",), section="pack.", read_whole=("index.json", "meta.json")),

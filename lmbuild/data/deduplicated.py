@@ -36,8 +36,9 @@ Decontamination (optional, ``data.dedup.decontaminate``, lmbuild.data.decontamin
 document is dropped when one of its word 13-grams occurs in the configured evaluation data
 (Brown et al. 2020), with the reason ``contaminated``, even where it survived deduplication.
 
-What this stage does not do: remove repeated passages inside documents (exact substring
-dedup), verify MinHash candidates by exact Jaccard, or shuffle.
+Optional edits of the survivors: paragraph dedup (lmbuild.data.paragraphs), then exact-substring
+dedup (lmbuild.data.substrings). What this stage does not do: verify MinHash candidates by
+exact Jaccard, or shuffle.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lmbuild.data import paragraphs, substrings
 from lmbuild.data.clusters import clusters
 from lmbuild.data.decontamination import contaminated_table, eval_index
 from lmbuild.data.minhash import MinHasher
@@ -196,8 +198,7 @@ def partition(ctx: StageContext, part: int) -> dict:
         hasher = minhasher(s)
         writers = _BucketWriters(ctx.out, buckets, BAND_KEYS)
         band_ids = np.arange(hasher.bands, dtype=np.uint8)
-        for batch in _texts(files):
-            keys = hasher.band_keys(hasher.signatures(batch.column("text")))  # (docs, bands)
+        for batch, keys in hasher.keyed(_texts(files), ctx.threads):  # keys: (docs, bands)
             rows = np.repeat(np.arange(batch.num_rows), hasher.bands)
             ids = batch.column("id").take(pa.array(rows))
             flat = keys.reshape(-1)
@@ -261,8 +262,9 @@ def _local_parts(ctx: StageContext) -> tuple[list[Path], list[Path]]:
     return maps, outs
 
 
-def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path) -> int:
+def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path, edit=None) -> int:
     """Copy ``shard`` to ``out`` without the rows at the sorted positions ``drop_rows``; returns the count.
+    ``edit`` (paragraph dedup, lmbuild.data.paragraphs.Editor): (batch, first row) -> (batch, rows to keep).
 
     Written by pyarrow with the input's schema: DuckDB's COPY would mark columns NOT NULL in
     non-empty files only, and readers that concatenate shards reject the mix.
@@ -273,9 +275,9 @@ def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path) -> int:
         for batch in pf.iter_batches(batch_size=WRITE_ROWS):
             n = batch.num_rows
             lo, hi = np.searchsorted(drop_rows, [start, start + n])
-            if hi > lo:
-                keep = np.ones(n, bool)
-                keep[drop_rows[lo:hi] - start] = False
+            batch, keep = edit(batch, start) if edit else (batch, np.ones(n, bool))
+            keep[drop_rows[lo:hi] - start] = False
+            if not keep.all():
                 batch = batch.filter(pa.array(keep))
             writer.write_batch(batch)
             written += batch.num_rows
@@ -313,11 +315,6 @@ def build(ctx: StageContext) -> dict:
         "CREATE TEMP TABLE dropped AS SELECT id, 'contaminated' AS reason, eval AS detail FROM conta "
         f"UNION ALL SELECT id, '{REASON[s['method']]}', keep FROM dup ANTI JOIN conta USING (id)"
     )
-    # For a person (and the tests): why each document went; detail = the survivor it duplicates
-    # or the evaluation data it overlaps.
-    con.execute(
-        f"COPY (SELECT * FROM dropped ORDER BY id) TO '{_sql_str(ctx.out / 'dropped.parquet')}' (FORMAT parquet, COMPRESSION zstd)"
-    )
     # Where each dropped document sits (shard, row): one join over the id column of all shards,
     # so that no shard is matched against every dropped id (with S shards that was S hash
     # builds of the whole dropped set). Sorted by shard, a shard's lookup reads its row groups only.
@@ -326,17 +323,39 @@ def build(ctx: StageContext) -> dict:
             FROM read_parquet({_sql_list(shards)}, filename = true, file_row_number = true) c
             SEMI JOIN dropped d ON c.id = d.id ORDER BY f, r"""
     )
+    # --- paragraph dedup (lmbuild.data.paragraphs): first occurrences over the survivors ---
+    if s.get("paragraphs"):
+        paragraphs.repeated(con, [str(p) for p in shards])
+    editors: list = []
     lock = Lock()  # a connection is not thread-safe: one query at a time
 
     def survivors(shard: Path) -> int:
         with lock:
             rows = con.execute("SELECT r FROM drop_rows WHERE f = ? ORDER BY r", [str(shard)]).fetchnumpy()["r"]
-        return _write_survivors(shard, np.asarray(rows, np.int64), ctx.out / shard.name)
+            editor = paragraphs.Editor(paragraphs.edits(con, shards.index(shard)), s.get("edited_min_words", 50)) if s.get("paragraphs") else None
+            editors.append(editor)
+        return _write_survivors(shard, np.asarray(rows, np.int64), ctx.out / shard.name, editor)
 
     # Shards in parallel threads (pyarrow releases the GIL while it decodes and encodes): 4.6 s
     # -> 2.9 s for the 8 shards of 4M short documents on 2 cores.
     with ThreadPoolExecutor(max(1, min(ctx.threads, len(shards)))) as pool:
         docs_out = sum(pool.map(survivors, shards))
+    short = sorted(i for e in editors if e for i in e.dropped)
+    subs = None
+    if s.get("substrings"):  # lmbuild.data.substrings: rewrites the output shards in place
+        subs = substrings.apply([ctx.out / p.name for p in shards], s.get("substring_min_bytes", 100), s.get("edited_min_words", 50))
+        docs_out -= subs["too_short"]
+    for reason, ids in ((paragraphs.REASON, short), (substrings.REASON, subs.pop("dropped") if subs else [])):
+        if ids:  # documents the edits left too short
+            con.register("edit_drops", pa.table({"id": pa.array(sorted(ids), pa.string())}))
+            con.execute(f"INSERT INTO dropped SELECT id, '{reason}', NULL FROM edit_drops")
+            con.unregister("edit_drops")
+    # For a person (and the tests): why each document went; detail = the survivor it duplicates
+    # or the evaluation data it overlaps.
+    con.execute(
+        f"COPY (SELECT * FROM dropped ORDER BY id) TO '{_sql_str(ctx.out / 'dropped.parquet')}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    removed_by_source = dict(con.execute("SELECT detail, count(*) FROM dropped WHERE reason = 'contaminated' GROUP BY ALL ORDER BY 1").fetchall())
     reasons = dict(con.execute("SELECT reason, count(*) FROM dropped GROUP BY reason ORDER BY reason").fetchall())
     con.close()
     docs_in = sum(c["documents"] for c in map_counts)
@@ -346,6 +365,14 @@ def build(ctx: StageContext) -> dict:
     for c in map_counts:
         conta.update(c.get("contaminated", {}))
     size_hist = Counter(int(x) for x in sizes)
+    extra: dict = {}
+    if s.get("paragraphs"):
+        extra["paragraphs"] = {k: int(sum(getattr(e, k) for e in editors if e)) for k in ("paragraphs", "bytes", "edited")}
+        extra["paragraphs"]["too_short"] = len(short)
+    if subs is not None:
+        extra["substrings"] = subs
+    if removed_by_source:
+        extra["decontamination_removed"] = {k: int(v) for k, v in removed_by_source.items()}
     log.info("%d -> %d documents; dropped %s; %d clusters", docs_in, docs_out, reasons, len(sizes))
     return {
         "method": s["method"],
@@ -362,4 +389,5 @@ def build(ctx: StageContext) -> dict:
         },
         "buckets": len(bucket_dirs),
         "shards": len(shards),
+        **extra,
     }

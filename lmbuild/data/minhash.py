@@ -33,6 +33,11 @@ Jaccard verification of candidate pairs.
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
+from typing import Iterable, Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,27 +59,42 @@ _DIGIT = np.zeros(256, bool)
 _DIGIT[np.frombuffer(b"0123456789", np.uint8)] = True
 _UPPER_TO_LOWER = np.arange(256, dtype=np.uint8)
 _UPPER_TO_LOWER[65:91] += 32
+# One lookup instead of three passes over the buffer (MinHash's normalisation): ASCII lowercase,
+# punctuation -> space, digit -> "0".
+_SPACE_PUNCT_DIGITS = _UPPER_TO_LOWER.copy()
+_SPACE_PUNCT_DIGITS[_PUNCT] = 32
+_SPACE_PUNCT_DIGITS[_DIGIT] = 48
 
 _pow_cache: dict[str, np.ndarray] = {"p": np.ones(1, U64), "pinv": np.ones(1, U64)}
+_pow_lock = Lock()
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """p^k and p^-k mod 2^64 for k < n (cached, grown by doubling)."""
-    if len(_pow_cache["p"]) < n:
-        size = max(n, 2 * len(_pow_cache["p"]))
-        with np.errstate(over="ignore"):
-            _pow_cache["p"] = np.cumprod(np.r_[U64(1), np.full(size - 1, _P, U64)], dtype=U64)
-            _pow_cache["pinv"] = np.cumprod(np.r_[U64(1), np.full(size - 1, _P_INV, U64)], dtype=U64)
-    return _pow_cache["p"][:n], _pow_cache["pinv"][:n]
+    """p^k and p^-k mod 2^64 for k < n (cached, grown by doubling; threads share it)."""
+    with _pow_lock:
+        p, pinv = _pow_cache["p"], _pow_cache["pinv"]
+        if len(p) < n:
+            size = max(n, 2 * len(p))
+            with np.errstate(over="ignore"):
+                p = np.cumprod(np.r_[U64(1), np.full(size - 1, _P, U64)], dtype=U64)
+                pinv = np.cumprod(np.r_[U64(1), np.full(size - 1, _P_INV, U64)], dtype=U64)
+            _pow_cache["p"], _pow_cache["pinv"] = p, pinv
+        return p[:n], pinv[:n]
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads every input bit over the 64 output bits."""
-    x = x ^ (x >> U64(30))
-    x = x * U64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> U64(27))
-    x = x * U64(0x94D049BB133111EB)
-    return x ^ (x >> U64(31))
+def mix64(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """splitmix64's finaliser: spreads every input bit over the 64 output bits. ``inplace``
+    overwrites ``x`` (one temporary instead of five)."""
+    x = x if inplace else x.copy()
+    t = x >> U64(30)
+    x ^= t
+    x *= U64(0xBF58476D1CE4E5B9)
+    np.right_shift(x, U64(27), out=t)
+    x ^= t
+    x *= U64(0x94D049BB133111EB)
+    np.right_shift(x, U64(31), out=t)
+    x ^= t
+    return x
 
 
 def _buffer(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -98,36 +118,51 @@ def word_hashes(texts: pa.Array, punctuation: str = "space", numbers: bool = Tru
     """
     with np.errstate(over="ignore"):
         buf, offsets = _buffer(texts)
-        buf = _UPPER_TO_LOWER[buf]
         # Bytes to delete; offsets follow through the cumulative count of kept bytes.
-        drop = np.zeros(len(buf), bool)
+        drop = None
         if punctuation == "delete":
-            drop |= _PUNCT[buf]
+            buf = _UPPER_TO_LOWER[buf]
+            drop = _PUNCT[buf]
+            if numbers:
+                buf = np.where(_DIGIT[buf], np.uint8(48), buf)
         else:
-            buf = np.where(_PUNCT[buf], np.uint8(32), buf)
+            buf = (_SPACE_PUNCT_DIGITS if numbers else np.where(_PUNCT, np.uint8(32), _UPPER_TO_LOWER).astype(np.uint8))[buf]
         if numbers:
-            digit = _DIGIT[buf]
-            buf = np.where(digit, np.uint8(48), buf)
-            digit_prev = np.r_[False, digit[:-1]]
-            digit_prev[offsets[:-1][offsets[:-1] < len(buf)]] = False
-            drop |= digit & digit_prev
-        if drop.any():
-            kept_before = np.r_[0, np.cumsum(~drop)]
-            offsets = kept_before[offsets]
-            buf = buf[~drop]
+            digit = buf == 48  # after the mapping a "0" is a digit and only a digit is
+            # a digit after a digit of the same document: all but the first of a run go
+            dup = np.zeros(len(buf), bool)
+            np.logical_and(digit[1:], digit[:-1], out=dup[1:])
+            dup[offsets[:-1][offsets[:-1] < len(buf)]] = False
+            drop = dup if drop is None else drop | dup
+        if drop is not None:
+            gone = np.flatnonzero(drop)  # few (punctuation, digit runs): no pass over a cumsum
+            if len(gone):
+                offsets = offsets - np.searchsorted(gone, offsets)
+                buf = np.delete(buf, gone)
         n = len(buf)
-        is_word = ~_SPACE[buf]
-        brk = np.zeros(n + 1, bool)
-        brk[offsets] = True  # a document boundary always ends a word
-        prev = np.r_[False, is_word[:-1]]
-        starts = np.flatnonzero(is_word & (~prev | brk[:-1]))
-        nxt = np.r_[is_word[1:], False]
-        ends = np.flatnonzero(is_word & (~nxt | brk[1:])) + 1
+        # Word bounds from the transitions of is_word; a document boundary inside a run of word
+        # bytes (a document that ends and the next that starts with a word) splits it.
+        is_word = (~_SPACE[buf]).view(np.int8)
+        step = np.diff(is_word, prepend=np.int8(0), append=np.int8(0))
+        starts = np.flatnonzero(step == 1)
+        ends = np.flatnonzero(step == -1)
+        inner = np.unique(offsets[1:-1])  # empty documents repeat an offset
+        inner = inner[(inner > 0) & (inner < n)]
+        split = inner[(is_word[inner - 1] == 1) & (is_word[inner] == 1)] if len(inner) else inner
+        if len(split):  # merged in place of a sort: both sides are sorted, split is small
+            starts = np.insert(starts, np.searchsorted(starts, split), split)
+            ends = np.insert(ends, np.searchsorted(ends, split), split)
         p, pinv = _powers(n + 1)
-        prefix = np.r_[U64(0), np.cumsum(buf.astype(U64) * p[:n], dtype=U64)]
-        h = (prefix[ends] - prefix[starts]) * pinv[starts] + (ends - starts).astype(U64)
+        prefix = np.empty(n + 1, U64)
+        prefix[0] = 0
+        np.multiply(buf, p[:n], out=prefix[1:])
+        np.cumsum(prefix[1:], out=prefix[1:])
+        h = prefix[ends]
+        h -= prefix[starts]
+        h *= pinv[starts]
+        h += (ends - starts).astype(U64)
         docs = np.searchsorted(offsets, starts, side="right") - 1
-        return mix64(h), docs
+        return mix64(h, inplace=True), docs
 
 
 def ngram_hashes(words: np.ndarray, docs: np.ndarray, n: int, short: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -140,11 +175,13 @@ def ngram_hashes(words: np.ndarray, docs: np.ndarray, n: int, short: bool = True
     with np.errstate(over="ignore"):
         if m >= n:
             k = m - n + 1
-            acc = np.zeros(k, U64)
+            acc = np.full(k, U64(n * (n - 1) // 2))  # the "+ j" of every position, added once
+            tmp = np.empty(k, U64)
             for j in range(n):  # n is 5 or 13: a loop over positions in the n-gram, not over words
-                acc += words[j : j + k] * _GRAM_MULT[j % len(_GRAM_MULT)] + U64(j)
+                np.multiply(words[j : j + k], _GRAM_MULT[j % len(_GRAM_MULT)], out=tmp)
+                acc += tmp
             valid = docs[: k] == docs[n - 1 :]
-            grams, gdocs = mix64(acc[valid]), docs[:k][valid]
+            grams, gdocs = mix64(acc[valid], inplace=True), docs[:k][valid]
         else:
             grams, gdocs = np.zeros(0, U64), np.zeros(0, np.int64)
         if short:
@@ -183,13 +220,16 @@ class MinHasher:
         words, docs = word_hashes(texts, punctuation="space", numbers=True)
         sh, sdocs = ngram_hashes(words, docs, self.ngram)
         sig = np.full((len(texts), len(self.a)), np.iinfo(np.uint32).max, np.uint32)
+        # One block reused for every chunk: a fresh 29 MB array per chunk cost page faults.
+        block = np.empty((len(self.a), min(self.CHUNK, len(sh))), U64)
         with np.errstate(over="ignore"):
             for lo in range(0, len(sh), self.CHUNK):
                 x, d = sh[lo : lo + self.CHUNK], sdocs[lo : lo + self.CHUNK]
                 # (permutations, shingles): each reduceat segment is contiguous in memory, 4x
                 # faster than the transposed layout. The shift comes after the min: x >> 32 is
                 # monotone, so min(h) >> 32 == min(h >> 32) at 1/len(first) of the cost.
-                vals = self.a[:, None] * x[None, :]
+                vals = block[:, : len(x)]
+                np.multiply(self.a[:, None], x[None, :], out=vals)
                 vals += self.b[:, None]
                 first = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
                 mins = (np.minimum.reduceat(vals, first, axis=1) >> U64(32)).astype(np.uint32).T
@@ -197,6 +237,23 @@ class MinHasher:
                 # A document split across two chunks: combine with what the last chunk found.
                 sig[rows] = np.minimum(sig[rows], mins)
         return sig
+
+    def keyed(self, batches: Iterable[pa.RecordBatch], threads: int = 1) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """(batch, its band keys) for every batch of ``batches``, in order, hashed by ``threads``
+        threads (numpy and pyarrow release the GIL on whole arrays); at most 2 x threads
+        batches are in flight, so memory stays that of a few batches."""
+        work = lambda b: (b, self.band_keys(self.signatures(b.column("text"))))  # noqa: E731
+        if threads <= 1:
+            yield from map(work, batches)
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            pending: deque = deque()
+            for batch in batches:
+                pending.append(pool.submit(work, batch))
+                if len(pending) >= 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def band_keys(self, sig: np.ndarray) -> np.ndarray:
         """(documents, bands) uint64: one hash per band of ``rows`` signature values."""
@@ -212,21 +269,3 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
     """np.unique by sorting: numpy 2.4's hash-based np.unique took 10x longer on 1M uint64."""
     x = np.sort(x)
     return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
-
-
-def ngram_set(texts: pa.Array, n: int) -> np.ndarray:
-    """Sorted unique hashes of the word n-grams of texts, normalised as lm-eval's Janitor."""
-    words, docs = word_hashes(texts, punctuation="delete", numbers=False)
-    grams, _ = ngram_hashes(words, docs, n, short=False)
-    return sorted_unique(grams)
-
-
-def contaminated(texts: pa.Array, n: int, index: np.ndarray) -> np.ndarray:
-    """Per document, the number of its word n-grams found in ``index`` (sorted unique hashes)."""
-    words, docs = word_hashes(texts, punctuation="delete", numbers=False)
-    grams, gdocs = ngram_hashes(words, docs, n, short=False)
-    if len(index) == 0 or len(grams) == 0:
-        return np.zeros(len(texts), np.int64)
-    pos = np.searchsorted(index, grams)
-    hit = index[np.minimum(pos, len(index) - 1)] == grams
-    return np.bincount(gdocs[hit], minlength=len(texts))

@@ -244,6 +244,24 @@ def test_minhash_signatures_match_a_plain_python_reference():
             assert int(row[k]) == want
 
 
+def test_word_hashes_at_document_bounds_and_deleted_bytes():
+    """Words never cross documents, empty ones included, nor a deleted byte's gap (a plain Python reference)."""
+    texts = ["", "a", "1 22 333x4", "ab", "cd", "", "!!", "x.y", "Über 99", "  lead", "trail  ", "12", "34", ""]
+    for punctuation, numbers in (("space", True), ("delete", False), ("delete", True)):
+        words, docs = mh.word_hashes(pa.array(texts), punctuation=punctuation, numbers=numbers)
+        want, want_docs = [], []
+        for d, t in enumerate(texts):
+            t = t.lower()
+            for c in '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~':
+                t = t.replace(c, " " if punctuation == "space" else "")
+            if numbers:
+                t = __import__("re").sub(r"[0-9]+", "0", t)
+            for w in t.encode().split():
+                want.append(_ref_word_hash(w))
+                want_docs.append(d)
+        assert words.tolist() == want and docs.tolist() == want_docs, (punctuation, numbers)
+
+
 def test_minhash_estimates_jaccard():
     base = real_code(1)[0]
     rng = random.Random(1)

@@ -188,6 +188,9 @@ KEYED = [
     ({"eval.dtype": "bfloat16"}, {"eval_report", "report"}),
     ({"pack.val_fraction": 0.1}, {"shards"} | TRAINING_ON),
     ({"data.clean.min_chars": 150}, set(STAGES) - {"raw"}),
+    ({"data.dedup.paragraphs": True}, set(STAGES) - {"raw", "cleaned"}),
+    # Paragraph dedup off: its threshold keys nothing; nor does opting out a task not evaluated.
+    ({"data.dedup.edited_min_words": 10, "data.dedup.decontaminate.skip_tasks": ["piqa"]}, set()),
 ]
 # A rule's jobs -> the stage whose artifact they make.
 RULE_STAGE = {"build_raw_part": "raw", "build_cleaned_part": "cleaned", "dedup_map": "deduplicated", "dedup_bucket": "deduplicated", "build_shards_part": "shards"}
@@ -242,8 +245,9 @@ def test_snakemake_n_agrees_with_the_keys(built):
     # A URL blocklist enters cleaning's key by its content (tests/build/test_plan.py states more).
     (built / "blocklist.txt").write_text("spam.example\n")
     blocklist = {"data.clean.url.blocklist": [str(built / "blocklist.txt")]}
+    dedup = {k: v for k, v in cleaning.items() if k not in ("build_cleaned", "build_cleaned_part")}
     for overrides, expected in [({"eval.dtype": "bfloat16"}, {"build_eval_report": 1, "build_report": 1, "all": 1}), ({"data.clean.min_chars": 150}, cleaning),
-                                (blocklist, cleaning)]:
+                                (blocklist, cleaning), ({"data.dedup.paragraphs": True}, dedup)]:
         jobs = jobs_of_dry_run(snakemake(built, smoke_config(**overrides), "-n"))
         assert jobs == expected, overrides
         assert planned_stages(jobs) == {s for s, k in chain_keys(smoke_config(**overrides)).items() if k != base[s]}
