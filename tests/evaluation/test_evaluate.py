@@ -380,9 +380,16 @@ def test_local_task_files_enter_the_eval_report_key(tmp_path):
     after_yaml = keys()
     data.write_text('{"query": "a", "choices": ["b", "c"], "label": 1}\n')
     after_data = keys()
-    assert {s for s in base if base[s] != after_yaml[s]} == {"eval_report", "report"}  # the page shows the new figures
+    assert {s for s in base if base[s] != after_yaml[s]} == {"eval_report", "report", "export"}  # the page shows the new figures
     assert after_data["eval_report"] not in (base["eval_report"], after_yaml["eval_report"])
-    assert {s for s in base if s not in ("eval_report", "report") and base[s] != after_data[s]} == set()
+    # The task's data is also a decontamination source (data.dedup.decontaminate.eval_tasks, on by
+    # default): deduplicated and what follows re-key, the stages before it keep their keys.
+    assert after_data["deduplicated"] != after_yaml["deduplicated"]
+    assert {s for s in ("raw", "cleaned") if base[s] != after_data[s]} == set()
+    cfg["data"] = {"dedup": {"decontaminate": {"eval_tasks": False}}}
+    off = keys()
+    data.write_text('{"query": "a", "choices": ["b", "c"], "label": 0}\n')
+    assert {s for s in off if off[s] != keys()[s]} == {"eval_report", "report", "export"}
     with pytest.raises(UserError, match=r"eval\.tasks\[0\]\.data: .*no such file"):
         validate_and_plan({"eval": {"tasks": [{"task": "hellaswag", "data": str(tmp_path / "missing.jsonl")}]}})
 
