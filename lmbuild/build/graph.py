@@ -226,5 +226,6 @@ class Plan:
 
 def store_keeps(plan: Plan) -> list[str]:
     """What gc keeps besides the build's artifacts: the store entries their builds reuse
-    (``Stage.keeps``: a wsd run's stable-phase cache), as ``<folder>/<key>``."""
-    return sorted({k for a in plan.all_artifacts() if STAGES[a.stage].keeps for k in STAGES[a.stage].keeps(a)})
+    (``Stage.keeps``: a wsd run's stable-phase cache; the keyed parts), as ``<folder>/<key>``."""
+    keeps = {k for a in plan.all_artifacts() if STAGES[a.stage].keeps for k in STAGES[a.stage].keeps(a)}
+    return sorted(keeps | {f"{PARTS}/{p.stage}/{p.key}" for a in plan.all_artifacts() for p in a.parts})
