@@ -291,7 +291,7 @@ def build(ctx: StageContext) -> dict:
     total["dropped_kept"] = sum(r["dropped_kept"] for r in results)
     total["shards"] = [{k: r[k] for k in ("shard", *COUNTS)} for r in results]
     if parts is not None:  # the index of the parts this artifact is made of (gc keeps them)
-        total["parts"] = [r["key"] for r in results]
+        total["part_keys"] = [r["key"] for r in results]
     if total["documents_in"] and not total["documents_out"]:
         detail = ", ".join(f"{k}: {v}" for k, v in dropped.most_common())
         raise UserError(f"every document was dropped by cleaning ({detail}); loosen data.clean settings")

@@ -368,5 +368,5 @@ def build(ctx: StageContext) -> dict:
         "buckets": len(bucket_dirs),
         "shards": len(shards),
         # The index of the map parts this artifact read (gc keeps them): store entries of their own.
-        **({"parts": [read_manifest(m)["key"] for m in maps]} if "maps" in ctx.inputs else {}),
+        **({"part_keys": [read_manifest(m)["key"] for m in maps]} if "maps" in ctx.inputs else {}),
     }

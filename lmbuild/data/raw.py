@@ -247,5 +247,5 @@ def build(ctx: StageContext) -> dict:
         "shards": shards,
     }
     if parts is not None:  # the index of the parts this artifact is made of (gc keeps them)
-        counts["parts"] = [r["key"] for r in results]
+        counts["part_keys"] = [r["key"] for r in results]
     return counts

@@ -15,7 +15,7 @@ What goes:
   * artifacts ``<store>/<stage>/<key>`` whose (stage, key) is not kept;
   * temporary folders ``.tmp-*`` whose writer is dead (their flock is free);
   * keyed parts (``_parts/<stage>/<part key>``: raw, cleaned and dedup map parts, each a store
-    entry with its manifest) that no kept complete artifact lists in its ``counts.parts``, unless
+    entry with its manifest) that no kept complete artifact lists in its ``counts.part_keys``, unless
     recent (as an unregistered key); per-artifact parts (``_parts/<stage>/<key>/<part>``: dedup
     buckets, shards parts) of an artifact that is complete or not kept; empty part folders;
   * ``_work`` scratch of an artifact that is complete or not kept (a kept, unfinished one keeps
@@ -278,14 +278,14 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
 
 
 def _listed_parts(artifacts: list[Path]) -> dict[str, str]:
-    """``stage/part key`` -> the kept complete artifact whose manifest lists it (``counts.parts``:
+    """``stage/part key`` -> the kept complete artifact whose manifest lists it (``counts.part_keys``:
     the index of keyed parts a gather made it of, lmbuild.build.graph.Part)."""
     out = {}
     for a in artifacts:
         if not is_complete(a):
             continue
         try:
-            parts = read_manifest(a).get("counts", {}).get("parts")
+            parts = read_manifest(a).get("counts", {}).get("part_keys")
         except (OSError, ValueError):
             continue
         if isinstance(parts, list):

@@ -139,7 +139,7 @@ def test_the_fan_out_follows_the_files(built):
     (part-0 and part-1) and keeps part-2's, which has the same files."""
     raw = json.loads(next((built / "artifacts" / "raw").glob("*/manifest.json")).read_text())
     assert raw["counts"]["jobs"] == 3 and len(raw["counts"]["shards"]) == 3 and raw["parts_peak_rss_mb"]["self"] > 0
-    assert len(raw["counts"]["parts"]) == 3 and all((built / "artifacts" / "_parts" / "raw" / k / "manifest.json").is_file() for k in raw["counts"]["parts"])
+    assert len(raw["counts"]["part_keys"]) == 3 and all((built / "artifacts" / "_parts" / "raw" / k / "manifest.json").is_file() for k in raw["counts"]["part_keys"])
     cleaned = json.loads(next((built / "artifacts" / "cleaned").glob("*/manifest.json")).read_text())
     assert [s["shard"] for s in cleaned["counts"]["shards"]] == [f"shard-{i:05d}.parquet" for i in range(3)]
     cfg = config("corpus/*.jsonl")
@@ -256,3 +256,51 @@ def test_why_names_what_snakemake_plans_and_why(built):
         assert "setting data.sources[0].path: file changed: part-1.jsonl" in text, text
     finally:
         f.write_bytes(original)
+
+
+# ----------------------------------------------------------------- appends: reuse and the same bytes
+
+
+def data_files(workdir: Path) -> dict[str, dict]:
+    """stage/key -> each file's sha256, for every data artifact (timings are in manifests only)."""
+    out = {}
+    for stage in ("raw", "cleaned", "deduplicated", "shards"):
+        for m in (workdir / "artifacts" / stage).glob("*/manifest.json"):
+            out[f"{stage}/{m.parent.name}"] = {f: e["sha256"] for f, e in json.loads(m.read_text())["files"].items()}
+    return out
+
+
+def test_an_appended_build_reuses_its_parts_and_equals_one_from_scratch(built, tmp_path):
+    """With a tokenizer that the corpus does not train (a pretrained folder), a file appended to
+    the built corpus runs its own raw, cleaning and map parts and tokenizes only the new shard;
+    every file of raw, cleaned, deduplicated and shards equals a build from scratch of the same
+    files, at the same keys."""
+    tok = built / "tok"
+    shutil.copytree(next(p for p in (built / "artifacts" / "tokenizer").iterdir() if not p.name.startswith(".")), tok)
+    cfg = config("corpus/*.jsonl")
+    cfg["tokenizer"] = {"type": "pretrained", "path": "tok"}
+    extra = built / "corpus" / "part-3.jsonl"
+    try:
+        assert run(built, yaml.safe_dump(cfg), TARGET).returncode == 0
+        stdlib = sorted(Path(os.__file__).parent.glob("*.py"))[60:72]
+        extra.write_text("".join(json.dumps({"body": p.read_text(errors="replace"), "uid": p.name}) + "\n" for p in stdlib))
+        jobs = jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
+        assert jobs == {"build_raw_part": 1, "build_raw": 1, "build_cleaned_part": 1, "build_cleaned": 1, "dedup_map": 1, "dedup_bucket": 2,
+                        "build_deduplicated": 1, "build_shards_part": 4, "build_shards": 1, "shards": 1}  # fmt: skip
+        proc = run(built, yaml.safe_dump(cfg), TARGET)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        shutil.copytree(built / "corpus", fresh / "corpus")
+        shutil.copytree(tok, fresh / "tok")
+        proc = run(fresh, yaml.safe_dump(cfg), TARGET)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        ours, theirs = data_files(built), data_files(fresh)
+        assert theirs and all(ours[k] == v for k, v in theirs.items()), [k for k, v in theirs.items() if ours.get(k) != v]
+        # The appended build's shards: 3 of its 4 parts reused, their shards' survivors unchanged.
+        key = next(k for k in theirs if k.startswith("shards/")).split("/")[1]
+        counts = json.loads((built / "artifacts" / "shards" / key / "manifest.json").read_text())["counts"]
+        assert (counts["parts"], counts["parts_reused"]) == (4, 3)
+    finally:
+        extra.unlink(missing_ok=True)
+    nothing_to_do(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
