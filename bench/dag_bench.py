@@ -4,7 +4,8 @@
 
 It writes N small JSONL files of real text (chunks of the Python standard library's source:
 one file per input, as a corpus already split upstream would be), sets
-`data.sources: [{type: jsonl, path: data/*.jsonl}]` and `data.shards: N`, and times
+`data.sources: [{type: jsonl, path: data/*.jsonl}]`, `data.files_per_job: 1` and `data.shards: 1`
+(a raw part per file, one shard each), and times
 `snakemake -n` of lmbuild's workflow (Snakemake parses it, lmbuild validates the config, hashes
 every input file through its state cache and computes every key, Snakemake builds the DAG).
 
@@ -70,7 +71,8 @@ def make_corpus(work: Path, n: int, extra: dict) -> Path:
         path = data / f"part-{i:05d}.jsonl"
         if not path.exists():
             path.write_text(json.dumps({"id": f"doc{i}", "text": chunk}) + "\n")
-    cfg = {"data": {"sources": [{"type": "jsonl", "path": "data/*.jsonl", "kind": "code"}], "shards": n}}
+    # A raw part per file, of one shard (data.shards is per part): one cleaned part per file.
+    cfg = {"data": {"sources": [{"type": "jsonl", "path": "data/*.jsonl", "kind": "code"}], "shards": 1, "files_per_job": 1}}
     for section, values in extra.items():
         cfg.setdefault(section, {}).update(values)
     path = work / "config.yaml"
@@ -206,7 +208,7 @@ def profile(cmd: list[str], out: Path, top: int = 25) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=10000, help="input files = data.shards = cleaned part jobs")
+    ap.add_argument("--files", type=int, default=10000, help="input files = raw parts = cleaned parts = dedup maps")
     ap.add_argument("--buckets", type=int, default=1, help="data.dedup.buckets (map and reduce jobs)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=scratch("lmbuild-dag"))

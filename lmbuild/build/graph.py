@@ -98,12 +98,9 @@ class Part:
     info: dict = dataclasses.field(default_factory=dict)  # what the gather needs, outside the key
 
     def spec(self) -> dict:
-        lineage = {
-            "code_hash": self.code_hash,
-            "code_files": list(self.code_files),
-            "code_digests": {f: file_digest(f) for f in self.code_files},
-            "inputs": {n: {"stage": a.stage, "key": a.key, "path": a.path} for n, a in sorted(self.inputs.items())},
-        }
+        # The code by its hash only: the gather's manifest names the files (a build of 10,000
+        # parts would write their digests 10,000 times).
+        lineage = {"code_hash": self.code_hash, "inputs": {n: {"stage": a.stage, "key": a.key, "path": a.path} for n, a in sorted(self.inputs.items())}}
         return {"stage": f"{self.stage}_part", "key": self.key, "settings": self.settings, "located": self.located, "lineage": lineage}
 
 
