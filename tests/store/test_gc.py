@@ -131,8 +131,8 @@ def test_stable_caches_that_no_wsd_run_reaches_are_listed(tmp_path):
 
 
 def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
-    """lmbuild.build.graph.store_keeps (what gc keeps besides artifacts: Stage.keeps) is the stable-phase
-    cache key the training job writes under."""
+    """lmbuild.build.graph.store_keeps (what gc keeps besides artifacts: Stage.keeps, the keyed parts)
+    holds the stable-phase cache key the training job writes under."""
     from lmbuild.training.stable_cache import stable_key
     from lmbuild.build.config import validate
     from lmbuild.build.graph import Plan, store_keeps
@@ -145,8 +145,9 @@ def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
         (tmp_path / name / "manifest.json").write_text(f'{{"key": "{artifact.key}"}}')
         inputs[name] = tmp_path / name
     job = stable_key(a.spec()["settings"], inputs, a.lineage())
-    assert store_keeps(plan) == [f"_stable/{job}"]
-    assert store_keeps(Plan(validate({"artifacts": str(tmp_path / "a")}))) == []  # cosine: no cache
+    parts = [f"_parts/{p.stage}/{p.key}" for x in plan.all_artifacts() for p in x.parts]
+    assert parts and store_keeps(plan) == sorted([*parts, f"_stable/{job}"])  # and the keyed parts
+    assert not [k for k in store_keeps(Plan(validate({"artifacts": str(tmp_path / "a")}))) if not k.startswith("_parts/")]  # cosine: no cache
 
 
 def test_shards_parts_are_collected_like_cleaned_parts(tmp_path):
