@@ -2,10 +2,11 @@
 
 Schema: ``id: string, text: string, source: string, metadata: string`` (metadata is a JSON
 object with at least ``kind``). Fanned out (``lmbuild.data.groups``): one job
-(:func:`build_part`) per group of input files writes its own run of shards, document k of its
-stream to the k mod n-th of them, and a gather (:func:`build`) hard-links the parts' shards
-into the artifact. With one group that is the single ingest: document k of the concatenated
-sources to shard k mod ``data.shards``. Shards are written with a ParquetWriter per shard from
+(:func:`build_part`) per group of input files of one source writes ``data.shards`` shards
+named from ``shard-00000``, document k of its stream to the k mod n-th of them; the part is a
+store entry keyed by its own files, so builds of other raw keys reuse it. A gather
+(:func:`build`) hard-links the parts' shards into the artifact under their global numbers.
+With one group that is the single ingest: document k of the source to shard k mod ``data.shards``. Shards are written with a ParquetWriter per shard from
 small buffers flushed by size, so memory stays bounded whatever the corpus size.
 
 Ids must be unique across all sources: downstream stages key on them (dedup keeps the
