@@ -45,7 +45,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lmbuild.store.artifact import is_complete, read_manifest, release, try_lock
+from lmbuild.store.artifact import is_complete, listed_parts, release, try_lock
 from lmbuild.store.registry import REFS, live_builds, refs_lock, registrations
 
 KEY = re.compile(r"[0-9a-f]{16}")
@@ -218,7 +218,7 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
                     out.append(Entry("artifact", p, "another build holds its build lock", False))
                 else:
                     out.append(Entry("artifact", p, d.gone(stage, p.name)))
-    listed = _listed_parts([e.path for e in out if e.kind == "artifact" and not e.remove])
+    listed = listed_parts([e.path for e in out if e.kind == "artifact" and not e.remove])
     for stage in stages:
         folder = root / PARTS / stage
         if not folder.is_dir():
@@ -274,22 +274,6 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
             busy = _busy(p)
             out.append(Entry("lock", p, "held by a running build" if busy else "build lock nobody holds", not busy))
     out += _refs_entries(root, d, checkout)
-    return out
-
-
-def _listed_parts(artifacts: list[Path]) -> dict[str, str]:
-    """``stage/part key`` -> the kept complete artifact whose manifest lists it (``counts.part_keys``:
-    the index of keyed parts a gather made it of, lmbuild.build.graph.Part)."""
-    out = {}
-    for a in artifacts:
-        if not is_complete(a):
-            continue
-        try:
-            parts = read_manifest(a).get("counts", {}).get("part_keys")
-        except (OSError, ValueError):
-            continue
-        if isinstance(parts, list):
-            out.update({f"{a.parent.name}/{k}": f"{a.parent.name}/{a.name}" for k in parts if isinstance(k, str)})
     return out
 
 
