@@ -65,7 +65,7 @@ def planned(work: Path) -> dict:
     jobs = {}
     for line in proc.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job") and not parts[0].endswith(":"):
             jobs[parts[0]] = int(parts[1])
     return jobs
 
