@@ -4,8 +4,8 @@
 
 It writes N small JSONL files of real text (chunks of the Python standard library's source:
 one file per input, as a corpus already split upstream would be), sets
-`data.sources: [{type: jsonl, path: data/*.jsonl}]`, `data.files_per_job: 1` and `data.shards: 1`
-(a raw part per file, one shard each), and times
+`data.sources: [{type: jsonl, path: data/*.jsonl}]`, `data.files_per_job: 4` and `data.shards: 1`
+(a raw part per 4 files, one shard each: N/4 parts of each fan-out rule), and times
 `snakemake -n` of lmbuild's workflow (Snakemake parses it, lmbuild validates the config, hashes
 every input file through its state cache and computes every key, Snakemake builds the DAG).
 
@@ -71,8 +71,9 @@ def make_corpus(work: Path, n: int, extra: dict) -> Path:
         path = data / f"part-{i:05d}.jsonl"
         if not path.exists():
             path.write_text(json.dumps({"id": f"doc{i}", "text": chunk}) + "\n")
-    # A raw part per file, of one shard (data.shards is per part): one cleaned part per file.
-    cfg = {"data": {"sources": [{"type": "jsonl", "path": "data/*.jsonl", "kind": "code"}], "shards": 1, "files_per_job": 1}}
+    # data.shards is per raw part: 4 files a part, of one shard each, so N/4 raw parts, cleaning
+    # parts, dedup maps and shards parts (~N jobs, the size of this DAG before parts were keyed).
+    cfg = {"data": {"sources": [{"type": "jsonl", "path": "data/*.jsonl", "kind": "code"}], "shards": 1, "files_per_job": 4}}
     for section, values in extra.items():
         cfg.setdefault(section, {}).update(values)
     path = work / "config.yaml"
@@ -208,7 +209,7 @@ def profile(cmd: list[str], out: Path, top: int = 25) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=10000, help="input files = raw parts = cleaned parts = dedup maps")
+    ap.add_argument("--files", type=int, default=10000, help="input files (4 per raw part: N/4 raw, cleaning, map and shards parts)")
     ap.add_argument("--buckets", type=int, default=1, help="data.dedup.buckets (map and reduce jobs)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=scratch("lmbuild-dag"))
