@@ -4,7 +4,8 @@ over hash buckets.
 The stage is a map-reduce over ``buckets`` (B, from ``data.dedup.buckets``) that Snakemake runs
 as separate jobs, so that it spreads over a cluster (rules/deduplicated.smk):
 
-* ``partition(part)`` (B jobs, "map"): the cleaned shards ``files[part::B]``; for every
+* ``partition()`` (one job per cleaned part, "map": a keyed part that builds of other keys
+  reuse; ``partition(part)`` in one process: the shards ``files[part::B]``); for every
   document it writes hash keys into one file (or folder) per bucket by ``key % B`` and the ids of
   contaminated documents into ``contaminated.parquet``.
   - ``exact``: the key is DuckDB's 64-bit ``hash()`` and the length of the normalised text
