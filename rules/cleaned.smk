@@ -2,18 +2,14 @@
 # for prose, StarCoder rules for code; language ID; PII redaction; drops counted per reason),
 # then a gather job that links the parts into the artifact and writes its manifest.
 # Code: scripts/cleaned_part.py -> lmbuild.data.cleaned.build_part; scripts/cleaned.py -> build
-wildcard_constraints:
-    part="[0-9]{5}",
-
-
 rule build_cleaned_part:
     input:
-        unpack(stage_inputs("cleaned")),
+        unpack(part_inputs("cleaned")),
     output:
-        # temp: the gather hard-links the files into the artifact, then the part goes.
-        temp(directory(part_path("cleaned", "{key}", "{part}"))),
+        # A store entry of its own, keyed by what it reads (rules/parts.smk): not temp().
+        directory(keyed_part_path("cleaned")),
     log:
-        "logs/cleaned_parts/{key}/{part}.log",
+        "logs/cleaned_parts/{pkey}.log",
     # Parts are small jobs: on a cluster, --group-components build_cleaned_part=N submits N
     # per SLURM job (profiles/slurm, docs/cluster.md). Locally groups are ignored.
     group:
@@ -27,16 +23,15 @@ rule build_cleaned_part:
         parallel_parts=1,
     params:
         stage="cleaned_part",
-        key=lambda wc: f"{wc.key}/{wc.part}",
-        part=lambda wc: int(wc.part),
-        spec=stage_spec("cleaned"),
+        key=lambda wc: wc.pkey,
+        spec=part_spec("cleaned"),
     script:
         "../scripts/cleaned_part.py"
 
 
 rule build_cleaned:
     input:
-        unpack(unless_built("cleaned", cleaned_parts)),
+        unpack(unless_built("cleaned", keyed_parts("cleaned"))),
     output:
         directory(f"{ART}/cleaned/{{key}}"),
     log:

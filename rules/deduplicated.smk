@@ -1,19 +1,20 @@
 # Deduplication (exact or MinHash) and decontamination as a map-reduce over hash buckets:
-# B map jobs (a slice of the cleaned shards each) -> B reduce jobs (a bucket of hash keys
-# each) -> one gather job that writes the artifact. B = data.dedup.buckets, known at parse time.
-# The map and reduce outputs are temp(): Snakemake removes them once the artifact is built.
+# one map job per cleaned part (its hash keys in B buckets; a keyed part that later builds
+# reuse) -> B reduce jobs (a bucket of hash keys each: the global step, rerun with every new
+# key) -> one gather job that writes the artifact. B = data.dedup.buckets, known at parse time.
+# The reduce outputs are temp(): Snakemake removes them once the artifact is built.
 # Code: scripts/dedup_{map,bucket}.py and scripts/deduplicated.py -> lmbuild.data.deduplicated
 
 
 rule dedup_map:
     input:
-        unpack(stage_inputs("deduplicated")),
+        unpack(part_inputs("deduplicated")),
     output:
-        temp(directory(part_path("deduplicated", "{key}", "map-{part}"))),
+        # One per cleaned part, keyed by it and the dedup settings (rules/parts.smk): a store
+        # entry that a build of another dedup key (one more input file) reuses; not temp().
+        directory(keyed_part_path("deduplicated")),
     log:
-        "logs/deduplicated/{key}/map-{part}.log",
-    wildcard_constraints:
-        part="[0-9]{3}",
+        "logs/deduplicated/maps/{pkey}.log",
     group:
         "dedup_map"
     conda:
@@ -24,10 +25,9 @@ rule dedup_map:
         runtime=res("deduplicated", "runtime", 30),
         parallel_parts=1,
     params:
-        stage=lambda wc: f"deduplicated.map-{wc.part}",
-        part=lambda wc: int(wc.part),
-        key=lambda wc: wc.key,
-        spec=stage_spec("deduplicated"),
+        stage="deduplicated.map",
+        key=lambda wc: wc.pkey,
+        spec=part_spec("deduplicated"),
     script:
         "../scripts/dedup_map.py"
 

@@ -1,42 +1,73 @@
-# The fan-out stages' parts: one job per part writes artifacts/_parts/<stage>/<key>/<part>
-# (temp(): Snakemake removes it once the gather has linked it into the artifact; gc collects what
-# a crash left, lmbuild/store/gc.py), and each gather's input function lists its parts. How many:
-# known at parse time from the planned settings (lmbuild.data.groups, data.dedup.buckets).
-from lmbuild.data.groups import layout as raw_layout, shard_count as raw_shard_count
+# The fan-out stages' parts. Parts of raw and cleaned are store entries of their own,
+# artifacts/_parts/<stage>/<part key> (lmbuild.build.graph.Part, the row's `parts` hook): keyed by
+# what they read, so a build of another stage key (one more input file, another source) reuses
+# every part whose own files did not change. Not temp(): gc keeps the parts that complete
+# artifacts list and collects the rest (lmbuild/store/gc.py). The other stages' parts
+# (dedup buckets, shards parts) are per artifact key, artifacts/_parts/<stage>/<key>/<part>,
+# temp(). How many: known at parse time from the planned settings.
+from lmbuild.data.groups import shard_count as raw_shard_count
+
+
+wildcard_constraints:
+    pkey="[0-9a-f]{16}",
 
 
 def part_path(stage, key, part):
-    """A fan-out job's output: artifacts/_parts/<stage>/<key>/<part> (one convention for every
-    stage; gc collects parts of complete or dropped artifacts there)."""
+    """A per-artifact fan-out job's output: artifacts/_parts/<stage>/<key>/<part> (gc collects
+    parts of complete or dropped artifacts there)."""
     return f"{ART}/_parts/{stage}/{key}/{part}"
 
 
-def raw_parts(wc):
-    """The raw gather's inputs: one part per group of input files (lmbuild.data.groups)."""
-    n = len(raw_layout(artifact("raw", wc).settings))
-    return {"parts": [part_path("raw", wc.key, f"{i:05d}") for i in range(n)]}
+def keyed_part_path(stage):
+    """A keyed part's output: artifacts/_parts/<stage>/<part key>."""
+    return f"{ART}/_parts/{stage}/{{pkey}}"
 
 
-def cleaned_parts(wc):
-    """The gather's inputs: the raw artifact and one part per raw shard (as the raw plan has them)."""
-    a = artifact("cleaned", wc)
-    n = raw_shard_count(a.inputs["raw"].settings)
-    return {
-        "raw": a.inputs["raw"].path,
-        "parts": [part_path("cleaned", wc.key, f"{i:05d}") for i in range(n)],
-    }
+def planned_part(stage, wc):
+    try:
+        return PLAN.part(stage, wc.pkey)
+    except UserError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
-# The deduplicated stage's map-reduce parts (rules/deduplicated.smk): one per hash bucket.
+def part_inputs(stage):
+    """A keyed part's inputs (other parts, artifacts), or nothing once it is complete: like
+    unless_built, a complete part is never replaced because an input was rebuilt."""
+
+    def inputs(wc):
+        if is_complete(Path(f"{ART}/_parts/{stage}/{wc.pkey}")):
+            return {}
+        return {n: i.path for n, i in planned_part(stage, wc).inputs.items()}
+
+    return inputs
+
+
+def part_spec(stage):
+    """params.spec of a keyed part: .snakemake/lmbuild/specs/<stage>_part/<part key>.json."""
+    return lambda wc: f"{SPECS}/{stage}_part/{planned_part(stage, wc).key}.json"
+
+
+def keyed_parts(stage):
+    """A gather's parts: the artifact's keyed parts, in order (with its other inputs)."""
+
+    def inputs(wc):
+        a = artifact(stage, wc)
+        return {
+            **{n: i.path for n, i in a.inputs.items()},
+            "parts": [p.path for p in a.parts],
+        }
+
+    return inputs
+
+
+# The deduplicated stage's reduce parts (rules/deduplicated.smk): one per hash bucket.
 def dedup_buckets(wc):
     return range(artifact("deduplicated", wc).settings["buckets"])
 
 
 def dedup_maps(wc):
-    return {
-        f"map_{p:03d}": part_path("deduplicated", wc.key, f"map-{p:03d}")
-        for p in dedup_buckets(wc)
-    }
+    """The reduce's and the gather's maps: one keyed part per cleaned part, in order."""
+    return {"maps": [p.path for p in artifact("deduplicated", wc).parts]}
 
 
 def dedup_reduces(wc):

@@ -5,14 +5,12 @@
 # Code: scripts/raw_part.py -> lmbuild.data.raw.build_part; scripts/raw.py -> build
 rule build_raw_part:
     input:
-        unpack(stage_inputs("raw")),
+        unpack(part_inputs("raw")),
     output:
-        # temp: the gather hard-links the shards into the artifact, then the part goes.
-        temp(directory(part_path("raw", "{key}", "{part}"))),
+        # A store entry of its own, keyed by what it reads (rules/parts.smk): not temp().
+        directory(keyed_part_path("raw")),
     log:
-        "logs/raw_parts/{key}/{part}.log",
-    wildcard_constraints:
-        part="[0-9]{5}",
+        "logs/raw_parts/{pkey}.log",
     # Grouped on a cluster like the cleaned parts (profiles/slurm group-components).
     group:
         "build_raw_part"
@@ -25,16 +23,15 @@ rule build_raw_part:
         parallel_parts=1,
     params:
         stage="raw_part",
-        key=lambda wc: f"{wc.key}/{wc.part}",
-        part=lambda wc: int(wc.part),
-        spec=stage_spec("raw"),
+        key=lambda wc: wc.pkey,
+        spec=part_spec("raw"),
     script:
         "../scripts/raw_part.py"
 
 
 rule build_raw:
     input:
-        unpack(unless_built("raw", raw_parts)),
+        unpack(unless_built("raw", keyed_parts("raw"))),
     output:
         directory(f"{ART}/raw/{{key}}"),
     log:

@@ -10,6 +10,8 @@ rule build_shards_part:
         temp(directory(part_path("shards", "{key}", "{part}"))),
     log:
         "logs/shards_parts/{key}/{part}.log",
+    wildcard_constraints:
+        part="[0-9]{5}",
     # Grouped on a cluster like the cleaned parts (profiles/slurm group-components).
     group:
         "build_shards_part"

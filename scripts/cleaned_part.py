@@ -9,5 +9,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lmbuild.data.cleaned import build_part  # noqa: E402
 from lmbuild.store.runner import run_stage  # noqa: E402
 
-part = int(snakemake.params.part)  # noqa: F821 (snakemake is injected by the script directive)
-run_stage(snakemake, lambda ctx: build_part(ctx, part))  # noqa: F821
+run_stage(snakemake, build_part)  # noqa: F821 (snakemake is injected by the script directive)

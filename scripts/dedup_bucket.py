@@ -10,5 +10,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lmbuild.data.deduplicated import bucket  # noqa: E402
 from lmbuild.store.runner import run_stage  # noqa: E402
 
-maps = [Path(p) for name, p in sorted(snakemake.input.items()) if name.startswith("map_")]  # noqa: F821
+maps = [Path(p) for p in snakemake.input.maps]  # noqa: F821 (one map per cleaned part, in order)
 run_stage(snakemake, functools.partial(bucket, bucket_index=snakemake.params.bucket, maps=maps))  # noqa: F821

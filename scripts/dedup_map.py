@@ -1,6 +1,5 @@
-"""Rule dedup_map: hash keys of one slice of the cleaned shards into buckets; contaminated ids."""
+"""Rule dedup_map: hash keys of one cleaned part's shard into buckets; contaminated ids."""
 
-import functools
 import sys
 from pathlib import Path
 
@@ -10,4 +9,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lmbuild.data.deduplicated import partition  # noqa: E402
 from lmbuild.store.runner import run_stage  # noqa: E402
 
-run_stage(snakemake, functools.partial(partition, part=snakemake.params.part))  # noqa: F821 (injected by script:)
+run_stage(snakemake, partition)  # noqa: F821 (injected by script:): the map of one cleaned part

@@ -11,7 +11,7 @@ from lmbuild.store.gc import Policy, gc  # noqa: E402
 
 p = snakemake.params  # noqa: F821 (snakemake is injected by the script directive)
 policy = Policy(**p.policy)
-text = gc(Path(p.root), {tuple(k.split("/")) for k in p.reachable}, list(p.stages), do_remove=p.delete,
+text = gc(Path(p.root), {tuple(k.rsplit("/", 1)) for k in p.reachable}, list(p.stages), do_remove=p.delete,
           policy=policy, checkout=p.checkout)
 Path(snakemake.log[0]).write_text(text + "\n")  # noqa: F821
 print(text)

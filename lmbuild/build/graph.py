@@ -65,6 +65,7 @@ class Artifact:
     code_files: tuple[str, ...] = ()
     located: list = dataclasses.field(default_factory=list)  # [where, field, path]: apply_patches
     script: str = ""  # the rule's entry script, scripts/<script>.py (Stage.entry; default the stage's name)
+    parts: list["Part"] = dataclasses.field(default_factory=list)  # its fan-out parts (Stage.parts), in order
 
     def lineage(self) -> dict:
         """What the manifest records beside the settings."""
@@ -78,6 +79,32 @@ class Artifact:
     def spec(self) -> dict:
         """The job spec: everything the job reads besides its input artifacts."""
         return {"stage": self.stage, "key": self.key, "settings": self.settings, "located": self.located, "lineage": self.lineage()}
+
+
+@dataclasses.dataclass
+class Part:
+    """A fan-out part: a store entry of its own at ``<store>/_parts/<stage>/<key>``, keyed by what it
+    reads (its settings, its inputs' keys: other parts or artifacts), its stage's code, never by its
+    position in the stage, so that the artifacts of many builds share it (Stage.parts)."""
+
+    stage: str
+    key: str
+    path: str
+    settings: dict
+    inputs: dict  # name -> Part or Artifact
+    code_hash: str
+    code_files: tuple[str, ...] = ()
+    located: list = dataclasses.field(default_factory=list)
+    info: dict = dataclasses.field(default_factory=dict)  # what the gather needs, outside the key
+
+    def spec(self) -> dict:
+        # The code by its hash only: the gather's manifest names the files (a build of 10,000
+        # parts would write their digests 10,000 times).
+        lineage = {"code_hash": self.code_hash, "inputs": {n: {"stage": a.stage, "key": a.key, "path": a.path} for n, a in sorted(self.inputs.items())}}
+        return {"stage": f"{self.stage}_part", "key": self.key, "settings": self.settings, "located": self.located, "lineage": lineage}
+
+
+PARTS = "_parts"  # <store>/_parts/<stage>/<part key> (lmbuild.store.gc keeps what complete artifacts list)
 
 
 def write_spec(folder: str | os.PathLike, stage: str, key: str, spec: dict) -> Path:
@@ -129,6 +156,7 @@ class Plan:
         if _shared is None:  # the base: index every artifact of the build
             plans = [self, *self.variants.values()]
             self._by_key = {(a.stage, a.key): a for p in plans for a in p.artifacts.values()}
+            self._parts = {(part.stage, part.key): part for a in self._by_key.values() for part in a.parts}
 
     def _add(self, stage, settings: dict, ins: dict, entry: str | None) -> None:
         """Key one artifact of ``stage``: its settings with local files located, its code, its inputs."""
@@ -143,9 +171,19 @@ class Plan:
             "environment": environment,
         }
         key = digest(material)[:KEY_LEN]
-        self.artifacts[stage.name] = Artifact(
+        a = self.artifacts[stage.name] = Artifact(
             stage.name, key, f"{self.root}/{stage.name}/{key}", loc.key_settings, ins, code, code_files(stage.name, entry), loc.patches, entry or stage.name,
         )
+        if stage.parts is not None:
+            a.parts = [self._part(a, p) for p in stage.parts(a)]
+
+    def _part(self, a: Artifact, p: dict) -> Part:
+        """Key one part of ``a`` from its hook's entry: ``settings`` (key settings), ``located``
+        (patches that put its paths back), ``inputs`` (Parts or Artifacts), ``info``."""
+        ins = p.get("inputs", {})
+        material = {"part": a.stage, "settings": p["settings"], "code": a.code_hash, "inputs": {n: i.key for n, i in ins.items()}}
+        key = digest(material)[:KEY_LEN]
+        return Part(a.stage, key, f"{self.root}/{PARTS}/{a.stage}/{key}", p["settings"], ins, a.code_hash, a.code_files, p.get("located", []), p.get("info", {}))
 
     def variant(self, name: str) -> "Plan":
         """The plan of a variant (variant_configs has ruled out unknown names and cycles)."""
@@ -162,6 +200,12 @@ class Plan:
         except KeyError:
             raise UserError(f"{self.root}/{stage}/{key}: not an artifact of the current config") from None
 
+    def part(self, stage: str, key: str) -> Part:
+        try:
+            return self._parts[(stage, key)]
+        except KeyError:
+            raise UserError(f"{self.root}/{PARTS}/{stage}/{key}: not a part of the current config") from None
+
     def all_artifacts(self) -> list[Artifact]:
         return list(self._by_key.values())
 
@@ -173,9 +217,12 @@ class Plan:
             if tracking and STAGES[a.stage].tracked:
                 spec["tracking"] = tracking
             write_spec(folder, a.stage, a.key, spec)
+        for part in self._parts.values():
+            write_spec(folder, f"{part.stage}_part", part.key, part.spec())
 
 
 def store_keeps(plan: Plan) -> list[str]:
     """What gc keeps besides the build's artifacts: the store entries their builds reuse
-    (``Stage.keeps``: a wsd run's stable-phase cache), as ``<folder>/<key>``."""
-    return sorted({k for a in plan.all_artifacts() if STAGES[a.stage].keeps for k in STAGES[a.stage].keeps(a)})
+    (``Stage.keeps``: a wsd run's stable-phase cache; the keyed parts), as ``<folder>/<key>``."""
+    keeps = {k for a in plan.all_artifacts() if STAGES[a.stage].keeps for k in STAGES[a.stage].keeps(a)}
+    return sorted(keeps | {f"{PARTS}/{p.stage}/{p.key}" for a in plan.all_artifacts() for p in a.parts})

@@ -30,6 +30,7 @@ from typing import Callable
 
 from lmbuild.build import locate
 from lmbuild.data import eval_sources
+from lmbuild.data.groups import layout as raw_layout, part_settings as raw_part_settings
 from lmbuild.errors import UserError
 from lmbuild.training.schedule import stable_key
 
@@ -77,6 +78,9 @@ class Stage:
     read_whole: tuple[str, ...] = ()
     # {input stage: patterns} where this stage reads an input otherwise than its readers do.
     reads_whole: dict = dataclasses.field(default_factory=dict)
+    # Artifact -> its fan-out parts, in order: [{"settings", "located", "inputs", "info"}], each a
+    # store entry keyed by what it reads (lmbuild.build.graph.Part), which builds of other keys reuse.
+    parts: Callable | None = None
 
     def input_names(self, config: dict) -> tuple[str, ...]:
         return self.inputs(config) if callable(self.inputs) else self.inputs
@@ -133,6 +137,40 @@ def _teachers(plan) -> dict:
         for i, s in enumerate(plan.config["data"]["sources"])
         if s["type"] == "synthetic" and "variant" in s["model"]
     }
+
+
+def _raw_parts(a) -> list[dict]:
+    """One part per group of input files (lmbuild.data.groups): its own files by content, its
+    source's settings (and the embedded corpus's versions), data.shards; not its position."""
+    env = locate.embedded_corpus("sources")(a.settings)["sources"]
+    out = []
+    for g in raw_layout(a.settings):
+        settings = raw_part_settings(a.settings, g)
+        settings["environment"] = env[g.source]
+        # Where the part's files are now, and which source it is in this config (its messages
+        # name data.sources[i]): put back for the job like a path, in no key.
+        located = [[["source", *w[2:]], f, path] for w, f, path in a.located if w[:2] == ["sources", g.source]] + [[[], "index", g.source]]
+        # A synthetic source's teacher artifact is an input of its part (its key in the part's).
+        teacher = {n: i for n, i in a.inputs.items() if n == f"teacher_{g.source}"}
+        out.append({"settings": settings, "located": located, "inputs": teacher, "info": {"source": g.source, "first_shard": g.first_shard, "shards": g.shards}})
+    return out
+
+
+def _cleaned_parts(a) -> list[dict]:
+    """One part per raw shard: the raw part's key and the shard's number in it, the cleaning
+    settings (and the classifier's key): a raw part that is reused keeps its cleaned parts."""
+    more = {n: i for n, i in a.inputs.items() if n != "raw"}
+    return [
+        {"settings": {**a.settings, "shard": j}, "inputs": {"raw": rp, **more}, "info": {"shard": rp.info["first_shard"] + j}}
+        for rp in a.inputs["raw"].parts
+        for j in range(rp.info["shards"])
+    ]
+
+
+def _dedup_maps(a) -> list[dict]:
+    """Deduplication's map, one per cleaned part: its hash keys per bucket and contaminated ids
+    depend on that part and the dedup settings only, so a reused cleaned part keeps its map."""
+    return [{"settings": a.settings, "located": a.located, "inputs": {"cleaned": cp}} for cp in a.inputs["cleaned"].parts]
 
 
 def cleaned_inputs(c: dict) -> tuple[str, ...]:
@@ -375,7 +413,7 @@ STAGES: dict[str, Stage] = {
         # One job per group of input files (lmbuild.data.groups), then a gather.
         Stage(
             "raw", (), _raw_settings, ("raw_part",), locate=locate.raw_sources, environment=locate.embedded_corpus("sources"),
-            more_inputs=_teachers, section="data.",
+            more_inputs=_teachers, section="data.", parts=_raw_parts,
         ),
         # The fastText classifiers that cleaning scores with: data.clean.quality's and data.classifiers
         # (lmbuild.data.quality_model); built only when used.
@@ -386,12 +424,12 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "cleaned", cleaned_inputs, _cleaned_settings, ("cleaned_part",), locate=locate.url_blocklists, section="data.clean.",
-            elsewhere={"classifiers": "data.classifiers"},
+            elsewhere={"classifiers": "data.classifiers"}, parts=_cleaned_parts,
             files=CLEANING_LISTS,  # the vendored URL and bad-words lists (lmbuild/data/resources/README.md)
         ),
         Stage(
             "deduplicated", ("cleaned",), _dedup_settings, ("dedup_map", "dedup_bucket"), locate=locate.decontamination_files,
-            section="data.dedup.", elsewhere={"eval_tasks": "eval.tasks"},
+            section="data.dedup.", elsewhere={"eval_tasks": "eval.tasks"}, parts=_dedup_maps,
         ),
         # from_pretrained reads every file.
         Stage("tokenizer", tokenizer_inputs, lambda c: c["tokenizer"], locate=locate.tokenizer_folder, section="tokenizer.", read_whole=("*",)),

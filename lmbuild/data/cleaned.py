@@ -237,12 +237,15 @@ def _pool(workers: int):
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(workers)
 
 
-def build_part(ctx: StageContext, part: int) -> dict:
-    """One fan-out job: clean raw shard number ``part`` into ``ctx.out``."""
+def build_part(ctx: StageContext) -> dict:
+    """One fan-out job: clean shard ``settings["shard"]`` of a raw part (its own numbering) into
+    ``ctx.out``, under the same name; the gather names it globally."""
+    part = int(ctx.settings["shard"])
     src = Path(ctx.inputs["raw"]) / shard_name(part)
     if not src.is_file():
         raise UserError(f"{src}: no such raw shard (data.shards smaller than part {part}?)")
-    return {"shard": src.name, **clean_shard((str(src), str(ctx.out), ctx.settings, _classifier(ctx)))}
+    settings = {k: v for k, v in ctx.settings.items() if k != "shard"}
+    return {"shard": src.name, **clean_shard((str(src), str(ctx.out), settings, _classifier(ctx)))}
 
 
 def _classifier(ctx: StageContext) -> str | None:
@@ -252,16 +255,19 @@ def _classifier(ctx: StageContext) -> str | None:
 
 
 def _gather(parts: list[Path], out: Path) -> list[dict]:
+    """Link the parts' shards in order as ``shard-00000`` ... (their global names: one part per
+    raw shard, in the raw artifact's order); each part's counts with its key."""
     results = []
-    for part in parts:
+    for i, part in enumerate(parts):
         try:
-            counts = read_manifest(part)["counts"]
+            manifest = read_manifest(part)
+            counts = dict(manifest["counts"])
         except (OSError, ValueError, KeyError):
             raise UserError(f"{part}: not a complete cleaned part (no manifest)") from None
-        name = counts["shard"]
-        link_or_copy(part / name, out / name)
-        link_or_copy(part / DROPPED_DIR / name, out / DROPPED_DIR / name)
-        results.append(counts)
+        name = shard_name(i)
+        link_or_copy(part / counts["shard"], out / name)
+        link_or_copy(part / DROPPED_DIR / counts["shard"], out / DROPPED_DIR / name)
+        results.append({**counts, "shard": name, "key": manifest["key"]})
     return results
 
 
@@ -304,6 +310,8 @@ def build(ctx: StageContext) -> dict:
         total["classifiers"] = results[0]["classifiers"]
     total["stats"] = statistics.merge([r["stats"] for r in results])
     statistics.write(ctx.out, total["stats"])
+    if parts is not None:  # the index of the parts this artifact is made of (gc keeps them)
+        total["part_keys"] = [r["key"] for r in results]
     if total["documents_in"] and not total["documents_out"]:
         detail = ", ".join(f"{k}: {v}" for k, v in dropped.most_common())
         raise UserError(f"every document was dropped by cleaning ({detail}); loosen data.clean settings")

@@ -4,7 +4,8 @@ over hash buckets.
 The stage is a map-reduce over ``buckets`` (B, from ``data.dedup.buckets``) that Snakemake runs
 as separate jobs, so that it spreads over a cluster (rules/deduplicated.smk):
 
-* ``partition(part)`` (B jobs, "map"): the cleaned shards ``files[part::B]``; for every
+* ``partition()`` (one job per cleaned part, "map": a keyed part that builds of other keys
+  reuse; ``partition(part)`` in one process: the shards ``files[part::B]``); for every
   document it writes hash keys into one file (or folder) per bucket by ``key % B`` and the ids of
   contaminated documents into ``contaminated.parquet``.
   - ``exact``: the key is DuckDB's 64-bit ``hash()`` and the length of the normalised text
@@ -176,12 +177,17 @@ def _texts_sql(files: list[str], normalise: bool) -> str:
     return f"SELECT id, {_TRIMMED} AS t FROM (SELECT id, {_LOWERED} AS t FROM {source})"
 
 
-def partition(ctx: StageContext, part: int) -> dict:
-    """Map job ``part``: hash keys of ``files[part::B]`` into one Parquet file or folder per bucket."""
+def partition(ctx: StageContext, part: int | None = None) -> dict:
+    """Map job: hash keys of the cleaned shards into one Parquet file or folder per bucket.
+
+    ``part`` None (the workflow): every shard of ``ctx.inputs["cleaned"]``, which is one cleaned
+    part, so that the map is a store entry keyed by that part (lmbuild.build.stages) and a build
+    that reuses the part reuses its map. ``part`` p (library use): ``files[p::B]``."""
     s = ctx.settings
     _check(s)
     buckets = s.get("buckets", 1)
-    files = [str(p) for p in parquet_shards(ctx.inputs["cleaned"], "cleaned")][part::buckets]
+    files = [str(p) for p in parquet_shards(ctx.inputs["cleaned"], "cleaned")]
+    files = files if part is None else files[part::buckets]
     counts: dict = {"files": len(files), "documents": 0, "contaminated": {}}
     n, index = eval_index(s)
     if s["method"] == "exact":
@@ -288,13 +294,13 @@ def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path, edit=None) -
 def build(ctx: StageContext) -> dict:
     """Gather: components, survivors, decontamination; write the output shards and counts.
 
-    ``ctx.inputs``: ``cleaned`` and, from the workflow, ``map_XXX`` and ``bucket_XXX`` (the map
+    ``ctx.inputs``: ``cleaned`` and, from the workflow, ``maps`` (one map per cleaned part) and ``bucket_XXX`` (the map
     and reduce outputs); without them the whole map-reduce runs here.
     """
     s = ctx.settings
     _check(s)
     shards = parquet_shards(ctx.inputs["cleaned"], "cleaned")
-    maps = [Path(p) for k, p in sorted(ctx.inputs.items()) if k.startswith("map_")]
+    maps = [Path(p) for p in ctx.inputs.get("maps", [])]
     bucket_dirs = [Path(p) for k, p in sorted(ctx.inputs.items()) if k.startswith("bucket_")]
     if not bucket_dirs:
         maps, bucket_dirs = _local_parts(ctx)
@@ -390,4 +396,6 @@ def build(ctx: StageContext) -> dict:
         "buckets": len(bucket_dirs),
         "shards": len(shards),
         **extra,
+        # The index of the map parts this artifact read (gc keeps them): store entries of their own.
+        **({"part_keys": [read_manifest(m)["key"] for m in maps]} if "maps" in ctx.inputs else {}),
     }

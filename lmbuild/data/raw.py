@@ -2,10 +2,11 @@
 
 Schema: ``id: string, text: string, source: string, metadata: string`` (metadata is a JSON
 object with at least ``kind``). Fanned out (``lmbuild.data.groups``): one job
-(:func:`build_part`) per group of input files writes its own run of shards, document k of its
-stream to the k mod n-th of them, and a gather (:func:`build`) hard-links the parts' shards
-into the artifact. With one group that is the single ingest: document k of the concatenated
-sources to shard k mod ``data.shards``. Shards are written with a ParquetWriter per shard from
+(:func:`build_part`) per group of input files of one source writes ``data.shards`` shards
+named from ``shard-00000``, document k of its stream to the k mod n-th of them; the part is a
+store entry keyed by its own files, so builds of other raw keys reuse it. A gather
+(:func:`build`) hard-links the parts' shards into the artifact under their global numbers.
+With one group that is the single ingest: document k of the source to shard k mod ``data.shards``. Shards are written with a ParquetWriter per shard from
 small buffers flushed by size, so memory stays bounded whatever the corpus size.
 
 Ids must be unique across all sources: downstream stages key on them (dedup keeps the
@@ -30,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lmbuild.data.files import source_name
-from lmbuild.data.groups import Group, layout, shard_name, whole
+from lmbuild.data.groups import Group, layout, shard_name, unit_count, whole
 from lmbuild.data.sources import Problems, iter_source
 from lmbuild.data.synthetic import read_synthetic, with_teacher
 from lmbuild.errors import UserError
@@ -136,11 +137,13 @@ def _documents(ctx: StageContext, src: dict, i: int, skipped: Counter, units: ra
     return islice(docs, src["max_docs"]) if src.get("max_docs") is not None else docs
 
 
-def _ingest(ctx: StageContext, group: Group, out: Path) -> dict:
-    """One job's documents (its units of each source, in order) round robin into its run of
-    shards in ``out``; its counts, per source and per shard."""
-    sources = ctx.settings["sources"]
-    writer = ShardWriter(out, group.shards, group.first_shard)
+def _ingest(ctx: StageContext, settings: dict, group: Group, out: Path, first: int | None = None) -> dict:
+    """One part's documents (its units of one source, in order) round robin into its run of
+    shards in ``out``, numbered from ``first`` (default the group's first global shard); its
+    counts, per source and per shard."""
+    sources = settings["sources"]
+    first = group.first_shard if first is None else first
+    writer = ShardWriter(out, group.shards, first)
     per_source = []
     k = 0
     try:
@@ -177,25 +180,41 @@ def _ingest(ctx: StageContext, group: Group, out: Path) -> dict:
     return {"part": group.index, "documents": k, "sources": per_source, "shards": shards}
 
 
-def build_part(ctx: StageContext, part: int) -> dict:
-    """One fan-out job (rule ``build_raw_part``): the units of group number ``part``."""
-    groups = layout(ctx.settings)
-    if part >= len(groups):
-        raise UserError(f"raw part {part}: the sources now make {len(groups)} jobs, fewer than when the plan was made: run snakemake again")
-    return _ingest(ctx, groups[part], ctx.out)
+def build_part(ctx: StageContext) -> dict:
+    """One fan-out job (rule ``build_raw_part``): one group's units of one source
+    (``lmbuild.data.groups.part_settings``), into shards named from ``shard-00000`` (the gather
+    names them globally), so that the part is the same wherever its group sits."""
+    s = ctx.settings
+    index = int(s.get("index", 0))
+    start, end = s["units"]
+    group = Group(0, index, start, end, 0, int(s["shards"]))
+    sources = [None] * index + [s["source"]]
+    if not whole(s["source"]):
+        have = unit_count(s["source"], index)
+        if end > have:
+            raise UserError(f"data.sources[{index}]: {have} files now, fewer than when the plan was made: run snakemake again")
+    return _ingest(ctx, {"sources": sources}, group, ctx.out, 0)
 
 
-def _gather(parts: list[Path], out: Path) -> list[dict]:
-    """Hard-link every part's shards into ``out`` (no copy); the parts' counts."""
+def _gather(parts: list[Path], groups: list[Group], out: Path) -> list[dict]:
+    """Hard-link every part's shards into ``out`` under their global names (no copy); the
+    parts' counts, with the source index and shard names of this layout."""
     results = []
-    for part in parts:
+    if len(parts) != len(groups):
+        raise UserError(f"raw: {len(parts)} parts for {len(groups)} groups of files: run snakemake again")
+    for part, g in zip(parts, groups):
         try:
             manifest = read_manifest(part)
         except (OSError, ValueError):
             raise UserError(f"{part}: not a complete raw part (no manifest)") from None
-        for shard in manifest["counts"]["shards"]:
-            link_or_copy(part / shard["file"], out / shard["file"])
-        results.append(manifest["counts"])
+        counts = dict(manifest["counts"])
+        shards = []
+        for j, shard in enumerate(counts["shards"]):
+            name = shard_name(g.first_shard + j)
+            link_or_copy(part / shard["file"], out / name)
+            shards.append({**shard, "file": name})
+        counts.update(part=g.index, key=manifest["key"], shards=shards, sources=[{**x, "index": g.source} for x in counts["sources"]])
+        results.append(counts)
     return results
 
 
@@ -206,9 +225,9 @@ def build(ctx: StageContext) -> dict:
     names = [source_name(s) for s in sources]
     parts = ctx.inputs.get("parts")
     if parts is not None:
-        results = _gather([Path(p) for p in parts], ctx.out)
+        results = _gather([Path(p) for p in parts], layout(ctx.settings), ctx.out)
     else:
-        results = [_ingest(ctx, g, ctx.out) for g in layout(ctx.settings)]
+        results = [_ingest(ctx, ctx.settings, g, ctx.out) for g in layout(ctx.settings)]
     per_source = []
     for i, src in enumerate(sources):
         mine = [s for r in results for s in r["sources"] if s["index"] == i]
@@ -240,4 +259,6 @@ def build(ctx: StageContext) -> dict:
         "jobs": len(results),
         "shards": shards,
     }
+    if parts is not None:  # the index of the parts this artifact is made of (gc keeps them)
+        counts["part_keys"] = [r["key"] for r in results]
     return counts

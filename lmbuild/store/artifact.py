@@ -179,6 +179,22 @@ def parquet_shards(folder: Path, stage: str) -> list[Path]:
     return paths
 
 
+def listed_parts(artifacts: list[Path]) -> dict[str, str]:
+    """``stage/part key`` -> the kept complete artifact whose manifest lists it (``counts.part_keys``:
+    the index of keyed parts a gather made it of, lmbuild.build.graph.Part)."""
+    out = {}
+    for a in artifacts:
+        if not is_complete(a):
+            continue
+        try:
+            parts = read_manifest(a).get("counts", {}).get("part_keys")
+        except (OSError, ValueError):
+            continue
+        if isinstance(parts, list):
+            out.update({f"{a.parent.name}/{k}": f"{a.parent.name}/{a.name}" for k in parts if isinstance(k, str)})
+    return out
+
+
 # --- locks --------------------------------------------------------------------------------
 
 

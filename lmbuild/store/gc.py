@@ -14,8 +14,10 @@ removes what goes. Kept are the ``stage/key``s that
 What goes:
   * artifacts ``<store>/<stage>/<key>`` whose (stage, key) is not kept;
   * temporary folders ``.tmp-*`` whose writer is dead (their flock is free);
-  * fan-out parts (``_parts/<stage>/<key>``: raw, cleaned, deduplicated and shards parts) of an
-    artifact that is complete or not kept, and empty part folders;
+  * keyed parts (``_parts/<stage>/<part key>``: raw, cleaned and dedup map parts, each a store
+    entry with its manifest) that no kept complete artifact lists in its ``counts.part_keys``, unless
+    recent (as an unregistered key); per-artifact parts (``_parts/<stage>/<key>/<part>``: dedup
+    buckets, shards parts) of an artifact that is complete or not kept; empty part folders;
   * ``_work`` scratch of an artifact that is complete or not kept (a kept, unfinished one keeps
     its scratch: training resumes from it), and free lock files;
   * stable-phase caches ``_stable/<key>`` (lmbuild.training.stable_cache: where a longer wsd run continues)
@@ -43,7 +45,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lmbuild.store.artifact import is_complete, release, try_lock
+from lmbuild.store.artifact import is_complete, listed_parts, release, try_lock
 from lmbuild.store.registry import REFS, live_builds, refs_lock, registrations
 
 KEY = re.compile(r"[0-9a-f]{16}")
@@ -216,6 +218,7 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
                     out.append(Entry("artifact", p, "another build holds its build lock", False))
                 else:
                     out.append(Entry("artifact", p, d.gone(stage, p.name)))
+    listed = listed_parts([e.path for e in out if e.kind == "artifact" and not e.remove])
     for stage in stages:
         folder = root / PARTS / stage
         if not folder.is_dir():
@@ -226,11 +229,14 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
             if not any(p.iterdir()):
                 out.append(Entry("empty", p, "empty part folder"))
                 continue
+            if (p / "manifest.json").is_file():  # a keyed part: a store entry of its own
+                out.append(_keyed_part(p, stage, listed, d))
+                continue
             goes, why = artifact_state(stage, p.name, p)
             if goes and _busy(locks / f"{stage}-{p.name}.lock"):
                 goes, why = False, "another build holds its build lock"
             out.append(Entry("parts", p, f"parts {why}" if why.startswith("of") else why, goes))
-    for work in sorted({root / "_work", *(root / PARTS / stage / "_work" for stage in stages)}):
+    for work in sorted({root / "_work", root / PARTS / "_work", *(root / PARTS / stage / "_work" for stage in stages)}):
         if not work.is_dir():
             continue
         for sdir in sorted(work.iterdir()):
@@ -269,6 +275,22 @@ def scan(root: Path, reachable: set[tuple[str, str]], stages: list[str], *, poli
             out.append(Entry("lock", p, "held by a running build" if busy else "build lock nobody holds", not busy))
     out += _refs_entries(root, d, checkout)
     return out
+
+
+def _keyed_part(p: Path, stage: str, listed: dict[str, str], d: "Decision") -> Entry:
+    """A keyed part (``_parts/<stage>/<part key>``) stays while a kept artifact lists it, or while
+    it is recent (a build that has not gathered it yet: as an unregistered key, within
+    ``retention_days``, never at scope ``store``); else it goes."""
+    owner = listed.get(f"{stage}/{p.name}")
+    kept = d.kept(f"{PARTS}/{stage}", p.name)
+    if kept is not None:
+        return Entry("parts", p, f"part {kept}", False)
+    if owner is not None:
+        return Entry("parts", p, f"part of the kept artifact {owner}", False)
+    why = d.unregistered_but_recent(f"{PARTS}/{stage}", p.name, p)
+    if why is not None:
+        return Entry("parts", p, f"part that no kept artifact lists, {why}", False)
+    return Entry("parts", p, "part that no kept artifact lists")
 
 
 def _refs_entries(root: Path, d: Decision, checkout: str | None) -> list[Entry]:

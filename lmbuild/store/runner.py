@@ -207,12 +207,12 @@ def cpu_seconds() -> dict:
 
 def parts_peak_rss_mb(key: str, ins: dict) -> dict | None:
     """The largest peak among this artifact's fan-out parts (inputs whose manifest key is this
-    key, or ``<key>/<part>``): the parts are other jobs, and often temporary."""
+    key, or ``<key>/<part>``, and the keyed parts listed as ``parts``): the parts are other jobs."""
     peaks = []
-    for value in ins.values():
+    for name, value in ins.items():
         for path in value if isinstance(value, list) else [value]:
             m = read_manifest(path)
-            if (m.get("key") == key or str(m.get("key", "")).startswith(f"{key}/")) and m.get("peak_rss_mb"):
+            if (name == "parts" or m.get("key") == key or str(m.get("key", "")).startswith(f"{key}/")) and m.get("peak_rss_mb"):
                 peaks.append(m["peak_rss_mb"])
     return max(peaks, key=lambda p: p["self"] + p["children"]) if peaks else None
 

@@ -48,7 +48,8 @@ from tokenizers import Tokenizer
 
 from lmbuild.data import data_card, statistics
 from lmbuild.errors import UserError
-from lmbuild.store.artifact import link_or_copy, parquet_shards, read_manifest, write_json
+from lmbuild.build.keys import digest
+from lmbuild.store.artifact import atomic_dir, file_entries, is_complete, link_or_copy, parquet_shards, read_manifest, write_json
 from lmbuild.store.runner import StageContext
 
 log = logging.getLogger(__name__)
@@ -258,13 +259,46 @@ def _tokenizer_info(ctx: StageContext, tok) -> dict:
     return {"tokenizer": key, "vocab_size": tok.vocab_size, "eos_token_id": tok.eos_token_id, "dtype": token_dtype(tok.vocab_size).name}
 
 
+def reuse_key(ctx: StageContext, path: Path, fallback: str | None) -> str | None:
+    """The address of a part's output by what it is made of: the deduplicated shard's bytes
+    (its SHA-256 in the input's manifest) and name, the tokenizer's key, ``pack``, this stage's
+    code and the corpus-wide validation fallback. A shard whose surviving documents did not
+    change keeps it under a new deduplicated key. None where an input has no manifest."""
+    try:
+        entry = read_manifest(ctx.inputs["deduplicated"])["files"][path.name]
+        tokenizer = read_manifest(ctx.inputs["tokenizer"])["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+    material = {"shard": path.name, "sha256": entry["sha256"], "tokenizer": tokenizer, "settings": ctx.settings, "code": ctx.lineage.get("code_hash"), "fallback": fallback}
+    return digest(material)[:16]
+
+
 def build_part(ctx: StageContext, part: int) -> dict:
-    """One fan-out job: tokenize and pack deduplicated shard number ``part`` into ``ctx.out``."""
-    tok, paths, fallback = _part_setup(ctx)
+    """One fan-out job: tokenize and pack deduplicated shard number ``part`` into ``ctx.out``.
+
+    Reused when the store holds a part of the same :func:`reuse_key` (``_parts/shards/<key>``,
+    kept by gc while a kept shards artifact lists it in ``part_keys``): its files are linked,
+    nothing is tokenized. Else packed, and linked into the store under that key."""
+    paths = parquet_shards(ctx.inputs["deduplicated"], "deduplicated")
     if part >= len(paths):
         raise UserError(f"{ctx.inputs['deduplicated']}: no shard number {part} ({len(paths)} shards)")
-    counts = pack_shard(paths[part], tok, ctx.settings, fallback, ctx.out)
-    return {**counts, **_tokenizer_info(ctx, tok)}
+    fallback = fallback_validation_id(paths, ctx.settings["val_fraction"])
+    key = reuse_key(ctx, paths[part], fallback)
+    cache = Path(ctx.inputs["deduplicated"]).parent.parent / "_parts" / "shards" / key if key else None
+    if cache is not None and is_complete(cache):
+        for rel in read_manifest(cache)["files"]:
+            link_or_copy(cache / rel, ctx.out / rel)
+        log.info("%s: reused %s", paths[part].name, cache)
+        return {**read_manifest(cache)["counts"], "part_key": key, "reused": True}
+    use_threads(ctx.threads)
+    tok = load_tokenizer(ctx.inputs["tokenizer"])
+    counts = {**pack_shard(paths[part], tok, ctx.settings, fallback, ctx.out), **_tokenizer_info(ctx, tok)}
+    if cache is not None:
+        with atomic_dir(cache) as tmp:
+            for rel in file_entries(ctx.out):
+                link_or_copy(ctx.out / rel, tmp / rel)
+            write_json(tmp / "manifest.json", {"stage": "shards_part", "key": key, "counts": counts, "files": file_entries(tmp)})
+    return {**counts, "part_key": key, "reused": False}
 
 
 def _gather(parts: list[Path], out: Path) -> list[dict]:
@@ -336,6 +370,10 @@ def build(ctx: StageContext) -> dict:
         "val_dropped_tokens": totals["val_dropped_tokens"],
         "tokens_per_source": {src: row["train_tokens"] + row["val_tokens"] for src, row in sorted(per_source.items())},
         "parts": len(results),
+        # The store entries of the parts (gc keeps them while this artifact is kept), and how
+        # many a build of another key had made: their shard's survivors had not changed.
+        "part_keys": [r["part_key"] for r in results if r.get("part_key")],
+        "parts_reused": sum(bool(r.get("reused")) for r in results),
         # Per part job (its own time); the stage's rate on N cores is about N times this with N jobs.
         "tokens_per_second": round(n_tokens / max(part_seconds, 1e-9)),
         "part_seconds": round(part_seconds, 3),

@@ -35,13 +35,14 @@ def test_embedded_and_jsonl_into_shards(tmp_path, monkeypatch):
         json.dumps({"text": "def f():\n    return 1\n", "doc": "a"}) + "\n" + json.dumps({"text": "x = 2\n", "doc": "b"}) + "\n"
     )
     sources = EMBEDDED + [{"type": "jsonl", "path": "notes.jsonl", "id_field": "doc", "kind": "code", "name": "snippets"}]
-    ctx = ctx_for(tmp_path, sources)
+    ctx = ctx_for(tmp_path, sources, shards=2)
     counts = ingest.build(ctx)
     tables = read(ctx.out)
-    assert [t.schema for t in tables] == [ingest.SCHEMA] * 3
+    assert [t.schema for t in tables] == [ingest.SCHEMA] * 6
     rows = [r for t in tables for r in t.to_pylist()]
     assert counts["documents"] == len(rows) == 28
-    assert [s["documents"] for s in counts["shards"]] == [10, 9, 9]  # round robin
+    # A part per source, 2 shards each, round robin within the part.
+    assert [s["documents"] for s in counts["shards"]] == [3, 3, 10, 10, 1, 1]
     assert [(s["name"], s["documents"]) for s in counts["sources"]] == [("shakespeare", 6), ("stdlib", 20), ("snippets", 2)]
     assert counts["bytes"] == sum(len(r["text"].encode()) for r in rows) == sum(s["bytes"] for s in counts["sources"])
     # Round robin by stream position: the first document of the stream leads shard 0, the second shard 1.
@@ -127,11 +128,11 @@ def test_grouping_changes_shards_not_documents(tmp_path):
     one = ctx_for(tmp_path, sources, shards=2, name="one", files_per_job=8)
     each = ctx_for(tmp_path, sources, shards=2, name="each", files_per_job=1)
     c1, c3 = ingest.build(one), ingest.build(each)
-    assert (c1["jobs"], c3["jobs"]) == (1, 4)
-    # One job: the requested shards; four jobs: one shard each (max(shards, jobs)).
-    assert [s["file"] for s in c3["shards"]] == [ingest.shard_name(i) for i in range(4)]
-    assert [s["documents"] for s in c3["shards"]] == [5, 5, 5, 6]  # a job per file, then embedded
-    assert [s["documents"] for s in c1["shards"]] == [11, 10]
+    assert (c1["jobs"], c3["jobs"]) == (3, 4)  # a part per source, or per file
+    # data.shards (2) per part, numbered globally.
+    assert [s["file"] for s in c3["shards"]] == [ingest.shard_name(i) for i in range(8)]
+    assert [s["documents"] for s in c3["shards"]] == [3, 2, 3, 2, 3, 2, 3, 3]
+    assert [s["documents"] for s in c1["shards"]] == [5, 5, 3, 2, 3, 3]
     rows = lambda ctx: sorted((r for t in read(ctx.out) for r in t.to_pylist()), key=lambda r: r["id"])  # noqa: E731
     assert rows(one) == rows(each) and len(rows(one)) == 21
     assert {k: v for k, v in c1.items() if k not in ("shards", "jobs")} == {k: v for k, v in c3.items() if k not in ("shards", "jobs")}
@@ -140,12 +141,21 @@ def test_grouping_changes_shards_not_documents(tmp_path):
 
 
 def test_a_part_is_one_group_of_files(tmp_path):
-    """build_part: the fan-out job writes only its group's shards, named by their global number."""
+    """build_part: the fan-out job reads only its group's files (its part settings, located) and
+    names its shards from 0, wherever the group sits; the gather names them globally."""
+    from lmbuild.data.groups import layout, part_settings
+
     sources = [{"type": "jsonl", "path": str(FIXTURES / "acts-*.jsonl.*"), "name": "acts"}]
-    ctx = ctx_for(tmp_path, sources, shards=4, files_per_job=1)
-    counts = ingest.build_part(ctx, 1)
-    assert [s["file"] for s in counts["shards"]] == ["shard-00002.parquet", "shard-00003.parquet"]
-    assert sorted(p.name for p in ctx.out.iterdir()) == ["shard-00002.parquet", "shard-00003.parquet"]
+    whole = {"sources": sources, "shards": 2, "files_per_job": 1}
+    group = layout(whole)[1]
+    assert (group.first_shard, group.shards) == (2, 2)
+    ctx = ctx_for(tmp_path, sources)
+    ctx.settings = {**part_settings(whole, group), "index": 0}
+    counts = ingest.build_part(ctx)
+    assert [s["file"] for s in counts["shards"]] == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert sorted(p.name for p in ctx.out.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet"]
     assert [r["id"] for t in read(ctx.out) for r in t.to_pylist()] == ["acts:acts-1.jsonl.zst:1", "acts:acts-1.jsonl.zst:3", "acts:acts-1.jsonl.zst:5", "acts:acts-1.jsonl.zst:2", "acts:acts-1.jsonl.zst:4"]
-    with pytest.raises(UserError, match=r"^raw part 2: the sources now make 2 jobs, fewer than when the plan was made"):
-        ingest.build_part(ctx_for(tmp_path, sources, shards=4, name="raw2", files_per_job=1), 2)
+    ctx2 = ctx_for(tmp_path, sources, name="raw2")
+    ctx2.settings = {**ctx.settings, "units": [2, 3]}
+    with pytest.raises(UserError, match=r"^data.sources\[0\]: 2 files now, fewer than when the plan was made"):
+        ingest.build_part(ctx2)

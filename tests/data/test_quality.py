@@ -96,7 +96,7 @@ def test_classifier_separates_shakespeare_from_machine_text_and_cleaning_uses_it
     # The cleaned stage on a mixed corpus: prose kept with its score, machine text dropped.
     mixed = tmp_path / "mixed"
     mixed.mkdir()
-    raw = make_raw(mixed, [jsonl_source(mixed / "prose.jsonl", held_prose[:60]), jsonl_source(mixed / "neg.jsonl", held_neg[:120])], shards=2)
+    raw = make_raw(mixed, [jsonl_source(mixed / "prose.jsonl", held_prose[:60]), jsonl_source(mixed / "neg.jsonl", held_neg[:120])], shards=1)
     settings = validate({"data": {"clean": {"quality": {"enabled": True}, "min_chars": 100}}})["data"]["clean"]
     for group in ("gopher_quality", "gopher_repetition", "c4", "fineweb"):
         settings[group]["enabled"] = False  # this test is about the classifier alone
@@ -112,14 +112,16 @@ def test_classifier_separates_shakespeare_from_machine_text_and_cleaning_uses_it
     )
     assert counts["dropped_by_lang"]["en"]["quality_score"] >= 100
 
-    # top_fraction: the best 30% of each shard's scored prose, whatever the threshold.
+    # top_fraction: the best 30% of each shard's scored documents, whatever the threshold. A raw
+    # part is one source (lmbuild.data.groups): each shard ranks one source's documents.
     settings["quality"].update(threshold=None, top_fraction=0.3)
     out, work = stage(mixed, "cleaned-top")
     counts = clean.build(StageContext("cleaned", "t", settings, {"raw": raw, "quality_model": model}, out, work, 1))
     scored = counts["documents_in"] - sum(v for k, v in counts["dropped"].items() if k != "quality_top_fraction")
     assert 0.3 * scored <= counts["documents_out"] <= 0.3 * scored + 2  # rounded up in each of 2 shards
     kept = rows(out)
-    assert len(kept) == counts["documents_out"] and all(r["source"].endswith("prose.jsonl") for r in kept)
+    assert len(kept) == counts["documents_out"]
+    assert [len({r["source"] for r in pq.read_table(p).to_pylist()}) for p in sorted(out.glob("shard-*.parquet"))] == [1, 1]
     dropped = [r for p in (out / "dropped").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
     assert sum(r["reason"] == "quality_top_fraction" for r in dropped) == counts["dropped"]["quality_top_fraction"]
 

@@ -131,8 +131,8 @@ def test_stable_caches_that_no_wsd_run_reaches_are_listed(tmp_path):
 
 
 def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
-    """lmbuild.build.graph.store_keeps (what gc keeps besides artifacts: Stage.keeps) is the stable-phase
-    cache key the training job writes under."""
+    """lmbuild.build.graph.store_keeps (what gc keeps besides artifacts: Stage.keeps, the keyed parts)
+    holds the stable-phase cache key the training job writes under."""
     from lmbuild.training.stable_cache import stable_key
     from lmbuild.build.config import validate
     from lmbuild.build.graph import Plan, store_keeps
@@ -145,8 +145,9 @@ def test_the_plan_and_the_job_agree_on_the_stable_key(tmp_path):
         (tmp_path / name / "manifest.json").write_text(f'{{"key": "{artifact.key}"}}')
         inputs[name] = tmp_path / name
     job = stable_key(a.spec()["settings"], inputs, a.lineage())
-    assert store_keeps(plan) == [f"_stable/{job}"]
-    assert store_keeps(Plan(validate({"artifacts": str(tmp_path / "a")}))) == []  # cosine: no cache
+    parts = [f"_parts/{p.stage}/{p.key}" for x in plan.all_artifacts() for p in x.parts]
+    assert parts and store_keeps(plan) == sorted([*parts, f"_stable/{job}"])  # and the keyed parts
+    assert not [k for k in store_keeps(Plan(validate({"artifacts": str(tmp_path / "a")}))) if not k.startswith("_parts/")]  # cosine: no cache
 
 
 def test_shards_parts_are_collected_like_cleaned_parts(tmp_path):
@@ -317,3 +318,33 @@ def test_a_running_builds_unreadable_record_keeps_everything(tmp_path):
         holder.kill()
         holder.wait()
     assert _goes(root, set()) == {("artifact", f"cleaned/{K[1]}"), ("live", "_refs/live/x-host-1.json")}
+
+
+def _keyed_part(root, stage, key):
+    p = root / "_parts" / stage / key
+    p.mkdir(parents=True)
+    (p / "shard-00000.parquet").write_bytes(b"p")
+    seal(p, {"stage": f"{stage}_part", "key": key})
+    return p
+
+
+def test_keyed_parts_stay_while_a_kept_artifact_lists_them_or_the_config_reaches_them(tmp_path):
+    """A keyed part (_parts/<stage>/<part key>, with its manifest) is a store entry: kept while a
+    kept complete artifact lists it in counts.part_keys or this config reaches it; an old one
+    that nothing lists goes; a recent one that nothing lists stays (a build may not have gathered it)."""
+    root = tmp_path / "artifacts"
+    raw = root / "raw" / K[0]
+    raw.mkdir(parents=True)
+    seal(raw, {"stage": "raw", "key": K[0], "counts": {"part_keys": [K[1]]}})
+    listed, reached, orphan = (_keyed_part(root, "raw", k) for k in K[1:])
+    _written_long_ago(root)
+    recent = _keyed_part(root, "raw", "e" * 16)
+    reachable = {("raw", K[0]), ("_parts/raw", K[2])}
+    assert _goes(root, reachable) == {("parts", f"_parts/raw/{K[3]}")}
+    assert _goes(root, reachable, policy=Policy(scope="store")) == {("parts", f"_parts/raw/{p}") for p in (K[3], "e" * 16)}
+    assert _why(root, reachable, listed) == (False, f"part of the kept artifact raw/{K[0]}")
+    assert _why(root, reachable, reached)[1].startswith("part reached by this checkout's config")
+    assert _why(root, reachable, recent)[1].startswith("part that no kept artifact lists, written")
+    assert _why(root, reachable, orphan) == (True, "part that no kept artifact lists")
+    # The raw artifact unreachable and old: it goes, and so does the part only it listed.
+    assert _goes(root, {("_parts/raw", K[2])}) == {("artifact", f"raw/{K[0]}"), ("parts", f"_parts/raw/{K[1]}"), ("parts", f"_parts/raw/{K[3]}")}

@@ -328,7 +328,7 @@ def test_the_same_command_recovers_after_snakemake_is_killed(tmp_path):
     logs = tmp_path / "logs" / "cleaned_parts"
     deadline = time.time() + 300
     # Both part jobs' scripts are running once each has opened its log.
-    while time.time() < deadline and proc.poll() is None and len(list(logs.glob("*/*.log"))) < 2:
+    while time.time() < deadline and proc.poll() is None and len(list(logs.glob("*.log"))) < 2:
         time.sleep(0.05)
     assert proc.poll() is None, "snakemake finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)  # Snakemake itself (Ctrl-\, the OOM killer); its running jobs go on

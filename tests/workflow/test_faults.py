@@ -66,8 +66,9 @@ RULES = {
     "build_eval_report": "eval_report",
     "build_report": "report",
 }
-# smoke.yaml: one raw part (an embedded source), 2 raw shards, 2 dedup buckets
-JOBS = {"cleaned_part": 2, "dedup_map": 2, "dedup_bucket": 2, "shards_part": 2}
+# smoke.yaml: two raw parts (an embedded source each) of one shard, so 2 cleaning parts and
+# 2 dedup maps (one per cleaning part), 2 dedup buckets, 2 shards parts
+JOBS = {"raw_part": 2, "cleaned_part": 2, "dedup_map": 2, "dedup_bucket": 2, "shards_part": 2}
 
 # Fields that measure time or memory, in manifests, report.json and loss_curve.csv at any depth:
 # a key named `started`, `tokens_per_second` or ending in `seconds` (seconds, train_seconds,
@@ -330,9 +331,10 @@ def manifest(path: Path) -> dict:
 
 
 def artifact_files(work: Path) -> dict[str, Path]:
-    """stage/key/relative path -> file, for every complete artifact of a build."""
+    """stage/key/relative path -> file, for every complete artifact and keyed part of a build."""
     out = {}
-    for manifest in sorted((work / "artifacts").glob("*/*/manifest.json")):
+    art = work / "artifacts"
+    for manifest in sorted([*art.glob("*/*/manifest.json"), *art.glob("_parts/*/*/manifest.json")]):
         art = manifest.parent
         for f in sorted(art.rglob("*")):
             if f.is_file():
@@ -369,11 +371,12 @@ def differences(ref: Path, other: Path) -> tuple[int, list[str]]:
 
 
 def debris(work: Path) -> list[str]:
-    """What a finished build should not hold: temporary folders, scratch files, parts."""
+    """What a finished build should not hold: temporary folders, scratch files, parts of an
+    artifact (not keyed parts, _parts/<stage>/<part key>/ with their manifest: store entries)."""
     art = work / "artifacts"
     left = [str(p.relative_to(art)) for depth in range(1, 5) for p in art.glob("*/" * (depth - 1) + ".tmp-*")]
     left += [str(p.relative_to(art)) for p in art.rglob("*") if p.is_file() and "_work" in p.relative_to(art).parts]
-    left += [str(p.relative_to(art)) for p in (art / "_parts").glob("*/[0-9a-f]*/*")]
+    left += [str(p.relative_to(art)) for p in (art / "_parts").glob("*/[0-9a-f]*/*") if not (p.parent / "manifest.json").is_file()]
     return left
 
 

@@ -2,8 +2,8 @@
 
 A corpus of local JSON Lines files is built up to ``shards`` once; then the source files are
 touched, moved and copied, and the project itself is copied to another folder: each time
-`snakemake -n` must say "Nothing to be done". An edited file, or a fan-out setting, plans
-raw onward. Settings written in another key order and number notation, and which settings
+`snakemake -n` must say "Nothing to be done". An edited file, an appended one or a new source
+plans its own parts and the global steps after them (tests the parts' keys). Settings written in another key order and number notation, and which settings
 plan which stages, are tests/workflow/test_workflow.py's test_snakemake_n_agrees_with_the_keys.
 """
 
@@ -95,37 +95,57 @@ def test_a_copy_of_the_project_elsewhere_reuses_the_store(built, tmp_path):
     nothing_to_do(run(work, yaml.safe_dump(cfg), TARGET, "-n", snakefile=clone / "Snakefile"))
 
 
-def test_an_edited_source_file_rebuilds_everything_from_raw(built):
+def test_an_edited_source_file_rebuilds_its_part_and_what_reads_the_whole(built):
+    """Only the edited file's raw part, its cleaning part and its dedup map run again; the
+    global steps after (dedup's buckets and gather, the BPE tokenizer trained on the corpus,
+    and so every shards part) rerun as they must."""
     f = built / "corpus" / "part-0.jsonl"
     original = f.read_bytes()
     try:
         f.write_bytes(original.replace(b'"uid": "', b'"uid": "x', 1))
         jobs = jobs_of_dry_run(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
-        # Every raw part reruns (they share raw's key, which covers every file), and all downstream.
-        assert jobs == RAW_ONWARD
+        assert jobs == ONE_PART
     finally:
         f.write_bytes(original)
     nothing_to_do(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
 
 
-RAW_ONWARD = {
-    "build_raw_part": 3, "build_raw": 1, "build_cleaned_part": 3, "build_cleaned": 1, "dedup_map": 2, "dedup_bucket": 2,
+# One raw part changed: its raw, cleaning and dedup map parts; the gathers and what reads the whole.
+ONE_PART = {
+    "build_raw_part": 1, "build_raw": 1, "build_cleaned_part": 1, "build_cleaned": 1, "dedup_map": 1, "dedup_bucket": 2,
     "build_deduplicated": 1, "build_tokenizer": 1, "build_shards_part": 3, "build_shards": 1, "shards": 1,
 }  # fmt: skip
 
 
+def test_an_appended_file_and_a_new_source_run_only_their_parts(built):
+    """A file that sorts last joins the open group (files_per_job 1: a group of its own); a
+    second source is groups of its own: the first source's parts are all reused."""
+    extra = built / "corpus" / "part-3.jsonl"
+    extra.write_text(json.dumps({"body": "def appended():\n    return 'one more file'\n", "uid": "appended.py"}) + "\n")
+    try:
+        jobs = jobs_of_dry_run(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
+        assert jobs == {**ONE_PART, "build_shards_part": 4}
+    finally:
+        extra.unlink()
+    cfg = config("corpus/*.jsonl")
+    cfg["data"]["sources"].append({"type": "embedded", "name": "plays", "parts": ["shakespeare"], "max_docs": 4})
+    assert jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n")) == {**ONE_PART, "build_shards_part": 4}
+    nothing_to_do(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
+
+
 def test_the_fan_out_follows_the_files(built):
-    """files_per_job 1 over 3 files: 3 raw jobs, 3 shards, 3 cleaning jobs (not data.shards' 2).
-    files_per_job is part of raw's key (it decides which documents share a shard): a new value
-    plans raw onward, with 2 raw jobs and 2 shards for 2 files per job."""
+    """files_per_job 1 over 3 files: 3 raw parts of data.shards (1) shard each, 3 cleaning jobs.
+    files_per_job is part of raw's key, not of a part's: 2 files per job makes one new part
+    (part-0 and part-1) and keeps part-2's, which has the same files."""
     raw = json.loads(next((built / "artifacts" / "raw").glob("*/manifest.json")).read_text())
     assert raw["counts"]["jobs"] == 3 and len(raw["counts"]["shards"]) == 3 and raw["parts_peak_rss_mb"]["self"] > 0
+    assert len(raw["counts"]["part_keys"]) == 3 and all((built / "artifacts" / "_parts" / "raw" / k / "manifest.json").is_file() for k in raw["counts"]["part_keys"])
     cleaned = json.loads(next((built / "artifacts" / "cleaned").glob("*/manifest.json")).read_text())
     assert [s["shard"] for s in cleaned["counts"]["shards"]] == [f"shard-{i:05d}.parquet" for i in range(3)]
     cfg = config("corpus/*.jsonl")
     cfg["data"]["files_per_job"] = 2
     jobs = jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
-    assert jobs == {**RAW_ONWARD, "build_raw_part": 2, "build_cleaned_part": 2, "build_shards_part": 2}
+    assert jobs == {**ONE_PART, "build_shards_part": 2}
 
 
 def test_the_job_reads_where_the_files_are_now_and_names_them_by_content(built):
@@ -192,7 +212,8 @@ def test_a_rebuilt_upstream_artifact_replaces_nothing_downstream(built):
     downstream = manifests(built, ("cleaned", "deduplicated", "tokenizer", "shards"))
     shutil.rmtree(raw)
     cfg = yaml.safe_dump(config("corpus/*.jsonl"))
-    assert jobs_of_dry_run(run(built, cfg, "raw", TARGET, "-n")) == {"build_raw_part": 3, "build_raw": 1, "raw": 1}
+    # Its parts are store entries of their own: the gather alone, linking them again.
+    assert jobs_of_dry_run(run(built, cfg, "raw", TARGET, "-n")) == {"build_raw": 1, "raw": 1}
     proc = run(built, cfg, "raw", TARGET)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert json.loads((raw / "manifest.json").read_text())["files"] == before  # the same bytes, at the same key
@@ -235,3 +256,51 @@ def test_why_names_what_snakemake_plans_and_why(built):
         assert "setting data.sources[0].path: file changed: part-1.jsonl" in text, text
     finally:
         f.write_bytes(original)
+
+
+# ----------------------------------------------------------------- appends: reuse and the same bytes
+
+
+def data_files(workdir: Path) -> dict[str, dict]:
+    """stage/key -> each file's sha256, for every data artifact (timings are in manifests only)."""
+    out = {}
+    for stage in ("raw", "cleaned", "deduplicated", "shards"):
+        for m in (workdir / "artifacts" / stage).glob("*/manifest.json"):
+            out[f"{stage}/{m.parent.name}"] = {f: e["sha256"] for f, e in json.loads(m.read_text())["files"].items()}
+    return out
+
+
+def test_an_appended_build_reuses_its_parts_and_equals_one_from_scratch(built, tmp_path):
+    """With a tokenizer that the corpus does not train (a pretrained folder), a file appended to
+    the built corpus runs its own raw, cleaning and map parts and tokenizes only the new shard;
+    every file of raw, cleaned, deduplicated and shards equals a build from scratch of the same
+    files, at the same keys."""
+    tok = built / "tok"
+    shutil.copytree(next(p for p in (built / "artifacts" / "tokenizer").iterdir() if not p.name.startswith(".")), tok)
+    cfg = config("corpus/*.jsonl")
+    cfg["tokenizer"] = {"type": "pretrained", "path": "tok"}
+    extra = built / "corpus" / "part-3.jsonl"
+    try:
+        assert run(built, yaml.safe_dump(cfg), TARGET).returncode == 0
+        stdlib = sorted(Path(os.__file__).parent.glob("*.py"))[60:72]
+        extra.write_text("".join(json.dumps({"body": p.read_text(errors="replace"), "uid": p.name}) + "\n" for p in stdlib))
+        jobs = jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
+        assert jobs == {"build_raw_part": 1, "build_raw": 1, "build_cleaned_part": 1, "build_cleaned": 1, "dedup_map": 1, "dedup_bucket": 2,
+                        "build_deduplicated": 1, "build_shards_part": 4, "build_shards": 1, "shards": 1}  # fmt: skip
+        proc = run(built, yaml.safe_dump(cfg), TARGET)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        shutil.copytree(built / "corpus", fresh / "corpus")
+        shutil.copytree(tok, fresh / "tok")
+        proc = run(fresh, yaml.safe_dump(cfg), TARGET)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        ours, theirs = data_files(built), data_files(fresh)
+        assert theirs and all(ours[k] == v for k, v in theirs.items()), [k for k, v in theirs.items() if ours.get(k) != v]
+        # The appended build's shards: 3 of its 4 parts reused, their shards' survivors unchanged.
+        key = next(k for k in theirs if k.startswith("shards/")).split("/")[1]
+        counts = json.loads((built / "artifacts" / "shards" / key / "manifest.json").read_text())["counts"]
+        assert (counts["parts"], counts["parts_reused"]) == (4, 3)
+    finally:
+        extra.unlink(missing_ok=True)
+    nothing_to_do(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))

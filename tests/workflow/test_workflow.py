@@ -68,15 +68,17 @@ def test_raw_and_cleaned_shards(built):
 
 
 def test_deduplicated_ran_as_map_reduce_jobs(built):
-    """smoke.yaml asks for 2 buckets: 2 map + 2 bucket jobs, whose temp outputs are gone."""
+    """smoke.yaml asks for 2 buckets: a map per cleaned part (2, keyed parts that stay, listed in
+    part_keys) + 2 bucket jobs, whose temp outputs are gone."""
     art = only(built, "deduplicated")
     c = json.loads((art / "manifest.json").read_text())["counts"]
     assert c["buckets"] == 2 and c["documents_in"] == c["documents_out"] + sum(c["dropped"].values())
     assert [p.name for p in sorted(art.glob("shard-*.parquet"))] == [p.name for p in sorted(only(built, "cleaned").glob("shard-*.parquet"))]
     assert (art / "dropped.parquet").is_file()
-    assert not list((built / "artifacts" / "_parts" / "deduplicated").glob("*/map-*"))
+    assert len(c["part_keys"]) == 2 and all((built / "artifacts" / "_parts" / "deduplicated" / k / "manifest.json").is_file() for k in c["part_keys"])
     assert not list((built / "artifacts" / "_parts" / "deduplicated").glob("*/bucket-*"))
-    assert len(list((built / "logs" / "deduplicated" / art.name).glob("*.log"))) == 4
+    assert len(list((built / "logs" / "deduplicated" / art.name).glob("*.log"))) == 2
+    assert all((built / "logs" / "deduplicated" / "maps" / f"{k}.log").is_file() for k in c["part_keys"])
 
 
 def test_tokenizer_round_trips(built):
@@ -287,8 +289,9 @@ def test_an_edit_of_the_page_re_renders_and_evaluates_nothing(built, tmp_path):
 
 
 def test_cleaning_fans_out_one_job_per_shard(tmp_path):
-    jobs = jobs_of_dry_run(snakemake(tmp_path, smoke_config(**{"data.shards": 1000}), "-n", "cleaned"))
-    assert jobs == {"build_raw_part": 1, "build_raw": 1, "build_cleaned_part": 1000, "build_cleaned": 1, "cleaned": 1}
+    # data.shards per raw part: smoke.yaml's 2 sources are 2 parts of 500 shards each.
+    jobs = jobs_of_dry_run(snakemake(tmp_path, smoke_config(**{"data.shards": 500}), "-n", "cleaned"))
+    assert jobs == {"build_raw_part": 2, "build_raw": 1, "build_cleaned_part": 1000, "build_cleaned": 1, "cleaned": 1}
 
 
 # --- bad input: a clear one-line error, a non-zero exit, and no artifact -----------------
