@@ -10,10 +10,6 @@ rule build_cleaned_part:
         directory(keyed_part_path("cleaned")),
     log:
         "logs/cleaned_parts/{pkey}.log",
-    # Parts are small jobs: on a cluster, --group-components build_cleaned_part=N submits N
-    # per SLURM job (profiles/slurm, docs/cluster.md). Locally groups are ignored.
-    group:
-        "build_cleaned_part"
     conda:
         "../envs/data.yaml"
     threads: 1

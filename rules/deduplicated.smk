@@ -15,8 +15,6 @@ rule dedup_map:
         directory(keyed_part_path("deduplicated")),
     log:
         "logs/deduplicated/maps/{pkey}.log",
-    group:
-        "dedup_map"
     conda:
         "../envs/data.yaml"
     threads: res("deduplicated", "threads", 2)
@@ -41,8 +39,6 @@ rule dedup_bucket:
         "logs/deduplicated/{key}/bucket-{bucket}.log",
     wildcard_constraints:
         bucket="[0-9]{3}",
-    group:
-        "dedup_bucket"
     conda:
         "../envs/data.yaml"
     threads: res("deduplicated", "threads", 2)

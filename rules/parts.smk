@@ -5,6 +5,8 @@
 # artifacts list and collects the rest (lmbuild/store/gc.py). The other stages' parts
 # (dedup buckets, shards parts) are per artifact key, artifacts/_parts/<stage>/<key>/<part>,
 # temp(). How many: known at parse time from the planned settings.
+# On a cluster the part rules are grouped by profiles/slurm (`groups:`, `group-components:`),
+# not by a `group:` here, which costs every local dry run a walk upstream of each part.
 from lmbuild.data.groups import shard_count as raw_shard_count
 
 

@@ -11,9 +11,6 @@ rule build_raw_part:
         directory(keyed_part_path("raw")),
     log:
         "logs/raw_parts/{pkey}.log",
-    # Grouped on a cluster like the cleaned parts (profiles/slurm group-components).
-    group:
-        "build_raw_part"
     conda:
         "../envs/data.yaml"
     threads: 1

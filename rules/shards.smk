@@ -12,9 +12,6 @@ rule build_shards_part:
         "logs/shards_parts/{key}/{part}.log",
     wildcard_constraints:
         part="[0-9]{5}",
-    # Grouped on a cluster like the cleaned parts (profiles/slurm group-components).
-    group:
-        "build_shards_part"
     conda:
         "../envs/data.yaml"
     threads: res("shards", "threads", 1)
