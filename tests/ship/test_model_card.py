@@ -29,7 +29,8 @@ def card(entry=ENTRY):
     return model_card.card_text(name="tiny", settings=SETTINGS, lineage=LINEAGE, entry=entry, entry_note="the final checkpoint",
                                  keys={"export": "e1", "trained_checkpoint": "t1", "raw": "r1"},
                                  gguf={"file": "tiny-f16.gguf", "gguf_type": "f16", "agreement": 0.995, "positions": 200},
-                                 files=["README.md", "config.json", "model.safetensors", "tiny-f16.gguf"])
+                                 files=["README.md", "config.json", "model.safetensors", "tiny-f16.gguf"],
+                                 data_card="# Data card: shards s1\n\n## Summary\n\n| documents | 20 |\n")
 
 
 def test_huggingface_hub_parses_the_card_with_its_results():
@@ -56,7 +57,8 @@ def test_huggingface_hub_parses_the_card_with_its_results():
 def test_the_body_has_the_data_card_and_the_gguf_check():
     text = ModelCard(card()).text
     assert "| web | jsonl | cc-by-4.0 | 700 |" in text
-    assert "| cleaned | 30 | 20 | 9000 | 7000 |  |" in text  # the funnel
+    # The shards artifact's data card, embedded under the card's own heading (its sections below it).
+    assert "### Data card\n\n#### Summary\n\n| documents | 20 |" in text and "Data card: shards" not in text
     assert "99.50% of 200 positions" in text and "`tiny-f16.gguf`" in text
 
 
