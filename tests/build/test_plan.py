@@ -12,7 +12,8 @@ from lmbuild.build import codeset
 from lmbuild.build import graph as plan_mod
 from lmbuild.build.config import validate
 from lmbuild.build.graph import STAGES, Plan, code_files
-from lmbuild.build.stages import CHAIN, CLEANING_LISTS
+from lmbuild.build.data_stages import CLEANING_LISTS
+from lmbuild.build.stages import CHAIN
 
 from conftest import ROOT
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lmbuild.build import graph as plan
-from lmbuild.build import stages
+from lmbuild.build import data_stages
 from lmbuild.build.keys import apply_patches
 from lmbuild.build.config import validate
 from lmbuild.errors import UserError
@@ -68,7 +68,7 @@ def test_quoting_documents_are_removed_per_task(tmp_path):
         ("t:hella", code[4][:900] + "\n" + HELLA[0]["query"] + " " + HELLA[0]["choices"][0] + "\n"),
         ("t:train", code[5][:900] + "\n" + "this training split text is not a source of contamination at all ok\n"),
     ]
-    s = stages._dedup_settings(config(inc, hella))
+    s = data_stages.dedup_settings(config(inc, hella))
     assert [e["task"] for e in s["eval_tasks"]] == ["mini_obqa", "hellaswag"]
     counts, out = run(tmp_path, write_cleaned(tmp_path / "cleaned", [docs]), settings=s)
     assert set(read(out)["id"].to_pylist()) == {"t:clean", "t:train"}
@@ -84,14 +84,14 @@ def test_quoting_documents_are_removed_per_task(tmp_path):
 
 def test_opt_out_and_explicit_tasks(tmp_path):
     inc, hella = make_tasks(tmp_path)
-    assert [e["task"] for e in stages._dedup_settings(config(inc, hella, skip_tasks=["mini_obqa"]))["eval_tasks"]] == ["hellaswag"]
-    assert "eval_tasks" not in stages._dedup_settings(config(inc, hella, eval_tasks=False))
-    only = stages._dedup_settings(config(inc, hella, eval_tasks=False, tasks=["mini_obqa"]))
+    assert [e["task"] for e in data_stages.dedup_settings(config(inc, hella, skip_tasks=["mini_obqa"]))["eval_tasks"]] == ["hellaswag"]
+    assert "eval_tasks" not in data_stages.dedup_settings(config(inc, hella, eval_tasks=False))
+    only = data_stages.dedup_settings(config(inc, hella, eval_tasks=False, tasks=["mini_obqa"]))
     assert [e["task"] for e in only["eval_tasks"]] == ["mini_obqa"]
     with pytest.raises(UserError, match=r"^data\.dedup\.decontaminate\.tasks: task 'arc_easy' has no local data to decontaminate against"):
-        stages._dedup_settings(config(inc, hella, tasks=["arc_easy"]))
+        data_stages.dedup_settings(config(inc, hella, tasks=["arc_easy"]))
     with pytest.raises(UserError, match=r"^data\.dedup\.decontaminate\.tasks: 'piqa' is not an evaluated task"):
-        stages._dedup_settings(config(inc, hella, tasks=["piqa"]))
+        data_stages.dedup_settings(config(inc, hella, tasks=["piqa"]))
 
 
 def test_task_data_enters_the_deduplicated_key_only(tmp_path, monkeypatch):
