@@ -95,3 +95,17 @@ def peer_python(path: str | None, flag: str, what: str) -> str:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         sys.exit(f"{prog}: {flag} {path}: no such executable file")
     return os.path.abspath(path)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """{rule: jobs} from the first 'Job stats' table Snakemake printed (`-n` or a run), without
+    its total; {} when it printed none ('Nothing to be done')."""
+    if "Job stats:" not in output:
+        return {}
+    jobs = {}
+    for line in output.split("Job stats:")[1].splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    return jobs

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from common import relative_command, scratch
+from common import job_stats, relative_command, scratch
 from raw_corpus import documents, lines
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,12 +62,7 @@ def snakemake(work: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict
 
 def planned(work: Path) -> dict:
     proc, _ = snakemake(work, "-n")
-    jobs = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job") and not parts[0].endswith(":"):
-            jobs[parts[0]] = int(parts[1])
-    return jobs
+    return job_stats(proc.stdout + proc.stderr)
 
 
 def step(work: Path, name: str, results: list, new_mb: float, total_mb: float) -> None:

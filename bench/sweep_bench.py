@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from common import relative_text, scratch
+from common import job_stats, relative_text, scratch
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -46,16 +46,7 @@ def snakemake(work: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 def planned(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    out = proc.stdout + proc.stderr
-    if "Job stats:" not in out:
-        return {}
-    jobs = {}
-    for line in out.split("Job stats:")[1].splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m or m.group(1) == "total":
-            break
-        jobs[m.group(1)] = int(m.group(2))
-    return jobs
+    return job_stats(proc.stdout + proc.stderr)
 
 
 def with_overrides(base: dict, overrides: dict) -> dict:

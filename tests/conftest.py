@@ -70,20 +70,22 @@ def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900, snakefil
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def jobs_of_dry_run(proc: subprocess.CompletedProcess) -> dict:
-    """{rule: count} from the 'Job stats' table of `snakemake -n`; {} for 'Nothing to be done'."""
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1]
+def job_stats(output: str) -> dict:
+    """{rule: count} from the first 'Job stats' table Snakemake printed, without its total."""
     jobs = {}
-    for line in table.splitlines()[3:]:
+    for line in output.split("Job stats:")[1].splitlines()[3:]:
         m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
         if not m or m.group(1) == "total":
             break
         jobs[m.group(1)] = int(m.group(2))
     return jobs
+
+
+def jobs_of_dry_run(proc: subprocess.CompletedProcess) -> dict:
+    """{rule: count} from the 'Job stats' table of `snakemake -n`; {} for 'Nothing to be done'."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    return {} if "Nothing to be done" in out else job_stats(out)
 
 
 def artifact_dirs(workdir: Path, stage: str) -> list[Path]:

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SNAKEMAKE, sh
+from conftest import ROOT, SNAKEMAKE, job_stats, sh
 
 GPU_RULES = {"build_trained_checkpoint", "build_eval_report"}
 ARTIFACT_CPU_RULES = {f"build_{s}" for s in ("raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "report")}
@@ -188,18 +188,6 @@ def sbatch_calls(output: str) -> dict[str, list[str]]:
             rule = rule_of(re.search(r"--comment '?(\S+?)'? ", line).group(1))
             calls.setdefault(rule, []).append(line)
     return calls
-
-
-def job_stats(output: str) -> Counter:
-    """{rule: jobs} from the first 'Job stats' table."""
-    table = output.split("Job stats:")[1]
-    stats = Counter()
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m or m.group(1) == "total":
-            break
-        stats[m.group(1)] = int(m.group(2))
-    return stats
 
 
 class Requeuer(threading.Thread):
