@@ -25,6 +25,17 @@ def keyed_part_path(stage):
     return f"{ART}/_parts/{stage}/{{pkey}}"
 
 
+def synthetic_part_keys():
+    """A regex of the raw parts that a teacher writes (data.sources of type synthetic), for
+    rule build_synthetic_part; one that matches nothing when there are none."""
+    keys = sorted(
+        p.key
+        for p in PLAN.parts_of("raw")
+        if p.settings["source"]["type"] == "synthetic"
+    )
+    return "|".join(keys) if keys else "(?!)"
+
+
 def planned_part(stage, wc):
     try:
         return PLAN.part(stage, wc.pkey)

@@ -13,8 +13,9 @@ def res(stage, name, fallback):
 
 def gpus(stage):
     """GPUs per job of `stage`: resources.<stage>.gpu, always 0 for a CPU-only stage
-    (lmbuild.build.stages.Stage.gpu; the schema gives the others no GPU keys)."""
-    return res(stage, "gpu", 0) if STAGES[stage].gpu else 0
+    (lmbuild.build.stages.Stage.gpu; the schema gives the others no GPU keys). `synthetic`: the
+    raw parts of synthetic sources (rule build_synthetic_part), which may have one."""
+    return res(stage, "gpu", 0) if stage == "synthetic" or STAGES[stage].gpu else 0
 
 
 def cpus_per_gpu(stage, fallback):

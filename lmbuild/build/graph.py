@@ -206,6 +206,10 @@ class Plan:
         except KeyError:
             raise UserError(f"{self.root}/{PARTS}/{stage}/{key}: not a part of the current config") from None
 
+    def parts_of(self, stage: str) -> list[Part]:
+        """Every keyed part of ``stage`` in the build (the base's and every variant's)."""
+        return [p for (st, _), p in self._parts.items() if st == stage]
+
     def all_artifacts(self) -> list[Artifact]:
         return list(self._by_key.values())
 

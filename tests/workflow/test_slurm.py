@@ -116,6 +116,30 @@ def test_multi_node_training_asks_for_nodes_and_gpus_per_node(tmp_path):
         assert "nodes" not in jobs[rule][0] and "gres" not in jobs[rule][0], rule
 
 
+def test_a_synthetic_source_job_gets_its_gpu_and_the_file_parts_none(tmp_path):
+    """A synthetic source's raw part runs in rule build_synthetic_part with resources.synthetic
+    (a teacher generates on a GPU); the profile groups only build_raw_part, so no group of file
+    parts holds a GPU."""
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text("{}")
+    (teacher / "model.safetensors").write_bytes(b"")  # a dry run hashes it, loads nothing
+    (tmp_path / "prompts.txt").write_text("In the beginning\n")
+    cfg = smoke_config()
+    cfg["data"]["sources"].append({"type": "synthetic", "name": "tutor", "model": {"path": "teacher"}, "prompts": "prompts.txt"})
+    cfg["resources"] = {"synthetic": {"gpu": 1, "gpu_model": "h100", "cpus_per_gpu": 4, "mem_mb": 20000}}
+    jobs = dry_run_resources(tmp_path, cfg)
+    (synthetic,) = jobs["build_synthetic_part"]
+    assert (synthetic["gpu"], synthetic["gpu_model"], synthetic["cpus_per_gpu"], synthetic["threads"], synthetic["mem_mb"]) == ("1", "h100", "4", 4, "20000")
+    for job in jobs["build_raw_part"]:
+        assert not {"gpu", "gpu_model", "cpus_per_gpu"} & set(job), job
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert "build_synthetic_part" not in profile["groups"]
+    del cfg["resources"]  # no resources.synthetic: no GPU, and no model (the plugin would ask --gpus=<model>:0)
+    (job,) = dry_run_resources(tmp_path, cfg)["build_synthetic_part"]
+    assert (job["gpu"], job["gpu_model"]) == ("0", "")
+
+
 @pytest.mark.parametrize(
     "resources, message",
     [
@@ -128,6 +152,8 @@ def test_multi_node_training_asks_for_nodes_and_gpus_per_node(tmp_path):
         ({"shards": {"mem_mb": "4G"}}, "config: resources.shards.mem_mb: '4G' is not of type 'integer'"),
         ({"eval_report": {"nodes": 2}}, "config: resources.eval_report.nodes: unknown key"),
         ({"trained_checkpoint": {"nodes": 0}}, "config: resources.trained_checkpoint.nodes: 0 is less than the minimum of 1"),
+        ({"synthetic": {"gpu": 2}}, "config: resources.synthetic.gpu: 2 is greater than the maximum of 1"),
+        ({"synthetic": {"nodes": 2}}, "config: resources.synthetic.nodes: unknown key"),
     ],
 )
 def test_resource_keys_are_validated(resources, message):
