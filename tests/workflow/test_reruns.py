@@ -228,7 +228,7 @@ def why(workdir: Path, *targets: str) -> str:
 
 
 # A rule's jobs -> the stage whose artifact they make.
-RULE_STAGE = {"build_raw_part": "raw", "build_cleaned_part": "cleaned", "dedup_map": "deduplicated", "dedup_bucket": "deduplicated", "build_shards_part": "shards"}
+RULE_STAGE = {"build_raw_part": "raw", "build_synthetic_part": "raw", "build_cleaned_part": "cleaned", "dedup_map": "deduplicated", "dedup_bucket": "deduplicated", "build_shards_part": "shards"}
 
 
 def planned_stages(jobs: dict) -> set[str]:

@@ -195,7 +195,7 @@ KEYED = [
     ({"data.dedup.edited_min_words": 10, "data.dedup.decontaminate.skip_tasks": ["piqa"]}, set()),
 ]
 # A rule's jobs -> the stage whose artifact they make.
-RULE_STAGE = {"build_raw_part": "raw", "build_cleaned_part": "cleaned", "dedup_map": "deduplicated", "dedup_bucket": "deduplicated", "build_shards_part": "shards"}
+RULE_STAGE = {"build_raw_part": "raw", "build_synthetic_part": "raw", "build_cleaned_part": "cleaned", "dedup_map": "deduplicated", "dedup_bucket": "deduplicated", "build_shards_part": "shards"}
 
 
 def chain_keys(cfg: dict) -> dict:

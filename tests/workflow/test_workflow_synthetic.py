@@ -42,8 +42,9 @@ def test_a_trained_teacher_writes_raw_documents_and_its_settings_key_them(smoke_
     assert len(artifact_dirs(tmp_path, "raw")) == 1
 
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    # The teacher is built (the smoke build): only the base's raw is planned, one job for its three sources.
-    assert jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "raw")) == {"build_raw_part": 1, "build_raw": 1, "raw": 1}
+    # The teacher is built (the smoke build): only the synthetic source's part (its own rule, which
+    # may have a GPU on a cluster) and raw's gather are planned; the other sources' parts are built.
+    assert jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "raw")) == {"build_synthetic_part": 1, "build_raw": 1, "raw": 1}
     assert jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "teacher__trained_checkpoint")) == {}
     proc = snakemake(tmp_path, cfg, "raw")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
@@ -63,5 +64,5 @@ def test_a_trained_teacher_writes_raw_documents_and_its_settings_key_them(smoke_
     assert jobs_of_dry_run(snakemake(tmp_path, cfg, "-n", "raw")) == {}
     same = jobs_of_dry_run(snakemake(tmp_path, cfg, "-n"))
     reseeded = jobs_of_dry_run(snakemake(tmp_path, taught(seed=1), "-n"))
-    assert "build_raw_part" not in same and same["build_trained_checkpoint"] == 1  # the base's model, not the teacher's
-    assert reseeded == {**same, "build_raw_part": 1, "build_raw": 1}
+    assert "build_synthetic_part" not in same and same["build_trained_checkpoint"] == 1  # the base's model, not the teacher's
+    assert reseeded == {**same, "build_synthetic_part": 1, "build_raw": 1}
