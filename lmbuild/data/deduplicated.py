@@ -61,6 +61,7 @@ from lmbuild.data import paragraphs, substrings
 from lmbuild.data.clusters import clusters
 from lmbuild.data.decontamination import contaminated_table, eval_index
 from lmbuild.data.minhash import MinHasher
+from lmbuild.data.survivors import Survivors, write_survivors
 from lmbuild.errors import UserError
 from lmbuild.store.artifact import artifact_files, parquet_shards, read_manifest
 from lmbuild.store.runner import StageContext
@@ -78,7 +79,6 @@ _LOWERED = f"lower(CASE WHEN {_MAY_MATCH} THEN regexp_replace(text, {_WS}, ' ', 
 _TRIMMED = "CASE WHEN starts_with(t, ' ') OR ends_with(t, ' ') THEN trim(t) ELSE t END"
 READ_ROWS = 2048  # documents per record batch in the numpy paths
 SLICE_BYTES = 1 << 20  # text per numpy hashing call: memory ~60 MB, speed as with 8 MB
-WRITE_ROWS = 1 << 16  # documents per output batch (and row group): 2048 made writes 35% of exact dedup
 BAND_KEYS = pa.schema([("id", pa.string()), ("band", pa.uint8()), ("key", pa.uint64())])
 EDGES = pa.schema([("id", pa.string()), ("keep", pa.string())])
 REASON = {"exact": "exact_duplicate", "minhash": "near_duplicate"}
@@ -268,29 +268,6 @@ def _local_parts(ctx: StageContext) -> tuple[list[Path], list[Path]]:
     return maps, outs
 
 
-def _write_survivors(shard: Path, drop_rows: np.ndarray, out: Path, edit=None) -> int:
-    """Copy ``shard`` to ``out`` without the rows at the sorted positions ``drop_rows``; returns the count.
-    ``edit`` (paragraph dedup, lmbuild.data.paragraphs.Editor): (batch, first row) -> (batch, rows to keep).
-
-    Written by pyarrow with the input's schema: DuckDB's COPY would mark columns NOT NULL in
-    non-empty files only, and readers that concatenate shards reject the mix.
-    """
-    pf = pq.ParquetFile(shard)
-    written = start = 0
-    with pq.ParquetWriter(out, pf.schema_arrow, compression="zstd") as writer:
-        for batch in pf.iter_batches(batch_size=WRITE_ROWS):
-            n = batch.num_rows
-            lo, hi = np.searchsorted(drop_rows, [start, start + n])
-            batch, keep = edit(batch, start) if edit else (batch, np.ones(n, bool))
-            keep[drop_rows[lo:hi] - start] = False
-            if not keep.all():
-                batch = batch.filter(pa.array(keep))
-            writer.write_batch(batch)
-            written += batch.num_rows
-            start += n
-    return written
-
-
 def build(ctx: StageContext) -> dict:
     """Gather: components, survivors, decontamination; write the output shards and counts.
 
@@ -334,13 +311,16 @@ def build(ctx: StageContext) -> dict:
         paragraphs.repeated(con, [str(p) for p in shards])
     editors: list = []
     lock = Lock()  # a connection is not thread-safe: one query at a time
+    written = Survivors(ctx)
 
     def survivors(shard: Path) -> int:
         with lock:
-            rows = con.execute("SELECT r FROM drop_rows WHERE f = ? ORDER BY r", [str(shard)]).fetchnumpy()["r"]
+            rows = np.asarray(con.execute("SELECT r FROM drop_rows WHERE f = ? ORDER BY r", [str(shard)]).fetchnumpy()["r"], np.int64)
             editor = paragraphs.Editor(paragraphs.edits(con, shards.index(shard)), s.get("edited_min_words", 50)) if s.get("paragraphs") else None
             editors.append(editor)
-        return _write_survivors(shard, np.asarray(rows, np.int64), ctx.out / shard.name, editor)
+        if written.on:
+            return written.write(shard, rows, ctx.out / shard.name)
+        return write_survivors(shard, rows, ctx.out / shard.name, editor)
 
     # Shards in parallel threads (pyarrow releases the GIL while it decodes and encodes): 4.6 s
     # -> 2.9 s for the 8 shards of 4M short documents on 2 cores.
@@ -396,6 +376,8 @@ def build(ctx: StageContext) -> dict:
         "buckets": len(bucket_dirs),
         "shards": len(shards),
         **extra,
-        # The index of the map parts this artifact read (gc keeps them): store entries of their own.
-        **({"part_keys": [read_manifest(m)["key"] for m in maps]} if "maps" in ctx.inputs else {}),
+        # The index of the map parts this artifact read and of its output shards' addresses (gc keeps
+        # them): store entries of their own.
+        **({"part_keys": [read_manifest(m)["key"] for m in maps] + sorted(written.keys)} if "maps" in ctx.inputs else {}),
+        **({"shards_reused": written.reused} if written.on else {}),
     }

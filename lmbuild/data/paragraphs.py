@@ -93,7 +93,7 @@ def edits(con: duckdb.DuckDBPyConnection, shard_no: int) -> dict[int, set[int]]:
 
 
 class Editor:
-    """Applies one shard's paragraph removals batch by batch (``_write_survivors``' ``edit``).
+    """Applies one shard's paragraph removals batch by batch (``lmbuild.data.survivors.write_survivors``' ``edit``).
 
     Counts what it removed and the ids of the documents it dropped as too short.
     """

@@ -166,7 +166,7 @@ CODE_SETS = {
         "lmbuild/data/statistics.py", *CLEANING_LISTS,
     },
     "deduplicated": DATA | {"scripts/deduplicated.py", "scripts/dedup_map.py", "scripts/dedup_bucket.py", "lmbuild/data/deduplicated.py", "lmbuild/data/minhash.py",
-                     "lmbuild/data/clusters.py", "lmbuild/data/decontamination.py", "lmbuild/data/paragraphs.py",
+                     "lmbuild/data/clusters.py", "lmbuild/data/decontamination.py", "lmbuild/data/paragraphs.py", "lmbuild/data/survivors.py",
                      "lmbuild/data/substrings.py"},
     "tokenizer": TOKENS | {"scripts/tokenizer.py", "lmbuild/tokens/tokenizer.py"},
     "shards": TOKENS | {"scripts/shards.py", "scripts/shards_part.py", "lmbuild/tokens/shards.py",

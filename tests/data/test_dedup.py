@@ -129,20 +129,6 @@ def test_exact_deterministic_across_threads_shard_order_and_buckets(tmp_path):
     assert all((outa / p.name).read_bytes() == p.read_bytes() for p in outc.glob("shard-*.parquet"))
 
 
-def test_survivor_rows_across_batches_and_row_groups(tmp_path, monkeypatch):
-    """The gather drops rows by position: right across record batches and row groups."""
-    monkeypatch.setattr(dedup, "WRITE_ROWS", 7)
-    ids = [f"d{i:03d}" for i in range(100)]
-    table = pa.table({"id": ids, "text": [f"text {i}" for i in range(100)]})
-    pq.write_table(table, tmp_path / "in.parquet", row_group_size=30)  # groups of 30, batches of 7
-    drop = np.array(sorted(random.Random(3).sample(range(100), 37)), np.int64)
-    n = dedup._write_survivors(tmp_path / "in.parquet", drop, tmp_path / "out.parquet")
-    out = pq.read_table(tmp_path / "out.parquet")
-    assert n == 63 and out.schema == table.schema
-    assert out["id"].to_pylist() == [x for i, x in enumerate(ids) if i not in set(drop.tolist())]
-    assert dedup._write_survivors(tmp_path / "in.parquet", np.array([], np.int64), tmp_path / "all.parquet") == 100
-
-
 def test_exact_buckets_partition_the_keys(tmp_path):
     """Every document's key lands in exactly one bucket file of the map job that owns its
     shard, in the bucket its hash names, and copies share a bucket."""
