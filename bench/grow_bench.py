@@ -14,6 +14,12 @@ everything), and runs `snakemake --cores 2 shards` four times under /usr/bin/tim
   edit        one document appended to file 5 of N+1
   new source  a second source `b` of one file
 
+With `--built FULL_CPU_S` it goes on in a workdir this bench built (with another checkout, say
+main's): a first step `code change` builds it with this checkout's code, then append, edit and
+new source again (file N+1, one more document in file 5, a source `c`), each against the full
+build's FULL_CPU_S from that earlier run: how a code change to a data stage fares on the same
+corpus without a second full build.
+
 Each rebuild's CPU-seconds (user + system of Snakemake and every job it ran, its parse and DAG
 included) against the full build's; the jobs `snakemake -n` planned before each; the load average
 before and after. Results go to bench/results/grow_bench.jsonl.
@@ -79,6 +85,26 @@ def step(work: Path, name: str, results: list, new_mb: float, total_mb: float) -
     print(json.dumps(row), flush=True)
 
 
+def grow(work: Path, cfg: dict, mb: int, results: list) -> None:
+    """The three changes on a built corpus: append one file, edit one, add a source."""
+    corpus = work / "corpus"
+    n = len(list(corpus.glob("a-*.jsonl.gz")))
+    write_file(corpus / f"a-{n:03d}.jsonl.gz", mb, n, f"a{n}")
+    step(work, "append", results, mb, (n + 1) * mb)
+    edited = sorted(corpus.glob("a-*.jsonl.gz"))[5 + sum(r["step"] == "edit" for r in results)]
+    with gzip.open(edited, "ab") as fh:
+        doc = {"text": f"One more document, added by an edit of {edited.name}.\n" * 20, "id": f"edit-{edited.stem}", "url": "https://example.org/edit"}
+        fh.write(json.dumps(doc).encode() + b"\n")
+    step(work, "edit", results, mb, (n + 1) * mb)
+    k = len(cfg["data"]["sources"])
+    name = "abcdefgh"[k]
+    (work / f"corpus{k + 1}").mkdir(exist_ok=True)
+    write_file(work / f"corpus{k + 1}" / f"{name}-000.jsonl.gz", mb, 1000 * k, f"{name}0")
+    cfg["data"]["sources"].append({"type": "jsonl", "path": f"corpus{k + 1}/*.jsonl.gz", "name": name})
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    step(work, "new source", results, mb, (n + 1 + k) * mb)
+
+
 def main() -> None:
     global POOL
     ap = argparse.ArgumentParser()
@@ -87,44 +113,42 @@ def main() -> None:
     ap.add_argument("--tokenizer", required=True, help="a pretrained tokenizer folder (a tokenizer artifact)")
     ap.add_argument("--workdir", type=Path, default=scratch("lmbuild-grow"))
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "grow_bench.jsonl")
+    ap.add_argument("--built", type=float, metavar="FULL_CPU_S",
+                    help="the workdir holds a corpus this bench built (its full build took FULL_CPU_S): build it with "
+                         "this checkout's code first (step 'code change'), then append, edit and add a source again")
     a = ap.parse_args()
     POOL = lines()
     work = a.workdir
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "corpus").mkdir(parents=True)
-    (work / "corpus2").mkdir()
-    shutil.copytree(a.tokenizer, work / "tok")
-    for f in range(a.files):
-        write_file(work / "corpus" / f"a-{f:03d}.jsonl.gz", a.mb, f, f"a{f}")
-    cfg = {
-        "artifacts": "artifacts",
-        "data": {"sources": [{"type": "jsonl", "path": "corpus/*.jsonl.gz", "name": "a"}], "files_per_job": 1, "shards": 1, "dedup": {"buckets": 2}},
-        "tokenizer": {"type": "pretrained", "path": "tok"},
-        "resources": {"default": {"threads": 1}},
-    }
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     results: list = []
     started = time.time()
-    n = a.files
-    step(work, "full", results, n * a.mb, n * a.mb)
-    write_file(work / "corpus" / f"a-{n:03d}.jsonl.gz", a.mb, n, f"a{n}")
-    step(work, "append", results, a.mb, (n + 1) * a.mb)
-    edited = work / "corpus" / "a-005.jsonl.gz"
-    with gzip.open(edited, "ab") as fh:
-        fh.write(json.dumps({"text": "One more document, added by an edit.\n" * 20, "id": "edit-1", "url": "https://example.org/edit"}).encode() + b"\n")
-    step(work, "edit", results, a.mb, (n + 1) * a.mb)
-    write_file(work / "corpus2" / "b-000.jsonl.gz", a.mb, 1000, "b0")
-    cfg["data"]["sources"].append({"type": "jsonl", "path": "corpus2/*.jsonl.gz", "name": "b"})
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    step(work, "new source", results, a.mb, (n + 2) * a.mb)
-    full = results[0]["cpu"]
+    if a.built:
+        cfg = yaml.safe_load((work / "config.yaml").read_text())
+        files = len(list((work / "corpus").glob("a-*.jsonl.gz")))
+        step(work, "code change", results, 0, files * a.mb)
+        full = a.built
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "corpus").mkdir(parents=True)
+        shutil.copytree(a.tokenizer, work / "tok")
+        for f in range(a.files):
+            write_file(work / "corpus" / f"a-{f:03d}.jsonl.gz", a.mb, f, f"a{f}")
+        cfg = {
+            "artifacts": "artifacts",
+            "data": {"sources": [{"type": "jsonl", "path": "corpus/*.jsonl.gz", "name": "a"}], "files_per_job": 1, "shards": 1, "dedup": {"buckets": 2}},
+            "tokenizer": {"type": "pretrained", "path": "tok"},
+            "resources": {"default": {"threads": 1}},
+        }
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+        step(work, "full", results, a.files * a.mb, a.files * a.mb)
+        full = results[0]["cpu"]
+    grow(work, cfg, a.mb, results)
     for r in results:
         r["cpu_vs_full"] = round(r["cpu"] / full, 3)
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": relative_command(sys.argv, {"<workdir>": work}),
         "cpu_model": next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?"),
-        "files": n, "mb": a.mb, "seconds": round(time.time() - started), "steps": results,
+        "files": a.files, "mb": a.mb, **({"full_cpu_of_an_earlier_run": a.built} if a.built else {}), "seconds": round(time.time() - started), "steps": results,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "a") as fh:
