@@ -92,8 +92,11 @@ def grow(work: Path, cfg: dict, mb: int, results: list) -> None:
     write_file(corpus / f"a-{n:03d}.jsonl.gz", mb, n, f"a{n}")
     step(work, "append", results, mb, (n + 1) * mb)
     edited = sorted(corpus.glob("a-*.jsonl.gz"))[5 + sum(r["step"] == "edit" for r in results)]
+    # One more document like the others, one that cleaning keeps (no curly brackets), so that the
+    # edited part's deduplicated shard changes and its shards part is packed again.
+    rng = random.Random(len(results))
+    doc = next(d for d in documents(POOL, rng, 1 << 30, f"edit-{edited.stem}") if "{" not in d["text"] and "}" not in d["text"])
     with gzip.open(edited, "ab") as fh:
-        doc = {"text": f"One more document, added by an edit of {edited.name}.\n" * 20, "id": f"edit-{edited.stem}", "url": "https://example.org/edit"}
         fh.write(json.dumps(doc).encode() + b"\n")
     step(work, "edit", results, mb, (n + 1) * mb)
     k = len(cfg["data"]["sources"])
