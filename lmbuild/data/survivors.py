@@ -58,8 +58,9 @@ class Survivors:
 
     def __init__(self, ctx: StageContext):
         s = ctx.settings
+        self.cleaned = Path(ctx.inputs["cleaned"])
         try:
-            self.files = read_manifest(ctx.inputs["cleaned"])["files"]
+            self.files = read_manifest(self.cleaned)["files"]
         except (OSError, ValueError, KeyError):
             self.files = None
         self.on = ctx.store is not None and self.files is not None and not (s.get("paragraphs") or s.get("substrings"))
@@ -70,11 +71,14 @@ class Survivors:
         self._lock = Lock()  # shards are written in threads
 
     def address(self, shard: Path, drop_rows: np.ndarray) -> Path | None:
-        entry = self.files.get(shard.name) if self.on else None
+        if not self.on or not shard.is_relative_to(self.cleaned):
+            return None
+        rel = shard.relative_to(self.cleaned).as_posix()
+        entry = self.files.get(rel)
         if entry is None:
             return None
         rows = np.ascontiguousarray(drop_rows, dtype="<i8").tobytes()
-        material = {"shard": shard.name, "sha256": entry["sha256"], "dropped_rows": hashlib.sha256(rows).hexdigest(), "code": self.code, "pyarrow": pa.__version__}
+        material = {"shard": rel, "sha256": entry["sha256"], "dropped_rows": hashlib.sha256(rows).hexdigest(), "code": self.code, "pyarrow": pa.__version__}
         key = digest(material)[:16]
         with self._lock:
             self.keys.append(key)
