@@ -17,6 +17,7 @@ from lmbuild.build.keys import digest
 from lmbuild.store.artifact import atomic_dir, file_entries, is_complete, link_or_copy, read_manifest, write_json
 from lmbuild.store.runner import StageContext
 
+STORED = "survivors.parquet"  # an address's one file, whatever the shard's name
 WRITE_ROWS = 1 << 16  # documents per output batch (and row group): 2048 made writes 35% of exact dedup
 
 
@@ -45,11 +46,11 @@ def write_survivors(shard: Path, drop_rows: np.ndarray, out: Path, edit=None) ->
 
 class Survivors:
     """The output shards addressed by what they are made of: a cleaned shard's bytes (its SHA-256
-    in the cleaned artifact's manifest) and name, the rows dropped from it, this stage's code and
-    pyarrow's version. A shard of an earlier build with the same address is linked from
-    ``<store>/_parts/deduplicated/<address>``, not rewritten: after an append or an edit only the
-    shards whose survivors changed are written (the shards stage then reuses their token files by
-    the same bytes). Listed in the manifest's ``part_keys``, so gc keeps them while it is kept.
+    in the cleaned artifact's manifest), the rows dropped from it, this stage's code and pyarrow's
+    version; not its name, which moves when an earlier source grows. A shard of an earlier build
+    with the same address is linked from ``<store>/_parts/deduplicated/<address>``, not rewritten:
+    after an append or an edit only the shards whose survivors changed are written (the shards
+    stage then reuses their token files by the same bytes). Listed in the manifest's ``part_keys``, so gc keeps them while it is kept.
 
     Off (every shard written) where the job has no store or the cleaned input no manifest (tests,
     notebooks), or where paragraph or substring dedup edit the survivors: their edits depend on
@@ -78,7 +79,7 @@ class Survivors:
         if entry is None:
             return None
         rows = np.ascontiguousarray(drop_rows, dtype="<i8").tobytes()
-        material = {"shard": rel, "sha256": entry["sha256"], "dropped_rows": hashlib.sha256(rows).hexdigest(), "code": self.code, "pyarrow": pa.__version__}
+        material = {"sha256": entry["sha256"], "dropped_rows": hashlib.sha256(rows).hexdigest(), "code": self.code, "pyarrow": pa.__version__}
         key = digest(material)[:16]
         with self._lock:
             self.keys.append(key)
@@ -88,13 +89,13 @@ class Survivors:
         """``out`` = ``shard`` without ``drop_rows``: linked when built before, else written and kept."""
         cache = self.address(shard, drop_rows)
         if cache is not None and is_complete(cache):
-            link_or_copy(cache / shard.name, out)
+            link_or_copy(cache / STORED, out)
             with self._lock:
                 self.reused += 1
             return int(read_manifest(cache)["counts"]["documents"])
         n = write_survivors(shard, drop_rows, out)
         if cache is not None:
             with atomic_dir(cache) as tmp:
-                link_or_copy(out, tmp / shard.name)
+                link_or_copy(out, tmp / STORED)
                 write_json(tmp / "manifest.json", {"stage": "deduplicated_shard", "key": cache.name, "counts": {"documents": n}, "files": file_entries(tmp)})
         return n

@@ -261,16 +261,34 @@ def _tokenizer_info(ctx: StageContext, tok) -> dict:
 
 def reuse_key(ctx: StageContext, path: Path, fallback: str | None) -> str | None:
     """The address of a part's output by what it is made of: the deduplicated shard's bytes
-    (its SHA-256 in the input's manifest) and name, the tokenizer's key, ``pack``, this stage's
-    code and the corpus-wide validation fallback. A shard whose surviving documents did not
-    change keeps it under a new deduplicated key. None where an input has no manifest."""
+    (its SHA-256 in the input's manifest), the tokenizer's key, ``pack``, this stage's code and
+    the corpus-wide validation fallback; not the shard's name, which moves when an earlier source
+    grows (:func:`_renamed`). A shard whose surviving documents did not change keeps it under a
+    new deduplicated key. None where an input has no manifest."""
     try:
         entry = read_manifest(ctx.inputs["deduplicated"])["files"][path.name]
         tokenizer = read_manifest(ctx.inputs["tokenizer"])["key"]
     except (OSError, ValueError, KeyError):
         return None
-    material = {"shard": path.name, "sha256": entry["sha256"], "tokenizer": tokenizer, "settings": ctx.settings, "code": ctx.lineage.get("code_hash"), "fallback": fallback}
+    material = {"sha256": entry["sha256"], "tokenizer": tokenizer, "settings": ctx.settings, "code": ctx.lineage.get("code_hash"), "fallback": fallback}
     return digest(material)[:16]
+
+
+def _stem(shard: str) -> str:
+    return shard.removesuffix(".parquet")
+
+
+def _rename(rel: str, old: str, new: str) -> str:
+    """A token file's path for the shard's new name (``tokens/<shard>.<split>.<n>.bin``)."""
+    prefix = f"{TOKENS}/{old}."
+    return f"{TOKENS}/{new}." + rel[len(prefix):] if rel.startswith(prefix) else rel
+
+
+def _renamed(counts: dict, shard: str) -> dict:
+    """A stored part's counts for the same bytes under another shard name: the shards of a later
+    source are renumbered when an earlier one grows, and their token files follow the name."""
+    old, new = _stem(counts["shard"]), _stem(shard)
+    return {**counts, "shard": shard, "files": [{**e, "path": _rename(e["path"], old, new)} for e in counts["files"]]}
 
 
 def build_part(ctx: StageContext, part: int) -> dict:
@@ -286,10 +304,13 @@ def build_part(ctx: StageContext, part: int) -> dict:
     key = reuse_key(ctx, paths[part], fallback)
     cache = Path(ctx.inputs["deduplicated"]).parent.parent / "_parts" / "shards" / key if key else None
     if cache is not None and is_complete(cache):
-        for rel in read_manifest(cache)["files"]:
-            link_or_copy(cache / rel, ctx.out / rel)
+        stored = read_manifest(cache)
+        counts = _renamed(stored["counts"], paths[part].name)
+        old, new = _stem(stored["counts"]["shard"]), _stem(paths[part].name)
+        for rel in stored["files"]:
+            link_or_copy(cache / rel, ctx.out / _rename(rel, old, new))
         log.info("%s: reused %s", paths[part].name, cache)
-        return {**read_manifest(cache)["counts"], "part_key": key, "reused": True}
+        return {**counts, "part_key": key, "reused": True}
     use_threads(ctx.threads)
     tok = load_tokenizer(ctx.inputs["tokenizer"])
     counts = {**pack_shard(paths[part], tok, ctx.settings, fallback, ctx.out), **_tokenizer_info(ctx, tok)}

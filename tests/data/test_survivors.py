@@ -84,6 +84,12 @@ def test_unchanged_survivors_are_linked_not_rewritten(tmp_path):
     assert B[3][0] not in kept and len(kept) == len(B) - 1
     assert (out4 / "shard-00000.parquet").stat().st_ino == (out1 / "shard-00000.parquet").stat().st_ino
 
+    # A source before them grew: the same shards under new numbers are still linked.
+    moved, out5 = build(tmp_path, store, cleaned(store, "k4", [docs("z", 5), A, B]), "moved")
+    assert moved["shards_reused"] == 2
+    assert (out5 / "shard-00001.parquet").stat().st_ino == (out1 / "shard-00000.parquet").stat().st_ino
+    assert (out5 / "shard-00002.parquet").stat().st_ino == (out1 / "shard-00001.parquet").stat().st_ino
+
 
 def test_edits_that_depend_on_the_whole_corpus_write_every_shard(tmp_path):
     store = tmp_path / "store"

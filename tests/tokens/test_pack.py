@@ -215,3 +215,16 @@ def test_with_eos_matches_the_python_loop(tok_dir):
     encs = tok.backend.encode_batch_fast(["a = 1", "", "def f(): pass"], add_special_tokens=False)
     expected = [t for e in encs for t in [*e.ids, 0]]
     assert pack.with_eos(encs, 0).tolist() == expected
+
+
+def test_a_stored_part_is_renamed_for_its_shard():
+    """A part reused under another shard number (an earlier source grew) names its token files
+    after the new shard; other files keep their names."""
+    counts = {"shard": "shard-00003.parquet", "tokens_in": 9,
+              "files": [{"path": "tokens/shard-00003.train.0.bin", "split": "train"}, {"path": "tokens/shard-00003.val.0.bin", "split": "val"}]}
+    moved = pack._renamed(counts, "shard-00004.parquet")
+    assert moved["shard"] == "shard-00004.parquet" and moved["tokens_in"] == 9
+    assert [e["path"] for e in moved["files"]] == ["tokens/shard-00004.train.0.bin", "tokens/shard-00004.val.0.bin"]
+    assert counts["files"][0]["path"] == "tokens/shard-00003.train.0.bin"  # the stored counts stay as they are
+    assert pack._rename("val_docs.jsonl", "shard-00003", "shard-00004") == "val_docs.jsonl"
+    assert pack._rename("tokens/shard-000031.train.0.bin", "shard-00003", "shard-00004") == "tokens/shard-000031.train.0.bin"

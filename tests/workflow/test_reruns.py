@@ -272,35 +272,45 @@ def data_files(workdir: Path) -> dict[str, dict]:
 
 def test_an_appended_build_reuses_its_parts_and_equals_one_from_scratch(built, tmp_path):
     """With a tokenizer that the corpus does not train (a pretrained folder), a file appended to
-    the built corpus runs its own raw, cleaning and map parts and tokenizes only the new shard;
-    every file of raw, cleaned, deduplicated and shards equals a build from scratch of the same
-    files, at the same keys."""
+    the first of two sources runs its own raw, cleaning and map parts and tokenizes only the new
+    shard: the second source's shard moves up one number and is reused under its new name, by
+    dedup (its survivors) and by the shards stage (its token files). Every file of raw, cleaned,
+    deduplicated and shards equals a build from scratch of the same files, at the same keys."""
     tok = built / "tok"
     shutil.copytree(next(p for p in (built / "artifacts" / "tokenizer").iterdir() if not p.name.startswith(".")), tok)
     cfg = config("corpus/*.jsonl")
+    cfg["data"]["sources"].append({"type": "jsonl", "path": "second/*.jsonl", "text_field": "body", "id_field": "uid", "kind": "code", "name": "second"})
     cfg["tokenizer"] = {"type": "pretrained", "path": "tok"}
     extra = built / "corpus" / "part-3.jsonl"
+    stdlib = sorted(Path(os.__file__).parent.glob("*.py"))
+    (built / "second").mkdir()
+    (built / "second" / "b.jsonl").write_text("".join(json.dumps({"body": p.read_text(errors="replace"), "uid": p.name}) + "\n" for p in stdlib[80:90]))
     try:
         assert run(built, yaml.safe_dump(cfg), TARGET).returncode == 0
-        stdlib = sorted(Path(os.__file__).parent.glob("*.py"))[60:72]
-        extra.write_text("".join(json.dumps({"body": p.read_text(errors="replace"), "uid": p.name}) + "\n" for p in stdlib))
+        extra.write_text("".join(json.dumps({"body": p.read_text(errors="replace"), "uid": p.name}) + "\n" for p in stdlib[60:72]))
         jobs = jobs_of_dry_run(run(built, yaml.safe_dump(cfg), TARGET, "-n"))
         assert jobs == {"build_raw_part": 1, "build_raw": 1, "build_cleaned_part": 1, "build_cleaned": 1, "dedup_map": 1, "dedup_bucket": 2,
-                        "build_deduplicated": 1, "build_shards_part": 4, "build_shards": 1, "shards": 1}  # fmt: skip
+                        "build_deduplicated": 1, "build_shards_part": 5, "build_shards": 1, "shards": 1}  # fmt: skip
         proc = run(built, yaml.safe_dump(cfg), TARGET)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         fresh = tmp_path / "fresh"
         fresh.mkdir()
-        shutil.copytree(built / "corpus", fresh / "corpus")
-        shutil.copytree(tok, fresh / "tok")
+        for folder in ("corpus", "second", "tok"):
+            shutil.copytree(built / folder, fresh / folder)
         proc = run(fresh, yaml.safe_dump(cfg), TARGET)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         ours, theirs = data_files(built), data_files(fresh)
         assert theirs and all(ours[k] == v for k, v in theirs.items()), [k for k, v in theirs.items() if ours.get(k) != v]
-        # The appended build's shards: 3 of its 4 parts reused, their shards' survivors unchanged.
-        key = next(k for k in theirs if k.startswith("shards/")).split("/")[1]
-        counts = json.loads((built / "artifacts" / "shards" / key / "manifest.json").read_text())["counts"]
-        assert (counts["parts"], counts["parts_reused"]) == (4, 3)
+        # The appended build: 4 of its 5 output shards and shards parts reused, the second
+        # source's under a new name (shard-00003 -> shard-00004); only the new file's are new.
+        key = {k.split("/")[0]: k.split("/")[1] for k in theirs}
+        dedup = json.loads((built / "artifacts" / "deduplicated" / key["deduplicated"] / "manifest.json").read_text())["counts"]
+        assert (dedup["shards"], dedup["shards_reused"]) == (5, 4)
+        counts = json.loads((built / "artifacts" / "shards" / key["shards"] / "manifest.json").read_text())["counts"]
+        assert (counts["parts"], counts["parts_reused"]) == (5, 4)
+        index = json.loads((built / "artifacts" / "shards" / key["shards"] / "index.json").read_text())
+        assert {e["path"].split(".")[0] for e in index["files"] if e["source"] == "second"} == {"tokens/shard-00004"}
     finally:
         extra.unlink(missing_ok=True)
+        shutil.rmtree(built / "second")
     nothing_to_do(run(built, yaml.safe_dump(config("corpus/*.jsonl")), TARGET, "-n"))
