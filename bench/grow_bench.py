@@ -94,7 +94,8 @@ def grow(work: Path, cfg: dict, mb: int, results: list) -> None:
     edited = sorted(corpus.glob("a-*.jsonl.gz"))[5 + sum(r["step"] == "edit" for r in results)]
     # One more document like the others, one that cleaning keeps (no curly brackets), so that the
     # edited part's deduplicated shard changes and its shards part is packed again.
-    rng = random.Random(10**6 + len(results))  # not a file's seed: its first document would be a duplicate
+    # Seeded by the file's size: no file's seed (its first document would be a duplicate), no earlier edit's.
+    rng = random.Random(10**9 + edited.stat().st_size)
     doc = next(d for d in documents(POOL, rng, 1 << 30, f"edit-{edited.stem}") if "{" not in d["text"] and "}" not in d["text"])
     with gzip.open(edited, "ab") as fh:
         fh.write(json.dumps(doc).encode() + b"\n")
