@@ -78,11 +78,13 @@ def timing(key: str) -> bool:
 
 
 # Manifest fields that record where and how a job ran, not what it made: `job` (host and
-# scheduler ids), `threads` (Snakemake gives a job min(threads, --cores)), and training's
+# scheduler ids), `threads` (Snakemake gives a job min(threads, --cores)), training's
 # `resumed_from_step` (None, or the checkpoint a rerun resumed from; also in report.json) and
-# `steps_trained` (the steps the last attempt computed).
+# `steps_trained` (the steps the last attempt computed), and how many output shards (dedup) or
+# parts (shards) a job found in the store from an attempt that was killed after writing them
+# (`shards_reused`, `parts_reused`, a part's `reused`; the files are compared).
 MANIFEST_ONLY = {"job", "threads"}
-PROVENANCE = {"resumed_from_step", "steps_trained"}
+PROVENANCE = {"resumed_from_step", "steps_trained", "shards_reused", "parts_reused", "reused"}
 # Files that hold wall-clock times by design: TensorBoard event files (named after the time,
 # host and pid; one per attempt, crashed ones kept) and the report's renderings of its timings
 # (throughput chart, timing table), whose data is report.json, compared.
