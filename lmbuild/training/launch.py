@@ -100,4 +100,11 @@ def worker(spec_path: str, train) -> int:
         raise
     if counts is not None:
         Path(spec["counts"]).write_text(json.dumps(counts))
+    # Join the process group's threads before the interpreter exits: left to static destructors,
+    # a rank of a finished CPU run was once aborted ("terminate called without an active
+    # exception", SIGABRT) after the artifact's counts were written, failing the job.
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     return 0
