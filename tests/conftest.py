@@ -7,8 +7,8 @@ data/clean_runs.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +20,18 @@ import yaml
 import lmbuild  # noqa: F401 (sets the hub defaults before a test module imports transformers)
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench_common():
+    """bench/common.py (standard library only), loaded under its own name: the benches' helpers."""
+    spec = importlib.util.spec_from_file_location("lmbuild_bench_common", ROOT / "bench" / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# {rule: jobs} from the first 'Job stats' table Snakemake printed: the parser the benches use.
+job_stats = _bench_common().job_stats
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 # The stages tests/smoke.yaml builds, in order; DATA_STAGES are those before the model.
 SMOKE_STAGES = ["raw", "cleaned", "deduplicated", "tokenizer", "shards", "init_checkpoint", "trained_checkpoint", "eval_report", "report"]
@@ -68,17 +80,6 @@ def snakemake(workdir: Path, cfg: dict, *args: str, timeout: int = 900, snakefil
     # Targets go before --configfile: after it Snakemake would read them as more config files.
     cmd = [str(SNAKEMAKE), "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(cfg_path)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def job_stats(output: str) -> dict:
-    """{rule: count} from the first 'Job stats' table Snakemake printed, without its total."""
-    jobs = {}
-    for line in output.split("Job stats:")[1].splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m or m.group(1) == "total":
-            break
-        jobs[m.group(1)] = int(m.group(2))
-    return jobs
 
 
 def jobs_of_dry_run(proc: subprocess.CompletedProcess) -> dict:

@@ -1,5 +1,6 @@
 """Stage runs and inputs shared by the data-stage tests (test_clean, test_quality,
-test_quality_model, test_lang): a stage's output and work folders, a raw and a cleaned run through
+test_quality_model, test_lang, test_dedup, test_survivors): a stage's output and work folders,
+cleaned shards written from (id, text) pairs, a raw and a cleaned run through
 the stage functions (no Snakemake), their rows, prose cut into passages, a JSONL source.
 Not a test module."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lmbuild.build.config import validate
@@ -55,3 +57,19 @@ def jsonl_source(path: Path, texts: list[str]) -> dict:
     """``texts`` written to ``path`` as JSON Lines: a data.sources entry."""
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     return {"type": "jsonl", "path": str(path)}
+
+
+def write_cleaned(folder: Path, shards: list[list[tuple[str, str]]]) -> Path:
+    """A cleaned artifact's shards (no manifest), one per list of (id, text); the source is the
+    id's prefix before ':'."""
+    folder.mkdir()
+    for i, docs in enumerate(shards):
+        table = pa.Table.from_pylist(
+            [
+                {"id": d, "text": t, "source": d.split(":")[0], "metadata": json.dumps({"kind": "prose"}), "lang": "en", "lang_score": 0.9}
+                for d, t in docs
+            ],
+            schema=clean.SCHEMA,
+        )
+        pq.write_table(table, folder / f"shard-{i:05d}.parquet")
+    return folder

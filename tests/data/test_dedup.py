@@ -27,6 +27,7 @@ from lmbuild.store.runner import StageContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import planted  # noqa: E402
+from clean_runs import write_cleaned  # noqa: E402
 import vendored  # noqa: E402
 
 SETTINGS = validate({"data": {"dedup": {"memory_limit": "512MB"}}})["data"]["dedup"]
@@ -46,20 +47,6 @@ def real_code(n: int) -> list[str]:
             if len(texts) == n:
                 break
     return list(texts.values())
-
-
-def write_cleaned(folder: Path, shards: list[list[tuple[str, str]]]) -> Path:
-    folder.mkdir()
-    for i, docs in enumerate(shards):
-        table = pa.Table.from_pylist(
-            [
-                {"id": d, "text": t, "source": d.split(":")[0], "metadata": json.dumps({"kind": "prose"}), "lang": "en", "lang_score": 0.9}
-                for d, t in docs
-            ],
-            schema=clean.SCHEMA,
-        )
-        pq.write_table(table, folder / f"shard-{i:05d}.parquet")
-    return folder
 
 
 def run(tmp_path: Path, cleaned: Path, name="dedup", settings=SETTINGS, threads=2):

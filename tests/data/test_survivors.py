@@ -16,7 +16,7 @@ from lmbuild.store.artifact import file_entries
 from lmbuild.store.runner import StageContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_dedup import write_cleaned  # noqa: E402
+from clean_runs import write_cleaned  # noqa: E402
 
 SETTINGS = validate({"data": {"dedup": {"method": "exact", "buckets": 2, "memory_limit": "512MB"}}})["data"]["dedup"]
 
