@@ -29,17 +29,9 @@ rule build_raw_part:
 # A synthetic source's part (lmbuild.data.synthetic: a teacher model writes the documents): the
 # same job, its own rule so that it can have a GPU (resources.synthetic) and a cluster profile
 # never groups it with the file parts, which need none. Its keys are known at parse time.
-rule build_synthetic_part:
-    input:
-        unpack(part_inputs("raw")),
-    output:
-        directory(keyed_part_path("raw")),
-    log:
-        "logs/raw_parts/{pkey}.log",
+use rule build_raw_part as build_synthetic_part with:
     wildcard_constraints:
         pkey=synthetic_part_keys(),
-    conda:
-        "../envs/data.yaml"
     threads: stage_threads("synthetic", 1)
     resources:
         mem_mb=res("synthetic", "mem_mb", 4000),
@@ -47,12 +39,6 @@ rule build_synthetic_part:
         gpu=gpus("synthetic"),
         gpu_model=gpu_model("synthetic"),
         cpus_per_gpu=cpus_per_gpu("synthetic", 1),
-    params:
-        stage="raw_part",
-        key=lambda wc: wc.pkey,
-        spec=part_spec("raw"),
-    script:
-        "../scripts/raw_part.py"
 
 
 ruleorder: build_synthetic_part > build_raw_part

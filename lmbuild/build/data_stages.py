@@ -145,7 +145,6 @@ def dedup_settings(c: dict) -> dict:
     return s
 
 
-
 CLEANING_LISTS = tuple(
     f"lmbuild/data/resources/{f}"
     for f in ("refinedweb/banned_words.txt", "refinedweb/banned_subwords.txt", "refinedweb/soft_banned_words.txt",

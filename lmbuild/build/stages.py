@@ -267,7 +267,6 @@ def _sweep_runs(plan) -> dict:
     return {f"{run}__{stage}": plan.variants[run].artifacts[stage] for run in plan.sweep_runs for stage in ("trained_checkpoint", "eval_report")}
 
 
-
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [

@@ -93,7 +93,8 @@ def edits(con: duckdb.DuckDBPyConnection, shard_no: int) -> dict[int, set[int]]:
 
 
 class Editor:
-    """Applies one shard's paragraph removals batch by batch (``lmbuild.data.survivors.write_survivors``' ``edit``).
+    """Applies one shard's paragraph removals batch by batch (the ``edit`` of
+    ``lmbuild.data.survivors.write_survivors``).
 
     Counts what it removed and the ids of the documents it dropped as too short.
     """

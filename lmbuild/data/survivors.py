@@ -50,7 +50,8 @@ class Survivors:
     version; not its name, which moves when an earlier source grows. A shard of an earlier build
     with the same address is linked from ``<store>/_parts/deduplicated/<address>``, not rewritten:
     after an append or an edit only the shards whose survivors changed are written (the shards
-    stage then reuses their token files by the same bytes). Listed in the manifest's ``part_keys``, so gc keeps them while it is kept.
+    stage then reuses their token files by the same bytes). Listed in the manifest's
+    ``part_keys``, so gc keeps them while the artifact is kept.
 
     Off (every shard written) where the job has no store or the cleaned input no manifest (tests,
     notebooks), or where paragraph or substring dedup edit the survivors: their edits depend on
